@@ -1,1 +1,24 @@
+//! Pure rowsync logic: no I/O, no async runtime, no database driver.
+//!
+//! Both the client and the server decide through this crate, so a replica
+//! and the server always pick the same winner for the same versions.
+//!
+//! # Layout
+//! - [`schema`]: `CREATE TABLE` text into the synced [`Schema`](rowsync_proto::Schema).
+//! - [`ddl`]: the `CREATE TABLE` text each database gets for a synced table.
+//! - [`capture`]: the SQL text of the replica's metadata tables and capture triggers.
+//! - [`clock`]: the hybrid logical clock's send and receive rules.
+//! - [`merge`]: a row's state and the merge of two states (last writer wins per cell).
+//! - [`change`]: checking a wire change against the schema and turning it into a row state.
 
+pub mod capture;
+pub mod change;
+pub mod clock;
+pub mod ddl;
+pub mod merge;
+pub mod schema;
+
+pub use change::{ChangeError, DecodedChange};
+pub use clock::Clock;
+pub use merge::{MergeOutcome, RowState};
+pub use schema::{parse_schema, schema_warnings, SchemaError};

@@ -1,1 +1,228 @@
+//! Wire types spoken between rowsync replicas and the rowsync server.
+//!
+//! This crate is deliberately thin: plain data with serde, no I/O and no
+//! decisions. Everything that *decides* (merging, validation, clocks) lives in
+//! `rowsync-core`, so that both sides of the wire share one implementation.
+//!
+//! # Layout
+//! - [`Value`]: one SQL value, with an exact JSON form (i64 and f64 round-trip).
+//! - [`Hlc`], [`SiteId`], [`Version`]: hybrid logical clocks and their tie-break.
+//! - [`RowChange`]: the full state of one row as one side knows it.
+//! - [`PushRequest`] / [`PushResponse`], [`PullResponse`]: the `/v1` bodies.
+//! - [`Schema`]: the synced tables, served at `GET /v1/schema`.
+//! - [`ErrorBody`] and [`ErrorCode`]: every 4xx/5xx answer.
 
+mod schema;
+mod value;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use schema::{Column, ColumnType, ConflictStrategy, Schema, Table};
+pub use value::Value;
+
+/// The protocol version spoken under `/v1`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A hybrid logical clock reading: wall milliseconds since the Unix epoch in
+/// the high 48 bits, a logical counter in the low 16 bits.
+///
+/// Packing both into one `u64` keeps comparisons a single integer compare and
+/// lets SQLite store it as an ordinary INTEGER.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Hlc(pub u64);
+
+impl Hlc {
+    /// Bits given to the logical counter.
+    pub const COUNTER_BITS: u32 = 16;
+
+    /// The clock reading for a wall time in milliseconds, counter zero.
+    pub fn from_millis(ms: u64) -> Hlc {
+        Hlc(ms << Self::COUNTER_BITS)
+    }
+
+    /// Wall-clock part in milliseconds since the Unix epoch.
+    pub fn millis(self) -> u64 {
+        self.0 >> Self::COUNTER_BITS
+    }
+
+    /// Logical counter part.
+    pub fn counter(self) -> u16 {
+        (self.0 & 0xffff) as u16
+    }
+}
+
+impl fmt::Display for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.millis(), self.counter())
+    }
+}
+
+/// A replica's identity: 16 random bytes, written as 32 lowercase hex digits.
+///
+/// Lowercase hex of equal length sorts like the bytes it encodes, so the
+/// string order is the tie-break order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SiteId(String);
+
+impl SiteId {
+    /// The site id used for versions written by the server itself.
+    pub fn server() -> SiteId {
+        SiteId("0".repeat(32))
+    }
+
+    /// Builds a site id from 16 bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> SiteId {
+        SiteId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SiteId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(SiteId(s))
+        } else {
+            Err(format!("site id must be 32 lowercase hex digits, got {s:?}"))
+        }
+    }
+}
+
+impl From<SiteId> for String {
+    fn from(s: SiteId) -> String {
+        s.0
+    }
+}
+
+impl fmt::Display for SiteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The version of one write: its clock, then the writing site as tie-break.
+/// Versions are totally ordered, so every replica picks the same winner.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub hlc: Hlc,
+    pub site: SiteId,
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.hlc, &self.site.0[..8])
+    }
+}
+
+/// One column of a row with the version of the write that produced it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    pub column: String,
+    pub value: Value,
+    pub version: Version,
+}
+
+/// The state of one row as the sender knows it.
+///
+/// A change always carries the whole row: every column with the version of
+/// the write that produced it, plus the row's delete tombstone if it has one.
+/// Sending state rather than operations makes applying a change idempotent and
+/// order-independent: merging is a per-cell maximum (see `rowsync-core`).
+/// A row is visible when its newest write (insert or cell) is newer than its
+/// newest delete.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RowChange {
+    pub table: String,
+    /// Primary key values, in the table's primary key column order.
+    pub key: Vec<Value>,
+    /// The newest insert of this key the sender has seen, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alive: Option<Version>,
+    /// The newest delete this row has seen, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<Version>,
+    /// Every column of the row (empty when the sender only knows a delete).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cells: Vec<Cell>,
+}
+
+/// `POST /v1/push` body: a batch of a site's changes, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushRequest {
+    pub site: SiteId,
+    /// The site sequence number of the newest outbox entry in this batch.
+    /// The server records it as the site's high-water mark in the same
+    /// transaction that applies the batch.
+    pub last_seq: u64,
+    pub changes: Vec<PushedChange>,
+}
+
+/// One change in a push batch with the site sequence it covers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushedChange {
+    /// The newest site sequence number folded into this change. The server
+    /// skips a change whose `seq` is at or below the site's high-water mark.
+    pub seq: u64,
+    #[serde(flatten)]
+    pub row: RowChange,
+}
+
+/// `POST /v1/push` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushResponse {
+    /// Every outbox entry at or below this site sequence is durable on the
+    /// server and may be deleted by the client.
+    pub acked_seq: u64,
+    /// How many changes of the batch were applied (the rest were repeats).
+    pub applied: u64,
+}
+
+/// `GET /v1/pull` answer: changes after `cursor` in commit order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PullResponse {
+    pub changes: Vec<RowChange>,
+    /// Pass this as `cursor` to get the next page.
+    pub cursor: u64,
+    /// True when more changes lie beyond `cursor` right now.
+    pub more: bool,
+}
+
+/// Stable, machine-readable error codes. Never renamed once published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON of the expected shape.
+    MalformedBody,
+    /// The body is larger than the server accepts.
+    BodyTooLarge,
+    /// A change names a table the schema does not have.
+    UnknownTable,
+    /// A change names a column its table does not have.
+    UnknownColumn,
+    /// A value does not fit its column's type or constraints.
+    InvalidValue,
+    /// A change's key does not match the table's primary key.
+    InvalidKey,
+    /// A query parameter is missing or malformed.
+    InvalidParameter,
+    /// No such route.
+    NotFound,
+    /// The server's database cannot be reached right now; retry later.
+    Unavailable,
+    /// A bug or unexpected failure on the server.
+    Internal,
+}
+
+/// Body of every error answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}

@@ -1,0 +1,179 @@
+//! SQL text of a replica's metadata tables and capture triggers.
+//!
+//! Capture runs inside the application's own SQLite library, which may be
+//! years older than ours and has no rowsync functions registered. So the
+//! triggers are plain SQL that SQLite 3.7-era libraries already run
+//! (`julianday('now')`, `IS NOT`, bit operators, `json_array` only for
+//! composite keys), and they are as narrow as possible: each write appends one
+//! small outbox row (table id, key, operation, time, changed-columns bitmask)
+//! and reads nothing but an empty guard table. Values are read from the table
+//! itself when the change is pushed, and versions are assigned then too, from
+//! the recorded time (see `rowsync-client`'s stamping).
+//!
+//! While rowsync applies pulled changes it puts a row in `_rowsync_applying`
+//! inside the same transaction; the triggers' `WHEN` clause sees it and stays
+//! silent, so pulled changes never echo back into the outbox.
+
+use rowsync_proto::Table;
+
+/// Outbox operation codes written by the triggers.
+pub const OP_INSERT: i64 = 1;
+pub const OP_UPDATE: i64 = 2;
+pub const OP_DELETE: i64 = 3;
+
+/// The bit that stands for "some column at or beyond this index changed",
+/// for tables wider than an integer's bits.
+pub const OVERFLOW_BIT: usize = 62;
+
+/// The replica's metadata tables. Safe to run again on an initialized file.
+pub const METADATA_SQL: &str = "
+CREATE TABLE IF NOT EXISTS _rowsync_meta (
+  key TEXT PRIMARY KEY,
+  value
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _rowsync_tables (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS _rowsync_outbox (
+  id INTEGER PRIMARY KEY,
+  tbl INTEGER NOT NULL,
+  pk NOT NULL,
+  op INTEGER NOT NULL,
+  at REAL NOT NULL,
+  cols INTEGER NOT NULL,
+  seq INTEGER,
+  hlc INTEGER
+);
+CREATE TABLE IF NOT EXISTS _rowsync_rows (
+  tbl INTEGER NOT NULL,
+  pk NOT NULL,
+  clocks TEXT NOT NULL,
+  PRIMARY KEY (tbl, pk)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _rowsync_applying (
+  since INTEGER
+);
+";
+
+/// SQL expression (over `NEW` or `OLD`) giving a row's key as the outbox
+/// stores it: the value itself for a one-column key, a JSON array otherwise.
+pub fn key_expression(table: &Table, row: &str) -> String {
+    let parts: Vec<String> =
+        table.primary_key.iter().map(|&i| format!("{row}.\"{}\"", table.columns[i].name)).collect();
+    if parts.len() == 1 {
+        parts.into_iter().next().unwrap_or_default()
+    } else {
+        format!("json_array({})", parts.join(", "))
+    }
+}
+
+fn key_unchanged(table: &Table) -> String {
+    let parts: Vec<String> = table
+        .primary_key
+        .iter()
+        .map(|&i| format!("OLD.\"{0}\" IS NEW.\"{0}\"", table.columns[i].name))
+        .collect();
+    parts.join(" AND ")
+}
+
+/// Names of the capture triggers of a table.
+pub fn trigger_names(table: &Table) -> [String; 4] {
+    ["ins", "upd", "key", "del"].map(|kind| format!("_rowsync_{}_{kind}", table.name))
+}
+
+/// The capture triggers of one table, whose id in `_rowsync_tables` is `id`.
+pub fn capture_triggers(table: &Table, id: i64) -> Vec<String> {
+    let [ins, upd, key, del] = trigger_names(table);
+    let name = &table.name;
+    let guard = "NOT EXISTS (SELECT 1 FROM _rowsync_applying)";
+    let now = "julianday('now')";
+    let changed: Vec<String> = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !table.is_key_column(*i))
+        .map(|(i, c)| {
+            let test = format!("(OLD.\"{0}\" IS NOT NEW.\"{0}\")", c.name);
+            match i.min(OVERFLOW_BIT) {
+                0 => test,
+                bit => format!("({test} << {bit})"),
+            }
+        })
+        .collect();
+    let changed = if changed.is_empty() { "0".to_string() } else { changed.join(" | ") };
+    let new_key = key_expression(table, "NEW");
+    let old_key = key_expression(table, "OLD");
+    let same_key = key_unchanged(table);
+    vec![
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS \"{ins}\" AFTER INSERT ON \"{name}\" WHEN {guard} BEGIN \
+             INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) VALUES ({id}, {new_key}, {OP_INSERT}, {now}, -1); END"
+        ),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS \"{upd}\" AFTER UPDATE ON \"{name}\" WHEN {guard} AND {same_key} BEGIN \
+             INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) VALUES ({id}, {new_key}, {OP_UPDATE}, {now}, {changed}); END"
+        ),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS \"{key}\" AFTER UPDATE ON \"{name}\" WHEN {guard} AND NOT ({same_key}) BEGIN \
+             INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) VALUES ({id}, {old_key}, {OP_DELETE}, {now}, 0), \
+             ({id}, {new_key}, {OP_INSERT}, {now}, -1); END"
+        ),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS \"{del}\" AFTER DELETE ON \"{name}\" WHEN {guard} BEGIN \
+             INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) VALUES ({id}, {old_key}, {OP_DELETE}, {now}, 0); END"
+        ),
+    ]
+}
+
+/// The columns an outbox entry's bitmask says changed.
+pub fn changed_columns(table: &Table, op: i64, bits: i64) -> Vec<usize> {
+    (0..table.columns.len())
+        .filter(|&i| !table.is_key_column(i))
+        .filter(|&i| op == OP_INSERT || bits & (1i64 << i.min(OVERFLOW_BIT)) != 0)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_schema;
+
+    #[test]
+    fn triggers_for_a_single_key_table() {
+        let schema = parse_schema("CREATE TABLE c (id TEXT PRIMARY KEY, name TEXT, phone TEXT);").unwrap();
+        let sql = capture_triggers(&schema.tables[0], 7);
+        assert_eq!(
+            sql[0],
+            "CREATE TRIGGER IF NOT EXISTS \"_rowsync_c_ins\" AFTER INSERT ON \"c\" WHEN NOT EXISTS (SELECT 1 FROM _rowsync_applying) BEGIN \
+             INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) VALUES (7, NEW.\"id\", 1, julianday('now'), -1); END"
+        );
+        assert_eq!(
+            sql[1],
+            "CREATE TRIGGER IF NOT EXISTS \"_rowsync_c_upd\" AFTER UPDATE ON \"c\" WHEN NOT EXISTS (SELECT 1 FROM _rowsync_applying) AND OLD.\"id\" IS NEW.\"id\" BEGIN \
+             INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) VALUES (7, NEW.\"id\", 2, julianday('now'), \
+             ((OLD.\"name\" IS NOT NEW.\"name\") << 1) | ((OLD.\"phone\" IS NOT NEW.\"phone\") << 2)); END"
+        );
+        assert!(sql[2].contains("NOT (OLD.\"id\" IS NEW.\"id\")"));
+        assert!(sql[3].contains("VALUES (7, OLD.\"id\", 3, julianday('now'), 0)"));
+    }
+
+    #[test]
+    fn composite_keys_are_json_arrays() {
+        let schema = parse_schema("CREATE TABLE m (a TEXT, b INTEGER, PRIMARY KEY (a, b));").unwrap();
+        let sql = capture_triggers(&schema.tables[0], 2);
+        assert!(sql[0].contains("json_array(NEW.\"a\", NEW.\"b\")"), "{}", sql[0]);
+        assert!(sql[1].contains("OLD.\"a\" IS NEW.\"a\" AND OLD.\"b\" IS NEW.\"b\""));
+        assert!(sql[1].contains(", 2, julianday('now'), 0)"), "{}", sql[1]);
+    }
+
+    #[test]
+    fn bitmask_decodes_including_wide_tables() {
+        let cols: Vec<String> = (0..70).map(|i| format!("c{i} TEXT")).collect();
+        let schema = parse_schema(&format!("CREATE TABLE w (id TEXT PRIMARY KEY, {});", cols.join(", "))).unwrap();
+        let table = &schema.tables[0];
+        assert_eq!(changed_columns(table, OP_UPDATE, 0b110), vec![1, 2]);
+        assert_eq!(changed_columns(table, OP_UPDATE, 1 << 62).len(), 71 - 62);
+        assert_eq!(changed_columns(table, OP_INSERT, 0).len(), 70);
+    }
+}

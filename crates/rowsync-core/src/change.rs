@@ -1,0 +1,221 @@
+//! Checking a wire [`RowChange`] against the schema, and converting between
+//! the wire form and a [`RowState`].
+//!
+//! Every table and column name that arrives from the network passes through
+//! [`decode_change`] before any SQL is built from it; after this point code
+//! works with column indexes into the schema, never with payload strings.
+
+use rowsync_proto::{Cell, ColumnType, ErrorCode, RowChange, Schema, Table, Value};
+
+use crate::merge::RowState;
+
+/// Why a change was refused. Each maps to a stable wire [`ErrorCode`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("unknown table {0:?}")]
+    UnknownTable(String),
+    #[error("table {table}: unknown column {column:?}")]
+    UnknownColumn { table: String, column: String },
+    #[error("table {table}: {message}")]
+    InvalidKey { table: String, message: String },
+    #[error("table {table}, column {column}: {message}")]
+    InvalidValue { table: String, column: String, message: String },
+}
+
+impl ChangeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ChangeError::UnknownTable(_) => ErrorCode::UnknownTable,
+            ChangeError::UnknownColumn { .. } => ErrorCode::UnknownColumn,
+            ChangeError::InvalidKey { .. } => ErrorCode::InvalidKey,
+            ChangeError::InvalidValue { .. } => ErrorCode::InvalidValue,
+        }
+    }
+}
+
+/// A change that passed every check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodedChange {
+    /// Index of the table in the schema.
+    pub table: usize,
+    /// Key values, in primary key order, each of its column's type.
+    pub key: Vec<Value>,
+    pub state: RowState,
+}
+
+/// Checks `change` against `schema` and turns it into a row state.
+///
+/// A change that carries any cell must carry every non-key column, so that
+/// a row can always be written whole (NOT NULL columns included).
+pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChange, ChangeError> {
+    let table_index = schema
+        .tables
+        .iter()
+        .position(|t| t.name == change.table)
+        .ok_or_else(|| ChangeError::UnknownTable(change.table.clone()))?;
+    let table = &schema.tables[table_index];
+    if change.key.len() != table.primary_key.len() {
+        return Err(ChangeError::InvalidKey {
+            table: table.name.clone(),
+            message: format!("key has {} values, the primary key has {} columns", change.key.len(), table.primary_key.len()),
+        });
+    }
+    let mut key = Vec::with_capacity(change.key.len());
+    for (value, &index) in change.key.iter().zip(&table.primary_key) {
+        let value = check_value(table, index, value)?;
+        if value == Value::Null {
+            return Err(ChangeError::InvalidKey {
+                table: table.name.clone(),
+                message: format!("key column {} is null", table.columns[index].name),
+            });
+        }
+        key.push(value);
+    }
+
+    let mut state = RowState::empty(table.columns.len());
+    state.alive.clone_from(&change.alive);
+    state.deleted.clone_from(&change.deleted);
+    for cell in &change.cells {
+        let index = table.column_index(&cell.column).ok_or_else(|| ChangeError::UnknownColumn {
+            table: table.name.clone(),
+            column: cell.column.clone(),
+        })?;
+        if table.is_key_column(index) {
+            return Err(ChangeError::InvalidValue {
+                table: table.name.clone(),
+                column: cell.column.clone(),
+                message: "a key column travels in `key`, not as a cell".into(),
+            });
+        }
+        if state.cells[index].is_some() {
+            return Err(ChangeError::InvalidValue {
+                table: table.name.clone(),
+                column: cell.column.clone(),
+                message: "column appears twice".into(),
+            });
+        }
+        state.cells[index] = Some((check_value(table, index, &cell.value)?, cell.version.clone()));
+    }
+    if !change.cells.is_empty() {
+        if let Some(missing) = (0..table.columns.len()).find(|&i| !table.is_key_column(i) && state.cells[i].is_none()) {
+            return Err(ChangeError::InvalidValue {
+                table: table.name.clone(),
+                column: table.columns[missing].name.clone(),
+                message: "missing: a change carries every column of its row".into(),
+            });
+        }
+    }
+    Ok(DecodedChange { table: table_index, key, state })
+}
+
+/// The wire form of a row state.
+pub fn encode_change(table: &Table, key: Vec<Value>, state: &RowState) -> RowChange {
+    let cells = state
+        .cells
+        .iter()
+        .enumerate()
+        .filter_map(|(index, cell)| {
+            cell.as_ref().map(|(value, version)| Cell {
+                column: table.columns[index].name.clone(),
+                value: value.clone(),
+                version: version.clone(),
+            })
+        })
+        .collect();
+    RowChange { table: table.name.clone(), key, alive: state.alive.clone(), deleted: state.deleted.clone(), cells }
+}
+
+/// Checks one value against its column, converting where the conversion is
+/// exact (an integer into a REAL column).
+pub fn check_value(table: &Table, index: usize, value: &Value) -> Result<Value, ChangeError> {
+    let column = &table.columns[index];
+    let refuse = |message: String| ChangeError::InvalidValue {
+        table: table.name.clone(),
+        column: column.name.clone(),
+        message,
+    };
+    let ok = match (column.ty, value) {
+        (_, Value::Null) if column.not_null => return Err(refuse("is NOT NULL but the value is null".into())),
+        (_, Value::Null) => Value::Null,
+        (ColumnType::Integer, Value::Integer(_))
+        | (ColumnType::Real, Value::Real(_))
+        | (ColumnType::Text, Value::Text(_))
+        | (ColumnType::Blob, Value::Blob(_)) => value.clone(),
+        (ColumnType::Real, Value::Integer(i)) if (*i as f64) as i64 == *i => Value::Real(*i as f64),
+        (ColumnType::Boolean, Value::Integer(i @ (0 | 1))) => Value::Integer(*i),
+        (ty, other) => {
+            return Err(refuse(format!("expected {} but got {} {}", ty.sql_name(), other.kind(), short(other))));
+        }
+    };
+    Ok(ok)
+}
+
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 40 {
+        format!("{}…", text.chars().take(40).collect::<String>())
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rowsync_proto::{Hlc, SiteId, Version};
+
+    use super::*;
+    use crate::parse_schema;
+
+    fn schema() -> Schema {
+        parse_schema("CREATE TABLE c (id TEXT PRIMARY KEY, name TEXT NOT NULL, age INTEGER, score REAL, ok BOOLEAN);").unwrap()
+    }
+
+    fn version() -> Version {
+        Version { hlc: Hlc(1), site: SiteId::from_bytes([1; 16]) }
+    }
+
+    fn change(cells: &[(&str, Value)]) -> RowChange {
+        RowChange {
+            table: "c".into(),
+            key: vec![Value::Text("k".into())],
+            alive: Some(version()),
+            deleted: None,
+            cells: cells.iter().map(|(c, v)| Cell { column: (*c).into(), value: v.clone(), version: version() }).collect(),
+        }
+    }
+
+    fn full(name: Value, age: Value) -> RowChange {
+        change(&[("name", name), ("age", age), ("score", Value::Integer(3)), ("ok", Value::Integer(1))])
+    }
+
+    #[test]
+    fn accepts_a_full_row_and_round_trips_it() {
+        let schema = schema();
+        let wire = full(Value::Text("Ann".into()), Value::Null);
+        let decoded = decode_change(&schema, &wire).unwrap();
+        assert_eq!(decoded.state.cells[3].as_ref().unwrap().0, Value::Real(3.0));
+        let back = encode_change(&schema.tables[0], decoded.key.clone(), &decoded.state);
+        assert_eq!(decode_change(&schema, &back).unwrap(), decoded);
+    }
+
+    #[test]
+    fn refuses_what_the_schema_does_not_allow() {
+        let schema = schema();
+        let mut unknown_table = full(Value::Text("a".into()), Value::Null);
+        unknown_table.table = "nope".into();
+        assert_eq!(decode_change(&schema, &unknown_table).unwrap_err().code(), ErrorCode::UnknownTable);
+        let mut unknown_column = full(Value::Text("a".into()), Value::Null);
+        unknown_column.cells[0].column = "x\"; DROP TABLE c; --".into();
+        assert_eq!(decode_change(&schema, &unknown_column).unwrap_err().code(), ErrorCode::UnknownColumn);
+        let wrong_type = full(Value::Text("a".into()), Value::Text("old".into()));
+        let err = decode_change(&schema, &wrong_type).unwrap_err();
+        assert_eq!(err.to_string(), "table c, column age: expected INTEGER but got text old");
+        let null_name = full(Value::Null, Value::Null);
+        assert_eq!(decode_change(&schema, &null_name).unwrap_err().code(), ErrorCode::InvalidValue);
+        let partial = change(&[("name", Value::Text("a".into()))]);
+        assert!(decode_change(&schema, &partial).unwrap_err().to_string().contains("missing"));
+        let mut bad_key = full(Value::Text("a".into()), Value::Null);
+        bad_key.key.push(Value::Integer(1));
+        assert_eq!(decode_change(&schema, &bad_key).unwrap_err().code(), ErrorCode::InvalidKey);
+    }
+}

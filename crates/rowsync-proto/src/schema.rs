@@ -1,0 +1,82 @@
+//! The synced schema as it travels on the wire (`GET /v1/schema`).
+//!
+//! Parsing `CREATE TABLE` text into this model lives in `rowsync-core`; this
+//! module only describes the result.
+
+use serde::{Deserialize, Serialize};
+
+/// The portable column types rowsync syncs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ColumnType {
+    Text,
+    Integer,
+    Real,
+    Blob,
+    /// Stored as INTEGER 0/1 in SQLite, BOOLEAN elsewhere.
+    Boolean,
+}
+
+impl ColumnType {
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            ColumnType::Text => "TEXT",
+            ColumnType::Integer => "INTEGER",
+            ColumnType::Real => "REAL",
+            ColumnType::Blob => "BLOB",
+            ColumnType::Boolean => "BOOLEAN",
+        }
+    }
+}
+
+/// How concurrent edits of one row are resolved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictStrategy {
+    /// Per-column last-writer-wins by version.
+    #[default]
+    Field,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    #[serde(default)]
+    pub not_null: bool,
+    /// The DEFAULT expression exactly as written in the schema file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// Indexes into `columns`, in primary key order.
+    pub primary_key: Vec<usize>,
+    #[serde(default)]
+    pub conflict: ConflictStrategy,
+}
+
+impl Table {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    pub fn is_key_column(&self, index: usize) -> bool {
+        self.primary_key.contains(&index)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Schema {
+    pub tables: Vec<Table>,
+}
+
+impl Schema {
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+}
