@@ -96,7 +96,8 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
         }
         state.cells[index] = Some((check_value(table, index, &cell.value)?, cell.version.clone()));
     }
-    if !change.cells.is_empty() {
+    let has_values = table.columns.len() > table.primary_key.len();
+    if !change.cells.is_empty() || (change.alive.is_some() && has_values) {
         if let Some(missing) = (0..table.columns.len()).find(|&i| !table.is_key_column(i) && state.cells[i].is_none()) {
             return Err(ChangeError::InvalidValue {
                 table: table.name.clone(),

@@ -59,6 +59,81 @@ pub fn create_table(table: &Table, dialect: Dialect) -> String {
     format!("CREATE TABLE IF NOT EXISTS {} (\n  {}\n)", dialect.quote(&table.name), parts.join(",\n  "))
 }
 
+/// Placeholder for the `n`th (1-based) bound parameter.
+pub fn placeholder(dialect: Dialect, n: usize) -> String {
+    match dialect {
+        Dialect::Postgres => format!("${n}"),
+        Dialect::Sqlite | Dialect::Mysql => "?".to_string(),
+    }
+}
+
+/// Inserts a whole row, or overwrites every non-key column when the key
+/// exists. Parameters: every column, in table order.
+pub fn upsert_row(table: &Table, dialect: Dialect) -> String {
+    let columns: Vec<String> = table.columns.iter().map(|c| dialect.quote(&c.name)).collect();
+    let params: Vec<String> = (1..=table.columns.len()).map(|n| placeholder(dialect, n)).collect();
+    let non_key: Vec<&str> = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !table.is_key_column(*i))
+        .map(|(_, c)| c.name.as_str())
+        .collect();
+    let key: Vec<String> = table.primary_key.iter().map(|&i| dialect.quote(&table.columns[i].name)).collect();
+    let insert = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        dialect.quote(&table.name),
+        columns.join(", "),
+        params.join(", ")
+    );
+    match dialect {
+        Dialect::Mysql => {
+            // MySQL has no "do nothing"; assigning a key column to itself is the idiom.
+            let sets: Vec<String> = if non_key.is_empty() {
+                vec![format!("{0} = {0}", key[0])]
+            } else {
+                non_key.iter().map(|c| format!("`{c}` = VALUES(`{c}`)")).collect()
+            };
+            format!("{insert} ON DUPLICATE KEY UPDATE {}", sets.join(", "))
+        }
+        Dialect::Sqlite | Dialect::Postgres => {
+            if non_key.is_empty() {
+                format!("{insert} ON CONFLICT ({}) DO NOTHING", key.join(", "))
+            } else {
+                let sets: Vec<String> = non_key.iter().map(|c| format!("\"{c}\" = excluded.\"{c}\"")).collect();
+                format!("{insert} ON CONFLICT ({}) DO UPDATE SET {}", key.join(", "), sets.join(", "))
+            }
+        }
+    }
+}
+
+/// `WHERE` clause matching one row by key, parameters numbered from `first`.
+pub fn key_condition(table: &Table, dialect: Dialect, first: usize) -> String {
+    let parts: Vec<String> = table
+        .primary_key
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| format!("{} = {}", dialect.quote(&table.columns[i].name), placeholder(dialect, first + n)))
+        .collect();
+    parts.join(" AND ")
+}
+
+/// Deletes one row by key. Parameters: the key values in key order.
+pub fn delete_row(table: &Table, dialect: Dialect) -> String {
+    format!("DELETE FROM {} WHERE {}", dialect.quote(&table.name), key_condition(table, dialect, 1))
+}
+
+/// Reads one whole row by key. Parameters: the key values in key order.
+pub fn select_row(table: &Table, dialect: Dialect) -> String {
+    let columns: Vec<String> = table.columns.iter().map(|c| dialect.quote(&c.name)).collect();
+    format!(
+        "SELECT {} FROM {} WHERE {}",
+        columns.join(", "),
+        dialect.quote(&table.name),
+        key_condition(table, dialect, 1)
+    )
+}
+
 /// The portable type a SQLite declared type stands for, by the same names the
 /// schema file accepts. Used to compare a replica's existing table with the
 /// server's schema.
@@ -90,6 +165,22 @@ mod tests {
         );
         assert!(create_table(table, Dialect::Postgres).contains("\"c\" DOUBLE PRECISION,\n  \"d\" BYTEA"));
         assert!(create_table(table, Dialect::Mysql).contains("`b` BIGINT NOT NULL DEFAULT 0"));
+    }
+
+    #[test]
+    fn row_statements_per_dialect() {
+        let schema = parse_schema("CREATE TABLE c (id TEXT PRIMARY KEY, name TEXT);").unwrap();
+        let table = &schema.tables[0];
+        assert_eq!(
+            upsert_row(table, Dialect::Sqlite),
+            "INSERT INTO \"c\" (\"id\", \"name\") VALUES (?, ?) ON CONFLICT (\"id\") DO UPDATE SET \"name\" = excluded.\"name\""
+        );
+        assert_eq!(
+            upsert_row(table, Dialect::Mysql),
+            "INSERT INTO `c` (`id`, `name`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `name` = VALUES(`name`)"
+        );
+        assert_eq!(delete_row(table, Dialect::Postgres), "DELETE FROM \"c\" WHERE \"id\" = $1");
+        assert_eq!(select_row(table, Dialect::Sqlite), "SELECT \"id\", \"name\" FROM \"c\" WHERE \"id\" = ?");
     }
 
     #[test]

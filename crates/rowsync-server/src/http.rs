@@ -1,0 +1,196 @@
+//! The `/v1` HTTP API. Handlers check every input against the schema before
+//! the store sees it; the store then applies it in one transaction.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rowsync_core::change::decode_change;
+use rowsync_proto::{ErrorCode, PushRequest, PushResponse, Schema};
+use serde::Deserialize;
+use tower_http::decompression::RequestDecompressionLayer;
+
+use crate::error::ApiError;
+use crate::store::{CheckedChange, Store};
+
+/// Default largest request body, after decompression.
+pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
+/// Most changes accepted in one push.
+pub const MAX_PUSH_CHANGES: usize = 50_000;
+/// Default and largest pull page.
+pub const DEFAULT_PULL_LIMIT: u32 = 1_000;
+pub const MAX_PULL_LIMIT: u32 = 10_000;
+/// Longest long-poll wait a client may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Counters exposed at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pushes: AtomicU64,
+    pushed_changes: AtomicU64,
+    applied_changes: AtomicU64,
+    pulls: AtomicU64,
+    pulled_changes: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// What every handler shares.
+pub struct AppState<S> {
+    pub store: Arc<S>,
+    pub schema: Arc<Schema>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl<S> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        AppState { store: self.store.clone(), schema: self.schema.clone(), metrics: self.metrics.clone() }
+    }
+}
+
+impl<S: Store> AppState<S> {
+    pub fn new(store: S, schema: Schema) -> AppState<S> {
+        AppState { store: Arc::new(store), schema: Arc::new(schema), metrics: Arc::default() }
+    }
+}
+
+/// The server's router.
+pub fn app<S: Store>(state: AppState<S>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/v1/schema", get(get_schema::<S>))
+        .route("/v1/push", post(push::<S>))
+        .route("/v1/pull", get(pull::<S>))
+        .route("/health", get(health::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestDecompressionLayer::new())
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route; the API lives under /v1")
+}
+
+async fn get_schema<S: Store>(State(state): State<AppState<S>>) -> Json<Schema> {
+    Json((*state.schema).clone())
+}
+
+async fn push<S: Store>(
+    State(state): State<AppState<S>>,
+    body: Result<Json<PushRequest>, JsonRejection>,
+) -> Result<Json<PushResponse>, ApiError> {
+    let refused = |e: ApiError| {
+        state.metrics.refused.fetch_add(1, Ordering::Relaxed);
+        e
+    };
+    let Json(request) = body.map_err(|rejection| refused(json_rejection(rejection)))?;
+    if request.changes.len() > MAX_PUSH_CHANGES {
+        return Err(refused(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyTooLarge,
+            format!("a push carries at most {MAX_PUSH_CHANGES} changes, this one has {}", request.changes.len()),
+        )));
+    }
+    let mut checked = Vec::with_capacity(request.changes.len());
+    for (index, pushed) in request.changes.iter().enumerate() {
+        if pushed.seq > request.last_seq {
+            return Err(refused(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidParameter,
+                format!("change {index}: seq {} is above the batch's last_seq {}", pushed.seq, request.last_seq),
+            )));
+        }
+        let change = decode_change(&state.schema, &pushed.row).map_err(|e| {
+            let mut err = ApiError::from(e);
+            err.message = format!("change {index}: {}", err.message);
+            refused(err)
+        })?;
+        checked.push(CheckedChange { seq: pushed.seq, change });
+    }
+    let response = state.store.push(&state.schema, &request.site, request.last_seq, &checked).await?;
+    state.metrics.pushes.fetch_add(1, Ordering::Relaxed);
+    state.metrics.pushed_changes.fetch_add(checked.len() as u64, Ordering::Relaxed);
+    state.metrics.applied_changes.fetch_add(response.applied, Ordering::Relaxed);
+    Ok(Json(response))
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge, "the request body is larger than this server accepts")
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedBody, rejection.body_text())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PullParams {
+    #[serde(default)]
+    cursor: u64,
+    limit: Option<u32>,
+    /// Seconds to wait for a change when there is none yet (long-poll).
+    #[serde(default)]
+    wait: u64,
+}
+
+async fn pull<S: Store>(
+    State(state): State<AppState<S>>,
+    params: Result<Query<PullParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_parameter(e.body_text()))?;
+    let limit = params.limit.unwrap_or(DEFAULT_PULL_LIMIT);
+    if limit == 0 || limit > MAX_PULL_LIMIT {
+        return Err(ApiError::bad_parameter(format!("limit must be between 1 and {MAX_PULL_LIMIT}")));
+    }
+    let wait = Duration::from_secs(params.wait).min(MAX_WAIT);
+    let deadline = Instant::now() + wait;
+    let page = loop {
+        let page = state.store.pull(params.cursor, limit).await?;
+        if !page.states.is_empty() || Instant::now() >= deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    state.metrics.pulls.fetch_add(1, Ordering::Relaxed);
+    state.metrics.pulled_changes.fetch_add(page.states.len() as u64, Ordering::Relaxed);
+    // The stored states are already the wire form of a change: splice them in
+    // rather than decoding and encoding every row again.
+    let mut body = String::with_capacity(page.states.iter().map(|s| s.len() + 1).sum::<usize>() + 64);
+    body.push_str("{\"changes\":[");
+    for (i, state) in page.states.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(state);
+    }
+    body.push_str(&format!("],\"cursor\":{},\"more\":{}}}", page.cursor, page.more));
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn health<S: Store>(State(state): State<AppState<S>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn metrics<S: Store>(State(state): State<AppState<S>>) -> Response {
+    let m = &state.metrics;
+    let mut out = String::new();
+    for (name, help, value) in [
+        ("rowsync_pushes_total", "Push batches applied.", &m.pushes),
+        ("rowsync_pushed_changes_total", "Changes received in applied pushes.", &m.pushed_changes),
+        ("rowsync_applied_changes_total", "Changes applied (not repeats).", &m.applied_changes),
+        ("rowsync_pulls_total", "Pull pages served.", &m.pulls),
+        ("rowsync_pulled_changes_total", "Changes served by pulls.", &m.pulled_changes),
+        ("rowsync_refused_pushes_total", "Pushes refused as bad input.", &m.refused),
+    ] {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", value.load(Ordering::Relaxed)));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
