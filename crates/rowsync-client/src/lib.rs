@@ -1,1 +1,33 @@
+//! The local rowsync replica.
+//!
+//! An application keeps reading and writing its SQLite file with any SQLite
+//! client. Triggers (installed by [`Replica::init`]) record every write in
+//! the `_rowsync_outbox` table; [`sync`] later assigns versions to those
+//! writes, pulls the server's changes and merges them cell by cell, and
+//! pushes the local changes in batches.
+//!
+//! # Layout
+//! - [`replica`]: opening and initializing a replica file, metadata, status.
+//! - [`stamp`]: turning recorded writes into versioned changes (the hybrid clock's send rule).
+//! - [`outbox`]: building push batches and dropping what the server acknowledged.
+//! - [`apply`]: merging a pulled page into the file, cursor included, in one transaction.
+//! - [`transport`]: the [`Transport`] trait and its HTTP implementation.
+//! - [`sync`]: one full sync round (pull, push, pull) over a transport.
+//! - [`error`]: [`ClientError`], grouped by whose fault it is.
+//!
+//! Every write transaction rowsync opens is bounded (a page, a batch, a
+//! chunk of stamping), so the application never waits long for the lock.
 
+pub mod apply;
+pub mod error;
+pub mod outbox;
+pub mod replica;
+pub mod stamp;
+pub mod sync;
+pub mod transport;
+mod values;
+
+pub use error::ClientError;
+pub use replica::{Replica, Status};
+pub use sync::{sync, SyncOptions, SyncReport};
+pub use transport::{HttpTransport, Transport};

@@ -1,0 +1,36 @@
+//! Errors of the client library, grouped by what the caller can do about them.
+
+use rowsync_proto::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached (or said it is unavailable). Nothing
+    /// was lost; sync again later.
+    #[error("cannot reach the server at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    /// The server refused a request. Retrying the same request will not help.
+    #[error("the server refused the request ({code:?}): {message}")]
+    Refused { status: u16, code: ErrorCode, message: String },
+    /// The server answered something that is not rowsync's protocol.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+    /// The file is not a rowsync replica.
+    #[error("{path} is not a rowsync replica (run `rowsync init {path} --server URL` first)")]
+    NotAReplica { path: String },
+    /// The local file's tables do not match the server's schema.
+    #[error("{0}")]
+    SchemaMismatch(String),
+    /// The local SQLite file could not be read or written.
+    #[error("local database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Local metadata is damaged.
+    #[error("replica metadata is damaged: {0}")]
+    Corrupt(String),
+}
+
+impl ClientError {
+    /// True when the server could not be reached: try again later.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ClientError::Unreachable { .. })
+    }
+}

@@ -1,0 +1,127 @@
+//! Building push batches from the outbox, and dropping what the server has
+//! acknowledged.
+//!
+//! A batch holds the oldest stamped outbox entries. Entries for the same row
+//! fold into one change carrying the row's current values, each with the
+//! version of the local write that produced it (read in the same transaction
+//! as the stamping, so a value and its version always belong together).
+//! Entries leave the outbox only after the server has answered with an
+//! acknowledgement that covers them.
+
+use std::collections::HashMap;
+
+use rowsync_core::change::encode_change;
+use rowsync_core::ddl::{select_row, Dialect};
+use rowsync_proto::{PushRequest, PushedChange, Value};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::error::ClientError;
+use crate::replica::{key, meta_get, Replica};
+use crate::stamp::{load_clocks, stamp_pending};
+use crate::values::{from_sql, key_token, key_values, to_sql};
+
+/// Outbox entries stamped per transaction.
+pub const STAMP_CHUNK: usize = 10_000;
+
+/// A push batch and the outbox entries it covers.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub request: PushRequest,
+    /// The newest outbox entry id the batch covers.
+    pub last_id: i64,
+    /// How many outbox entries the batch covers.
+    pub entries: usize,
+}
+
+/// Stamps what is pending, in bounded transactions, so that later
+/// transactions only have a little left to do.
+pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
+    loop {
+        let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
+        let stamped = stamp_pending(replica, &tx, STAMP_CHUNK)?;
+        tx.commit()?;
+        if stamped < STAMP_CHUNK {
+            return Ok(());
+        }
+    }
+}
+
+/// The next batch of at most `max_entries` outbox entries, or `None` when the
+/// outbox is empty.
+pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>, ClientError> {
+    let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
+    while stamp_pending(replica, &tx, STAMP_CHUNK)? > 0 {}
+    let stamped_id: i64 = meta_get(&tx, key::STAMPED_ID)?.unwrap_or(0);
+    let entries: Vec<(i64, i64, SqlValue, i64)> = tx
+        .prepare_cached("SELECT id, tbl, pk, seq FROM _rowsync_outbox WHERE id <= ? ORDER BY id LIMIT ?")?
+        .query_map(params![stamped_id, max_entries as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    let Some(last_id) = entries.last().map(|e| e.0) else {
+        tx.commit()?;
+        return Ok(None);
+    };
+
+    // Fold entries per row, keeping the order rows were first written.
+    let mut order: Vec<(i64, SqlValue)> = Vec::new();
+    let mut newest_seq: HashMap<(i64, String), i64> = HashMap::new();
+    for (_, table_id, stored_key, seq) in &entries {
+        let token = key_token(*table_id, stored_key);
+        match newest_seq.get_mut(&token) {
+            Some(newest) => *newest = (*newest).max(*seq),
+            None => {
+                newest_seq.insert(token, *seq);
+                order.push((*table_id, stored_key.clone()));
+            }
+        }
+    }
+
+    let mut changes = Vec::with_capacity(order.len());
+    for (table_id, stored_key) in &order {
+        let index = *replica
+            .table_index
+            .get(table_id)
+            .ok_or_else(|| ClientError::Corrupt(format!("outbox names unknown table id {table_id}")))?;
+        let table = &replica.schema.tables[index];
+        let key = key_values(table, stored_key)?;
+        let clocks = load_clocks(&tx, *table_id, stored_key)?.unwrap_or_default();
+        let mut state = clocks.to_state(table.columns.len());
+        let params: Vec<SqlValue> = key.iter().map(to_sql).collect();
+        let row: Option<Vec<Value>> = tx
+            .prepare_cached(&select_row(table, Dialect::Sqlite))?
+            .query_row(rusqlite::params_from_iter(params), |row| {
+                (0..table.columns.len()).map(|i| row.get_ref(i).map(from_sql)).collect()
+            })
+            .optional()?;
+        match row {
+            Some(values) => {
+                let fallback = state.newest_write().cloned();
+                for (i, value) in values.into_iter().enumerate() {
+                    if table.is_key_column(i) {
+                        continue;
+                    }
+                    let version = state.cells[i].as_ref().map(|(_, v)| v.clone()).or_else(|| fallback.clone());
+                    state.cells[i] = version.map(|v| (value, v));
+                }
+            }
+            None => state.cells.iter_mut().for_each(|c| *c = None),
+        }
+        let seq = newest_seq[&key_token(*table_id, stored_key)];
+        changes.push(PushedChange { seq: seq as u64, row: encode_change(table, key, &state) });
+    }
+    let last_seq = entries.iter().map(|e| e.3).max().unwrap_or(0) as u64;
+    tx.commit()?;
+    Ok(Some(Batch {
+        request: PushRequest { site: replica.site.clone(), last_seq, changes },
+        last_id,
+        entries: entries.len(),
+    }))
+}
+
+/// Drops the entries of `batch` that the server acknowledged.
+pub fn acknowledge(replica: &Replica, batch: &Batch, acked_seq: u64) -> Result<usize, ClientError> {
+    Ok(replica
+        .conn
+        .prepare_cached("DELETE FROM _rowsync_outbox WHERE id <= ? AND seq <= ?")?
+        .execute(params![batch.last_id, acked_seq as i64])?)
+}

@@ -1,0 +1,280 @@
+//! A replica file: opening, initializing and describing it.
+//!
+//! Metadata lives in tables named `_rowsync_*` (see `docs/internal-tables.md`);
+//! scalar settings and progress (site id, server URL, cursor, clock, last
+//! sync) live as rows of `_rowsync_meta`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rowsync_core::capture::{capture_triggers, METADATA_SQL};
+use rowsync_core::ddl::{create_table, sqlite_declared_type, Dialect};
+use rowsync_proto::{Schema, SiteId};
+use rusqlite::types::FromSql;
+use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior};
+use serde::Serialize;
+
+use crate::error::ClientError;
+
+/// Keys of `_rowsync_meta`.
+pub(crate) mod key {
+    pub const SITE_ID: &str = "site_id";
+    pub const SERVER_URL: &str = "server_url";
+    pub const TOKEN: &str = "token";
+    pub const SCHEMA: &str = "schema";
+    pub const CURSOR: &str = "cursor";
+    pub const CLOCK: &str = "clock";
+    pub const SEQ: &str = "seq";
+    pub const STAMPED_ID: &str = "stamped_id";
+    pub const LAST_SYNC: &str = "last_sync";
+    pub const LAST_ERROR: &str = "last_error";
+    pub const LAST_ERROR_AT: &str = "last_error_at";
+}
+
+/// How long rowsync waits for the application's write lock before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An initialized replica file.
+pub struct Replica {
+    pub(crate) conn: Connection,
+    pub(crate) path: String,
+    pub(crate) schema: Schema,
+    /// `_rowsync_tables` id of each schema table, by schema index.
+    pub(crate) table_ids: Vec<i64>,
+    pub(crate) table_index: HashMap<i64, usize>,
+    pub(crate) site: SiteId,
+}
+
+/// What `rowsync status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub path: String,
+    pub site_id: String,
+    pub server_url: String,
+    /// Local writes not yet acknowledged by the server.
+    pub pending_changes: u64,
+    pub cursor: u64,
+    pub last_sync: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}
+
+pub(crate) fn meta_get<T: FromSql>(conn: &Connection, key: &str) -> Result<Option<T>, ClientError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM _rowsync_meta WHERE key = ?")?
+        .query_row([key], |row| row.get(0))
+        .optional()?)
+}
+
+pub(crate) fn meta_set(conn: &Connection, key: &str, value: impl ToSql) -> Result<(), ClientError> {
+    conn.prepare_cached("INSERT INTO _rowsync_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
+        .execute(params![key, value])?;
+    Ok(())
+}
+
+pub(crate) fn now_text(conn: &Connection) -> Result<String, ClientError> {
+    Ok(conn.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |row| row.get(0))?)
+}
+
+fn open_connection(path: &Path) -> Result<Connection, ClientError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+impl Replica {
+    /// Makes the SQLite file at `path` a replica of the server at
+    /// `server_url` serving `schema`: creates missing tables, the metadata
+    /// and the capture triggers, and queues rows already present as inserts.
+    /// Running it again on a replica of the same schema changes nothing.
+    pub fn init(path: &Path, server_url: &str, schema: &Schema, token: Option<&str>) -> Result<Replica, ClientError> {
+        let mut conn = open_connection(path)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(METADATA_SQL)?;
+        if let Some(stored) = meta_get::<String>(&tx, key::SCHEMA)? {
+            let stored: Schema = serde_json::from_str(&stored).map_err(|e| ClientError::Corrupt(e.to_string()))?;
+            if stored != *schema {
+                return Err(ClientError::SchemaMismatch(format!(
+                    "{} is already a replica of a different schema; schema changes are not supported yet",
+                    path.display()
+                )));
+            }
+        }
+        for table in &schema.tables {
+            check_or_create_table(&tx, table)?;
+        }
+        for table in &schema.tables {
+            let known: Option<i64> = tx
+                .query_row("SELECT id FROM _rowsync_tables WHERE name = ?", [&table.name], |row| row.get(0))
+                .optional()?;
+            if known.is_some() {
+                continue;
+            }
+            tx.execute("INSERT INTO _rowsync_tables (name) VALUES (?)", [&table.name])?;
+            let id = tx.last_insert_rowid();
+            for trigger in capture_triggers(table, id) {
+                tx.execute_batch(&trigger)?;
+            }
+            // Rows that were there before rowsync are queued as inserts.
+            let key = rowsync_core::capture::key_expression(table, &format!("\"{}\"", table.name));
+            tx.execute(
+                &format!(
+                    "INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) SELECT ?, {key}, {}, julianday('now'), -1 FROM \"{}\"",
+                    rowsync_core::capture::OP_INSERT,
+                    table.name
+                ),
+                [id],
+            )?;
+        }
+        if meta_get::<String>(&tx, key::SITE_ID)?.is_none() {
+            let site = SiteId::from_bytes(rand::random());
+            meta_set(&tx, key::SITE_ID, site.as_str())?;
+        }
+        meta_set(&tx, key::SERVER_URL, server_url)?;
+        if let Some(token) = token {
+            meta_set(&tx, key::TOKEN, token)?;
+        }
+        let schema_json = serde_json::to_string(schema).map_err(|e| ClientError::Corrupt(e.to_string()))?;
+        meta_set(&tx, key::SCHEMA, schema_json)?;
+        tx.commit()?;
+        drop(conn);
+        Replica::open(path)
+    }
+
+    /// Opens an initialized replica.
+    pub fn open(path: &Path) -> Result<Replica, ClientError> {
+        let display = path.display().to_string();
+        if !path.exists() {
+            return Err(ClientError::NotAReplica { path: display });
+        }
+        let conn = open_connection(path)?;
+        let has_meta: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_rowsync_meta')",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_meta {
+            return Err(ClientError::NotAReplica { path: display });
+        }
+        let schema: String = meta_get(&conn, key::SCHEMA)?.ok_or_else(|| ClientError::NotAReplica { path: display.clone() })?;
+        let schema: Schema = serde_json::from_str(&schema).map_err(|e| ClientError::Corrupt(format!("stored schema: {e}")))?;
+        let site: String = meta_get(&conn, key::SITE_ID)?.ok_or_else(|| ClientError::Corrupt("no site id".into()))?;
+        let site = SiteId::try_from(site).map_err(ClientError::Corrupt)?;
+        let mut table_ids = Vec::with_capacity(schema.tables.len());
+        let mut table_index = HashMap::new();
+        for (index, table) in schema.tables.iter().enumerate() {
+            let id: i64 = conn
+                .query_row("SELECT id FROM _rowsync_tables WHERE name = ?", [&table.name], |row| row.get(0))
+                .optional()?
+                .ok_or_else(|| ClientError::Corrupt(format!("table {} is not registered", table.name)))?;
+            table_ids.push(id);
+            table_index.insert(id, index);
+        }
+        Ok(Replica { conn, path: display, schema, table_ids, table_index, site })
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn site(&self) -> &SiteId {
+        &self.site
+    }
+
+    pub fn server_url(&self) -> Result<String, ClientError> {
+        meta_get(&self.conn, key::SERVER_URL)?.ok_or_else(|| ClientError::Corrupt("no server URL".into()))
+    }
+
+    pub fn token(&self) -> Result<Option<String>, ClientError> {
+        meta_get(&self.conn, key::TOKEN)
+    }
+
+    /// The replica's own connection, for applications that prefer one handle.
+    /// Writes made through it are captured like any other.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Pending changes, cursor, last sync and last error.
+    pub fn status(&self) -> Result<Status, ClientError> {
+        let pending: i64 = self.conn.query_row("SELECT count(*) FROM _rowsync_outbox", [], |row| row.get(0))?;
+        Ok(Status {
+            path: self.path.clone(),
+            site_id: self.site.to_string(),
+            server_url: self.server_url()?,
+            pending_changes: pending as u64,
+            cursor: meta_get::<i64>(&self.conn, key::CURSOR)?.unwrap_or(0) as u64,
+            last_sync: meta_get(&self.conn, key::LAST_SYNC)?,
+            last_error: meta_get(&self.conn, key::LAST_ERROR)?,
+            last_error_at: meta_get(&self.conn, key::LAST_ERROR_AT)?,
+        })
+    }
+
+    /// Records a failed sync so that `status` shows it.
+    pub(crate) fn record_error(&self, error: &ClientError) -> Result<(), ClientError> {
+        let now = now_text(&self.conn)?;
+        meta_set(&self.conn, key::LAST_ERROR, error.to_string())?;
+        meta_set(&self.conn, key::LAST_ERROR_AT, now)?;
+        Ok(())
+    }
+
+    pub(crate) fn record_success(&self) -> Result<(), ClientError> {
+        let now = now_text(&self.conn)?;
+        meta_set(&self.conn, key::LAST_SYNC, now)?;
+        self.conn.execute("DELETE FROM _rowsync_meta WHERE key IN (?, ?)", [key::LAST_ERROR, key::LAST_ERROR_AT])?;
+        Ok(())
+    }
+}
+
+/// Creates a missing table, or checks that an existing one has exactly the
+/// server's columns, types and key.
+fn check_or_create_table(conn: &Connection, table: &rowsync_proto::Table) -> Result<(), ClientError> {
+    let mut statement = conn.prepare("SELECT name, type, pk FROM pragma_table_info(?) ORDER BY cid")?;
+    let local: Vec<(String, String, i64)> =
+        statement.query_map([&table.name], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect::<Result<_, _>>()?;
+    if local.is_empty() {
+        conn.execute_batch(&create_table(table, Dialect::Sqlite))?;
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    for column in &table.columns {
+        match local.iter().find(|(name, _, _)| name.eq_ignore_ascii_case(&column.name)) {
+            None => problems.push(format!("column {} is missing locally", column.name)),
+            Some((_, declared, _)) => {
+                if sqlite_declared_type(declared) != Some(column.ty) {
+                    problems.push(format!(
+                        "column {} is {} locally but {} on the server",
+                        column.name,
+                        if declared.is_empty() { "untyped" } else { declared },
+                        column.ty.sql_name()
+                    ));
+                }
+            }
+        }
+    }
+    for (name, _, _) in &local {
+        if table.column_index(name).is_none() && !table.columns.iter().any(|c| c.name.eq_ignore_ascii_case(name)) {
+            problems.push(format!("column {name} exists locally but not on the server"));
+        }
+    }
+    let mut local_key: Vec<(i64, &str)> =
+        local.iter().filter(|(_, _, pk)| *pk > 0).map(|(name, _, pk)| (*pk, name.as_str())).collect();
+    local_key.sort();
+    let local_key: Vec<String> = local_key.into_iter().map(|(_, n)| n.to_string()).collect();
+    let server_key: Vec<String> = table.primary_key.iter().map(|&i| table.columns[i].name.clone()).collect();
+    if local_key != server_key {
+        problems.push(format!(
+            "primary key is ({}) locally but ({}) on the server",
+            local_key.join(", "),
+            server_key.join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ClientError::SchemaMismatch(format!("local table {} differs from the server: {}", table.name, problems.join("; "))))
+    }
+}

@@ -1,0 +1,165 @@
+//! Stamping: giving recorded writes their versions.
+//!
+//! The capture triggers record only the wall time of a write. Stamping walks
+//! the new outbox entries in the order they were written and gives each one
+//! a hybrid clock reading from that time (the clock's send rule) and the next
+//! site sequence number, and records the new versions of the touched columns
+//! in `_rowsync_rows`.
+//!
+//! Stamping always runs before a pulled page is applied, in the same
+//! transaction, so a write made before a remote change was received is
+//! versioned before the clock observes that change: a stale local edit can
+//! never outrank a newer remote one just because it was pushed later.
+
+use std::collections::HashMap;
+
+use rowsync_core::capture::{changed_columns, OP_DELETE, OP_INSERT};
+use rowsync_core::{Clock, RowState};
+use rowsync_proto::{Hlc, Table, Value, Version};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClientError;
+use crate::replica::{key, meta_get, meta_set, Replica};
+use crate::values::key_token;
+
+/// The versions of one row as `_rowsync_rows.clocks` stores them.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Clocks {
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub alive: Option<Version>,
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<Version>,
+    /// Indexed like the table's columns.
+    #[serde(rename = "c", default)]
+    pub cells: Vec<Option<Version>>,
+}
+
+impl Clocks {
+    /// A row state with these versions and placeholder values; merging only
+    /// looks at versions.
+    pub fn to_state(&self, width: usize) -> RowState {
+        let mut cells: Vec<Option<(Value, Version)>> =
+            self.cells.iter().map(|c| c.as_ref().map(|v| (Value::Null, v.clone()))).collect();
+        cells.resize(width, None);
+        RowState { alive: self.alive.clone(), deleted: self.deleted.clone(), cells }
+    }
+
+    /// The versions of a state. A replica forgets the cell versions of a row
+    /// it cannot see: it holds no values for them, and the server sends the
+    /// whole row again if the row ever comes back.
+    pub fn from_state(state: &RowState) -> Clocks {
+        let visible = state.is_visible();
+        Clocks {
+            alive: state.alive.clone(),
+            deleted: state.deleted.clone(),
+            cells: if visible { state.cells.iter().map(|c| c.as_ref().map(|(_, v)| v.clone())).collect() } else { Vec::new() },
+        }
+    }
+}
+
+pub(crate) fn load_clocks(conn: &Connection, table_id: i64, key: &SqlValue) -> Result<Option<Clocks>, ClientError> {
+    let json: Option<String> = conn
+        .prepare_cached("SELECT clocks FROM _rowsync_rows WHERE tbl = ? AND pk = ?")?
+        .query_row(params![table_id, key], |row| row.get(0))
+        .optional()?;
+    json.map(|j| serde_json::from_str(&j).map_err(|e| ClientError::Corrupt(format!("row clocks: {e}")))).transpose()
+}
+
+pub(crate) fn save_clocks(conn: &Connection, table_id: i64, key: &SqlValue, clocks: &Clocks) -> Result<(), ClientError> {
+    let json = serde_json::to_string(clocks).map_err(|e| ClientError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO _rowsync_rows (tbl, pk, clocks) VALUES (?, ?, ?) ON CONFLICT (tbl, pk) DO UPDATE SET clocks = excluded.clocks",
+    )?
+    .execute(params![table_id, key, json])?;
+    Ok(())
+}
+
+pub(crate) fn load_clock(conn: &Connection) -> Result<Clock, ClientError> {
+    Ok(Clock::new(Hlc(meta_get::<i64>(conn, key::CLOCK)?.unwrap_or(0) as u64)))
+}
+
+pub(crate) fn save_clock(conn: &Connection, clock: &Clock) -> Result<(), ClientError> {
+    meta_set(conn, key::CLOCK, clock.last().0 as i64)
+}
+
+/// Milliseconds since the Unix epoch of a `julianday()` reading.
+fn julian_to_millis(julian: f64) -> u64 {
+    ((julian - 2_440_587.5) * 86_400_000.0).round().max(0.0) as u64
+}
+
+/// Stamps at most `limit` unstamped outbox entries, oldest first, on the
+/// caller's transaction. Returns how many were stamped.
+pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Result<usize, ClientError> {
+    let stamped_id: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
+    let mut clock = load_clock(conn)?;
+    let mut seq: i64 = meta_get(conn, key::SEQ)?.unwrap_or(0);
+    let mut select = conn.prepare_cached("SELECT id, tbl, pk, op, at, cols FROM _rowsync_outbox WHERE id > ? ORDER BY id LIMIT ?")?;
+    let entries: Vec<(i64, i64, SqlValue, i64, f64, i64)> = select
+        .query_map(params![stamped_id, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+        .collect::<Result<_, _>>()?;
+    let Some(last_id) = entries.last().map(|e| e.0) else { return Ok(0) };
+
+    let mut touched: HashMap<(i64, String), (SqlValue, Clocks)> = HashMap::new();
+    let mut update = conn.prepare_cached("UPDATE _rowsync_outbox SET seq = ?, hlc = ? WHERE id = ?")?;
+    for (id, table_id, stored_key, op, at, bits) in &entries {
+        let table_index = *replica
+            .table_index
+            .get(table_id)
+            .ok_or_else(|| ClientError::Corrupt(format!("outbox entry {id} names unknown table id {table_id}")))?;
+        let table = &replica.schema.tables[table_index];
+        let hlc = clock.tick(julian_to_millis(*at));
+        seq += 1;
+        update.execute(params![seq, hlc.0 as i64, id])?;
+        let token = key_token(*table_id, stored_key);
+        if !touched.contains_key(&token) {
+            let clocks = load_clocks(conn, *table_id, stored_key)?.unwrap_or_default();
+            touched.insert(token.clone(), (stored_key.clone(), clocks));
+        }
+        let (_, clocks) = touched.get_mut(&token).expect("inserted above");
+        stamp_one(table, clocks, *op, *bits, Version { hlc, site: replica.site.clone() });
+    }
+    for ((table_id, _), (stored_key, clocks)) in &touched {
+        save_clocks(conn, *table_id, stored_key, clocks)?;
+    }
+    save_clock(conn, &clock)?;
+    meta_set(conn, key::SEQ, seq)?;
+    meta_set(conn, key::STAMPED_ID, last_id)?;
+    Ok(entries.len())
+}
+
+fn stamp_one(table: &Table, clocks: &mut Clocks, op: i64, bits: i64, version: Version) {
+    let width = table.columns.len();
+    let was_visible = clocks.to_state(width).is_visible();
+    if op == OP_DELETE {
+        clocks.deleted = Some(version);
+        clocks.cells.clear();
+        return;
+    }
+    clocks.cells.resize(width, None);
+    // An update of a row rowsync has no versions for (or that it believed
+    // deleted) is treated as writing the whole row.
+    let columns = if op == OP_INSERT || !was_visible {
+        changed_columns(table, OP_INSERT, -1)
+    } else {
+        changed_columns(table, op, bits)
+    };
+    if op == OP_INSERT || !was_visible {
+        clocks.alive = Some(version.clone());
+    }
+    for index in columns {
+        clocks.cells[index] = Some(version.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn julian_days_convert_to_unix_millis() {
+        assert_eq!(julian_to_millis(2_440_587.5), 0);
+        assert_eq!(julian_to_millis(2_440_588.5), 86_400_000);
+    }
+}

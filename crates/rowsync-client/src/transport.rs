@@ -1,0 +1,83 @@
+//! How a replica talks to the server. The sync logic only sees the
+//! [`Transport`] trait, so tests can put faults between the two and another
+//! transport can be dropped in without touching the sync logic.
+
+use std::time::Duration;
+
+use rowsync_proto::{ErrorBody, PullResponse, PushRequest, PushResponse, Schema};
+
+use crate::error::ClientError;
+
+pub trait Transport {
+    fn schema(&self) -> Result<Schema, ClientError>;
+    fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError>;
+    fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, ClientError>;
+}
+
+/// The `/v1` HTTP protocol over ureq.
+pub struct HttpTransport {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl HttpTransport {
+    pub fn new(base_url: &str, token: Option<String>) -> HttpTransport {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout_read(Duration::from_secs(120))
+            .timeout_write(Duration::from_secs(120))
+            .build();
+        HttpTransport { base: base_url.trim_end_matches('/').to_string(), token, agent }
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let request = self.agent.request(method, &format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.set("Authorization", &format!("Bearer {token}")),
+            None => request,
+        }
+    }
+
+    fn answer<T: serde::de::DeserializeOwned>(&self, result: Result<ureq::Response, ureq::Error>) -> Result<T, ClientError> {
+        match result {
+            Ok(response) => response
+                .into_json()
+                .map_err(|e| ClientError::Protocol(format!("unreadable answer from {}: {e}", self.base))),
+            Err(ureq::Error::Status(status, response)) => {
+                let text = response.into_string().unwrap_or_default();
+                match serde_json::from_str::<ErrorBody>(&text) {
+                    Ok(body) if status == 503 => {
+                        Err(ClientError::Unreachable { url: self.base.clone(), detail: body.message })
+                    }
+                    Ok(body) => Err(ClientError::Refused { status, code: body.code, message: body.message }),
+                    Err(_) if status >= 500 => Err(ClientError::Unreachable {
+                        url: self.base.clone(),
+                        detail: format!("HTTP {status}"),
+                    }),
+                    Err(_) => Err(ClientError::Protocol(format!(
+                        "HTTP {status} from {} is not a rowsync answer; is this a rowsync server?",
+                        self.base
+                    ))),
+                }
+            }
+            Err(ureq::Error::Transport(e)) => {
+                Err(ClientError::Unreachable { url: self.base.clone(), detail: e.to_string() })
+            }
+        }
+    }
+}
+
+impl Transport for HttpTransport {
+    fn schema(&self) -> Result<Schema, ClientError> {
+        self.answer(self.request("GET", "/v1/schema").call())
+    }
+
+    fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError> {
+        self.answer(self.request("POST", "/v1/push").send_json(request))
+    }
+
+    fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, ClientError> {
+        self.answer(self.request("GET", &format!("/v1/pull?cursor={cursor}&limit={limit}")).call())
+    }
+}

@@ -1,0 +1,78 @@
+//! Conversions between SQLite values and wire values, and the way keys are
+//! stored in the outbox (the value itself for a one-column key, SQLite's
+//! `json_array` text for a composite key).
+
+use rowsync_proto::{Table, Value};
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::Connection;
+
+use crate::error::ClientError;
+
+pub fn from_sql(value: ValueRef<'_>) -> Value {
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(r) => Value::Real(r),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+pub fn to_sql(value: &Value) -> SqlValue {
+    match value {
+        Value::Null => SqlValue::Null,
+        Value::Integer(i) => SqlValue::Integer(*i),
+        Value::Real(r) => SqlValue::Real(*r),
+        Value::Text(t) => SqlValue::Text(t.clone()),
+        Value::Blob(b) => SqlValue::Blob(b.clone()),
+    }
+}
+
+/// A stored outbox key back into key values.
+pub fn key_values(table: &Table, stored: &SqlValue) -> Result<Vec<Value>, ClientError> {
+    if table.primary_key.len() == 1 {
+        return Ok(vec![from_sql(ValueRef::from(stored))]);
+    }
+    let SqlValue::Text(json) = stored else {
+        return Err(ClientError::Corrupt(format!("composite key of {} is not JSON text", table.name)));
+    };
+    let parts: Vec<serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| ClientError::Corrupt(format!("composite key {json}: {e}")))?;
+    parts
+        .into_iter()
+        .map(|part| match part {
+            serde_json::Value::Null => Ok(Value::Null),
+            serde_json::Value::String(s) => Ok(Value::Text(s)),
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .map(Value::Integer)
+                .or_else(|| n.as_f64().map(Value::Real))
+                .ok_or_else(|| ClientError::Corrupt(format!("composite key part {n}"))),
+            other => Err(ClientError::Corrupt(format!("composite key part {other}"))),
+        })
+        .collect()
+}
+
+/// Key values into the outbox's stored form, computed by SQLite itself so
+/// that it is byte for byte what the triggers write.
+pub fn stored_key(conn: &Connection, key: &[Value]) -> Result<SqlValue, ClientError> {
+    if let [single] = key {
+        return Ok(to_sql(single));
+    }
+    let placeholders = vec!["?"; key.len()].join(", ");
+    let mut statement = conn.prepare_cached(&format!("SELECT json_array({placeholders})"))?;
+    let params: Vec<SqlValue> = key.iter().map(to_sql).collect();
+    Ok(statement.query_row(rusqlite::params_from_iter(params), |row| row.get(0))?)
+}
+
+/// A hashable form of a stored key, for grouping in memory.
+pub fn key_token(table_id: i64, stored: &SqlValue) -> (i64, String) {
+    let text = match stored {
+        SqlValue::Null => "n".to_string(),
+        SqlValue::Integer(i) => format!("i{i}"),
+        SqlValue::Real(r) => format!("r{}", r.to_bits()),
+        SqlValue::Text(t) => format!("t{t}"),
+        SqlValue::Blob(b) => format!("b{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+    };
+    (table_id, text)
+}
