@@ -17,7 +17,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::error::ClientError;
-use crate::replica::{key, meta_get, Replica};
+use crate::replica::{key, meta_get, meta_set, Replica};
 use crate::stamp::{load_clocks, stamp_pending};
 use crate::values::{from_sql, key_token, key_values, to_sql};
 
@@ -120,8 +120,16 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
 
 /// Drops the entries of `batch` that the server acknowledged.
 pub fn acknowledge(replica: &Replica, batch: &Batch, acked_seq: u64) -> Result<usize, ClientError> {
-    Ok(replica
-        .conn
+    let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
+    let deleted = tx
         .prepare_cached("DELETE FROM _rowsync_outbox WHERE id <= ? AND seq <= ?")?
-        .execute(params![batch.last_id, acked_seq as i64])?)
+        .execute(params![batch.last_id, acked_seq as i64])?;
+    // SQLite hands out max(id) + 1, so an empty outbox starts again at 1:
+    // forget the stamping mark too, or new entries would look stamped.
+    let empty: bool = tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM _rowsync_outbox)", [], |row| row.get(0))?;
+    if empty {
+        meta_set(&tx, key::STAMPED_ID, 0)?;
+    }
+    tx.commit()?;
+    Ok(deleted)
 }

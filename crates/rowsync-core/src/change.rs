@@ -45,8 +45,9 @@ pub struct DecodedChange {
 
 /// Checks `change` against `schema` and turns it into a row state.
 ///
-/// A change that carries any cell must carry every non-key column, so that
-/// a row can always be written whole (NOT NULL columns included).
+/// A change that carries any cell, or that describes a visible row, must
+/// carry every non-key column, so that a row can always be written whole
+/// (NOT NULL columns included).
 pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChange, ChangeError> {
     let table_index = schema
         .tables
@@ -96,8 +97,7 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
         }
         state.cells[index] = Some((check_value(table, index, &cell.value)?, cell.version.clone()));
     }
-    let has_values = table.columns.len() > table.primary_key.len();
-    if !change.cells.is_empty() || (change.alive.is_some() && has_values) {
+    if !change.cells.is_empty() || state.is_visible() {
         if let Some(missing) = (0..table.columns.len()).find(|&i| !table.is_key_column(i) && state.cells[i].is_none()) {
             return Err(ChangeError::InvalidValue {
                 table: table.name.clone(),

@@ -1,10 +1,13 @@
 //! Validated server settings, and [`run`], which serves until told to stop.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use axum::Router;
 use rowsync_proto::Schema;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use crate::http::{app, AppState, DEFAULT_BODY_LIMIT};
 use crate::store::{SqliteStore, Store, StoreError};
@@ -54,6 +57,21 @@ impl ServerConfig {
     }
 }
 
+/// Opens the store, installs the schema, and returns the router ready to serve.
+pub async fn build(config: &ServerConfig) -> Result<Router, StoreError> {
+    match &config.database {
+        DatabaseUrl::Sqlite(path) => {
+            let store = SqliteStore::open(path).await?;
+            router_for(store, config).await
+        }
+    }
+}
+
+async fn router_for<S: Store>(store: S, config: &ServerConfig) -> Result<Router, StoreError> {
+    let schema = store.install(config.schema.as_ref()).await?;
+    Ok(app(AppState::new(store, schema), config.body_limit))
+}
+
 /// Opens the store, installs the schema, and serves on `listener` until
 /// `shutdown` completes.
 pub async fn run(
@@ -61,24 +79,104 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StoreError> {
-    match &config.database {
-        DatabaseUrl::Sqlite(path) => {
-            let store = SqliteStore::open(path).await?;
-            serve(store, &config, listener, shutdown).await
-        }
-    }
+    let router = build(&config).await?;
+    serve(router, listener, shutdown).await
 }
 
-async fn serve<S: Store>(
-    store: S,
-    config: &ServerConfig,
+async fn serve(
+    router: Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StoreError> {
-    let schema = store.install(config.schema.as_ref()).await?;
-    let router = app(AppState::new(store, schema), config.body_limit);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| StoreError::Unavailable(format!("serving HTTP failed: {e}")))
+}
+
+/// A server running on its own thread and runtime, for callers that are not
+/// async themselves (the demo, tests). Dropping it stops the server.
+pub struct BackgroundServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundServer {
+    /// Starts a server listening on `listen` (port 0 picks a free port) and
+    /// returns once it is ready to answer.
+    pub fn start(config: ServerConfig, listen: SocketAddr) -> Result<BackgroundServer, StoreError> {
+        let listener = std::net::TcpListener::bind(listen)
+            .map_err(|e| StoreError::Unavailable(format!("cannot listen on {listen}: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        listener.set_nonblocking(true).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StoreError>>();
+        let thread = std::thread::Builder::new()
+            .name(format!("rowsync-server-{}", addr.port()))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(StoreError::Unavailable(format!("cannot start a runtime: {e}"))));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let prepared = async {
+                        let listener = TcpListener::from_std(listener).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                        Ok::<_, StoreError>((build(&config).await?, listener))
+                    }
+                    .await;
+                    let (router, listener) = match prepared {
+                        Ok(ready) => ready,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    let shutdown = async {
+                        let _ = stop_rx.await;
+                    };
+                    if let Err(e) = serve(router, listener, shutdown).await {
+                        tracing::error!(error = %e, "server stopped");
+                    }
+                });
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the server thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(BackgroundServer { addr, stop: Some(stop_tx), thread: Some(thread) }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(StoreError::Unavailable("the server thread ended before it was ready".into())),
+        }
+    }
+
+    /// The base URL clients use.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting requests and waits for the server to finish.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for BackgroundServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }

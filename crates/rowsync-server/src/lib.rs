@@ -16,7 +16,7 @@ pub mod error;
 pub mod http;
 pub mod store;
 
-pub use config::{run, ServerConfig};
+pub use config::{build, run, BackgroundServer, DatabaseUrl, ServerConfig};
 pub use error::ApiError;
 pub use http::{app, AppState};
 pub use store::{Store, StoreError};

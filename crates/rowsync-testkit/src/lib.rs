@@ -1,1 +1,156 @@
+//! Test helpers: a real rowsync server on a loopback port over a real SQLite
+//! store in a temporary directory, and devices (replica files) written to
+//! through plain SQLite connections with no rowsync code loaded, the way an
+//! application would.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rowsync_client::{sync, ClientError, HttpTransport, Replica, SyncOptions, SyncReport, Transport};
+use rowsync_core::parse_schema;
+use rowsync_proto::{Schema, Value};
+use rowsync_server::{BackgroundServer, DatabaseUrl, ServerConfig};
+use rusqlite::Connection;
+
+/// The contacts table of the mission, with text keys.
+pub const CONTACTS_SCHEMA: &str = "CREATE TABLE contacts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    email TEXT,
+    phone TEXT
+);";
+
+/// A server on a loopback port, which can be stopped and started again on
+/// the same port and database (to play "the server is down").
+pub struct TestServer {
+    pub database: PathBuf,
+    pub schema: Schema,
+    addr: SocketAddr,
+    running: Option<BackgroundServer>,
+}
+
+impl TestServer {
+    /// Starts a server on a free port with a fresh SQLite store in `dir`.
+    pub fn start(dir: &Path, schema_sql: &str) -> TestServer {
+        let schema = parse_schema(schema_sql).expect("test schema parses");
+        let database = dir.join("server.db");
+        let running = BackgroundServer::start(
+            ServerConfig::new(DatabaseUrl::Sqlite(database.clone()), Some(schema.clone())),
+            "127.0.0.1:0".parse().expect("address"),
+        )
+        .expect("server starts");
+        TestServer { database, schema, addr: running.addr, running: Some(running) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server; clients now find nobody listening.
+    pub fn stop(&mut self) {
+        if let Some(server) = self.running.take() {
+            server.stop();
+        }
+    }
+
+    /// Starts the server again on the same port and database.
+    pub fn restart(&mut self) {
+        self.stop();
+        let server = BackgroundServer::start(
+            ServerConfig::new(DatabaseUrl::Sqlite(self.database.clone()), Some(self.schema.clone())),
+            self.addr,
+        )
+        .expect("server restarts on its port");
+        self.running = Some(server);
+    }
+
+    /// Rows of the server's store, through a plain SQLite connection.
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Value>> {
+        query_rows(&Connection::open(&self.database).expect("open server store"), sql)
+    }
+}
+
+/// One device: a replica file, written to like an application would.
+pub struct Device {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl Device {
+    /// `rowsync init` of a new file in `dir` against `server_url`.
+    pub fn init(dir: &Path, name: &str, server_url: &str) -> Device {
+        let path = dir.join(format!("{name}.db"));
+        let schema = HttpTransport::new(server_url, None).schema().expect("schema from server");
+        Replica::init(&path, server_url, &schema, None).expect("init replica");
+        Device { name: name.into(), path }
+    }
+
+    /// A plain SQLite connection: no rowsync functions, as any app has.
+    pub fn plain(&self) -> Connection {
+        let conn = Connection::open(&self.path).expect("open device");
+        conn.busy_timeout(std::time::Duration::from_secs(10)).expect("busy timeout");
+        conn
+    }
+
+    /// Runs SQL through a plain connection.
+    pub fn exec(&self, sql: &str) {
+        self.plain().execute_batch(sql).unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.name));
+    }
+
+    pub fn replica(&self) -> Replica {
+        Replica::open(&self.path).expect("open replica")
+    }
+
+    /// A full sync round against the server URL recorded at init.
+    pub fn sync(&self) -> Result<SyncReport, ClientError> {
+        self.sync_with(SyncOptions::default())
+    }
+
+    pub fn sync_with(&self, options: SyncOptions) -> Result<SyncReport, ClientError> {
+        let replica = self.replica();
+        let transport = HttpTransport::new(&replica.server_url()?, None);
+        sync(&replica, &transport, options)
+    }
+
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Value>> {
+        query_rows(&self.plain(), sql)
+    }
+
+    /// Local writes not yet acknowledged by the server.
+    pub fn pending(&self) -> u64 {
+        self.replica().status().expect("status").pending_changes
+    }
+}
+
+/// Every row of a query, as wire values.
+pub fn query_rows(conn: &Connection, sql: &str) -> Vec<Vec<Value>> {
+    let mut statement = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let width = statement.column_count();
+    let rows = statement
+        .query_map([], |row| {
+            (0..width)
+                .map(|i| {
+                    row.get_ref(i).map(|v| match v {
+                        rusqlite::types::ValueRef::Null => Value::Null,
+                        rusqlite::types::ValueRef::Integer(i) => Value::Integer(i),
+                        rusqlite::types::ValueRef::Real(r) => Value::Real(r),
+                        rusqlite::types::ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into()),
+                        rusqlite::types::ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+                    })
+                })
+                .collect()
+        })
+        .expect("query");
+    rows.collect::<Result<_, _>>().expect("rows")
+}
+
+/// Shorthand for a text value.
+pub fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+/// A fresh random text key, as apps should use for synced rows.
+pub fn new_key() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
