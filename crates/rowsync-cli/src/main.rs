@@ -1,1 +1,219 @@
-fn main(){}
+//! `rowsync`: the one binary. Options are parsed here, validated into the
+//! libraries' configuration, and handed over; no sync logic lives here.
+//!
+//! Exit codes: 0 success, 1 error, 2 bad usage, 3 server unreachable
+//! (`sync`; local changes stay queued).
+
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+use rowsync_client::{sync, ClientError, HttpTransport, Replica, SyncOptions, Transport};
+use rowsync_core::{parse_schema, schema_warnings};
+use rowsync_server::{DatabaseUrl, ServerConfig};
+
+/// Exit code when the server cannot be reached.
+const EXIT_UNREACHABLE: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "rowsync", version, about = "Offline-first sync for SQLite files", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sync server.
+    Serve {
+        /// sqlite://PATH (the embedded default).
+        #[arg(long, default_value = "sqlite://rowsync-server.db")]
+        database: String,
+        /// A file of CREATE TABLE statements: the synced tables. Needed the
+        /// first time; later starts serve the schema the database holds.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// Server settings file (not supported yet).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        listen: SocketAddr,
+    },
+    /// Make a SQLite file a replica of a server's schema.
+    Init {
+        /// The local SQLite file (created when missing).
+        local: PathBuf,
+        /// The server's base URL, such as http://127.0.0.1:7878.
+        #[arg(long)]
+        server: String,
+        /// Access token sent with every request.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Pull and push until both directions are caught up.
+    Sync {
+        local: PathBuf,
+        /// Changes per pull page.
+        #[arg(long, default_value_t = 1000)]
+        pull_limit: u32,
+        /// Outbox entries per push batch.
+        #[arg(long, default_value_t = 2000)]
+        push_limit: usize,
+    },
+    /// Show pending changes, cursor, last sync and last error.
+    Status {
+        local: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the whole offline-first story on the embedded server.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,rowsync=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let unreachable = error.downcast_ref::<ClientError>().is_some_and(ClientError::is_unreachable);
+            eprintln!("rowsync: {}", one_line(&error));
+            if unreachable {
+                ExitCode::from(EXIT_UNREACHABLE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { database, schema, config, listen } => serve(&database, schema.as_deref(), config, listen),
+        Command::Init { local, server, token } => init(&local, &server, token),
+        Command::Sync { local, pull_limit, push_limit } => sync_command(&local, SyncOptions { pull_limit, push_limit }),
+        Command::Status { local, json } => status(&local, json),
+        Command::Demo => demo::run(),
+    }
+}
+
+fn serve(database: &str, schema: Option<&Path>, config: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result<()> {
+    if let Some(config) = config {
+        return Err(anyhow!("--config {}: server settings files are not supported yet", config.display()));
+    }
+    let database = DatabaseUrl::parse(database).map_err(|e| anyhow!("--database: {e}"))?;
+    let schema = match schema {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read schema file {}", path.display()))?;
+            let schema = parse_schema(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            for warning in schema_warnings(&schema) {
+                eprintln!("rowsync: warning: {warning}");
+            }
+            Some(schema)
+        }
+        None => None,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let config = ServerConfig::new(database.clone(), schema);
+        let router = rowsync_server::build(&config).await?;
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let DatabaseUrl::Sqlite(path) = &database;
+        println!("rowsync: serving sqlite://{} on http://{}", path.display(), listener.local_addr()?);
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        rowsync_server::serve_router(router, listener, shutdown).await?;
+        Ok(())
+    })
+}
+
+fn init(local: &Path, server: &str, token: Option<String>) -> anyhow::Result<()> {
+    let transport = HttpTransport::new(server, token.clone());
+    let schema = transport.schema()?;
+    for warning in schema_warnings(&schema) {
+        eprintln!("rowsync: warning: {warning}");
+    }
+    let replica = Replica::init(local, server, &schema, token.as_deref())?;
+    let status = replica.status()?;
+    let tables: Vec<&str> = schema.tables.iter().map(|t| t.name.as_str()).collect();
+    println!(
+        "{} is a replica of {server}: tables {}; {} change(s) queued",
+        local.display(),
+        tables.join(", "),
+        status.pending_changes
+    );
+    Ok(())
+}
+
+fn sync_command(local: &Path, options: SyncOptions) -> anyhow::Result<()> {
+    let replica = Replica::open(local)?;
+    let transport = HttpTransport::new(&replica.server_url()?, replica.token()?);
+    let started = Instant::now();
+    match sync(&replica, &transport, options) {
+        Ok(report) => {
+            println!(
+                "synced {}: pulled {} change(s), pushed {} change(s), cursor {}, {:.2} s",
+                local.display(),
+                report.pulled,
+                report.pushed,
+                report.cursor,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Err(error) => {
+            let pending = replica.status().map(|s| s.pending_changes).unwrap_or(0);
+            let hint = if error.is_unreachable() {
+                format!("{pending} change(s) stay queued; run sync again when the server is back")
+            } else {
+                format!("{pending} change(s) stay queued")
+            };
+            Err(anyhow::Error::new(error).context(format!("sync of {} failed ({hint})", local.display())))
+        }
+    }
+}
+
+fn status(local: &Path, json: bool) -> anyhow::Result<()> {
+    let status = Replica::open(local)?.status()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!("replica      {}", status.path);
+    println!("server       {}", status.server_url);
+    println!("site         {}", status.site_id);
+    println!("pending      {} change(s)", status.pending_changes);
+    println!("cursor       {}", status.cursor);
+    println!("last sync    {}", status.last_sync.as_deref().unwrap_or("never"));
+    if let Some(error) = &status.last_error {
+        println!("last error   {} (at {})", error, status.last_error_at.as_deref().unwrap_or("?"));
+    }
+    Ok(())
+}

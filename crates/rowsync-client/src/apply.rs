@@ -75,7 +75,8 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
                 tx.prepare_cached(&upsert_row(table, Dialect::Sqlite))?.execute(rusqlite::params_from_iter(params))?;
             }
             (true, false) => {
-                tx.prepare_cached(&delete_row(table, Dialect::Sqlite))?.execute(rusqlite::params_from_iter(key_params))?;
+                tx.prepare_cached(&delete_row(table, Dialect::Sqlite))?
+                    .execute(rusqlite::params_from_iter(key_params))?;
             }
             _ => {}
         }

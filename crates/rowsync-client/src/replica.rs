@@ -68,8 +68,10 @@ pub(crate) fn meta_get<T: FromSql>(conn: &Connection, key: &str) -> Result<Optio
 }
 
 pub(crate) fn meta_set(conn: &Connection, key: &str, value: impl ToSql) -> Result<(), ClientError> {
-    conn.prepare_cached("INSERT INTO _rowsync_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
-        .execute(params![key, value])?;
+    conn.prepare_cached(
+        "INSERT INTO _rowsync_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
     Ok(())
 }
 
@@ -159,8 +161,10 @@ impl Replica {
         if !has_meta {
             return Err(ClientError::NotAReplica { path: display });
         }
-        let schema: String = meta_get(&conn, key::SCHEMA)?.ok_or_else(|| ClientError::NotAReplica { path: display.clone() })?;
-        let schema: Schema = serde_json::from_str(&schema).map_err(|e| ClientError::Corrupt(format!("stored schema: {e}")))?;
+        let schema: String =
+            meta_get(&conn, key::SCHEMA)?.ok_or_else(|| ClientError::NotAReplica { path: display.clone() })?;
+        let schema: Schema =
+            serde_json::from_str(&schema).map_err(|e| ClientError::Corrupt(format!("stored schema: {e}")))?;
         let site: String = meta_get(&conn, key::SITE_ID)?.ok_or_else(|| ClientError::Corrupt("no site id".into()))?;
         let site = SiteId::try_from(site).map_err(ClientError::Corrupt)?;
         let mut table_ids = Vec::with_capacity(schema.tables.len());
@@ -233,8 +237,9 @@ impl Replica {
 /// server's columns, types and key.
 fn check_or_create_table(conn: &Connection, table: &rowsync_proto::Table) -> Result<(), ClientError> {
     let mut statement = conn.prepare("SELECT name, type, pk FROM pragma_table_info(?) ORDER BY cid")?;
-    let local: Vec<(String, String, i64)> =
-        statement.query_map([&table.name], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect::<Result<_, _>>()?;
+    let local: Vec<(String, String, i64)> = statement
+        .query_map([&table.name], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<Result<_, _>>()?;
     if local.is_empty() {
         conn.execute_batch(&create_table(table, Dialect::Sqlite))?;
         return Ok(());
@@ -275,6 +280,10 @@ fn check_or_create_table(conn: &Connection, table: &rowsync_proto::Table) -> Res
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(ClientError::SchemaMismatch(format!("local table {} differs from the server: {}", table.name, problems.join("; "))))
+        Err(ClientError::SchemaMismatch(format!(
+            "local table {} differs from the server: {}",
+            table.name,
+            problems.join("; ")
+        )))
     }
 }

@@ -54,7 +54,11 @@ impl Clocks {
         Clocks {
             alive: state.alive.clone(),
             deleted: state.deleted.clone(),
-            cells: if visible { state.cells.iter().map(|c| c.as_ref().map(|(_, v)| v.clone())).collect() } else { Vec::new() },
+            cells: if visible {
+                state.cells.iter().map(|c| c.as_ref().map(|(_, v)| v.clone())).collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -67,7 +71,12 @@ pub(crate) fn load_clocks(conn: &Connection, table_id: i64, key: &SqlValue) -> R
     json.map(|j| serde_json::from_str(&j).map_err(|e| ClientError::Corrupt(format!("row clocks: {e}")))).transpose()
 }
 
-pub(crate) fn save_clocks(conn: &Connection, table_id: i64, key: &SqlValue, clocks: &Clocks) -> Result<(), ClientError> {
+pub(crate) fn save_clocks(
+    conn: &Connection,
+    table_id: i64,
+    key: &SqlValue,
+    clocks: &Clocks,
+) -> Result<(), ClientError> {
     let json = serde_json::to_string(clocks).map_err(|e| ClientError::Corrupt(e.to_string()))?;
     conn.prepare_cached(
         "INSERT INTO _rowsync_rows (tbl, pk, clocks) VALUES (?, ?, ?) ON CONFLICT (tbl, pk) DO UPDATE SET clocks = excluded.clocks",
@@ -95,9 +104,12 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
     let stamped_id: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
     let mut clock = load_clock(conn)?;
     let mut seq: i64 = meta_get(conn, key::SEQ)?.unwrap_or(0);
-    let mut select = conn.prepare_cached("SELECT id, tbl, pk, op, at, cols FROM _rowsync_outbox WHERE id > ? ORDER BY id LIMIT ?")?;
+    let mut select =
+        conn.prepare_cached("SELECT id, tbl, pk, op, at, cols FROM _rowsync_outbox WHERE id > ? ORDER BY id LIMIT ?")?;
     let entries: Vec<(i64, i64, SqlValue, i64, f64, i64)> = select
-        .query_map(params![stamped_id, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+        .query_map(params![stamped_id, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })?
         .collect::<Result<_, _>>()?;
     let Some(last_id) = entries.last().map(|e| e.0) else { return Ok(0) };
 

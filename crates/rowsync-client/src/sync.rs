@@ -84,7 +84,10 @@ fn pull_until_caught_up(
     loop {
         let page = transport.pull(cursor, options.pull_limit)?;
         if page.cursor < cursor {
-            return Err(ClientError::Protocol(format!("the server moved the cursor back from {cursor} to {}", page.cursor)));
+            return Err(ClientError::Protocol(format!(
+                "the server moved the cursor back from {cursor} to {}",
+                page.cursor
+            )));
         }
         report.pulled += page.changes.len() as u64;
         report.applied += apply_page(replica, &page)? as u64;

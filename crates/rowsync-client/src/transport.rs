@@ -39,7 +39,10 @@ impl HttpTransport {
         }
     }
 
-    fn answer<T: serde::de::DeserializeOwned>(&self, result: Result<ureq::Response, ureq::Error>) -> Result<T, ClientError> {
+    fn answer<T: serde::de::DeserializeOwned>(
+        &self,
+        result: Result<ureq::Response, ureq::Error>,
+    ) -> Result<T, ClientError> {
         match result {
             Ok(response) => response
                 .into_json()
@@ -51,10 +54,9 @@ impl HttpTransport {
                         Err(ClientError::Unreachable { url: self.base.clone(), detail: body.message })
                     }
                     Ok(body) => Err(ClientError::Refused { status, code: body.code, message: body.message }),
-                    Err(_) if status >= 500 => Err(ClientError::Unreachable {
-                        url: self.base.clone(),
-                        detail: format!("HTTP {status}"),
-                    }),
+                    Err(_) if status >= 500 => {
+                        Err(ClientError::Unreachable { url: self.base.clone(), detail: format!("HTTP {status}") })
+                    }
                     Err(_) => Err(ClientError::Protocol(format!(
                         "HTTP {status} from {} is not a rowsync answer; is this a rowsync server?",
                         self.base

@@ -69,11 +69,8 @@ pub fn key_expression(table: &Table, row: &str) -> String {
 }
 
 fn key_unchanged(table: &Table) -> String {
-    let parts: Vec<String> = table
-        .primary_key
-        .iter()
-        .map(|&i| format!("OLD.\"{0}\" IS NEW.\"{0}\"", table.columns[i].name))
-        .collect();
+    let parts: Vec<String> =
+        table.primary_key.iter().map(|&i| format!("OLD.\"{0}\" IS NEW.\"{0}\"", table.columns[i].name)).collect();
     parts.join(" AND ")
 }
 

@@ -58,7 +58,11 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
     if change.key.len() != table.primary_key.len() {
         return Err(ChangeError::InvalidKey {
             table: table.name.clone(),
-            message: format!("key has {} values, the primary key has {} columns", change.key.len(), table.primary_key.len()),
+            message: format!(
+                "key has {} values, the primary key has {} columns",
+                change.key.len(),
+                table.primary_key.len()
+            ),
         });
     }
     let mut key = Vec::with_capacity(change.key.len());
@@ -77,10 +81,9 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
     state.alive.clone_from(&change.alive);
     state.deleted.clone_from(&change.deleted);
     for cell in &change.cells {
-        let index = table.column_index(&cell.column).ok_or_else(|| ChangeError::UnknownColumn {
-            table: table.name.clone(),
-            column: cell.column.clone(),
-        })?;
+        let index = table
+            .column_index(&cell.column)
+            .ok_or_else(|| ChangeError::UnknownColumn { table: table.name.clone(), column: cell.column.clone() })?;
         if table.is_key_column(index) {
             return Err(ChangeError::InvalidValue {
                 table: table.name.clone(),
@@ -130,11 +133,8 @@ pub fn encode_change(table: &Table, key: Vec<Value>, state: &RowState) -> RowCha
 /// exact (an integer into a REAL column).
 pub fn check_value(table: &Table, index: usize, value: &Value) -> Result<Value, ChangeError> {
     let column = &table.columns[index];
-    let refuse = |message: String| ChangeError::InvalidValue {
-        table: table.name.clone(),
-        column: column.name.clone(),
-        message,
-    };
+    let refuse =
+        |message: String| ChangeError::InvalidValue { table: table.name.clone(), column: column.name.clone(), message };
     let ok = match (column.ty, value) {
         (_, Value::Null) if column.not_null => return Err(refuse("is NOT NULL but the value is null".into())),
         (_, Value::Null) => Value::Null,
@@ -168,7 +168,8 @@ mod tests {
     use crate::parse_schema;
 
     fn schema() -> Schema {
-        parse_schema("CREATE TABLE c (id TEXT PRIMARY KEY, name TEXT NOT NULL, age INTEGER, score REAL, ok BOOLEAN);").unwrap()
+        parse_schema("CREATE TABLE c (id TEXT PRIMARY KEY, name TEXT NOT NULL, age INTEGER, score REAL, ok BOOLEAN);")
+            .unwrap()
     }
 
     fn version() -> Version {
@@ -181,7 +182,10 @@ mod tests {
             key: vec![Value::Text("k".into())],
             alive: Some(version()),
             deleted: None,
-            cells: cells.iter().map(|(c, v)| Cell { column: (*c).into(), value: v.clone(), version: version() }).collect(),
+            cells: cells
+                .iter()
+                .map(|(c, v)| Cell { column: (*c).into(), value: v.clone(), version: version() })
+                .collect(),
         }
     }
 

@@ -80,12 +80,8 @@ pub fn upsert_row(table: &Table, dialect: Dialect) -> String {
         .map(|(_, c)| c.name.as_str())
         .collect();
     let key: Vec<String> = table.primary_key.iter().map(|&i| dialect.quote(&table.columns[i].name)).collect();
-    let insert = format!(
-        "INSERT INTO {} ({}) VALUES ({})",
-        dialect.quote(&table.name),
-        columns.join(", "),
-        params.join(", ")
-    );
+    let insert =
+        format!("INSERT INTO {} ({}) VALUES ({})", dialect.quote(&table.name), columns.join(", "), params.join(", "));
     match dialect {
         Dialect::Mysql => {
             // MySQL has no "do nothing"; assigning a key column to itself is the idiom.
@@ -157,7 +153,10 @@ mod tests {
 
     #[test]
     fn create_table_text_per_dialect() {
-        let schema = parse_schema("CREATE TABLE t (a TEXT, b INTEGER NOT NULL DEFAULT 0, c REAL, d BLOB, e BOOLEAN, PRIMARY KEY (a, b));").unwrap();
+        let schema = parse_schema(
+            "CREATE TABLE t (a TEXT, b INTEGER NOT NULL DEFAULT 0, c REAL, d BLOB, e BOOLEAN, PRIMARY KEY (a, b));",
+        )
+        .unwrap();
         let table = &schema.tables[0];
         assert_eq!(
             create_table(table, Dialect::Sqlite),

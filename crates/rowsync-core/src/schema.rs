@@ -69,12 +69,8 @@ pub fn parse_schema(sql: &str) -> Result<Schema, SchemaError> {
         };
         let table_name = name_ident.value.clone();
         let table_line = Some(name_ident.span.start.line).filter(|l| *l > 0);
-        let table_err = |message: String| SchemaError {
-            line: table_line,
-            table: Some(table_name.clone()),
-            column: None,
-            message,
-        };
+        let table_err =
+            |message: String| SchemaError { line: table_line, table: Some(table_name.clone()), column: None, message };
         check_identifier(&table_name).map_err(table_err)?;
         if schema.table(&table_name).is_some() {
             return Err(table_err("declared twice".into()));
@@ -106,7 +102,9 @@ pub fn parse_schema(sql: &str) -> Result<Schema, SchemaError> {
                     ColumnOption::Default(expr) => column.default = Some(default_text(expr).map_err(col_err)?),
                     ColumnOption::Unique { is_primary: true, .. } => {
                         if !primary_key.is_empty() {
-                            return Err(col_err("a second PRIMARY KEY; declare a composite key as PRIMARY KEY (a, b)".into()));
+                            return Err(col_err(
+                                "a second PRIMARY KEY; declare a composite key as PRIMARY KEY (a, b)".into(),
+                            ));
                         }
                         primary_key.push(columns.len());
                     }
@@ -291,7 +289,8 @@ CREATE TABLE memberships (
 
     #[test]
     fn refuses_a_table_without_primary_key_naming_it() {
-        let err = parse_schema("CREATE TABLE a (id TEXT PRIMARY KEY);\n\nCREATE TABLE notes (\n  body TEXT\n);").unwrap_err();
+        let err =
+            parse_schema("CREATE TABLE a (id TEXT PRIMARY KEY);\n\nCREATE TABLE notes (\n  body TEXT\n);").unwrap_err();
         assert_eq!(err.table.as_deref(), Some("notes"));
         assert_eq!(err.line, Some(3));
         assert!(err.to_string().starts_with("line 3: table notes: has no PRIMARY KEY"), "{err}");
@@ -300,7 +299,10 @@ CREATE TABLE memberships (
     #[test]
     fn refuses_an_unsupported_type_naming_table_column_and_line() {
         let err = parse_schema("CREATE TABLE t (\n  id TEXT PRIMARY KEY,\n  born DATE\n);").unwrap_err();
-        assert_eq!(err.to_string(), "line 3: table t, column born: type DATE is not supported; use TEXT, INTEGER, REAL, BLOB or BOOLEAN");
+        assert_eq!(
+            err.to_string(),
+            "line 3: table t, column born: type DATE is not supported; use TEXT, INTEGER, REAL, BLOB or BOOLEAN"
+        );
     }
 
     #[test]
@@ -313,9 +315,15 @@ CREATE TABLE memberships (
     #[test]
     fn refuses_other_statements_reserved_names_and_real_keys() {
         assert!(parse_schema("DROP TABLE t;").unwrap_err().to_string().contains("only CREATE TABLE"));
-        assert!(parse_schema("CREATE TABLE rowsync_x (id TEXT PRIMARY KEY);").unwrap_err().to_string().contains("reserved"));
+        assert!(parse_schema("CREATE TABLE rowsync_x (id TEXT PRIMARY KEY);")
+            .unwrap_err()
+            .to_string()
+            .contains("reserved"));
         assert!(parse_schema("CREATE TABLE t (id REAL PRIMARY KEY);").unwrap_err().to_string().contains("primary key"));
-        assert!(parse_schema("CREATE TABLE t (id TEXT PRIMARY KEY, e TEXT UNIQUE);").unwrap_err().to_string().contains("UNIQUE"));
+        assert!(parse_schema("CREATE TABLE t (id TEXT PRIMARY KEY, e TEXT UNIQUE);")
+            .unwrap_err()
+            .to_string()
+            .contains("UNIQUE"));
         assert!(parse_schema("").is_err());
     }
 

@@ -128,7 +128,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
         let value = match key.as_str() {
             "blob" => {
                 let text: String = map.next_value()?;
-                Value::Blob(B64.decode(text.as_bytes()).map_err(|e| de::Error::custom(format!("bad base64 in blob: {e}")))?)
+                Value::Blob(
+                    B64.decode(text.as_bytes()).map_err(|e| de::Error::custom(format!("bad base64 in blob: {e}")))?,
+                )
             }
             "real" => match map.next_value::<String>()?.as_str() {
                 "inf" => Value::Real(f64::INFINITY),

@@ -80,10 +80,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StoreError> {
     let router = build(&config).await?;
-    serve(router, listener, shutdown).await
+    serve_router(router, listener, shutdown).await
 }
 
-async fn serve(
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve_router(
     router: Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -124,7 +125,8 @@ impl BackgroundServer {
                 };
                 runtime.block_on(async move {
                     let prepared = async {
-                        let listener = TcpListener::from_std(listener).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                        let listener =
+                            TcpListener::from_std(listener).map_err(|e| StoreError::Unavailable(e.to_string()))?;
                         Ok::<_, StoreError>((build(&config).await?, listener))
                     }
                     .await;
@@ -139,7 +141,7 @@ impl BackgroundServer {
                     let shutdown = async {
                         let _ = stop_rx.await;
                     };
-                    if let Err(e) = serve(router, listener, shutdown).await {
+                    if let Err(e) = serve_router(router, listener, shutdown).await {
                         tracing::error!(error = %e, "server stopped");
                     }
                 });

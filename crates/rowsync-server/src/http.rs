@@ -122,7 +122,11 @@ async fn push<S: Store>(
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge, "the request body is larger than this server accepts")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyTooLarge,
+            "the request body is larger than this server accepts",
+        )
     } else {
         ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedBody, rejection.body_text())
     }
@@ -190,7 +194,10 @@ async fn metrics<S: Store>(State(state): State<AppState<S>>) -> Response {
         ("rowsync_pulled_changes_total", "Changes served by pulls.", &m.pulled_changes),
         ("rowsync_refused_pushes_total", "Pushes refused as bad input.", &m.refused),
     ] {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", value.load(Ordering::Relaxed)));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            value.load(Ordering::Relaxed)
+        ));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

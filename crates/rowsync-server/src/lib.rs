@@ -16,7 +16,8 @@ pub mod error;
 pub mod http;
 pub mod store;
 
-pub use config::{build, run, BackgroundServer, DatabaseUrl, ServerConfig};
+pub use axum::Router;
+pub use config::{build, run, serve_router, BackgroundServer, DatabaseUrl, ServerConfig};
 pub use error::ApiError;
 pub use http::{app, AppState};
 pub use store::{Store, StoreError};

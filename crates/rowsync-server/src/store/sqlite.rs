@@ -13,8 +13,8 @@ use rowsync_core::change::{decode_change, encode_change};
 use rowsync_core::ddl::{self, Dialect};
 use rowsync_core::RowState;
 use rowsync_proto::{PushResponse, RowChange, Schema, SiteId, Value};
-use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
 use super::{CheckedChange, PullPage, Store, StoreError};
@@ -57,14 +57,19 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(|e| {
-            StoreError::Unavailable(format!("cannot open SQLite store {}: {e}", path.display()))
-        })?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open SQLite store {}: {e}", path.display())))?;
         Ok(SqliteStore { pool })
     }
 }
 
-fn bind_value<'q>(query: Query<'q, Sqlite, SqliteArguments<'q>>, value: &Value) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+fn bind_value<'q>(
+    query: Query<'q, Sqlite, SqliteArguments<'q>>,
+    value: &Value,
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
     match value {
         Value::Null => query.bind(None::<i64>),
         Value::Integer(i) => query.bind(*i),
@@ -76,8 +81,8 @@ fn bind_value<'q>(query: Query<'q, Sqlite, SqliteArguments<'q>>, value: &Value) 
 
 /// Decodes a state this store wrote itself.
 pub(crate) fn decode_stored(schema: &Schema, json: &str) -> Result<RowState, StoreError> {
-    let change: RowChange =
-        serde_json::from_str(json).map_err(|e| StoreError::Conflict(format!("unreadable row state in rowsync_rows: {e}")))?;
+    let change: RowChange = serde_json::from_str(json)
+        .map_err(|e| StoreError::Conflict(format!("unreadable row state in rowsync_rows: {e}")))?;
     decode_change(schema, &change)
         .map(|d| d.state)
         .map_err(|e| StoreError::Conflict(format!("row state in rowsync_rows no longer fits the schema: {e}")))
@@ -141,11 +146,8 @@ impl Store for SqliteStore {
             let change = &checked.change;
             let table = &schema.tables[change.table];
             let key_json = serde_json::to_string(&change.key).map_err(|e| StoreError::Database(e.to_string()))?;
-            let stored: Option<String> = sqlx::query_scalar(SELECT_STATE)
-                .bind(&table.name)
-                .bind(&key_json)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let stored: Option<String> =
+                sqlx::query_scalar(SELECT_STATE).bind(&table.name).bind(&key_json).fetch_optional(&mut *tx).await?;
             let mut state = match stored {
                 Some(json) => decode_stored(schema, &json)?,
                 None => RowState::empty(table.columns.len()),
@@ -191,11 +193,8 @@ impl Store for SqliteStore {
     }
 
     async fn pull(&self, cursor: u64, limit: u32) -> Result<PullPage, StoreError> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(PULL)
-            .bind(cursor as i64)
-            .bind(i64::from(limit) + 1)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as(PULL).bind(cursor as i64).bind(i64::from(limit) + 1).fetch_all(&self.pool).await?;
         let more = rows.len() > limit as usize;
         let mut page = PullPage { states: Vec::with_capacity(rows.len()), cursor, more };
         for (position, state) in rows.into_iter().take(limit as usize) {
