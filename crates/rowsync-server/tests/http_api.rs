@@ -1,0 +1,198 @@
+//! The `/v1` API through the router, without a socket, over a real SQLite
+//! store: bad input gets a clear 4xx with a stable code and changes nothing;
+//! a repeated batch is applied once.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use rowsync_core::parse_schema;
+use rowsync_proto::{Cell, Hlc, PullResponse, PushRequest, PushResponse, PushedChange, RowChange, SiteId, Value, Version};
+use rowsync_server::store::{SqliteStore, Store};
+use rowsync_server::{app, AppState, Router};
+use serde_json::json;
+use tower::ServiceExt;
+
+const SCHEMA: &str = "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, age INTEGER);";
+
+async fn router(dir: &tempfile::TempDir, body_limit: usize) -> Router {
+    let store = SqliteStore::open(&dir.path().join("server.db")).await.unwrap();
+    let schema = store.install(Some(&parse_schema(SCHEMA).unwrap())).await.unwrap();
+    app(AppState::new(store, schema), body_limit)
+}
+
+async fn call(router: &Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
+    (status, body)
+}
+
+fn post(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/v1/push").header("content-type", "application/json").body(body.into()).unwrap()
+}
+
+fn site() -> SiteId {
+    SiteId::from_bytes([7; 16])
+}
+
+fn contact(id: &str, name: Value, age: Value, seq: u64) -> PushedChange {
+    let version = Version { hlc: Hlc::from_millis(1_000 + seq), site: site() };
+    PushedChange {
+        seq,
+        row: RowChange {
+            table: "contacts".into(),
+            key: vec![Value::Text(id.into())],
+            alive: Some(version.clone()),
+            deleted: None,
+            cells: vec![
+                Cell { column: "name".into(), value: name, version: version.clone() },
+                Cell { column: "age".into(), value: age, version },
+            ],
+        },
+    }
+}
+
+fn batch(changes: Vec<PushedChange>) -> String {
+    let last_seq = changes.iter().map(|c| c.seq).max().unwrap_or(0);
+    serde_json::to_string(&PushRequest { site: site(), last_seq, changes }).unwrap()
+}
+
+async fn pulled(router: &Router) -> PullResponse {
+    let (status, body) = call(router, Request::get("/v1/pull?cursor=0&limit=100").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    serde_json::from_value(body).unwrap()
+}
+
+#[tokio::test]
+async fn a_good_batch_is_applied_and_pulled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(&dir, 1 << 20).await;
+    let (status, body) = call(
+        &router,
+        post(batch(vec![
+            contact("a", Value::Text("Ann".into()), Value::Integer(30), 1),
+            contact("b", Value::Text("Bo".into()), Value::Null, 2),
+        ])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let response: PushResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(response, PushResponse { acked_seq: 2, applied: 2 });
+    let page = pulled(&router).await;
+    assert_eq!(page.changes.len(), 2);
+    assert_eq!(page.cursor, 2);
+    assert!(!page.more);
+}
+
+#[tokio::test]
+async fn the_same_batch_sent_twice_is_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(&dir, 1 << 20).await;
+    let body = batch(vec![contact("a", Value::Text("Ann".into()), Value::Integer(30), 1)]);
+    let (_, first) = call(&router, post(body.clone())).await;
+    let (status, second) = call(&router, post(body)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["applied"], 1);
+    assert_eq!(second["applied"], 0, "a retried batch must not be applied again");
+    assert_eq!(second["acked_seq"], 1);
+    assert_eq!(pulled(&router).await.changes.len(), 1, "no duplicate in the change log");
+}
+
+async fn assert_refused(router: &Router, request: Request<Body>, status: StatusCode, code: &str, needle: &str) {
+    let (got, body) = call(router, request).await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_stable_code_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(&dir, 4096).await;
+    let good = contact("ok", Value::Text("Fine".into()), Value::Null, 1);
+
+    let mut unknown_table = contact("x", Value::Text("X".into()), Value::Null, 2);
+    unknown_table.row.table = "contacts; DROP TABLE contacts".into();
+    assert_refused(
+        &router,
+        post(batch(vec![good.clone(), unknown_table])),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_table",
+        "change 1: unknown table",
+    )
+    .await;
+
+    let mut unknown_column = contact("x", Value::Text("X".into()), Value::Null, 2);
+    unknown_column.row.cells[1].column = "salary".into();
+    assert_refused(
+        &router,
+        post(batch(vec![good.clone(), unknown_column])),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_column",
+        "salary",
+    )
+    .await;
+
+    let wrong_type = contact("x", Value::Text("X".into()), Value::Text("thirty".into()), 2);
+    assert_refused(
+        &router,
+        post(batch(vec![good.clone(), wrong_type])),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_value",
+        "column age: expected INTEGER but got text thirty",
+    )
+    .await;
+
+    assert_refused(&router, post("{\"site\": "), StatusCode::BAD_REQUEST, "malformed_body", "").await;
+    assert_refused(&router, post("{\"site\": \"nothex\", \"last_seq\": 1, \"changes\": []}"), StatusCode::BAD_REQUEST, "malformed_body", "site id").await;
+
+    let names: Vec<PushedChange> =
+        (1..200).map(|i| contact(&format!("k{i}"), Value::Text("a long enough name".into()), Value::Null, i)).collect();
+    assert_refused(&router, post(batch(names)), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "larger").await;
+
+    assert_refused(
+        &router,
+        Request::get("/v1/pull?cursor=-1").body(Body::empty()).unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+        "cursor",
+    )
+    .await;
+    assert_refused(
+        &router,
+        Request::get("/v1/pull?limit=0").body(Body::empty()).unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+        "limit",
+    )
+    .await;
+    assert_refused(&router, Request::get("/v2/nothing").body(Body::empty()).unwrap(), StatusCode::NOT_FOUND, "not_found", "/v1").await;
+
+    // Nothing of any refused batch was applied, and the server still serves.
+    assert!(pulled(&router).await.changes.is_empty());
+    let (status, _) = call(&router, post(batch(vec![good]))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(pulled(&router).await.changes.len(), 1);
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_accepted_and_health_and_metrics_answer() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(&dir, 1 << 20).await;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(batch(vec![contact("z", Value::Text("Zed".into()), Value::Null, 1)]).as_bytes()).unwrap();
+    let request = Request::post("/v1/push")
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(Body::from(encoder.finish().unwrap()))
+        .unwrap();
+    let (status, body) = call(&router, request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = call(&router, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (_, metrics) = call(&router, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert!(metrics.as_str().unwrap().contains("rowsync_applied_changes_total 1"));
+}
