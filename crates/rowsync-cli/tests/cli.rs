@@ -1,0 +1,141 @@
+//! The `rowsync` binary as users and scripts drive it: real processes, a
+//! real server on a loopback port, exit codes and one-line errors.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const ROWSYNC: &str = env!("CARGO_BIN_EXE_rowsync");
+const EXIT_UNREACHABLE: i32 = 3;
+
+fn rowsync(args: &[&str]) -> Output {
+    Command::new(ROWSYNC).args(args).output().expect("run rowsync")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// One clear line, no panic, no backtrace.
+fn assert_one_line_error(output: &Output, needle: &str) {
+    let err = stderr(output);
+    assert!(!output.status.success(), "expected a failure, got success: {}", stdout(output));
+    assert_eq!(err.trim_end().lines().count(), 1, "error is not one line: {err:?}");
+    assert!(err.starts_with("rowsync: "), "{err:?}");
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err:?}");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path, port: u16) -> Server {
+    let schema = dir.join("schema.sql");
+    std::fs::write(&schema, "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, phone TEXT);").unwrap();
+    let database = format!("sqlite://{}", dir.join("server.db").display());
+    let child = Command::new(ROWSYNC)
+        .args(["serve", "--database", &database, "--schema", schema.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "rowsync serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server(child)
+}
+
+#[test]
+fn every_command_answers_help() {
+    for command in ["serve", "init", "sync", "status", "demo"] {
+        let output = rowsync(&[command, "--help"]);
+        assert!(output.status.success(), "{command} --help failed");
+        assert!(stdout(&output).contains("Usage: rowsync"), "{command}");
+    }
+}
+
+#[test]
+fn a_bad_schema_file_is_refused_naming_table_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.sql");
+    std::fs::write(&schema, "CREATE TABLE contacts (id TEXT PRIMARY KEY);\n\nCREATE TABLE notes (\n  body TEXT\n);\n").unwrap();
+    let database = format!("sqlite://{}", dir.path().join("s.db").display());
+    let output = rowsync(&["serve", "--database", &database, "--schema", schema.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert_one_line_error(&output, "line 3: table notes: has no PRIMARY KEY");
+    assert_eq!(output.status.code(), Some(1));
+
+    let output = rowsync(&["serve", "--database", "postgres://nowhere/db", "--schema", schema.to_str().unwrap()]);
+    assert_one_line_error(&output, "--database");
+}
+
+#[test]
+fn sync_of_a_file_that_is_not_a_replica_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.db");
+    let output = rowsync(&["sync", path.to_str().unwrap()]);
+    assert_one_line_error(&output, "run `rowsync init");
+    assert!(!path.exists(), "sync must not create files");
+}
+
+#[test]
+fn init_write_sync_status_and_an_unreachable_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = serve(dir.path(), port);
+    let url = format!("http://127.0.0.1:{port}");
+    let local = dir.path().join("laptop.db");
+    let local = local.to_str().unwrap();
+
+    let output = rowsync(&["init", local, "--server", &url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("replica"));
+    let output = rowsync(&["init", local, "--server", &url]);
+    assert!(output.status.success(), "init twice must be harmless: {}", stderr(&output));
+
+    let conn = rusqlite::Connection::open(local).unwrap();
+    conn.execute("INSERT INTO contacts VALUES ('k1', 'Kim', '123')", []).unwrap();
+    let output = rowsync(&["sync", local]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("pushed 1 change(s)"), "{}", stdout(&output));
+    assert_eq!(stdout(&output).lines().count(), 1);
+
+    drop(server);
+    conn.execute("UPDATE contacts SET phone = '456' WHERE id = 'k1'", []).unwrap();
+    let output = rowsync(&["sync", local]);
+    assert_eq!(output.status.code(), Some(EXIT_UNREACHABLE), "{}", stderr(&output));
+    assert_one_line_error(&output, "1 change(s) stay queued");
+
+    let output = rowsync(&["status", local, "--json"]);
+    assert!(output.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["pending_changes"], 1);
+    assert_eq!(status["server_url"], url.as_str());
+    assert!(status["last_error"].as_str().unwrap().contains("cannot reach"));
+    assert!(status["last_sync"].is_string());
+
+    let _server = serve(dir.path(), port);
+    let output = rowsync(&["sync", local]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = rowsync(&["status", local]);
+    let text = stdout(&output);
+    assert!(text.contains("pending      0 change(s)"), "{text}");
+    assert!(!text.contains("last error"), "{text}");
+}
