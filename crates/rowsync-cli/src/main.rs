@@ -186,7 +186,13 @@ fn sync_command(local: &Path, options: SyncOptions) -> anyhow::Result<()> {
                 report.cursor,
                 started.elapsed().as_secs_f64()
             );
-            Ok(())
+            match report.rejections.first() {
+                None => Ok(()),
+                Some(reason) => Err(anyhow!(
+                    "the server refused {} change(s), set aside in _rowsync_rejected (fix the rows and sync again); first: {reason}",
+                    report.rejected
+                )),
+            }
         }
         Err(error) => {
             let pending = replica.status().map(|s| s.pending_changes).unwrap_or(0);
@@ -210,6 +216,9 @@ fn status(local: &Path, json: bool) -> anyhow::Result<()> {
     println!("server       {}", status.server_url);
     println!("site         {}", status.site_id);
     println!("pending      {} change(s)", status.pending_changes);
+    if status.rejected_changes > 0 {
+        println!("rejected     {} change(s) refused by the server (see _rowsync_rejected)", status.rejected_changes);
+    }
     println!("cursor       {}", status.cursor);
     println!("last sync    {}", status.last_sync.as_deref().unwrap_or("never"));
     if let Some(error) = &status.last_error {

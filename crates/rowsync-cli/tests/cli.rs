@@ -76,9 +76,11 @@ fn every_command_answers_help() {
 fn a_bad_schema_file_is_refused_naming_table_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let schema = dir.path().join("schema.sql");
-    std::fs::write(&schema, "CREATE TABLE contacts (id TEXT PRIMARY KEY);\n\nCREATE TABLE notes (\n  body TEXT\n);\n").unwrap();
+    std::fs::write(&schema, "CREATE TABLE contacts (id TEXT PRIMARY KEY);\n\nCREATE TABLE notes (\n  body TEXT\n);\n")
+        .unwrap();
     let database = format!("sqlite://{}", dir.path().join("s.db").display());
-    let output = rowsync(&["serve", "--database", &database, "--schema", schema.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let output =
+        rowsync(&["serve", "--database", &database, "--schema", schema.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     assert_one_line_error(&output, "line 3: table notes: has no PRIMARY KEY");
     assert_eq!(output.status.code(), Some(1));
 

@@ -10,7 +10,7 @@ pub enum ClientError {
     Unreachable { url: String, detail: String },
     /// The server refused a request. Retrying the same request will not help.
     #[error("the server refused the request ({code:?}): {message}")]
-    Refused { status: u16, code: ErrorCode, message: String },
+    Refused { status: u16, code: ErrorCode, message: String, change: Option<usize> },
     /// The server answered something that is not rowsync's protocol.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),

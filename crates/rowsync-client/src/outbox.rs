@@ -32,6 +32,8 @@ pub struct Batch {
     pub last_id: i64,
     /// How many outbox entries the batch covers.
     pub entries: usize,
+    /// The stored table id and key of each change, in the same order.
+    pub rows: Vec<(i64, SqlValue)>,
 }
 
 /// Stamps what is pending, in bounded transactions, so that later
@@ -110,11 +112,13 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
         changes.push(PushedChange { seq: seq as u64, row: encode_change(table, key, &state) });
     }
     let last_seq = entries.iter().map(|e| e.3).max().unwrap_or(0) as u64;
+    let order = order;
     tx.commit()?;
     Ok(Some(Batch {
         request: PushRequest { site: replica.site.clone(), last_seq, changes },
         last_id,
         entries: entries.len(),
+        rows: order,
     }))
 }
 
@@ -132,4 +136,29 @@ pub fn acknowledge(replica: &Replica, batch: &Batch, acked_seq: u64) -> Result<u
     }
     tx.commit()?;
     Ok(deleted)
+}
+
+/// Moves the outbox entries behind a change the server refused into
+/// `_rowsync_rejected`, with the reason, so that they stop blocking every
+/// later batch. A later write to the row queues it again.
+pub fn set_aside(replica: &Replica, batch: &Batch, change: usize, reason: &str) -> Result<usize, ClientError> {
+    let Some((table_id, stored_key)) = batch.rows.get(change) else {
+        return Err(ClientError::Protocol(format!(
+            "the server refused change {change} of a batch of {}",
+            batch.rows.len()
+        )));
+    };
+    let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
+    let now = crate::replica::now_text(&tx)?;
+    tx.execute(
+        "INSERT INTO _rowsync_rejected (tbl, pk, op, seq, reason, at) \
+         SELECT tbl, pk, op, seq, ?, ? FROM _rowsync_outbox WHERE id <= ? AND tbl = ? AND pk = ?",
+        params![reason, now, batch.last_id, table_id, stored_key],
+    )?;
+    let moved = tx.execute(
+        "DELETE FROM _rowsync_outbox WHERE id <= ? AND tbl = ? AND pk = ?",
+        params![batch.last_id, table_id, stored_key],
+    )?;
+    tx.commit()?;
+    Ok(moved)
 }

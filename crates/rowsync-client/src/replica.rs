@@ -54,6 +54,8 @@ pub struct Status {
     pub server_url: String,
     /// Local writes not yet acknowledged by the server.
     pub pending_changes: u64,
+    /// Local changes the server refused, kept in `_rowsync_rejected`.
+    pub rejected_changes: u64,
     pub cursor: u64,
     pub last_sync: Option<String>,
     pub last_error: Option<String>,
@@ -210,6 +212,10 @@ impl Replica {
             site_id: self.site.to_string(),
             server_url: self.server_url()?,
             pending_changes: pending as u64,
+            rejected_changes: self
+                .conn
+                .query_row("SELECT count(*) FROM _rowsync_rejected", [], |row| row.get::<_, i64>(0))?
+                as u64,
             cursor: meta_get::<i64>(&self.conn, key::CURSOR)?.unwrap_or(0) as u64,
             last_sync: meta_get(&self.conn, key::LAST_SYNC)?,
             last_error: meta_get(&self.conn, key::LAST_ERROR)?,

@@ -6,7 +6,9 @@ use serde::Serialize;
 
 use crate::apply::apply_page;
 use crate::error::ClientError;
-use crate::outbox::{acknowledge, next_batch, stamp_all};
+use rowsync_proto::ErrorCode;
+
+use crate::outbox::{acknowledge, next_batch, set_aside, stamp_all};
 use crate::replica::{key, meta_get, Replica};
 use crate::transport::Transport;
 
@@ -35,6 +37,10 @@ pub struct SyncReport {
     pub pushed: u64,
     /// Outbox entries the server acknowledged.
     pub acknowledged: u64,
+    /// Changes the server refused; they were set aside in `_rowsync_rejected`.
+    pub rejected: u64,
+    /// Why, for each refused change.
+    pub rejections: Vec<String>,
     pub pull_pages: u64,
     pub push_batches: u64,
     pub cursor: u64,
@@ -45,7 +51,17 @@ pub struct SyncReport {
 pub fn sync(replica: &Replica, transport: &dyn Transport, options: SyncOptions) -> Result<SyncReport, ClientError> {
     let result = sync_round(replica, transport, options);
     match &result {
-        Ok(_) => replica.record_success()?,
+        Ok(report) => {
+            replica.record_success()?;
+            if let Some(reason) = report.rejections.first() {
+                replica.record_error(&ClientError::Refused {
+                    status: 422,
+                    code: rowsync_proto::ErrorCode::InvalidValue,
+                    message: format!("{} change(s) set aside in _rowsync_rejected; first: {reason}", report.rejected),
+                    change: None,
+                })?;
+            }
+        }
         Err(error) => {
             // Recording is best effort: the sync error is what the caller needs.
             let _ = replica.record_error(error);
@@ -58,8 +74,24 @@ fn sync_round(replica: &Replica, transport: &dyn Transport, options: SyncOptions
     let mut report = SyncReport::default();
     stamp_all(replica)?;
     pull_until_caught_up(replica, transport, options, &mut report)?;
-    while let Some(batch) = next_batch(replica, options.push_limit)? {
-        let response = transport.push(&batch.request)?;
+    let mut limit = options.push_limit.max(1);
+    while let Some(batch) = next_batch(replica, limit)? {
+        let response = match transport.push(&batch.request) {
+            Ok(response) => response,
+            Err(ClientError::Refused { change: Some(index), message, .. }) => {
+                // One bad change must not block every later batch: set it
+                // aside with the reason and send the rest again.
+                set_aside(replica, &batch, index, &message)?;
+                report.rejected += 1;
+                report.rejections.push(message);
+                continue;
+            }
+            Err(ClientError::Refused { code: ErrorCode::BodyTooLarge, .. }) if limit > 1 => {
+                limit = (limit / 2).max(1);
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         if response.acked_seq < batch.request.last_seq {
             return Err(ClientError::Protocol(format!(
                 "the server acknowledged up to {} of a batch ending at {}",

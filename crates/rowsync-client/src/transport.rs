@@ -53,7 +53,12 @@ impl HttpTransport {
                     Ok(body) if status == 503 => {
                         Err(ClientError::Unreachable { url: self.base.clone(), detail: body.message })
                     }
-                    Ok(body) => Err(ClientError::Refused { status, code: body.code, message: body.message }),
+                    Ok(body) => Err(ClientError::Refused {
+                        status,
+                        code: body.code,
+                        message: body.message,
+                        change: body.change,
+                    }),
                     Err(_) if status >= 500 => {
                         Err(ClientError::Unreachable { url: self.base.clone(), detail: format!("HTTP {status}") })
                     }

@@ -54,6 +54,15 @@ CREATE TABLE IF NOT EXISTS _rowsync_rows (
 CREATE TABLE IF NOT EXISTS _rowsync_applying (
   since INTEGER
 );
+CREATE TABLE IF NOT EXISTS _rowsync_rejected (
+  id INTEGER PRIMARY KEY,
+  tbl INTEGER NOT NULL,
+  pk NOT NULL,
+  op INTEGER NOT NULL,
+  seq INTEGER,
+  reason TEXT NOT NULL,
+  at TEXT NOT NULL
+);
 ";
 
 /// SQL expression (over `NEW` or `OLD`) giving a row's key as the outbox

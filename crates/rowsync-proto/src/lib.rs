@@ -225,4 +225,9 @@ pub enum ErrorCode {
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
+    /// For a refused push: the index of the change that was refused. The
+    /// rest of the batch was not applied either and may be sent again
+    /// without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<usize>,
 }

@@ -15,11 +15,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// The index of the refused change in a push batch.
+    pub change: Option<usize>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), change: None }
     }
 
     pub fn bad_parameter(message: impl Into<String>) -> ApiError {
@@ -58,6 +60,6 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { code: self.code, message: self.message })).into_response()
+        (self.status, Json(ErrorBody { code: self.code, message: self.message, change: self.change })).into_response()
     }
 }

@@ -109,6 +109,7 @@ async fn push<S: Store>(
         let change = decode_change(&state.schema, &pushed.row).map_err(|e| {
             let mut err = ApiError::from(e);
             err.message = format!("change {index}: {}", err.message);
+            err.change = Some(index);
             refused(err)
         })?;
         checked.push(CheckedChange { seq: pushed.seq, change });

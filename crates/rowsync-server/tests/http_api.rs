@@ -6,7 +6,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use rowsync_core::parse_schema;
-use rowsync_proto::{Cell, Hlc, PullResponse, PushRequest, PushResponse, PushedChange, RowChange, SiteId, Value, Version};
+use rowsync_proto::{
+    Cell, Hlc, PullResponse, PushRequest, PushResponse, PushedChange, RowChange, SiteId, Value, Version,
+};
 use rowsync_server::store::{SqliteStore, Store};
 use rowsync_server::{app, AppState, Router};
 use serde_json::json;
@@ -146,7 +148,14 @@ async fn bad_input_is_refused_with_a_stable_code_and_changes_nothing() {
     .await;
 
     assert_refused(&router, post("{\"site\": "), StatusCode::BAD_REQUEST, "malformed_body", "").await;
-    assert_refused(&router, post("{\"site\": \"nothex\", \"last_seq\": 1, \"changes\": []}"), StatusCode::BAD_REQUEST, "malformed_body", "site id").await;
+    assert_refused(
+        &router,
+        post("{\"site\": \"nothex\", \"last_seq\": 1, \"changes\": []}"),
+        StatusCode::BAD_REQUEST,
+        "malformed_body",
+        "site id",
+    )
+    .await;
 
     let names: Vec<PushedChange> =
         (1..200).map(|i| contact(&format!("k{i}"), Value::Text("a long enough name".into()), Value::Null, i)).collect();
@@ -168,7 +177,14 @@ async fn bad_input_is_refused_with_a_stable_code_and_changes_nothing() {
         "limit",
     )
     .await;
-    assert_refused(&router, Request::get("/v2/nothing").body(Body::empty()).unwrap(), StatusCode::NOT_FOUND, "not_found", "/v1").await;
+    assert_refused(
+        &router,
+        Request::get("/v2/nothing").body(Body::empty()).unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "/v1",
+    )
+    .await;
 
     // Nothing of any refused batch was applied, and the server still serves.
     assert!(pulled(&router).await.changes.is_empty());

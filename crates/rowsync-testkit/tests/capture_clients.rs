@@ -50,7 +50,11 @@ db.execute(\"UPDATE contacts SET id = 'p2' WHERE id = 'p1'\")
 db.commit()
 ";
     run("python3", &["-c", script, path]);
-    assert_eq!(device.pending(), 11, "6 writes from the shell, 5 outbox entries from Python (a key change is a delete and an insert)");
+    assert_eq!(
+        device.pending(),
+        11,
+        "6 writes from the shell, 5 outbox entries from Python (a key change is a delete and an insert)"
+    );
 
     device.sync().unwrap();
     other.sync().unwrap();

@@ -1,1 +1,95 @@
-fn main() {}
+//! The contacts app of the mission, written only against rowsync's public
+//! client API. The app itself is ordinary SQLite code: it reads and writes
+//! the `contacts` table with its own connection; rowsync captures the writes
+//! and syncs them when asked.
+//!
+//! ```text
+//! cargo run -p contacts -- laptop.db init http://127.0.0.1:7878
+//! cargo run -p contacts -- laptop.db add "Ada Lovelace" ada@example.org "+44 20 7946 0100"
+//! cargo run -p contacts -- laptop.db set-phone <id> "+44 20 7946 0999"
+//! cargo run -p contacts -- laptop.db list
+//! cargo run -p contacts -- laptop.db sync
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use rowsync_client::{sync, HttpTransport, Replica, SyncOptions, Transport};
+use rusqlite::{params, Connection};
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("contacts: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Text UUIDs: ids made on two offline devices never collide.
+fn new_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [db, command, rest @ ..] = args.as_slice() else {
+        bail!(
+            "usage: contacts DB (init URL | add NAME [EMAIL] [PHONE] | set-phone ID PHONE | delete ID | list | sync)"
+        );
+    };
+    let db = PathBuf::from(db);
+    match (command.as_str(), rest) {
+        ("init", [url]) => {
+            let schema = HttpTransport::new(url, None).schema()?;
+            Replica::init(&db, url, &schema, None)?;
+            println!("{} now syncs with {url}", db.display());
+        }
+        ("add", [name, more @ ..]) => {
+            let id = new_id();
+            app(&db)?.execute(
+                "INSERT INTO contacts (id, name, email, phone) VALUES (?, ?, ?, ?)",
+                params![id, name, more.first(), more.get(1)],
+            )?;
+            println!("{id}");
+        }
+        ("set-phone", [id, phone]) => {
+            let n = app(&db)?.execute("UPDATE contacts SET phone = ? WHERE id = ?", params![phone, id])?;
+            if n == 0 {
+                bail!("no contact {id}");
+            }
+        }
+        ("delete", [id]) => {
+            app(&db)?.execute("DELETE FROM contacts WHERE id = ?", [id])?;
+        }
+        ("list", []) => {
+            let conn = app(&db)?;
+            let mut statement =
+                conn.prepare("SELECT id, name, coalesce(email, ''), coalesce(phone, '') FROM contacts ORDER BY name")?;
+            let rows = statement.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })?;
+            for row in rows {
+                let (id, name, email, phone) = row?;
+                println!("{id}  {name:<24} {email:<28} {phone}");
+            }
+        }
+        ("sync", []) => {
+            let replica = Replica::open(&db)?;
+            let transport = HttpTransport::new(&replica.server_url()?, replica.token()?);
+            let report = sync(&replica, &transport, SyncOptions::default())?;
+            println!("pulled {}, pushed {}", report.pulled, report.pushed);
+        }
+        _ => bail!("unknown command {command:?} or wrong arguments"),
+    }
+    Ok(())
+}
+
+/// The app's own connection: plain SQLite, nothing of rowsync loaded.
+fn app(db: &PathBuf) -> anyhow::Result<Connection> {
+    let conn = Connection::open(db).with_context(|| format!("open {}", db.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
