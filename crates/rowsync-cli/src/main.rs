@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 error, 2 bad usage, 3 server unreachable
 //! (`sync`; local changes stay queued).
 
+mod bench;
 mod demo;
 
 use std::net::SocketAddr;
@@ -75,6 +76,26 @@ enum Command {
     },
     /// Show the whole offline-first story on the embedded server.
     Demo,
+    /// Measure capture overhead and sync throughput (ratios side by side).
+    Bench {
+        #[command(subcommand)]
+        what: Option<BenchCommand>,
+        /// Rows per scenario.
+        #[arg(long, default_value_t = 100_000, global = true)]
+        rows: usize,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum BenchCommand {
+    /// Captured against plain writes, through Python's sqlite3.
+    Capture {
+        /// Rounds per scenario (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// A backlog pushed and pulled through a real server.
+    Sync,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +139,15 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Sync { local, pull_limit, push_limit } => sync_command(&local, SyncOptions { pull_limit, push_limit }),
         Command::Status { local, json } => status(&local, json),
         Command::Demo => demo::run(),
+        Command::Bench { what, rows } => match what {
+            Some(BenchCommand::Capture { rounds }) => bench::capture(rows, rounds),
+            Some(BenchCommand::Sync) => bench::sync_backlog(rows),
+            None => {
+                bench::capture(rows, 3)?;
+                println!();
+                bench::sync_backlog(rows)
+            }
+        },
     }
 }
 

@@ -4,9 +4,11 @@
 //! Local writes not yet stamped are stamped first (same transaction), so the
 //! merge sees every pending local edit with its version: a pulled change for
 //! a row with local edits is merged cell by cell, never written over them,
-//! and the outbox entries survive to be pushed. While the page is written,
-//! `_rowsync_applying` holds a row so the capture triggers stay silent: no
-//! pulled change echoes into the outbox.
+//! and the outbox entries survive to be pushed. The capture triggers fire for
+//! the rows written here too; those entries (every id above the outbox's
+//! newest before the page, since no one else can write inside this
+//! transaction) are deleted before commit: no pulled change echoes into the
+//! outbox.
 
 use rowsync_core::change::decode_change;
 use rowsync_core::ddl::{delete_row, key_condition, upsert_row, Dialect};
@@ -24,7 +26,7 @@ use crate::values::{stored_key, to_sql};
 pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     while stamp_pending(replica, &tx, STAMP_CHUNK)? > 0 {}
-    tx.execute("INSERT INTO _rowsync_applying (since) VALUES (1)", [])?;
+    let newest_before: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |row| row.get(0))?;
     let mut clock = load_clock(&tx)?;
     let mut changed_rows = 0;
     for change in &page.changes {
@@ -85,7 +87,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
     }
     save_clock(&tx, &clock)?;
     meta_set(&tx, key::CURSOR, page.cursor as i64)?;
-    tx.execute("DELETE FROM _rowsync_applying", [])?;
+    tx.execute("DELETE FROM _rowsync_outbox WHERE id > ?", [newest_before])?;
     tx.commit()?;
     Ok(changed_rows)
 }
