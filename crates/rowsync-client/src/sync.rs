@@ -114,7 +114,7 @@ fn pull_until_caught_up(
 ) -> Result<(), ClientError> {
     let mut cursor = meta_get::<i64>(&replica.conn, key::CURSOR)?.unwrap_or(0) as u64;
     loop {
-        let page = transport.pull(cursor, options.pull_limit)?;
+        let page = transport.pull(&replica.site, cursor, options.pull_limit)?;
         if page.cursor < cursor {
             return Err(ClientError::Protocol(format!(
                 "the server moved the cursor back from {cursor} to {}",

@@ -2,16 +2,18 @@
 //! [`Transport`] trait, so tests can put faults between the two and another
 //! transport can be dropped in without touching the sync logic.
 
+use std::io::Read;
 use std::time::Duration;
 
-use rowsync_proto::{ErrorBody, PullResponse, PushRequest, PushResponse, Schema};
+use rowsync_proto::{ErrorBody, PullResponse, PushRequest, PushResponse, Schema, SiteId};
 
 use crate::error::ClientError;
 
 pub trait Transport {
     fn schema(&self) -> Result<Schema, ClientError>;
     fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError>;
-    fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, ClientError>;
+    /// Changes after `cursor`, leaving out states exactly as `site` pushed them.
+    fn pull(&self, site: &SiteId, cursor: u64, limit: u32) -> Result<PullResponse, ClientError>;
 }
 
 /// The `/v1` HTTP protocol over ureq.
@@ -44,9 +46,17 @@ impl HttpTransport {
         result: Result<ureq::Response, ureq::Error>,
     ) -> Result<T, ClientError> {
         match result {
-            Ok(response) => response
-                .into_json()
-                .map_err(|e| ClientError::Protocol(format!("unreadable answer from {}: {e}", self.base))),
+            Ok(response) => {
+                // Read the whole body first: parsing from the socket reader
+                // goes byte by byte and costs more than the sync work itself.
+                let mut body = Vec::new();
+                response.into_reader().read_to_end(&mut body).map_err(|e| ClientError::Unreachable {
+                    url: self.base.clone(),
+                    detail: format!("the answer broke off: {e}"),
+                })?;
+                serde_json::from_slice(&body)
+                    .map_err(|e| ClientError::Protocol(format!("unreadable answer from {}: {e}", self.base)))
+            }
             Err(ureq::Error::Status(status, response)) => {
                 let text = response.into_string().unwrap_or_default();
                 match serde_json::from_str::<ErrorBody>(&text) {
@@ -81,10 +91,11 @@ impl Transport for HttpTransport {
     }
 
     fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError> {
-        self.answer(self.request("POST", "/v1/push").send_json(request))
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.answer(self.request("POST", "/v1/push").set("Content-Type", "application/json").send_bytes(&body))
     }
 
-    fn pull(&self, cursor: u64, limit: u32) -> Result<PullResponse, ClientError> {
-        self.answer(self.request("GET", &format!("/v1/pull?cursor={cursor}&limit={limit}")).call())
+    fn pull(&self, site: &SiteId, cursor: u64, limit: u32) -> Result<PullResponse, ClientError> {
+        self.answer(self.request("GET", &format!("/v1/pull?cursor={cursor}&limit={limit}&site={site}")).call())
     }
 }

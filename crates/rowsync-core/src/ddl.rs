@@ -70,8 +70,20 @@ pub fn placeholder(dialect: Dialect, n: usize) -> String {
 /// Inserts a whole row, or overwrites every non-key column when the key
 /// exists. Parameters: every column, in table order.
 pub fn upsert_row(table: &Table, dialect: Dialect) -> String {
+    upsert_rows(table, dialect, 1)
+}
+
+/// [`upsert_row`] for `rows` rows in one statement. Parameters: every column
+/// of the first row, then of the second, and so on.
+pub fn upsert_rows(table: &Table, dialect: Dialect, rows: usize) -> String {
     let columns: Vec<String> = table.columns.iter().map(|c| dialect.quote(&c.name)).collect();
-    let params: Vec<String> = (1..=table.columns.len()).map(|n| placeholder(dialect, n)).collect();
+    let width = table.columns.len();
+    let tuples: Vec<String> = (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=width).map(|n| placeholder(dialect, r * width + n)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
     let non_key: Vec<&str> = table
         .columns
         .iter()
@@ -81,7 +93,7 @@ pub fn upsert_row(table: &Table, dialect: Dialect) -> String {
         .collect();
     let key: Vec<String> = table.primary_key.iter().map(|&i| dialect.quote(&table.columns[i].name)).collect();
     let insert =
-        format!("INSERT INTO {} ({}) VALUES ({})", dialect.quote(&table.name), columns.join(", "), params.join(", "));
+        format!("INSERT INTO {} ({}) VALUES {}", dialect.quote(&table.name), columns.join(", "), tuples.join(", "));
     match dialect {
         Dialect::Mysql => {
             // MySQL has no "do nothing"; assigning a key column to itself is the idiom.
@@ -101,6 +113,32 @@ pub fn upsert_row(table: &Table, dialect: Dialect) -> String {
             }
         }
     }
+}
+
+/// Deletes `rows` rows by key in one statement. Parameters: the key values
+/// of the first row in key order, then of the second, and so on.
+pub fn delete_rows(table: &Table, dialect: Dialect, rows: usize) -> String {
+    let width = table.primary_key.len();
+    let key: Vec<String> = table.primary_key.iter().map(|&i| dialect.quote(&table.columns[i].name)).collect();
+    let tuples: Vec<String> = (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=width).map(|n| placeholder(dialect, r * width + n)).collect();
+            if width == 1 {
+                params.join("")
+            } else {
+                format!("({})", params.join(", "))
+            }
+        })
+        .collect();
+    let target = if width == 1 { key.join("") } else { format!("({})", key.join(", ")) };
+    format!("DELETE FROM {} WHERE {target} IN ({})", dialect.quote(&table.name), tuples.join(", "))
+}
+
+/// How many rows of `params_per_row` parameters fit one statement: SQLite
+/// allows 32,766 parameters, PostgreSQL and MySQL 65,535; rowsync stays well
+/// below and caps statements at 500 rows.
+pub fn rows_per_statement(params_per_row: usize) -> usize {
+    (30_000 / params_per_row.max(1)).clamp(1, 500)
 }
 
 /// `WHERE` clause matching one row by key, parameters numbered from `first`.
@@ -179,6 +217,16 @@ mod tests {
             "INSERT INTO `c` (`id`, `name`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `name` = VALUES(`name`)"
         );
         assert_eq!(delete_row(table, Dialect::Postgres), "DELETE FROM \"c\" WHERE \"id\" = $1");
+        assert_eq!(
+            upsert_rows(table, Dialect::Postgres, 2),
+            "INSERT INTO \"c\" (\"id\", \"name\") VALUES ($1, $2), ($3, $4) ON CONFLICT (\"id\") DO UPDATE SET \"name\" = excluded.\"name\""
+        );
+        assert_eq!(delete_rows(table, Dialect::Sqlite, 3), "DELETE FROM \"c\" WHERE \"id\" IN (?, ?, ?)");
+        let pair = parse_schema("CREATE TABLE m (a TEXT, b TEXT, PRIMARY KEY (a, b));").unwrap();
+        assert_eq!(
+            delete_rows(&pair.tables[0], Dialect::Postgres, 2),
+            "DELETE FROM \"m\" WHERE (\"a\", \"b\") IN (($1, $2), ($3, $4))"
+        );
         assert_eq!(select_row(table, Dialect::Sqlite), "SELECT \"id\", \"name\" FROM \"c\" WHERE \"id\" = ?");
     }
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rowsync_core::change::decode_change;
-use rowsync_proto::{ErrorCode, PushRequest, PushResponse, Schema};
+use rowsync_proto::{ErrorCode, PushRequest, PushResponse, Schema, SiteId};
 use serde::Deserialize;
 use tower_http::decompression::RequestDecompressionLayer;
 
@@ -141,6 +141,8 @@ struct PullParams {
     /// Seconds to wait for a change when there is none yet (long-poll).
     #[serde(default)]
     wait: u64,
+    /// The pulling site: states exactly as it pushed them are left out.
+    site: Option<SiteId>,
 }
 
 async fn pull<S: Store>(
@@ -155,8 +157,8 @@ async fn pull<S: Store>(
     let wait = Duration::from_secs(params.wait).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
     let page = loop {
-        let page = state.store.pull(params.cursor, limit).await?;
-        if !page.states.is_empty() || Instant::now() >= deadline {
+        let page = state.store.pull(params.cursor, limit, params.site.as_ref()).await?;
+        if page.cursor > params.cursor || Instant::now() >= deadline {
             break page;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -98,7 +98,7 @@ fn a_pulled_change_merges_with_pending_local_edits_cell_by_cell() {
     let replica = laptop.replica();
     let transport = rowsync_client::HttpTransport::new(&server.url(), None);
     use rowsync_client::Transport;
-    let page = transport.pull(0, 100).unwrap();
+    let page = transport.pull(replica.site(), 0, 100).unwrap();
     rowsync_client::apply::apply_page(&replica, &page).unwrap();
     assert_eq!(laptop.rows("SELECT email, phone FROM contacts"), vec![vec![text("phone@x"), text("222")]]);
     assert_eq!(laptop.pending(), 1, "the local edit's outbox entry survives the pull");
@@ -190,6 +190,7 @@ fn a_ten_thousand_row_backlog_moves_in_pages() {
     let pushed = laptop.sync_with(options).unwrap();
     assert_eq!(pushed.push_batches, 12);
     assert_eq!(pushed.acknowledged, 10_000);
+    assert_eq!(pushed.pulled, 0, "the server must not send a site's own changes back to it");
     let pulled = phone.sync_with(options).unwrap();
     assert_eq!(pulled.pulled, 10_000);
     assert!(pulled.pull_pages >= 15);

@@ -12,6 +12,7 @@
 //! order. A row changed again moves to a new position, so the change log
 //! compacts itself: a puller never receives a row's superseded states.
 
+pub mod plan;
 mod sqlite;
 
 use std::future::Future;
@@ -85,8 +86,15 @@ pub trait Store: Send + Sync + 'static {
         changes: &[CheckedChange],
     ) -> impl Future<Output = Result<PushResponse, StoreError>> + Send;
 
-    /// The row states changed after `cursor`, oldest first, at most `limit`.
-    fn pull(&self, cursor: u64, limit: u32) -> impl Future<Output = Result<PullPage, StoreError>> + Send;
+    /// The row states changed after `cursor`, oldest first, at most `limit`
+    /// positions. With `site`, states that are exactly what that site pushed
+    /// are left out (it has them already); the cursor still moves past them.
+    fn pull(
+        &self,
+        cursor: u64,
+        limit: u32,
+        site: Option<&SiteId>,
+    ) -> impl Future<Output = Result<PullPage, StoreError>> + Send;
 
     /// Whether the database answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

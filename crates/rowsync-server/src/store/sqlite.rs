@@ -5,11 +5,12 @@
 //! construction: no transaction can commit a lower position after a higher
 //! one is visible.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use rowsync_core::change::{decode_change, encode_change};
+use rowsync_core::change::decode_change;
 use rowsync_core::ddl::{self, Dialect};
 use rowsync_core::RowState;
 use rowsync_proto::{PushResponse, RowChange, Schema, SiteId, Value};
@@ -17,6 +18,7 @@ use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
+use super::plan::{fold_batch, plan_writes, row_values, RowId, RowWrite};
 use super::{CheckedChange, PullPage, Store, StoreError};
 
 const BOOKKEEPING: [&str; 6] = [
@@ -24,7 +26,7 @@ const BOOKKEEPING: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS rowsync_positions (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO rowsync_positions (id, last) VALUES (1, 0)",
     "CREATE TABLE IF NOT EXISTS rowsync_rows (tbl TEXT NOT NULL, pk TEXT NOT NULL, pos INTEGER NOT NULL, \
-     state TEXT NOT NULL, PRIMARY KEY (tbl, pk))",
+     state TEXT NOT NULL, origin TEXT, PRIMARY KEY (tbl, pk))",
     "CREATE UNIQUE INDEX IF NOT EXISTS rowsync_rows_pos ON rowsync_rows (pos)",
     "CREATE TABLE IF NOT EXISTS rowsync_sites (site TEXT PRIMARY KEY, hwm INTEGER NOT NULL)",
 ];
@@ -36,10 +38,26 @@ const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm) VALUES (?, ?) \
      ON CONFLICT (site) DO UPDATE SET hwm = MAX(hwm, excluded.hwm)";
 const SELECT_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1";
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 1";
-const SELECT_STATE: &str = "SELECT state FROM rowsync_rows WHERE tbl = ? AND pk = ?";
-const UPSERT_STATE: &str = "INSERT INTO rowsync_rows (tbl, pk, pos, state) VALUES (?, ?, ?, ?) \
-     ON CONFLICT (tbl, pk) DO UPDATE SET pos = excluded.pos, state = excluded.state";
-const PULL: &str = "SELECT pos, state FROM rowsync_rows WHERE pos > ? ORDER BY pos LIMIT ?";
+/// Echoes (states exactly as the pulling site pushed them) come back without
+/// their state: the cursor moves past them, nothing is sent.
+const PULL: &str = "SELECT pos, CASE WHEN origin = ? THEN NULL ELSE state END FROM rowsync_rows \
+     WHERE pos > ? ORDER BY pos LIMIT ?";
+
+/// Reads the stored states of `rows` rows: parameters are (table, key) pairs.
+fn select_states(rows: usize) -> String {
+    let pairs = vec!["(?, ?)"; rows].join(", ");
+    format!("SELECT tbl, pk, state FROM rowsync_rows WHERE (tbl, pk) IN ({pairs})")
+}
+
+/// Writes the states of `rows` rows: parameters are (table, key, position,
+/// state, origin).
+fn upsert_states(rows: usize) -> String {
+    let tuples = vec!["(?, ?, ?, ?, ?)"; rows].join(", ");
+    format!(
+        "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin) VALUES {tuples} \
+         ON CONFLICT (tbl, pk) DO UPDATE SET pos = excluded.pos, state = excluded.state, origin = excluded.origin"
+    )
+}
 
 /// The embedded SQLite store.
 #[derive(Clone, Debug)]
@@ -133,73 +151,91 @@ impl Store for SqliteStore {
         last_seq: u64,
         changes: &[CheckedChange],
     ) -> Result<PushResponse, StoreError> {
-        let upserts: Vec<String> = schema.tables.iter().map(|t| ddl::upsert_row(t, Dialect::Sqlite)).collect();
-        let deletes: Vec<String> = schema.tables.iter().map(|t| ddl::delete_row(t, Dialect::Sqlite)).collect();
-
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&mut *tx).await?;
         let hwm = hwm.unwrap_or(0) as u64;
-        let mut position: i64 = sqlx::query_scalar(SELECT_POSITION).fetch_one(&mut *tx).await?;
-        let mut applied = 0;
-        for checked in changes.iter().filter(|c| c.seq > hwm) {
-            applied += 1;
-            let change = &checked.change;
-            let table = &schema.tables[change.table];
-            let key_json = serde_json::to_string(&change.key).map_err(|e| StoreError::Database(e.to_string()))?;
-            let stored: Option<String> =
-                sqlx::query_scalar(SELECT_STATE).bind(&table.name).bind(&key_json).fetch_optional(&mut *tx).await?;
-            let mut state = match stored {
-                Some(json) => decode_stored(schema, &json)?,
-                None => RowState::empty(table.columns.len()),
-            };
-            if !state.merge_from(&change.state).changed {
-                continue;
+        let (incoming, applied) = fold_batch(changes, hwm)?;
+
+        // Load what is stored for every row of the batch, a chunk per statement.
+        let mut stored: HashMap<RowId, RowState> = HashMap::with_capacity(incoming.len());
+        for chunk in incoming.chunks(ddl::rows_per_statement(2)) {
+            let sql = select_states(chunk.len());
+            let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);
+            for row in chunk {
+                query = query.bind(&schema.tables[row.id.0].name).bind(&row.id.1);
             }
-            position += 1;
-            let state_json = serde_json::to_string(&encode_change(table, change.key.clone(), &state))
-                .map_err(|e| StoreError::Database(e.to_string()))?;
-            sqlx::query(UPSERT_STATE)
-                .bind(&table.name)
-                .bind(&key_json)
-                .bind(position)
-                .bind(state_json)
-                .execute(&mut *tx)
-                .await?;
-            if state.is_visible() {
-                let mut query = sqlx::query(&upserts[change.table]);
-                let mut key = change.key.iter();
-                for (index, cell) in state.cells.iter().enumerate() {
-                    let value = if table.is_key_column(index) {
-                        key.next().cloned().unwrap_or(Value::Null)
-                    } else {
-                        cell.as_ref().map(|(v, _)| v.clone()).unwrap_or(Value::Null)
-                    };
-                    query = bind_value(query, &value);
+            for (table, key, json) in query.fetch_all(&mut *tx).await? {
+                let index = schema
+                    .tables
+                    .iter()
+                    .position(|t| t.name == table)
+                    .ok_or_else(|| StoreError::Conflict(format!("rowsync_rows names unknown table {table}")))?;
+                stored.insert((index, key), decode_stored(schema, &json)?);
+            }
+        }
+
+        let position: i64 = sqlx::query_scalar(SELECT_POSITION).fetch_one(&mut *tx).await?;
+        let writes = plan_writes(schema, incoming, &mut stored, position)?;
+
+        for chunk in writes.chunks(ddl::rows_per_statement(5)) {
+            let sql = upsert_states(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for write in chunk {
+                query = query
+                    .bind(&schema.tables[write.id.0].name)
+                    .bind(&write.id.1)
+                    .bind(write.position)
+                    .bind(&write.state_json)
+                    .bind(write.echo.then_some(site.as_str()));
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for (index, table) in schema.tables.iter().enumerate() {
+            let (visible, deleted): (Vec<&RowWrite>, Vec<&RowWrite>) =
+                writes.iter().filter(|w| w.id.0 == index).partition(|w| w.state.is_visible());
+            for chunk in visible.chunks(ddl::rows_per_statement(table.columns.len())) {
+                let sql = ddl::upsert_rows(table, Dialect::Sqlite, chunk.len());
+                let mut query = sqlx::query(&sql);
+                for write in chunk {
+                    for value in row_values(schema, write) {
+                        query = bind_value(query, &value);
+                    }
                 }
                 query.execute(&mut *tx).await?;
-            } else {
-                let mut query = sqlx::query(&deletes[change.table]);
-                for value in &change.key {
-                    query = bind_value(query, value);
+            }
+            for chunk in deleted.chunks(ddl::rows_per_statement(table.primary_key.len())) {
+                let sql = ddl::delete_rows(table, Dialect::Sqlite, chunk.len());
+                let mut query = sqlx::query(&sql);
+                for write in chunk {
+                    for value in &write.key {
+                        query = bind_value(query, value);
+                    }
                 }
                 query.execute(&mut *tx).await?;
             }
         }
-        sqlx::query(UPDATE_POSITION).bind(position).execute(&mut *tx).await?;
+        let last_position = writes.last().map_or(position, |w| w.position);
+        sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *tx).await?;
         let acked = hwm.max(last_seq);
         sqlx::query(UPSERT_HWM).bind(site.as_str()).bind(acked as i64).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(PushResponse { acked_seq: acked, applied })
     }
 
-    async fn pull(&self, cursor: u64, limit: u32) -> Result<PullPage, StoreError> {
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as(PULL).bind(cursor as i64).bind(i64::from(limit) + 1).fetch_all(&self.pool).await?;
+    async fn pull(&self, cursor: u64, limit: u32, site: Option<&SiteId>) -> Result<PullPage, StoreError> {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(PULL)
+            .bind(site.map(SiteId::as_str))
+            .bind(cursor as i64)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
         let more = rows.len() > limit as usize;
         let mut page = PullPage { states: Vec::with_capacity(rows.len()), cursor, more };
         for (position, state) in rows.into_iter().take(limit as usize) {
             page.cursor = position as u64;
-            page.states.push(state);
+            if let Some(state) = state {
+                page.states.push(state);
+            }
         }
         Ok(page)
     }

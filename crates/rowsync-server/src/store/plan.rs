@@ -1,0 +1,147 @@
+//! The pure part of applying a push, shared by every store: fold the batch
+//! per row, merge with what is stored, and decide what to write. Stores only
+//! load the stored states and carry out the writes, in as few statements as
+//! their dialect allows.
+
+use std::collections::HashMap;
+
+use rowsync_core::change::encode_change;
+use rowsync_core::RowState;
+use rowsync_proto::{Schema, Value};
+
+use super::{CheckedChange, StoreError};
+
+/// A row identity: table index and the key as canonical JSON text (the form
+/// `rowsync_rows.pk` stores).
+pub type RowId = (usize, String);
+
+/// One row of a batch, its incoming changes already merged together.
+#[derive(Debug, Clone)]
+pub struct IncomingRow {
+    pub id: RowId,
+    pub key: Vec<Value>,
+    pub state: RowState,
+}
+
+/// Folds the changes above the site's high-water mark per row, in the order
+/// rows first appear. Returns the rows and how many changes were not repeats.
+pub fn fold_batch(changes: &[CheckedChange], hwm: u64) -> Result<(Vec<IncomingRow>, u64), StoreError> {
+    let mut rows: Vec<IncomingRow> = Vec::new();
+    let mut index: HashMap<RowId, usize> = HashMap::new();
+    let mut applied = 0;
+    for checked in changes.iter().filter(|c| c.seq > hwm) {
+        applied += 1;
+        let change = &checked.change;
+        let key_json = serde_json::to_string(&change.key).map_err(|e| StoreError::Database(e.to_string()))?;
+        let id = (change.table, key_json);
+        match index.get(&id) {
+            Some(&i) => {
+                rows[i].state.merge_from(&change.state);
+            }
+            None => {
+                index.insert(id.clone(), rows.len());
+                rows.push(IncomingRow { id, key: change.key.clone(), state: change.state.clone() });
+            }
+        }
+    }
+    Ok((rows, applied))
+}
+
+/// A row to write: its merged state, the state's JSON, and its new position.
+#[derive(Debug, Clone)]
+pub struct RowWrite {
+    pub id: RowId,
+    pub key: Vec<Value>,
+    pub state: RowState,
+    pub state_json: String,
+    pub position: i64,
+    /// True when the merged state is exactly what the pushing site sent, so
+    /// that site need not pull it back.
+    pub echo: bool,
+}
+
+/// Merges each incoming row into its stored state and returns the rows that
+/// changed, with positions after `last_position` in batch order.
+pub fn plan_writes(
+    schema: &Schema,
+    incoming: Vec<IncomingRow>,
+    stored: &mut HashMap<RowId, RowState>,
+    last_position: i64,
+) -> Result<Vec<RowWrite>, StoreError> {
+    let mut position = last_position;
+    let mut writes = Vec::new();
+    for row in incoming {
+        let table = &schema.tables[row.id.0];
+        let mut state = stored.remove(&row.id).unwrap_or_else(|| RowState::empty(table.columns.len()));
+        if !state.merge_from(&row.state).changed {
+            continue;
+        }
+        let echo = state == row.state;
+        position += 1;
+        let state_json = serde_json::to_string(&encode_change(table, row.key.clone(), &state))
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        writes.push(RowWrite { id: row.id, key: row.key, state, state_json, position, echo });
+    }
+    Ok(writes)
+}
+
+/// The values of a visible row in table column order.
+pub fn row_values(schema: &Schema, write: &RowWrite) -> Vec<Value> {
+    let table = &schema.tables[write.id.0];
+    let mut key = write.key.iter();
+    write
+        .state
+        .cells
+        .iter()
+        .enumerate()
+        .map(|(index, cell)| {
+            if table.is_key_column(index) {
+                key.next().cloned().unwrap_or(Value::Null)
+            } else {
+                cell.as_ref().map(|(v, _)| v.clone()).unwrap_or(Value::Null)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rowsync_core::change::decode_change;
+    use rowsync_core::parse_schema;
+    use rowsync_proto::{Cell, Hlc, RowChange, SiteId, Version};
+
+    use super::*;
+
+    fn change(seq: u64, name: &str, ms: u64) -> CheckedChange {
+        let schema = parse_schema("CREATE TABLE t (id TEXT PRIMARY KEY, name TEXT);").unwrap();
+        let version = Version { hlc: Hlc::from_millis(ms), site: SiteId::from_bytes([1; 16]) };
+        let wire = RowChange {
+            table: "t".into(),
+            key: vec![Value::Text("k".into())],
+            alive: Some(version.clone()),
+            deleted: None,
+            cells: vec![Cell { column: "name".into(), value: Value::Text(name.into()), version }],
+        };
+        CheckedChange { seq, change: decode_change(&schema, &wire).unwrap() }
+    }
+
+    #[test]
+    fn folds_repeats_of_a_row_and_skips_what_the_mark_covers() {
+        let changes = [change(1, "old", 1), change(2, "mid", 2), change(3, "new", 3)];
+        let (rows, applied) = fold_batch(&changes, 1).unwrap();
+        assert_eq!(applied, 2);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].state.cells[1].as_ref().unwrap().0, Value::Text("new".into()));
+    }
+
+    #[test]
+    fn unchanged_rows_get_no_position() {
+        let schema = parse_schema("CREATE TABLE t (id TEXT PRIMARY KEY, name TEXT);").unwrap();
+        let (rows, _) = fold_batch(&[change(1, "a", 5)], 0).unwrap();
+        let mut stored = HashMap::new();
+        stored.insert(rows[0].id.clone(), rows[0].state.clone());
+        assert!(plan_writes(&schema, rows.clone(), &mut stored, 10).unwrap().is_empty());
+        let writes = plan_writes(&schema, rows, &mut HashMap::new(), 10).unwrap();
+        assert_eq!(writes[0].position, 11);
+    }
+}
