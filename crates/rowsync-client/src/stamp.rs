@@ -114,7 +114,7 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
     let Some(last_id) = entries.last().map(|e| e.0) else { return Ok(0) };
 
     let mut touched: HashMap<(i64, String), (SqlValue, Clocks)> = HashMap::new();
-    let mut update = conn.prepare_cached("UPDATE _rowsync_outbox SET seq = ?, hlc = ? WHERE id = ?")?;
+    let mut update = conn.prepare_cached("UPDATE _rowsync_outbox SET seq = ? WHERE id = ?")?;
     for (id, table_id, stored_key, op, at, bits) in &entries {
         let table_index = *replica
             .table_index
@@ -123,7 +123,7 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
         let table = &replica.schema.tables[table_index];
         let hlc = clock.tick(julian_to_millis(*at));
         seq += 1;
-        update.execute(params![seq, hlc.0 as i64, id])?;
+        update.execute(params![seq, id])?;
         let token = key_token(*table_id, stored_key);
         if !touched.contains_key(&token) {
             let clocks = load_clocks(conn, *table_id, stored_key)?.unwrap_or_default();
