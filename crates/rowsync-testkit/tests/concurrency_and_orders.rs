@@ -75,7 +75,7 @@ fn random_edit(rng: &mut StdRng, device: &Device, oracle: &mut Oracle) {
             let cells = oracle.entry(key).or_insert([None, None, None]);
             for (i, value) in after.into_iter().enumerate() {
                 // An insert writes every column; an update only what changed.
-                let changed = before.as_ref().map_or(true, |b| b[i] != value);
+                let changed = before.as_ref().is_none_or(|b| b[i] != value);
                 if insert || changed {
                     cells[i] = Some(value);
                 }
