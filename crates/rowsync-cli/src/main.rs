@@ -10,13 +10,13 @@ mod demo;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use rowsync_client::{sync, ClientError, HttpTransport, Replica, SyncOptions, Transport};
 use rowsync_core::{parse_schema, schema_warnings};
-use rowsync_server::{DatabaseUrl, ServerConfig};
+use rowsync_server::{DatabaseUrl, PoolSettings, ServerConfig};
 
 /// Exit code when the server cannot be reached.
 const EXIT_UNREACHABLE: u8 = 3;
@@ -32,9 +32,15 @@ struct Cli {
 enum Command {
     /// Run the sync server.
     Serve {
-        /// sqlite://PATH (the embedded default).
+        /// sqlite://PATH (the embedded default), postgres://USER@HOST/DB or mysql://USER@HOST/DB.
         #[arg(long, default_value = "sqlite://rowsync-server.db")]
         database: String,
+        /// Most connections to a PostgreSQL or MySQL database.
+        #[arg(long, default_value_t = 10)]
+        pool_size: u32,
+        /// Seconds a request waits for a database connection before answering 503.
+        #[arg(long, default_value_t = 5)]
+        db_timeout: u64,
         /// A file of CREATE TABLE statements: the synced tables. Needed the
         /// first time; later starts serve the schema the database holds.
         #[arg(long)]
@@ -134,7 +140,11 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { database, schema, config, listen } => serve(&database, schema.as_deref(), config, listen),
+        Command::Serve { database, schema, config, listen, pool_size, db_timeout } => {
+            let pool =
+                PoolSettings { max_connections: pool_size.max(1), acquire_timeout: Duration::from_secs(db_timeout) };
+            serve(&database, schema.as_deref(), config, listen, pool)
+        }
         Command::Init { local, server, token } => init(&local, &server, token),
         Command::Sync { local, pull_limit, push_limit } => sync_command(&local, SyncOptions { pull_limit, push_limit }),
         Command::Status { local, json } => status(&local, json),
@@ -151,7 +161,13 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn serve(database: &str, schema: Option<&Path>, config: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result<()> {
+fn serve(
+    database: &str,
+    schema: Option<&Path>,
+    config: Option<PathBuf>,
+    listen: SocketAddr,
+    pool: PoolSettings,
+) -> anyhow::Result<()> {
     if let Some(config) = config {
         return Err(anyhow!("--config {}: server settings files are not supported yet", config.display()));
     }
@@ -170,12 +186,12 @@ fn serve(database: &str, schema: Option<&Path>, config: Option<PathBuf>, listen:
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let config = ServerConfig::new(database.clone(), schema);
+        let mut config = ServerConfig::new(database.clone(), schema);
+        config.pool = pool;
         let router = rowsync_server::build(&config).await?;
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-        let DatabaseUrl::Sqlite(path) = &database;
-        println!("rowsync: serving sqlite://{} on http://{}", path.display(), listener.local_addr()?);
+        println!("rowsync: serving {} on http://{}", database.redacted(), listener.local_addr()?);
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };

@@ -38,12 +38,24 @@ impl Dialect {
 }
 
 /// `CREATE TABLE IF NOT EXISTS` for one synced table.
+///
+/// MySQL cannot index TEXT or BLOB columns whole, so key columns of those
+/// types become `VARCHAR(255)` (binary collation: keys compare exactly, as
+/// elsewhere) and `VARBINARY(255)` there; text is `utf8mb4` throughout.
 pub fn create_table(table: &Table, dialect: Dialect) -> String {
     let mut parts: Vec<String> = table
         .columns
         .iter()
-        .map(|c| {
-            let mut def = format!("{} {}", dialect.quote(&c.name), dialect.type_name(c.ty));
+        .enumerate()
+        .map(|(i, c)| {
+            let ty = match (dialect, c.ty) {
+                (Dialect::Mysql, ColumnType::Text) if table.is_key_column(i) => {
+                    "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                }
+                (Dialect::Mysql, ColumnType::Blob) if table.is_key_column(i) => "VARBINARY(255)",
+                (dialect, ty) => dialect.type_name(ty),
+            };
+            let mut def = format!("{} {ty}", dialect.quote(&c.name));
             if c.not_null {
                 def.push_str(" NOT NULL");
             }
@@ -56,7 +68,8 @@ pub fn create_table(table: &Table, dialect: Dialect) -> String {
         .collect();
     let key: Vec<String> = table.primary_key.iter().map(|&i| dialect.quote(&table.columns[i].name)).collect();
     parts.push(format!("PRIMARY KEY ({})", key.join(", ")));
-    format!("CREATE TABLE IF NOT EXISTS {} (\n  {}\n)", dialect.quote(&table.name), parts.join(",\n  "))
+    let options = if dialect == Dialect::Mysql { " DEFAULT CHARSET=utf8mb4" } else { "" };
+    format!("CREATE TABLE IF NOT EXISTS {} (\n  {}\n){options}", dialect.quote(&table.name), parts.join(",\n  "))
 }
 
 /// Placeholder for the `n`th (1-based) bound parameter.
@@ -201,7 +214,12 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS \"t\" (\n  \"a\" TEXT NOT NULL,\n  \"b\" INTEGER NOT NULL DEFAULT 0,\n  \"c\" REAL,\n  \"d\" BLOB,\n  \"e\" BOOLEAN,\n  PRIMARY KEY (\"a\", \"b\")\n)"
         );
         assert!(create_table(table, Dialect::Postgres).contains("\"c\" DOUBLE PRECISION,\n  \"d\" BYTEA"));
-        assert!(create_table(table, Dialect::Mysql).contains("`b` BIGINT NOT NULL DEFAULT 0"));
+        let mysql = create_table(table, Dialect::Mysql);
+        assert!(
+            mysql.contains("`a` VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,\n  `b` BIGINT"),
+            "{mysql}"
+        );
+        assert!(mysql.ends_with(") DEFAULT CHARSET=utf8mb4"));
     }
 
     #[test]

@@ -10,17 +10,19 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::http::{app, AppState, DEFAULT_BODY_LIMIT};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{MysqlStore, PoolSettings, PostgresStore, SqliteStore, Store, StoreError};
 
 /// Where the server's source of truth lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
+    Postgres(String),
+    Mysql(String),
 }
 
 impl DatabaseUrl {
-    /// Accepts `sqlite://PATH` (or a bare path). PostgreSQL and MySQL URLs are
-    /// recognised and refused with a clear message until their stores land.
+    /// Accepts `sqlite://PATH` (or a bare path), `postgres://…` (or
+    /// `postgresql://…`) and `mysql://…` (or `mariadb://…`).
     pub fn parse(url: &str) -> Result<DatabaseUrl, String> {
         if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             if path.is_empty() {
@@ -28,18 +30,38 @@ impl DatabaseUrl {
             }
             return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
         }
-        for scheme in ["postgres://", "postgresql://", "mysql://", "mariadb://"] {
-            if url.starts_with(scheme) {
-                return Err(format!(
-                    "{} stores are not available in this version of rowsync yet; use sqlite://PATH",
-                    scheme.trim_end_matches("://")
-                ));
-            }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(url.to_string()));
+        }
+        if url.starts_with("mysql://") {
+            return Ok(DatabaseUrl::Mysql(url.to_string()));
+        }
+        if let Some(rest) = url.strip_prefix("mariadb://") {
+            return Ok(DatabaseUrl::Mysql(format!("mysql://{rest}")));
         }
         if url.contains("://") {
-            return Err(format!("unknown database URL {url:?}: use sqlite://PATH"));
+            return Err(format!("unknown database URL {url:?}: use sqlite://PATH, postgres://… or mysql://…"));
         }
         Ok(DatabaseUrl::Sqlite(PathBuf::from(url)))
+    }
+
+    /// The URL without its password, for messages and logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) | DatabaseUrl::Mysql(url) => redact(url),
+        }
+    }
+}
+
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}")
+        }
+        None => url.to_string(),
     }
 }
 
@@ -49,21 +71,21 @@ pub struct ServerConfig {
     /// The schema from `--schema`; `None` serves the one stored earlier.
     pub schema: Option<Schema>,
     pub body_limit: usize,
+    pub pool: PoolSettings,
 }
 
 impl ServerConfig {
     pub fn new(database: DatabaseUrl, schema: Option<Schema>) -> ServerConfig {
-        ServerConfig { database, schema, body_limit: DEFAULT_BODY_LIMIT }
+        ServerConfig { database, schema, body_limit: DEFAULT_BODY_LIMIT, pool: PoolSettings::default() }
     }
 }
 
 /// Opens the store, installs the schema, and returns the router ready to serve.
 pub async fn build(config: &ServerConfig) -> Result<Router, StoreError> {
     match &config.database {
-        DatabaseUrl::Sqlite(path) => {
-            let store = SqliteStore::open(path).await?;
-            router_for(store, config).await
-        }
+        DatabaseUrl::Sqlite(path) => router_for(SqliteStore::open(path).await?, config).await,
+        DatabaseUrl::Postgres(url) => router_for(PostgresStore::connect(url, &config.pool).await?, config).await,
+        DatabaseUrl::Mysql(url) => router_for(MysqlStore::connect(url, &config.pool).await?, config).await,
     }
 }
 

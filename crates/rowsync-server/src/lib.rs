@@ -20,4 +20,4 @@ pub use axum::Router;
 pub use config::{build, run, serve_router, BackgroundServer, DatabaseUrl, ServerConfig};
 pub use error::ApiError;
 pub use http::{app, AppState};
-pub use store::{Store, StoreError};
+pub use store::{PoolSettings, Store, StoreError};

@@ -1,7 +1,12 @@
-//! Test helpers: a real rowsync server on a loopback port over a real SQLite
-//! store in a temporary directory, and devices (replica files) written to
-//! through plain SQLite connections with no rowsync code loaded, the way an
-//! application would.
+//! Test helpers: a real rowsync server on a loopback port over a real store
+//! (a SQLite file in a temporary directory, or a fresh database on the
+//! throwaway PostgreSQL and MariaDB servers that `scripts/test` starts), and
+//! devices (replica files) written to through plain SQLite connections with
+//! no rowsync code loaded, the way an application would.
+
+mod stores;
+
+pub use stores::{test_stores, TestStore};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,23 +28,38 @@ pub const CONTACTS_SCHEMA: &str = "CREATE TABLE contacts (
 /// A server on a loopback port, which can be stopped and started again on
 /// the same port and database (to play "the server is down").
 pub struct TestServer {
-    pub database: PathBuf,
+    pub database: DatabaseUrl,
     pub schema: Schema,
+    pub store: TestStore,
     addr: SocketAddr,
     running: Option<BackgroundServer>,
 }
 
 impl TestServer {
-    /// Starts a server on a free port with a fresh SQLite store in `dir`.
+    /// Starts a server on a free port over a fresh SQLite store in `dir`.
     pub fn start(dir: &Path, schema_sql: &str) -> TestServer {
+        TestServer::start_on(&TestStore::Sqlite, dir, schema_sql)
+    }
+
+    /// Starts a server on a free port over a fresh database of `store`.
+    pub fn start_on(store: &TestStore, dir: &Path, schema_sql: &str) -> TestServer {
         let schema = parse_schema(schema_sql).expect("test schema parses");
-        let database = dir.join("server.db");
+        let database = store.fresh_database(dir);
         let running = BackgroundServer::start(
-            ServerConfig::new(DatabaseUrl::Sqlite(database.clone()), Some(schema.clone())),
+            ServerConfig::new(database.clone(), Some(schema.clone())),
             "127.0.0.1:0".parse().expect("address"),
         )
-        .expect("server starts");
-        TestServer { database, schema, addr: running.addr, running: Some(running) }
+        .unwrap_or_else(|e| panic!("server on {} starts: {e}", store.name()));
+        TestServer { database, schema, store: store.clone(), addr: running.addr, running: Some(running) }
+    }
+
+    /// Another server process on the same database (a second instance).
+    pub fn another_instance(&self) -> BackgroundServer {
+        BackgroundServer::start(
+            ServerConfig::new(self.database.clone(), Some(self.schema.clone())),
+            "127.0.0.1:0".parse().expect("address"),
+        )
+        .expect("second instance starts")
     }
 
     pub fn url(&self) -> String {
@@ -56,17 +76,15 @@ impl TestServer {
     /// Starts the server again on the same port and database.
     pub fn restart(&mut self) {
         self.stop();
-        let server = BackgroundServer::start(
-            ServerConfig::new(DatabaseUrl::Sqlite(self.database.clone()), Some(self.schema.clone())),
-            self.addr,
-        )
-        .expect("server restarts on its port");
+        let server =
+            BackgroundServer::start(ServerConfig::new(self.database.clone(), Some(self.schema.clone())), self.addr)
+                .expect("server restarts on its port");
         self.running = Some(server);
     }
 
-    /// Rows of the server's store, through a plain SQLite connection.
+    /// Rows of the server's database, read directly (not through rowsync).
     pub fn rows(&self, sql: &str) -> Vec<Vec<Value>> {
-        query_rows(&Connection::open(&self.database).expect("open server store"), sql)
+        stores::query_database(&self.database, sql)
     }
 }
 
@@ -119,6 +137,17 @@ impl Device {
     /// Local writes not yet acknowledged by the server.
     pub fn pending(&self) -> u64 {
         self.replica().status().expect("status").pending_changes
+    }
+}
+
+/// Runs `test` once per store of [`test_stores`], naming the store when it fails.
+pub fn on_every_store(test: impl Fn(&TestStore)) {
+    for store in test_stores() {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&store)));
+        if let Err(panic) = outcome {
+            eprintln!("failed on the {} store", store.name());
+            std::panic::resume_unwind(panic);
+        }
     }
 }
 

@@ -1,14 +1,15 @@
 //! The offline-first loop end to end: real SQLite files written through plain
-//! connections, a real server on a loopback port over a real SQLite store.
+//! connections, a real server on a loopback port, and every test run once
+//! per store (embedded SQLite, PostgreSQL, MariaDB).
 
-use rowsync_testkit::{text, Device, TestServer, CONTACTS_SCHEMA};
+use rowsync_testkit::{on_every_store, text, Device, TestServer, TestStore, CONTACTS_SCHEMA};
 use tempfile::TempDir;
 
 const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
 
-fn setup() -> (TempDir, TestServer, Device, Device) {
+fn setup(store: &TestStore) -> (TempDir, TestServer, Device, Device) {
     let dir = TempDir::new().unwrap();
-    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
+    let server = TestServer::start_on(store, dir.path(), CONTACTS_SCHEMA);
     let laptop = Device::init(dir.path(), "laptop", &server.url());
     let phone = Device::init(dir.path(), "phone", &server.url());
     (dir, server, laptop, phone)
@@ -24,212 +25,234 @@ fn assert_converged(server: &TestServer, devices: &[&Device]) {
 
 #[test]
 fn offline_writes_on_two_devices_converge_everywhere() {
-    let (_dir, mut server, laptop, phone) = setup();
-    server.stop();
-    laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', 'ada@example.com', '111');");
-    laptop.exec("INSERT INTO contacts VALUES ('b', 'Babbage', NULL, '222');");
-    phone.exec("INSERT INTO contacts VALUES ('c', 'Curie', 'marie@example.com', NULL);");
-    phone.exec("UPDATE contacts SET phone = '333' WHERE id = 'c';");
-    let err = laptop.sync().unwrap_err();
-    assert!(err.is_unreachable(), "{err}");
-    assert_eq!(laptop.pending(), 2, "queued changes must stay queued while offline");
-    assert!(laptop.replica().status().unwrap().last_error.unwrap().contains("cannot reach"));
+    on_every_store(|store| {
+        let (_dir, mut server, laptop, phone) = setup(store);
+        server.stop();
+        laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', 'ada@example.com', '111');");
+        laptop.exec("INSERT INTO contacts VALUES ('b', 'Babbage', NULL, '222');");
+        phone.exec("INSERT INTO contacts VALUES ('c', 'Curie', 'marie@example.com', NULL);");
+        phone.exec("UPDATE contacts SET phone = '333' WHERE id = 'c';");
+        let err = laptop.sync().unwrap_err();
+        assert!(err.is_unreachable(), "{err}");
+        assert_eq!(laptop.pending(), 2, "queued changes must stay queued while offline");
+        assert!(laptop.replica().status().unwrap().last_error.unwrap().contains("cannot reach"));
 
-    server.restart();
-    phone.sync().unwrap();
-    laptop.sync().unwrap();
-    phone.sync().unwrap();
-    assert_eq!(server.rows(ALL).len(), 3);
-    assert_eq!(laptop.rows("SELECT phone FROM contacts WHERE id = 'c'"), vec![vec![text("333")]]);
-    assert_converged(&server, &[&laptop, &phone]);
-    assert!(laptop.replica().status().unwrap().last_error.is_none());
+        server.restart();
+        phone.sync().unwrap();
+        laptop.sync().unwrap();
+        phone.sync().unwrap();
+        assert_eq!(server.rows(ALL).len(), 3);
+        assert_eq!(laptop.rows("SELECT phone FROM contacts WHERE id = 'c'"), vec![vec![text("333")]]);
+        assert_converged(&server, &[&laptop, &phone]);
+        assert!(laptop.replica().status().unwrap().last_error.is_none());
+    });
 }
 
 #[test]
 fn different_fields_edited_offline_both_survive() {
-    let (_dir, mut server, laptop, phone) = setup();
-    laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', 'old@example.com', '111');");
-    laptop.sync().unwrap();
-    phone.sync().unwrap();
-    server.stop();
-    laptop.exec("UPDATE contacts SET phone = '999' WHERE id = 'a';");
-    phone.exec("UPDATE contacts SET email = 'new@example.com' WHERE id = 'a';");
-    server.restart();
-    laptop.sync().unwrap();
-    phone.sync().unwrap();
-    laptop.sync().unwrap();
-    let expected = vec![vec![text("a"), text("Ada"), text("new@example.com"), text("999")]];
-    assert_eq!(server.rows(ALL), expected);
-    assert_converged(&server, &[&laptop, &phone]);
+    on_every_store(|store| {
+        let (_dir, mut server, laptop, phone) = setup(store);
+        laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', 'old@example.com', '111');");
+        laptop.sync().unwrap();
+        phone.sync().unwrap();
+        server.stop();
+        laptop.exec("UPDATE contacts SET phone = '999' WHERE id = 'a';");
+        phone.exec("UPDATE contacts SET email = 'new@example.com' WHERE id = 'a';");
+        server.restart();
+        laptop.sync().unwrap();
+        phone.sync().unwrap();
+        laptop.sync().unwrap();
+        let expected = vec![vec![text("a"), text("Ada"), text("new@example.com"), text("999")]];
+        assert_eq!(server.rows(ALL), expected);
+        assert_converged(&server, &[&laptop, &phone]);
+    });
 }
 
 #[test]
 fn same_field_edited_offline_the_later_write_wins_in_any_sync_order() {
-    for laptop_first in [true, false] {
-        let (_dir, mut server, laptop, phone) = setup();
-        laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, '111');");
-        laptop.sync().unwrap();
-        phone.sync().unwrap();
-        server.stop();
-        laptop.exec("UPDATE contacts SET phone = 'laptop' WHERE id = 'a';");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        phone.exec("UPDATE contacts SET phone = 'phone-later' WHERE id = 'a';");
-        server.restart();
-        let (first, second) = if laptop_first { (&laptop, &phone) } else { (&phone, &laptop) };
-        first.sync().unwrap();
-        second.sync().unwrap();
-        first.sync().unwrap();
-        assert_eq!(server.rows("SELECT phone FROM contacts"), vec![vec![text("phone-later")]]);
-        assert_converged(&server, &[&laptop, &phone]);
-    }
+    on_every_store(|store| {
+        for laptop_first in [true, false] {
+            let (_dir, mut server, laptop, phone) = setup(store);
+            laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, '111');");
+            laptop.sync().unwrap();
+            phone.sync().unwrap();
+            server.stop();
+            laptop.exec("UPDATE contacts SET phone = 'laptop' WHERE id = 'a';");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            phone.exec("UPDATE contacts SET phone = 'phone-later' WHERE id = 'a';");
+            server.restart();
+            let (first, second) = if laptop_first { (&laptop, &phone) } else { (&phone, &laptop) };
+            first.sync().unwrap();
+            second.sync().unwrap();
+            first.sync().unwrap();
+            assert_eq!(server.rows("SELECT phone FROM contacts"), vec![vec![text("phone-later")]]);
+            assert_converged(&server, &[&laptop, &phone]);
+        }
+    });
 }
 
 #[test]
 fn a_pulled_change_merges_with_pending_local_edits_cell_by_cell() {
-    let (_dir, server, laptop, phone) = setup();
-    laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', 'a@x', '111');");
-    laptop.sync().unwrap();
-    phone.sync().unwrap();
-    phone.exec("UPDATE contacts SET email = 'phone@x' WHERE id = 'a';");
-    phone.sync().unwrap();
-    // The laptop edits another field, then pulls the phone's change before
-    // pushing: its own edit must survive and still be pushed.
-    laptop.exec("UPDATE contacts SET phone = '222' WHERE id = 'a';");
-    let replica = laptop.replica();
-    let transport = rowsync_client::HttpTransport::new(&server.url(), None);
-    use rowsync_client::Transport;
-    let page = transport.pull(replica.site(), 0, 100).unwrap();
-    rowsync_client::apply::apply_page(&replica, &page).unwrap();
-    assert_eq!(laptop.rows("SELECT email, phone FROM contacts"), vec![vec![text("phone@x"), text("222")]]);
-    assert_eq!(laptop.pending(), 1, "the local edit's outbox entry survives the pull");
-    laptop.sync().unwrap();
-    phone.sync().unwrap();
-    assert_converged(&server, &[&laptop, &phone]);
-    assert_eq!(server.rows("SELECT email, phone FROM contacts"), vec![vec![text("phone@x"), text("222")]]);
+    on_every_store(|store| {
+        let (_dir, server, laptop, phone) = setup(store);
+        laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', 'a@x', '111');");
+        laptop.sync().unwrap();
+        phone.sync().unwrap();
+        phone.exec("UPDATE contacts SET email = 'phone@x' WHERE id = 'a';");
+        phone.sync().unwrap();
+        // The laptop edits another field, then pulls the phone's change before
+        // pushing: its own edit must survive and still be pushed.
+        laptop.exec("UPDATE contacts SET phone = '222' WHERE id = 'a';");
+        let replica = laptop.replica();
+        let transport = rowsync_client::HttpTransport::new(&server.url(), None);
+        use rowsync_client::Transport;
+        let page = transport.pull(replica.site(), 0, 100).unwrap();
+        rowsync_client::apply::apply_page(&replica, &page).unwrap();
+        assert_eq!(laptop.rows("SELECT email, phone FROM contacts"), vec![vec![text("phone@x"), text("222")]]);
+        assert_eq!(laptop.pending(), 1, "the local edit's outbox entry survives the pull");
+        laptop.sync().unwrap();
+        phone.sync().unwrap();
+        assert_converged(&server, &[&laptop, &phone]);
+        assert_eq!(server.rows("SELECT email, phone FROM contacts"), vec![vec![text("phone@x"), text("222")]]);
+    });
 }
 
 #[test]
 fn a_stale_edit_pushed_late_does_not_beat_a_newer_remote_one() {
-    let (_dir, server, laptop, phone) = setup();
-    laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, '111');");
-    laptop.sync().unwrap();
-    phone.sync().unwrap();
-    laptop.exec("UPDATE contacts SET phone = 'stale' WHERE id = 'a';");
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    phone.exec("UPDATE contacts SET phone = 'newer' WHERE id = 'a';");
-    phone.sync().unwrap();
-    // The laptop's edit is older, though it reaches the server last.
-    laptop.sync().unwrap();
-    phone.sync().unwrap();
-    assert_eq!(server.rows("SELECT phone FROM contacts"), vec![vec![text("newer")]]);
-    assert_converged(&server, &[&laptop, &phone]);
+    on_every_store(|store| {
+        let (_dir, server, laptop, phone) = setup(store);
+        laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, '111');");
+        laptop.sync().unwrap();
+        phone.sync().unwrap();
+        laptop.exec("UPDATE contacts SET phone = 'stale' WHERE id = 'a';");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        phone.exec("UPDATE contacts SET phone = 'newer' WHERE id = 'a';");
+        phone.sync().unwrap();
+        // The laptop's edit is older, though it reaches the server last.
+        laptop.sync().unwrap();
+        phone.sync().unwrap();
+        assert_eq!(server.rows("SELECT phone FROM contacts"), vec![vec![text("newer")]]);
+        assert_converged(&server, &[&laptop, &phone]);
+    });
 }
 
 #[test]
 fn delete_against_concurrent_update_resolves_by_version() {
-    // Update later than the delete: the row stays, with the update.
-    let (_dir, server, laptop, phone) = setup();
-    laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, '111');");
-    laptop.sync().unwrap();
-    phone.sync().unwrap();
-    laptop.exec("DELETE FROM contacts WHERE id = 'a';");
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    phone.exec("UPDATE contacts SET phone = '999' WHERE id = 'a';");
-    laptop.sync().unwrap();
-    phone.sync().unwrap();
-    laptop.sync().unwrap();
-    assert_eq!(server.rows("SELECT phone FROM contacts"), vec![vec![text("999")]]);
-    assert_converged(&server, &[&laptop, &phone]);
+    on_every_store(|store| {
+        // Update later than the delete: the row stays, with the update.
+        let (_dir, server, laptop, phone) = setup(store);
+        laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, '111');");
+        laptop.sync().unwrap();
+        phone.sync().unwrap();
+        laptop.exec("DELETE FROM contacts WHERE id = 'a';");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        phone.exec("UPDATE contacts SET phone = '999' WHERE id = 'a';");
+        laptop.sync().unwrap();
+        phone.sync().unwrap();
+        laptop.sync().unwrap();
+        assert_eq!(server.rows("SELECT phone FROM contacts"), vec![vec![text("999")]]);
+        assert_converged(&server, &[&laptop, &phone]);
 
-    // Delete later than the update: the row is gone, and the older update,
-    // pushed after the delete, does not bring it back.
-    laptop.exec("UPDATE contacts SET phone = 'stale' WHERE id = 'a';");
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    phone.exec("DELETE FROM contacts WHERE id = 'a';");
-    phone.sync().unwrap();
-    laptop.sync().unwrap();
-    phone.sync().unwrap();
-    assert!(server.rows(ALL).is_empty(), "a stale update resurrected a deleted row");
-    assert_converged(&server, &[&laptop, &phone]);
+        // Delete later than the update: the row is gone, and the older update,
+        // pushed after the delete, does not bring it back.
+        laptop.exec("UPDATE contacts SET phone = 'stale' WHERE id = 'a';");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        phone.exec("DELETE FROM contacts WHERE id = 'a';");
+        phone.sync().unwrap();
+        laptop.sync().unwrap();
+        phone.sync().unwrap();
+        assert!(server.rows(ALL).is_empty(), "a stale update resurrected a deleted row");
+        assert_converged(&server, &[&laptop, &phone]);
+    });
 }
 
 #[test]
 fn insert_update_delete_before_any_sync_leaves_nothing() {
-    let (_dir, server, laptop, phone) = setup();
-    laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, '111');");
-    laptop.exec("UPDATE contacts SET phone = '222' WHERE id = 'a';");
-    laptop.exec("DELETE FROM contacts WHERE id = 'a';");
-    laptop.exec("INSERT INTO contacts VALUES ('b', 'Bob', NULL, NULL);");
-    laptop.exec("UPDATE contacts SET id = 'b2' WHERE id = 'b';");
-    laptop.sync().unwrap();
-    phone.sync().unwrap();
-    assert_eq!(server.rows("SELECT id FROM contacts"), vec![vec![text("b2")]]);
-    assert_converged(&server, &[&laptop, &phone]);
+    on_every_store(|store| {
+        let (_dir, server, laptop, phone) = setup(store);
+        laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, '111');");
+        laptop.exec("UPDATE contacts SET phone = '222' WHERE id = 'a';");
+        laptop.exec("DELETE FROM contacts WHERE id = 'a';");
+        laptop.exec("INSERT INTO contacts VALUES ('b', 'Bob', NULL, NULL);");
+        laptop.exec("UPDATE contacts SET id = 'b2' WHERE id = 'b';");
+        laptop.sync().unwrap();
+        phone.sync().unwrap();
+        assert_eq!(server.rows("SELECT id FROM contacts"), vec![vec![text("b2")]]);
+        assert_converged(&server, &[&laptop, &phone]);
+    });
 }
 
 #[test]
 fn pulled_changes_write_nothing_to_the_outbox() {
-    let (_dir, server, laptop, phone) = setup();
-    laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, '111');");
-    laptop.sync().unwrap();
-    let report = phone.sync().unwrap();
-    assert_eq!(report.applied, 1);
-    assert_eq!(phone.pending(), 0);
-    assert_eq!(phone.sync().unwrap().pushed, 0, "no echo");
-    assert_converged(&server, &[&laptop, &phone]);
+    on_every_store(|store| {
+        let (_dir, server, laptop, phone) = setup(store);
+        laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, '111');");
+        laptop.sync().unwrap();
+        let report = phone.sync().unwrap();
+        assert_eq!(report.applied, 1);
+        assert_eq!(phone.pending(), 0);
+        assert_eq!(phone.sync().unwrap().pushed, 0, "no echo");
+        assert_converged(&server, &[&laptop, &phone]);
+    });
 }
 
 #[test]
 fn a_ten_thousand_row_backlog_moves_in_pages() {
-    let (_dir, server, laptop, phone) = setup();
-    laptop.exec(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
-         INSERT INTO contacts SELECT printf('k%05d', i), 'name ' || i, NULL, i FROM n;",
-    );
-    let options = rowsync_client::SyncOptions { pull_limit: 700, push_limit: 900 };
-    let pushed = laptop.sync_with(options).unwrap();
-    assert_eq!(pushed.push_batches, 12);
-    assert_eq!(pushed.acknowledged, 10_000);
-    assert_eq!(pushed.pulled, 0, "the server must not send a site's own changes back to it");
-    let pulled = phone.sync_with(options).unwrap();
-    assert_eq!(pulled.pulled, 10_000);
-    assert!(pulled.pull_pages >= 15);
-    assert_eq!(server.rows("SELECT count(*) FROM contacts"), vec![vec![rowsync_proto::Value::Integer(10_000)]]);
-    assert_converged(&server, &[&laptop, &phone]);
+    on_every_store(|store| {
+        let (_dir, server, laptop, phone) = setup(store);
+        laptop.exec(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+             INSERT INTO contacts SELECT printf('k%05d', i), 'name ' || i, NULL, i FROM n;",
+        );
+        let options = rowsync_client::SyncOptions { pull_limit: 700, push_limit: 900 };
+        let pushed = laptop.sync_with(options).unwrap();
+        assert_eq!(pushed.push_batches, 12);
+        assert_eq!(pushed.acknowledged, 10_000);
+        assert_eq!(pushed.pulled, 0, "the server must not send a site's own changes back to it");
+        let pulled = phone.sync_with(options).unwrap();
+        assert_eq!(pulled.pulled, 10_000);
+        assert!(pulled.pull_pages >= 15);
+        assert_eq!(server.rows("SELECT count(*) FROM contacts"), vec![vec![rowsync_proto::Value::Integer(10_000)]]);
+        assert_converged(&server, &[&laptop, &phone]);
+    });
 }
 
 #[test]
 fn rows_present_before_init_are_queued_and_init_twice_is_harmless() {
-    let dir = TempDir::new().unwrap();
-    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
-    let path = dir.path().join("existing.db");
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, phone TEXT);
-         INSERT INTO contacts VALUES ('x', 'Existing', NULL, NULL);",
-    )
-    .unwrap();
-    drop(conn);
-    let schema = server.schema.clone();
-    rowsync_client::Replica::init(&path, &server.url(), &schema, None).unwrap();
-    rowsync_client::Replica::init(&path, &server.url(), &schema, None).unwrap();
-    let device = Device { name: "existing".into(), path };
-    assert_eq!(device.pending(), 1);
-    device.sync().unwrap();
-    assert_eq!(server.rows("SELECT id FROM contacts"), vec![vec![text("x")]]);
+    on_every_store(|store| {
+        let dir = TempDir::new().unwrap();
+        let server = TestServer::start_on(store, dir.path(), CONTACTS_SCHEMA);
+        let path = dir.path().join("existing.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, phone TEXT);
+             INSERT INTO contacts VALUES ('x', 'Existing', NULL, NULL);",
+        )
+        .unwrap();
+        drop(conn);
+        let schema = server.schema.clone();
+        rowsync_client::Replica::init(&path, &server.url(), &schema, None).unwrap();
+        rowsync_client::Replica::init(&path, &server.url(), &schema, None).unwrap();
+        let device = Device { name: "existing".into(), path };
+        assert_eq!(device.pending(), 1);
+        device.sync().unwrap();
+        assert_eq!(server.rows("SELECT id FROM contacts"), vec![vec![text("x")]]);
+    });
 }
 
 #[test]
 fn a_local_table_that_differs_from_the_server_is_refused() {
-    let dir = TempDir::new().unwrap();
-    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
-    let path = dir.path().join("different.db");
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch("CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT, nickname TEXT, phone INTEGER);")
-        .unwrap();
-    let err = rowsync_client::Replica::init(&path, &server.url(), &server.schema, None).err().unwrap().to_string();
-    assert!(err.contains("column email is missing locally"), "{err}");
-    assert!(err.contains("column phone is INTEGER locally but TEXT on the server"), "{err}");
-    assert!(err.contains("column nickname exists locally but not on the server"), "{err}");
+    on_every_store(|store| {
+        let dir = TempDir::new().unwrap();
+        let server = TestServer::start_on(store, dir.path(), CONTACTS_SCHEMA);
+        let path = dir.path().join("different.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT, nickname TEXT, phone INTEGER);")
+            .unwrap();
+        let err = rowsync_client::Replica::init(&path, &server.url(), &server.schema, None).err().unwrap().to_string();
+        assert!(err.contains("column email is missing locally"), "{err}");
+        assert!(err.contains("column phone is INTEGER locally but TEXT on the server"), "{err}");
+        assert!(err.contains("column nickname exists locally but not on the server"), "{err}");
+    });
 }

@@ -3,13 +3,18 @@
 //! sends it again.
 
 use rowsync_proto::Value;
-use rowsync_testkit::{text, Device, TestServer};
+use rowsync_testkit::{on_every_store, text, Device, TestServer};
 use tempfile::TempDir;
 
 #[test]
 fn a_refused_change_is_set_aside_and_the_rest_syncs() {
+    on_every_store(|store| refused_change_on(store));
+}
+
+fn refused_change_on(store: &rowsync_testkit::TestStore) {
     let dir = TempDir::new().unwrap();
-    let server = TestServer::start(dir.path(), "CREATE TABLE people (id TEXT PRIMARY KEY, name TEXT, age INTEGER);");
+    let server =
+        TestServer::start_on(store, dir.path(), "CREATE TABLE people (id TEXT PRIMARY KEY, name TEXT, age INTEGER);");
     let device = Device::init(dir.path(), "device", &server.url());
     // SQLite lets an app store text in an INTEGER column; the server refuses it.
     device.exec(

@@ -12,14 +12,20 @@
 //! order. A row changed again moves to a new position, so the change log
 //! compacts itself: a puller never receives a row's superseded states.
 
+mod mysql;
 pub mod plan;
+mod postgres;
 mod sqlite;
 
 use std::future::Future;
+use std::time::Duration;
 
-use rowsync_core::DecodedChange;
-use rowsync_proto::{PushResponse, Schema, SiteId};
+use rowsync_core::change::decode_change;
+use rowsync_core::{DecodedChange, RowState};
+use rowsync_proto::{PushResponse, RowChange, Schema, SiteId};
 
+pub use mysql::MysqlStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed, grouped by what the caller should do.
@@ -44,13 +50,94 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> StoreError {
-        match err {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                StoreError::Unavailable(err.to_string())
-            }
-            other => StoreError::Database(other.to_string()),
+        let unavailable = match &err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                // PostgreSQL: connection exceptions (08...), shutdown (57P01-03).
+                // MySQL/MariaDB: server gone, shutting down, too many connections.
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || matches!(code.as_ref(), "HY000" | "1040" | "1053" | "2006" | "2013")
+                        && db.message().to_ascii_lowercase().contains("shutdown")
+            }),
+            _ => false,
+        };
+        if unavailable {
+            StoreError::Unavailable(err.to_string())
+        } else {
+            StoreError::Database(err.to_string())
         }
     }
+}
+
+/// Connection pool settings of the PostgreSQL and MySQL stores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before answering 503.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { max_connections: 10, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The schema a database serves, given the one from `--schema` (if any) and
+/// the one stored earlier (if any). The flag says whether the tables must
+/// be created now.
+pub(crate) fn reconcile_schema(given: Option<&Schema>, stored: Option<String>) -> Result<(Schema, bool), StoreError> {
+    let stored: Option<Schema> = stored
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(|e| StoreError::Conflict(format!("unreadable schema in rowsync_meta: {e}")))?;
+    match (given, stored) {
+        (Some(given), Some(stored)) if *given == stored => Ok((stored, false)),
+        (Some(_), Some(_)) => Err(StoreError::Conflict(
+            "this database already serves a different schema; schema changes are not supported yet, \
+             so start with the schema it was created with (or a new database)"
+                .into(),
+        )),
+        (None, Some(stored)) => Ok((stored, false)),
+        (None, None) => Err(StoreError::Conflict("this database has no schema yet: pass --schema FILE".into())),
+        (Some(given), None) => Ok((given.clone(), true)),
+    }
+}
+
+/// Decodes a state a store wrote itself.
+pub(crate) fn decode_stored(schema: &Schema, json: &str) -> Result<RowState, StoreError> {
+    let change: RowChange = serde_json::from_str(json)
+        .map_err(|e| StoreError::Conflict(format!("unreadable row state in rowsync_rows: {e}")))?;
+    decode_change(schema, &change)
+        .map(|d| d.state)
+        .map_err(|e| StoreError::Conflict(format!("row state in rowsync_rows no longer fits the schema: {e}")))
+}
+
+pub(crate) fn table_index(schema: &Schema, name: &str) -> Result<usize, StoreError> {
+    schema
+        .tables
+        .iter()
+        .position(|t| t.name == name)
+        .ok_or_else(|| StoreError::Conflict(format!("rowsync_rows names unknown table {name}")))
+}
+
+/// A pull page from `(position, state or NULL for an echo)` rows, fetched
+/// with one row more than `limit` to learn whether more follow.
+pub(crate) fn page_from_rows(rows: Vec<(i64, Option<String>)>, cursor: u64, limit: u32) -> PullPage {
+    let more = rows.len() > limit as usize;
+    let mut page = PullPage { states: Vec::with_capacity(rows.len()), cursor, more };
+    for (position, state) in rows.into_iter().take(limit as usize) {
+        page.cursor = position as u64;
+        if let Some(state) = state {
+            page.states.push(state);
+        }
+    }
+    page
 }
 
 /// A page of changes as raw JSON row states, ready to be sent as they are.

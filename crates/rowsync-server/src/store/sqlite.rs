@@ -10,16 +10,15 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use rowsync_core::change::decode_change;
 use rowsync_core::ddl::{self, Dialect};
 use rowsync_core::RowState;
-use rowsync_proto::{PushResponse, RowChange, Schema, SiteId, Value};
+use rowsync_proto::{PushResponse, Schema, SiteId, Value};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
 use super::plan::{fold_batch, plan_writes, row_values, RowId, RowWrite};
-use super::{CheckedChange, PullPage, Store, StoreError};
+use super::{decode_stored, CheckedChange, PullPage, Store, StoreError};
 
 const BOOKKEEPING: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS rowsync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -97,15 +96,6 @@ fn bind_value<'q>(
     }
 }
 
-/// Decodes a state this store wrote itself.
-pub(crate) fn decode_stored(schema: &Schema, json: &str) -> Result<RowState, StoreError> {
-    let change: RowChange = serde_json::from_str(json)
-        .map_err(|e| StoreError::Conflict(format!("unreadable row state in rowsync_rows: {e}")))?;
-    decode_change(schema, &change)
-        .map(|d| d.state)
-        .map_err(|e| StoreError::Conflict(format!("row state in rowsync_rows no longer fits the schema: {e}")))
-}
-
 impl Store for SqliteStore {
     async fn install(&self, schema: Option<&Schema>) -> Result<Schema, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -113,33 +103,15 @@ impl Store for SqliteStore {
             sqlx::query(statement).execute(&mut *tx).await?;
         }
         let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
-        let stored: Option<Schema> = stored
-            .map(|s| serde_json::from_str(&s))
-            .transpose()
-            .map_err(|e| StoreError::Conflict(format!("unreadable schema in rowsync_meta: {e}")))?;
-        let schema = match (schema, stored) {
-            (Some(given), Some(stored)) if *given == stored => stored,
-            (Some(_), Some(_)) => {
-                return Err(StoreError::Conflict(
-                    "this database already serves a different schema; schema changes are not supported yet, \
-                     so start with the schema it was created with (or a new database)"
-                        .into(),
-                ))
+        let (schema, fresh) = super::reconcile_schema(schema, stored)?;
+        if fresh {
+            for table in &schema.tables {
+                let create = ddl::create_table(table, Dialect::Sqlite);
+                sqlx::query(&create).execute(&mut *tx).await?;
             }
-            (None, Some(stored)) => stored,
-            (None, None) => {
-                return Err(StoreError::Conflict("this database has no schema yet: pass --schema FILE".into()));
-            }
-            (Some(given), None) => {
-                for table in &given.tables {
-                    let create = ddl::create_table(table, Dialect::Sqlite);
-                    sqlx::query(&create).execute(&mut *tx).await?;
-                }
-                let json = serde_json::to_string(given).map_err(|e| StoreError::Database(e.to_string()))?;
-                sqlx::query(INSERT_SCHEMA).bind(json).execute(&mut *tx).await?;
-                given.clone()
-            }
-        };
+            let json = serde_json::to_string(&schema).map_err(|e| StoreError::Database(e.to_string()))?;
+            sqlx::query(INSERT_SCHEMA).bind(json).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(schema)
     }
@@ -165,11 +137,7 @@ impl Store for SqliteStore {
                 query = query.bind(&schema.tables[row.id.0].name).bind(&row.id.1);
             }
             for (table, key, json) in query.fetch_all(&mut *tx).await? {
-                let index = schema
-                    .tables
-                    .iter()
-                    .position(|t| t.name == table)
-                    .ok_or_else(|| StoreError::Conflict(format!("rowsync_rows names unknown table {table}")))?;
+                let index = super::table_index(schema, &table)?;
                 stored.insert((index, key), decode_stored(schema, &json)?);
             }
         }
@@ -229,15 +197,7 @@ impl Store for SqliteStore {
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let more = rows.len() > limit as usize;
-        let mut page = PullPage { states: Vec::with_capacity(rows.len()), cursor, more };
-        for (position, state) in rows.into_iter().take(limit as usize) {
-            page.cursor = position as u64;
-            if let Some(state) = state {
-                page.states.push(state);
-            }
-        }
-        Ok(page)
+        Ok(super::page_from_rows(rows, cursor, limit))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

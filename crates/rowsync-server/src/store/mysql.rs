@@ -1,0 +1,237 @@
+//! MySQL and MariaDB as the source of truth.
+//!
+//! # Commit order
+//! As with PostgreSQL (see that module), each push locks the one row of
+//! `rowsync_positions` first (`SELECT ... FOR UPDATE`) and holds it until
+//! commit, so positions become visible in the order they were handed out
+//! and no puller's cursor passes a change that commits later. Pushes are
+//! serialized; pulls take no lock. Sessions run at READ COMMITTED so that a
+//! push, once it holds the lock, reads what the previous push committed.
+//!
+//! # Types
+//! Tables use `utf8mb4` (emoji included). Key columns of type TEXT are
+//! `VARCHAR(255)` with a binary collation, so keys compare exactly (case and
+//! trailing spaces count, as in SQLite and PostgreSQL); text keys are at most
+//! 255 characters here. MySQL flags binary-collated columns as binary, so
+//! rowsync reads its own such columns back as bytes.
+
+use std::collections::HashMap;
+
+use rowsync_core::ddl::{self, Dialect};
+use rowsync_core::RowState;
+use rowsync_proto::{ColumnType, PushResponse, Schema, SiteId, Table, Value};
+use sqlx::mysql::{MySqlArguments, MySqlPoolOptions};
+use sqlx::query::Query;
+use sqlx::{Executor, MySql, MySqlPool};
+
+use super::plan::{fold_batch, plan_writes, row_values, RowId, RowWrite};
+use super::{decode_stored, CheckedChange, PoolSettings, PullPage, Store, StoreError};
+
+const CHARSET: &str = "DEFAULT CHARSET=utf8mb4";
+const EXACT: &str = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
+
+fn bookkeeping() -> [String; 5] {
+    [
+        format!("CREATE TABLE IF NOT EXISTS rowsync_meta (`key` VARCHAR(64) PRIMARY KEY, value LONGTEXT NOT NULL) {CHARSET}"),
+        "CREATE TABLE IF NOT EXISTS rowsync_positions (id INT PRIMARY KEY, last BIGINT NOT NULL)".to_string(),
+        "INSERT IGNORE INTO rowsync_positions (id, last) VALUES (1, 0)".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS rowsync_rows (tbl VARCHAR(64) {EXACT} NOT NULL, pk VARCHAR(700) {EXACT} NOT NULL, \
+             pos BIGINT NOT NULL, state LONGTEXT NOT NULL, origin CHAR(32) {EXACT}, PRIMARY KEY (tbl, pk), \
+             UNIQUE KEY rowsync_rows_pos (pos)) {CHARSET}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS rowsync_sites (site CHAR(32) {EXACT} PRIMARY KEY, hwm BIGINT NOT NULL) {CHARSET}"
+        ),
+    ]
+}
+
+const INSTALL_LOCK: &str = "SELECT GET_LOCK('rowsync_install', 60)";
+const INSTALL_UNLOCK: &str = "SELECT RELEASE_LOCK('rowsync_install')";
+const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE `key` = 'schema'";
+const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (`key`, value) VALUES ('schema', ?)";
+const LOCK_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1 FOR UPDATE";
+const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 1";
+const SELECT_HWM: &str = "SELECT hwm FROM rowsync_sites WHERE site = ?";
+const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm) VALUES (?, ?) \
+     ON DUPLICATE KEY UPDATE hwm = GREATEST(hwm, VALUES(hwm))";
+const PULL: &str = "SELECT pos, CASE WHEN origin = ? THEN NULL ELSE state END FROM rowsync_rows \
+     WHERE pos > ? ORDER BY pos LIMIT ?";
+
+fn select_states(rows: usize) -> String {
+    let pairs = vec!["(?, ?)"; rows].join(", ");
+    format!("SELECT tbl, pk, state FROM rowsync_rows WHERE (tbl, pk) IN ({pairs})")
+}
+
+fn upsert_states(rows: usize) -> String {
+    let tuples = vec!["(?, ?, ?, ?, ?)"; rows].join(", ");
+    format!(
+        "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin) VALUES {tuples} \
+         ON DUPLICATE KEY UPDATE pos = VALUES(pos), state = VALUES(state), origin = VALUES(origin)"
+    )
+}
+
+fn bind_typed<'q>(
+    query: Query<'q, MySql, MySqlArguments>,
+    ty: ColumnType,
+    value: &Value,
+) -> Query<'q, MySql, MySqlArguments> {
+    match (ty, value) {
+        (ColumnType::Boolean, Value::Integer(i)) => query.bind(*i != 0),
+        (ColumnType::Real, Value::Integer(i)) => query.bind(*i as f64),
+        (_, Value::Integer(i)) => query.bind(*i),
+        (_, Value::Real(r)) => query.bind(*r),
+        (_, Value::Text(s)) => query.bind(s.clone()),
+        (_, Value::Blob(b)) => query.bind(b.clone()),
+        (_, Value::Null) => query.bind(None::<i64>),
+    }
+}
+
+fn utf8(bytes: Vec<u8>) -> Result<String, StoreError> {
+    String::from_utf8(bytes)
+        .map_err(|e| StoreError::Conflict(format!("rowsync_rows holds a key that is not UTF-8: {e}")))
+}
+
+fn key_types(table: &Table) -> impl Iterator<Item = ColumnType> + '_ {
+    table.primary_key.iter().map(|&i| table.columns[i].ty)
+}
+
+/// A MySQL or MariaDB store.
+#[derive(Clone, Debug)]
+pub struct MysqlStore {
+    pool: MySqlPool,
+}
+
+impl MysqlStore {
+    pub async fn connect(url: &str, settings: &PoolSettings) -> Result<MysqlStore, StoreError> {
+        let pool = MySqlPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad MySQL URL: {e}")))?;
+        Ok(MysqlStore { pool })
+    }
+}
+
+impl Store for MysqlStore {
+    async fn install(&self, schema: Option<&Schema>) -> Result<Schema, StoreError> {
+        // DDL commits implicitly in MySQL, so a named lock (not a
+        // transaction) keeps servers starting together from racing.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query(INSTALL_LOCK).execute(&mut *conn).await?;
+        let result = async {
+            for statement in bookkeeping() {
+                sqlx::query(&statement).execute(&mut *conn).await?;
+            }
+            let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *conn).await?;
+            let (schema, fresh) = super::reconcile_schema(schema, stored)?;
+            if fresh {
+                for table in &schema.tables {
+                    let create = ddl::create_table(table, Dialect::Mysql);
+                    sqlx::query(&create).execute(&mut *conn).await?;
+                }
+                let json = serde_json::to_string(&schema).map_err(|e| StoreError::Database(e.to_string()))?;
+                sqlx::query(INSERT_SCHEMA).bind(json).execute(&mut *conn).await?;
+            }
+            Ok::<_, StoreError>(schema)
+        }
+        .await;
+        sqlx::query(INSTALL_UNLOCK).execute(&mut *conn).await?;
+        result
+    }
+
+    async fn push(
+        &self,
+        schema: &Schema,
+        site: &SiteId,
+        last_seq: u64,
+        changes: &[CheckedChange],
+    ) -> Result<PushResponse, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Taken first and held to commit: see the module docs.
+        let position: i64 = sqlx::query_scalar(LOCK_POSITION).fetch_one(&mut *tx).await?;
+        let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&mut *tx).await?;
+        let hwm = hwm.unwrap_or(0) as u64;
+        let (incoming, applied) = fold_batch(changes, hwm)?;
+
+        let mut stored: HashMap<RowId, RowState> = HashMap::with_capacity(incoming.len());
+        for chunk in incoming.chunks(ddl::rows_per_statement(2)) {
+            let sql = select_states(chunk.len());
+            let mut query = sqlx::query_as::<_, (Vec<u8>, Vec<u8>, String)>(&sql);
+            for row in chunk {
+                query = query.bind(schema.tables[row.id.0].name.clone()).bind(row.id.1.clone());
+            }
+            for (table, key, json) in query.fetch_all(&mut *tx).await? {
+                let (table, key) = (utf8(table)?, utf8(key)?);
+                let index = super::table_index(schema, &table)?;
+                stored.insert((index, key), decode_stored(schema, &json)?);
+            }
+        }
+
+        let writes = plan_writes(schema, incoming, &mut stored, position)?;
+        for chunk in writes.chunks(ddl::rows_per_statement(5)) {
+            let sql = upsert_states(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for write in chunk {
+                query = query
+                    .bind(schema.tables[write.id.0].name.clone())
+                    .bind(write.id.1.clone())
+                    .bind(write.position)
+                    .bind(write.state_json.clone())
+                    .bind(write.echo.then(|| site.to_string()));
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for (index, table) in schema.tables.iter().enumerate() {
+            let (visible, deleted): (Vec<&RowWrite>, Vec<&RowWrite>) =
+                writes.iter().filter(|w| w.id.0 == index).partition(|w| w.state.is_visible());
+            for chunk in visible.chunks(ddl::rows_per_statement(table.columns.len())) {
+                let sql = ddl::upsert_rows(table, Dialect::Mysql, chunk.len());
+                let mut query = sqlx::query(&sql);
+                for write in chunk {
+                    for (column, value) in table.columns.iter().zip(row_values(schema, write)) {
+                        query = bind_typed(query, column.ty, &value);
+                    }
+                }
+                query.execute(&mut *tx).await?;
+            }
+            for chunk in deleted.chunks(ddl::rows_per_statement(table.primary_key.len())) {
+                let sql = ddl::delete_rows(table, Dialect::Mysql, chunk.len());
+                let mut query = sqlx::query(&sql);
+                for write in chunk {
+                    for (ty, value) in key_types(table).zip(&write.key) {
+                        query = bind_typed(query, ty, value);
+                    }
+                }
+                query.execute(&mut *tx).await?;
+            }
+        }
+        let last_position = writes.last().map_or(position, |w| w.position);
+        sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *tx).await?;
+        let acked = hwm.max(last_seq);
+        sqlx::query(UPSERT_HWM).bind(site.as_str()).bind(acked as i64).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(PushResponse { acked_seq: acked, applied })
+    }
+
+    async fn pull(&self, cursor: u64, limit: u32, site: Option<&SiteId>) -> Result<PullPage, StoreError> {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(PULL)
+            .bind(site.map(|s| s.to_string()))
+            .bind(cursor as i64)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(super::page_from_rows(rows, cursor, limit))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

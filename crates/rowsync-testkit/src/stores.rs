@@ -1,0 +1,145 @@
+//! The stores the suite runs against, and reading a server database
+//! directly to compare it with the replicas.
+//!
+//! PostgreSQL and MariaDB come from `scripts/test`, which starts throwaway
+//! servers and exports their admin URLs as `ROWSYNC_TEST_POSTGRES` and
+//! `ROWSYNC_TEST_MYSQL`; every test gets a database of its own on them.
+//! A missing variable fails the test with how to fix it: never a skip.
+
+use std::path::Path;
+
+use rowsync_proto::Value;
+use rowsync_server::DatabaseUrl;
+use sqlx::{Connection, Row, TypeInfo, ValueRef};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TestStore {
+    Sqlite,
+    Postgres { admin_url: String },
+    Mysql { admin_url: String },
+}
+
+fn required(var: &str, what: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set, so the {what} tests cannot run. Run the suite with ./scripts/test, which starts \
+             throwaway PostgreSQL and MariaDB servers (installing the Debian packages postgresql and \
+             mariadb-server when missing), or point {var} at an admin URL of a server you own."
+        )
+    })
+}
+
+/// Every store the suite must pass on: the embedded SQLite store, PostgreSQL
+/// and MySQL/MariaDB.
+pub fn test_stores() -> Vec<TestStore> {
+    vec![
+        TestStore::Sqlite,
+        TestStore::Postgres { admin_url: required("ROWSYNC_TEST_POSTGRES", "PostgreSQL") },
+        TestStore::Mysql { admin_url: required("ROWSYNC_TEST_MYSQL", "MySQL/MariaDB") },
+    ]
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+fn with_database(admin_url: &str, name: &str) -> String {
+    let (base, _) = admin_url.rsplit_once('/').expect("admin URL has a database path");
+    format!("{base}/{name}")
+}
+
+impl TestStore {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TestStore::Sqlite => "sqlite",
+            TestStore::Postgres { .. } => "postgres",
+            TestStore::Mysql { .. } => "mysql",
+        }
+    }
+
+    /// A new, empty database for one test.
+    pub fn fresh_database(&self, dir: &Path) -> DatabaseUrl {
+        let name = format!("rowsync_{}", crate::new_key());
+        match self {
+            TestStore::Sqlite => DatabaseUrl::Sqlite(dir.join(format!("{name}.db"))),
+            TestStore::Postgres { admin_url } => {
+                runtime().block_on(async {
+                    let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("connect to test PostgreSQL");
+                    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+                });
+                DatabaseUrl::Postgres(with_database(admin_url, &name))
+            }
+            TestStore::Mysql { admin_url } => {
+                runtime().block_on(async {
+                    let mut admin = sqlx::MySqlConnection::connect(admin_url).await.expect("connect to test MariaDB");
+                    sqlx::query(&format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+                        .execute(&mut admin)
+                        .await
+                        .expect("create database");
+                });
+                DatabaseUrl::Mysql(with_database(admin_url, &name))
+            }
+        }
+    }
+}
+
+/// Every row of a query on a server database, as wire values. BOOLEAN
+/// columns read as integers 0/1, as SQLite stores them.
+pub fn query_database(database: &DatabaseUrl, sql: &str) -> Vec<Vec<Value>> {
+    match database {
+        DatabaseUrl::Sqlite(path) => {
+            crate::query_rows(&rusqlite::Connection::open(path).expect("open server store"), sql)
+        }
+        DatabaseUrl::Postgres(url) => runtime().block_on(async {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+            let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            rows.iter().map(|row| (0..row.columns().len()).map(|i| pg_value(row, i)).collect()).collect()
+        }),
+        DatabaseUrl::Mysql(url) => runtime().block_on(async {
+            let mut conn = sqlx::MySqlConnection::connect(url).await.expect("connect");
+            let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            rows.iter().map(|row| (0..row.columns().len()).map(|i| mysql_value(row, i)).collect()).collect()
+        }),
+    }
+}
+
+fn pg_value(row: &sqlx::postgres::PgRow, i: usize) -> Value {
+    let raw = row.try_get_raw(i).expect("column");
+    if raw.is_null() {
+        return Value::Null;
+    }
+    let ty = raw.type_info().name().to_string();
+    match ty.as_str() {
+        "INT8" => Value::Integer(row.get::<i64, _>(i)),
+        "INT4" => Value::Integer(row.get::<i32, _>(i).into()),
+        "INT2" => Value::Integer(row.get::<i16, _>(i).into()),
+        "FLOAT8" => Value::Real(row.get::<f64, _>(i)),
+        "BOOL" => Value::Integer(row.get::<bool, _>(i).into()),
+        "BYTEA" => Value::Blob(row.get::<Vec<u8>, _>(i)),
+        "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" => Value::Text(row.get::<String, _>(i)),
+        "NUMERIC" => Value::Text(row.get::<String, _>(i)),
+        other => panic!("test helper cannot read PostgreSQL type {other}"),
+    }
+}
+
+fn mysql_value(row: &sqlx::mysql::MySqlRow, i: usize) -> Value {
+    let raw = row.try_get_raw(i).expect("column");
+    if raw.is_null() {
+        return Value::Null;
+    }
+    let ty = raw.type_info().name().to_string();
+    match ty.as_str() {
+        "BIGINT" | "INT" | "SMALLINT" | "TINYINT" | "MEDIUMINT" => Value::Integer(row.get::<i64, _>(i)),
+        "BOOLEAN" => Value::Integer(row.get::<bool, _>(i).into()),
+        "BIGINT UNSIGNED" => Value::Integer(row.get::<u64, _>(i) as i64),
+        "DOUBLE" | "FLOAT" => Value::Real(row.get::<f64, _>(i)),
+        "VARCHAR" | "CHAR" | "TEXT" | "LONGTEXT" | "MEDIUMTEXT" | "TINYTEXT" => Value::Text(row.get::<String, _>(i)),
+        // MySQL reports binary-collated text (rowsync's text keys) as binary.
+        "VARBINARY" | "BINARY" => {
+            let bytes = row.get::<Vec<u8>, _>(i);
+            String::from_utf8(bytes.clone()).map(Value::Text).unwrap_or(Value::Blob(bytes))
+        }
+        "BLOB" | "LONGBLOB" | "MEDIUMBLOB" | "TINYBLOB" => Value::Blob(row.get::<Vec<u8>, _>(i)),
+        other => panic!("test helper cannot read MySQL type {other}"),
+    }
+}
