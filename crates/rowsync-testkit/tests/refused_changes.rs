@@ -8,7 +8,7 @@ use tempfile::TempDir;
 
 #[test]
 fn a_refused_change_is_set_aside_and_the_rest_syncs() {
-    on_every_store(|store| refused_change_on(store));
+    on_every_store(refused_change_on);
 }
 
 fn refused_change_on(store: &rowsync_testkit::TestStore) {
