@@ -69,7 +69,7 @@ start_postgres() {
   [ "$(id -u)" = 0 ] && chown nobody "$ROWSYNC_DB_DIR/pg"
   local port log="$ROWSYNC_DB_DIR/pg/server.log"
   port="$(free_port)"
-  as_db_user "$PG_BIN/initdb" -D "$PG_DATA" -A trust -U postgres -E UTF8 --no-sync >"$ROWSYNC_DB_DIR/pg-initdb.log" 2>&1 || {
+  as_db_user "$PG_BIN/initdb" -D "$PG_DATA" -A trust -U postgres -E UTF8 --locale=C --no-sync >"$ROWSYNC_DB_DIR/pg-initdb.log" 2>&1 || {
     echo "scripts/test: initdb failed:" >&2; tail -20 "$ROWSYNC_DB_DIR/pg-initdb.log" >&2; return 1; }
   as_db_user "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$log" -w -t 60 \
     -o "-p $port -k $ROWSYNC_DB_DIR/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null || {

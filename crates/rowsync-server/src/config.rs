@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use axum::Router;
 use rowsync_proto::Schema;
@@ -72,20 +73,36 @@ pub struct ServerConfig {
     pub schema: Option<Schema>,
     pub body_limit: usize,
     pub pool: PoolSettings,
+    /// Fault injection for tests: a sleep inside every push transaction.
+    pub push_delay: Option<Duration>,
 }
 
 impl ServerConfig {
     pub fn new(database: DatabaseUrl, schema: Option<Schema>) -> ServerConfig {
-        ServerConfig { database, schema, body_limit: DEFAULT_BODY_LIMIT, pool: PoolSettings::default() }
+        ServerConfig {
+            database,
+            schema,
+            body_limit: DEFAULT_BODY_LIMIT,
+            pool: PoolSettings::default(),
+            push_delay: None,
+        }
     }
 }
 
 /// Opens the store, installs the schema, and returns the router ready to serve.
 pub async fn build(config: &ServerConfig) -> Result<Router, StoreError> {
     match &config.database {
-        DatabaseUrl::Sqlite(path) => router_for(SqliteStore::open(path).await?, config).await,
-        DatabaseUrl::Postgres(url) => router_for(PostgresStore::connect(url, &config.pool).await?, config).await,
-        DatabaseUrl::Mysql(url) => router_for(MysqlStore::connect(url, &config.pool).await?, config).await,
+        DatabaseUrl::Sqlite(path) => {
+            router_for(SqliteStore::open(path).await?.with_push_delay(config.push_delay), config).await
+        }
+        DatabaseUrl::Postgres(url) => {
+            let store = PostgresStore::connect(url, &config.pool).await?.with_push_delay(config.push_delay);
+            router_for(store, config).await
+        }
+        DatabaseUrl::Mysql(url) => {
+            let store = MysqlStore::connect(url, &config.pool).await?.with_push_delay(config.push_delay);
+            router_for(store, config).await
+        }
     }
 }
 

@@ -31,6 +31,7 @@ pub struct TestServer {
     pub database: DatabaseUrl,
     pub schema: Schema,
     pub store: TestStore,
+    push_delay: Option<std::time::Duration>,
     addr: SocketAddr,
     running: Option<BackgroundServer>,
 }
@@ -43,23 +44,42 @@ impl TestServer {
 
     /// Starts a server on a free port over a fresh database of `store`.
     pub fn start_on(store: &TestStore, dir: &Path, schema_sql: &str) -> TestServer {
+        TestServer::start_with_delay(store, dir, schema_sql, None)
+    }
+
+    /// Like [`TestServer::start_on`], with a sleep injected inside every push
+    /// transaction (after its writes, before its commit).
+    pub fn start_with_delay(
+        store: &TestStore,
+        dir: &Path,
+        schema_sql: &str,
+        push_delay: Option<std::time::Duration>,
+    ) -> TestServer {
         let schema = parse_schema(schema_sql).expect("test schema parses");
         let database = store.fresh_database(dir);
-        let running = BackgroundServer::start(
-            ServerConfig::new(database.clone(), Some(schema.clone())),
-            "127.0.0.1:0".parse().expect("address"),
-        )
-        .unwrap_or_else(|e| panic!("server on {} starts: {e}", store.name()));
-        TestServer { database, schema, store: store.clone(), addr: running.addr, running: Some(running) }
+        let mut server = TestServer {
+            database,
+            schema,
+            store: store.clone(),
+            push_delay,
+            addr: ([127, 0, 0, 1], 0).into(),
+            running: None,
+        };
+        let running = server.instance(([127, 0, 0, 1], 0).into());
+        server.addr = running.addr;
+        server.running = Some(running);
+        server
+    }
+
+    fn instance(&self, addr: SocketAddr) -> BackgroundServer {
+        let mut config = ServerConfig::new(self.database.clone(), Some(self.schema.clone()));
+        config.push_delay = self.push_delay;
+        BackgroundServer::start(config, addr).unwrap_or_else(|e| panic!("server on {} starts: {e}", self.store.name()))
     }
 
     /// Another server process on the same database (a second instance).
     pub fn another_instance(&self) -> BackgroundServer {
-        BackgroundServer::start(
-            ServerConfig::new(self.database.clone(), Some(self.schema.clone())),
-            "127.0.0.1:0".parse().expect("address"),
-        )
-        .expect("second instance starts")
+        self.instance(([127, 0, 0, 1], 0).into())
     }
 
     pub fn url(&self) -> String {
@@ -76,10 +96,7 @@ impl TestServer {
     /// Starts the server again on the same port and database.
     pub fn restart(&mut self) {
         self.stop();
-        let server =
-            BackgroundServer::start(ServerConfig::new(self.database.clone(), Some(self.schema.clone())), self.addr)
-                .expect("server restarts on its port");
-        self.running = Some(server);
+        self.running = Some(self.instance(self.addr));
     }
 
     /// Rows of the server's database, read directly (not through rowsync).

@@ -100,9 +100,17 @@ fn key_types(table: &Table) -> impl Iterator<Item = ColumnType> + '_ {
 #[derive(Clone, Debug)]
 pub struct MysqlStore {
     pool: MySqlPool,
+    push_delay: Option<std::time::Duration>,
 }
 
 impl MysqlStore {
+    /// Fault injection for tests: sleep inside every push transaction,
+    /// after its writes and before its commit.
+    pub fn with_push_delay(mut self, delay: Option<std::time::Duration>) -> Self {
+        self.push_delay = delay;
+        self
+    }
+
     pub async fn connect(url: &str, settings: &PoolSettings) -> Result<MysqlStore, StoreError> {
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -115,7 +123,7 @@ impl MysqlStore {
             })
             .connect_lazy(url)
             .map_err(|e| StoreError::Unavailable(format!("bad MySQL URL: {e}")))?;
-        Ok(MysqlStore { pool })
+        Ok(MysqlStore { pool, push_delay: None })
     }
 }
 
@@ -216,6 +224,9 @@ impl Store for MysqlStore {
         sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *tx).await?;
         let acked = hwm.max(last_seq);
         sqlx::query(UPSERT_HWM).bind(site.as_str()).bind(acked as i64).execute(&mut *tx).await?;
+        if let Some(delay) = self.push_delay {
+            tokio::time::sleep(delay).await;
+        }
         tx.commit().await?;
         Ok(PushResponse { acked_seq: acked, applied })
     }

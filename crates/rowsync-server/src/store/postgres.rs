@@ -98,16 +98,24 @@ fn key_types(table: &Table) -> impl Iterator<Item = ColumnType> + '_ {
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    push_delay: Option<std::time::Duration>,
 }
 
 impl PostgresStore {
+    /// Fault injection for tests: sleep inside every push transaction,
+    /// after its writes and before its commit.
+    pub fn with_push_delay(mut self, delay: Option<std::time::Duration>) -> Self {
+        self.push_delay = delay;
+        self
+    }
+
     pub async fn connect(url: &str, settings: &PoolSettings) -> Result<PostgresStore, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy(url)
             .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, push_delay: None })
     }
 }
 
@@ -201,6 +209,9 @@ impl Store for PostgresStore {
         sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *tx).await?;
         let acked = hwm.max(last_seq);
         sqlx::query(UPSERT_HWM).bind(site.as_str()).bind(acked as i64).execute(&mut *tx).await?;
+        if let Some(delay) = self.push_delay {
+            tokio::time::sleep(delay).await;
+        }
         tx.commit().await?;
         Ok(PushResponse { acked_seq: acked, applied })
     }

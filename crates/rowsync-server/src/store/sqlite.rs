@@ -62,9 +62,17 @@ fn upsert_states(rows: usize) -> String {
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    push_delay: Option<std::time::Duration>,
 }
 
 impl SqliteStore {
+    /// Fault injection for tests: sleep inside every push transaction,
+    /// after its writes and before its commit.
+    pub fn with_push_delay(mut self, delay: Option<std::time::Duration>) -> Self {
+        self.push_delay = delay;
+        self
+    }
+
     /// Opens (creating when missing) the SQLite file at `path`.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite://")
@@ -79,7 +87,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open SQLite store {}: {e}", path.display())))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, push_delay: None })
     }
 }
 
@@ -186,6 +194,9 @@ impl Store for SqliteStore {
         sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *tx).await?;
         let acked = hwm.max(last_seq);
         sqlx::query(UPSERT_HWM).bind(site.as_str()).bind(acked as i64).execute(&mut *tx).await?;
+        if let Some(delay) = self.push_delay {
+            tokio::time::sleep(delay).await;
+        }
         tx.commit().await?;
         Ok(PushResponse { acked_seq: acked, applied })
     }
