@@ -4,7 +4,9 @@
 # on failure. Nothing here touches a database server it did not start.
 #
 # Exports ROWSYNC_TEST_POSTGRES and ROWSYNC_TEST_MYSQL, admin URLs the tests
-# use to create a fresh database per test.
+# use to create a fresh database per test, and ROWSYNC_TEST_POSTGRES_CTL and
+# ROWSYNC_TEST_MYSQL_CTL, scripts taking `stop` or `start`, with which a test
+# takes a database server away and brings it back.
 
 ROWSYNC_DB_DIR="$(mktemp -d "${TMPDIR:-/tmp}/rowsync-test-dbs.XXXXXX")"
 chmod 755 "$ROWSYNC_DB_DIR"
@@ -21,6 +23,9 @@ as_db_user() {
 stop_test_databases() {
   if [ -n "$PG_BIN" ] && [ -f "$PG_DATA/postmaster.pid" ]; then
     as_db_user "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  if [ -f "$MY_DIR/mariadb.pid" ]; then
+    kill "$(cat "$MY_DIR/mariadb.pid")" 2>/dev/null || true
   fi
   if [ -n "$MY_PID" ]; then
     kill "$MY_PID" 2>/dev/null || true
@@ -75,6 +80,21 @@ start_postgres() {
     -o "-p $port -k $ROWSYNC_DB_DIR/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null || {
     echo "scripts/test: PostgreSQL did not start; its log:" >&2; tail -20 "$log" >&2; return 1; }
   export ROWSYNC_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
+  local ctl="$ROWSYNC_DB_DIR/postgres-ctl"
+  cat >"$ctl" <<CTL
+#!/usr/bin/env bash
+# stop|start the throwaway PostgreSQL of this test run
+set -e
+run() { if [ "\$(id -u)" = 0 ]; then runuser -u nobody -- "\$@"; else "\$@"; fi; }
+case "\$1" in
+  stop) run "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null ;;
+  start) run "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$log" -w -t 60 \
+    -o "-p $port -k $ROWSYNC_DB_DIR/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null ;;
+  *) echo "usage: \$0 stop|start" >&2; exit 2 ;;
+esac
+CTL
+  chmod +x "$ctl"
+  export ROWSYNC_TEST_POSTGRES_CTL="$ctl"
 }
 
 start_mariadb() {
@@ -86,12 +106,32 @@ start_mariadb() {
   "$install" --no-defaults --datadir="$MY_DIR/data" --auth-root-authentication-method=normal \
     --skip-test-db >"$MY_DIR/install.log" 2>&1 || {
     echo "scripts/test: mariadb-install-db failed:" >&2; tail -20 "$MY_DIR/install.log" >&2; return 1; }
-  "$daemon" --no-defaults --datadir="$MY_DIR/data" --port="$port" --bind-address=127.0.0.1 \
-    --socket="$MY_DIR/mariadb.sock" --pid-file="$MY_DIR/mariadb.pid" --user="$(id -un)" \
-    --innodb-flush-log-at-trx-commit=2 --max-connections=300 --log-error="$log" >"$MY_DIR/stdout.log" 2>&1 &
-  MY_PID=$!
-  wait_for_port "$port" MariaDB "$log"
+  local ctl="$ROWSYNC_DB_DIR/mariadb-ctl"
+  cat >"$ctl" <<CTL
+#!/usr/bin/env bash
+# stop|start the throwaway MariaDB of this test run
+set -e
+case "\$1" in
+  stop)
+    pid="\$(cat "$MY_DIR/mariadb.pid")"
+    kill "\$pid"
+    while kill -0 "\$pid" 2>/dev/null; do sleep 0.1; done ;;
+  start)
+    setsid "$daemon" --no-defaults --datadir="$MY_DIR/data" --port="$port" --bind-address=127.0.0.1 \
+      --socket="$MY_DIR/mariadb.sock" --pid-file="$MY_DIR/mariadb.pid" --user="$(id -un)" \
+      --innodb-flush-log-at-trx-commit=2 --max-connections=300 --log-error="$log" >>"$MY_DIR/stdout.log" 2>&1 </dev/null &
+    for _ in \$(seq 1 300); do
+      python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && exit 0
+      sleep 0.1
+    done
+    echo "MariaDB did not come back" >&2; exit 1 ;;
+  *) echo "usage: \$0 stop|start" >&2; exit 2 ;;
+esac
+CTL
+  chmod +x "$ctl"
+  "$ctl" start || { tail -20 "$log" >&2; return 1; }
   export ROWSYNC_TEST_MYSQL="mysql://root@127.0.0.1:$port/mysql"
+  export ROWSYNC_TEST_MYSQL_CTL="$ctl"
 }
 
 start_test_databases() {

@@ -6,7 +6,7 @@
 
 mod stores;
 
-pub use stores::{test_stores, TestStore};
+pub use stores::{server_stores, test_stores, TestStore};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -74,6 +74,7 @@ impl TestServer {
     fn instance(&self, addr: SocketAddr) -> BackgroundServer {
         let mut config = ServerConfig::new(self.database.clone(), Some(self.schema.clone()));
         config.push_delay = self.push_delay;
+        config.pool.acquire_timeout = std::time::Duration::from_secs(2);
         BackgroundServer::start(config, addr).unwrap_or_else(|e| panic!("server on {} starts: {e}", self.store.name()))
     }
 

@@ -29,6 +29,11 @@ fn required(var: &str, what: &str) -> String {
     })
 }
 
+/// The stores with a server of their own (PostgreSQL, MySQL/MariaDB).
+pub fn server_stores() -> Vec<TestStore> {
+    test_stores().into_iter().filter(|s| *s != TestStore::Sqlite).collect()
+}
+
 /// Every store the suite must pass on: the embedded SQLite store, PostgreSQL
 /// and MySQL/MariaDB.
 pub fn test_stores() -> Vec<TestStore> {
@@ -55,6 +60,19 @@ impl TestStore {
             TestStore::Postgres { .. } => "postgres",
             TestStore::Mysql { .. } => "mysql",
         }
+    }
+
+    /// Takes the database server away (`stop`) or brings it back (`start`),
+    /// with the control script `scripts/test` exported.
+    pub fn control(&self, action: &str) {
+        let var = match self {
+            TestStore::Sqlite => panic!("the embedded SQLite store has no server to stop"),
+            TestStore::Postgres { .. } => "ROWSYNC_TEST_POSTGRES_CTL",
+            TestStore::Mysql { .. } => "ROWSYNC_TEST_MYSQL_CTL",
+        };
+        let script = required(var, self.name());
+        let status = std::process::Command::new(&script).arg(action).status().expect("run the database control script");
+        assert!(status.success(), "{script} {action} failed");
     }
 
     /// A new, empty database for one test.
