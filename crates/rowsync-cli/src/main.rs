@@ -92,7 +92,7 @@ enum Command {
     },
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum BenchCommand {
     /// Captured against plain writes, through Python's sqlite3.
     Capture {
@@ -101,7 +101,11 @@ enum BenchCommand {
         rounds: usize,
     },
     /// A backlog pushed and pulled through a real server.
-    Sync,
+    Sync {
+        /// The server's database: an empty one (default: a temporary SQLite file).
+        #[arg(long)]
+        database: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -151,11 +155,11 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Bench { what, rows } => match what {
             Some(BenchCommand::Capture { rounds }) => bench::capture(rows, rounds),
-            Some(BenchCommand::Sync) => bench::sync_backlog(rows),
+            Some(BenchCommand::Sync { database }) => bench::sync_backlog(rows, database.as_deref()),
             None => {
                 bench::capture(rows, 3)?;
                 println!();
-                bench::sync_backlog(rows)
+                bench::sync_backlog(rows, None)
             }
         },
     }

@@ -46,52 +46,112 @@ const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm) VALUES ($1, $2) 
 const PULL: &str = "SELECT pos, CASE WHEN origin = $1 THEN NULL ELSE state END FROM rowsync_rows \
      WHERE pos > $2 ORDER BY pos LIMIT $3";
 
-fn numbered_tuples(rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let params: Vec<String> = (1..=width).map(|n| format!("${}", r * width + n)).collect();
-            format!("({})", params.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+/// Whole-batch statements over arrays (`unnest`): one short statement per
+/// step whatever the batch size, where a multi-row VALUES list of hundreds of
+/// tuples costs PostgreSQL tens of milliseconds just to plan.
+const SELECT_STATES: &str = "SELECT r.tbl, r.pk, r.state FROM rowsync_rows r \
+     JOIN unnest($1::text[], $2::text[]) AS k(tbl, pk) ON r.tbl = k.tbl AND r.pk = k.pk";
+const UPSERT_STATES: &str = "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[]) \
+     ON CONFLICT (tbl, pk) DO UPDATE SET pos = excluded.pos, state = excluded.state, origin = excluded.origin";
 
-fn select_states(rows: usize) -> String {
-    format!("SELECT tbl, pk, state FROM rowsync_rows WHERE (tbl, pk) IN ({})", numbered_tuples(rows, 2))
-}
-
-fn upsert_states(rows: usize) -> String {
-    format!(
-        "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin) VALUES {} \
-         ON CONFLICT (tbl, pk) DO UPDATE SET pos = excluded.pos, state = excluded.state, origin = excluded.origin",
-        numbered_tuples(rows, 5)
-    )
-}
-
-/// Binds a value with the column's own type, NULLs included: PostgreSQL
-/// wants every parameter typed like its column.
-fn bind_typed<'q>(
-    query: Query<'q, Postgres, PgArguments>,
-    ty: ColumnType,
-    value: &Value,
-) -> Query<'q, Postgres, PgArguments> {
-    match (ty, value) {
-        (ColumnType::Integer, Value::Integer(i)) => query.bind(*i),
-        (ColumnType::Boolean, Value::Integer(i)) => query.bind(*i != 0),
-        (ColumnType::Real, Value::Real(r)) => query.bind(*r),
-        (ColumnType::Real, Value::Integer(i)) => query.bind(*i as f64),
-        (ColumnType::Text, Value::Text(s)) => query.bind(s.clone()),
-        (ColumnType::Blob, Value::Blob(b)) => query.bind(b.clone()),
-        (ColumnType::Integer, _) => query.bind(None::<i64>),
-        (ColumnType::Boolean, _) => query.bind(None::<bool>),
-        (ColumnType::Real, _) => query.bind(None::<f64>),
-        (ColumnType::Text, _) => query.bind(None::<String>),
-        (ColumnType::Blob, _) => query.bind(None::<Vec<u8>>),
+fn array_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Text => "text[]",
+        ColumnType::Integer => "int8[]",
+        ColumnType::Real => "float8[]",
+        ColumnType::Blob => "bytea[]",
+        ColumnType::Boolean => "bool[]",
     }
 }
 
-fn key_types(table: &Table) -> impl Iterator<Item = ColumnType> + '_ {
-    table.primary_key.iter().map(|&i| table.columns[i].ty)
+/// Upserts rows given one array parameter per column.
+fn upsert_rows_unnest(table: &Table) -> String {
+    let columns: Vec<String> = table.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
+    let arrays: Vec<String> =
+        table.columns.iter().enumerate().map(|(i, c)| format!("${}::{}", i + 1, array_type(c.ty))).collect();
+    let key: Vec<String> = table.primary_key.iter().map(|&i| format!("\"{}\"", table.columns[i].name)).collect();
+    let sets: Vec<String> = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !table.is_key_column(*i))
+        .map(|(_, c)| format!("\"{0}\" = excluded.\"{0}\"", c.name))
+        .collect();
+    let conflict =
+        if sets.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", sets.join(", ")) };
+    format!(
+        "INSERT INTO \"{}\" ({}) SELECT * FROM unnest({}) ON CONFLICT ({}) {conflict}",
+        table.name,
+        columns.join(", "),
+        arrays.join(", "),
+        key.join(", ")
+    )
+}
+
+/// Deletes rows given one array parameter per key column.
+fn delete_rows_unnest(table: &Table) -> String {
+    let key: Vec<String> = table.primary_key.iter().map(|&i| format!("\"{}\"", table.columns[i].name)).collect();
+    let arrays: Vec<String> = table
+        .primary_key
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| format!("${}::{}", n + 1, array_type(table.columns[i].ty)))
+        .collect();
+    format!(
+        "DELETE FROM \"{}\" WHERE ({}) IN (SELECT * FROM unnest({}))",
+        table.name,
+        key.join(", "),
+        arrays.join(", ")
+    )
+}
+
+/// One column's values for a whole batch, typed for its array parameter.
+enum ColumnArray {
+    Integer(Vec<Option<i64>>),
+    Real(Vec<Option<f64>>),
+    Text(Vec<Option<String>>),
+    Blob(Vec<Option<Vec<u8>>>),
+    Boolean(Vec<Option<bool>>),
+}
+
+impl ColumnArray {
+    fn new(ty: ColumnType, capacity: usize) -> ColumnArray {
+        match ty {
+            ColumnType::Integer => ColumnArray::Integer(Vec::with_capacity(capacity)),
+            ColumnType::Real => ColumnArray::Real(Vec::with_capacity(capacity)),
+            ColumnType::Text => ColumnArray::Text(Vec::with_capacity(capacity)),
+            ColumnType::Blob => ColumnArray::Blob(Vec::with_capacity(capacity)),
+            ColumnType::Boolean => ColumnArray::Boolean(Vec::with_capacity(capacity)),
+        }
+    }
+
+    fn push(&mut self, value: &Value) {
+        match (self, value) {
+            (ColumnArray::Integer(v), Value::Integer(i)) => v.push(Some(*i)),
+            (ColumnArray::Real(v), Value::Real(r)) => v.push(Some(*r)),
+            (ColumnArray::Real(v), Value::Integer(i)) => v.push(Some(*i as f64)),
+            (ColumnArray::Text(v), Value::Text(t)) => v.push(Some(t.clone())),
+            (ColumnArray::Blob(v), Value::Blob(b)) => v.push(Some(b.clone())),
+            (ColumnArray::Boolean(v), Value::Integer(i)) => v.push(Some(*i != 0)),
+            // Values were checked against the column types; anything else is NULL.
+            (ColumnArray::Integer(v), _) => v.push(None),
+            (ColumnArray::Real(v), _) => v.push(None),
+            (ColumnArray::Text(v), _) => v.push(None),
+            (ColumnArray::Blob(v), _) => v.push(None),
+            (ColumnArray::Boolean(v), _) => v.push(None),
+        }
+    }
+
+    fn bind<'q>(self, query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+        match self {
+            ColumnArray::Integer(v) => query.bind(v),
+            ColumnArray::Real(v) => query.bind(v),
+            ColumnArray::Text(v) => query.bind(v),
+            ColumnArray::Blob(v) => query.bind(v),
+            ColumnArray::Boolean(v) => query.bind(v),
+        }
+    }
 }
 
 /// A PostgreSQL store.
@@ -155,52 +215,56 @@ impl Store for PostgresStore {
         let (incoming, applied) = fold_batch(changes, hwm)?;
 
         let mut stored: HashMap<RowId, RowState> = HashMap::with_capacity(incoming.len());
-        for chunk in incoming.chunks(ddl::rows_per_statement(2)) {
-            let sql = select_states(chunk.len());
-            let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);
-            for row in chunk {
-                query = query.bind(schema.tables[row.id.0].name.clone()).bind(row.id.1.clone());
-            }
-            for (table, key, json) in query.fetch_all(&mut *tx).await? {
-                let index = super::table_index(schema, &table)?;
-                stored.insert((index, key), decode_stored(schema, &json)?);
-            }
+        let tables: Vec<String> = incoming.iter().map(|r| schema.tables[r.id.0].name.clone()).collect();
+        let keys: Vec<String> = incoming.iter().map(|r| r.id.1.clone()).collect();
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as(SELECT_STATES).bind(tables).bind(keys).fetch_all(&mut *tx).await?;
+        for (table, key, json) in rows {
+            let index = super::table_index(schema, &table)?;
+            stored.insert((index, key), decode_stored(schema, &json)?);
         }
 
         let writes = plan_writes(schema, incoming, &mut stored, position)?;
-        for chunk in writes.chunks(ddl::rows_per_statement(5)) {
-            let sql = upsert_states(chunk.len());
-            let mut query = sqlx::query(&sql);
-            for write in chunk {
-                query = query
-                    .bind(schema.tables[write.id.0].name.clone())
-                    .bind(write.id.1.clone())
-                    .bind(write.position)
-                    .bind(write.state_json.clone())
-                    .bind(write.echo.then(|| site.to_string()));
-            }
-            query.execute(&mut *tx).await?;
+        if !writes.is_empty() {
+            sqlx::query(UPSERT_STATES)
+                .bind(writes.iter().map(|w| schema.tables[w.id.0].name.clone()).collect::<Vec<_>>())
+                .bind(writes.iter().map(|w| w.id.1.clone()).collect::<Vec<_>>())
+                .bind(writes.iter().map(|w| w.position).collect::<Vec<_>>())
+                .bind(writes.iter().map(|w| w.state_json.clone()).collect::<Vec<_>>())
+                .bind(writes.iter().map(|w| w.echo.then(|| site.to_string())).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
         }
         for (index, table) in schema.tables.iter().enumerate() {
             let (visible, deleted): (Vec<&RowWrite>, Vec<&RowWrite>) =
                 writes.iter().filter(|w| w.id.0 == index).partition(|w| w.state.is_visible());
-            for chunk in visible.chunks(ddl::rows_per_statement(table.columns.len())) {
-                let sql = ddl::upsert_rows(table, Dialect::Postgres, chunk.len());
-                let mut query = sqlx::query(&sql);
-                for write in chunk {
-                    for (column, value) in table.columns.iter().zip(row_values(schema, write)) {
-                        query = bind_typed(query, column.ty, &value);
+            if !visible.is_empty() {
+                let mut arrays: Vec<ColumnArray> =
+                    table.columns.iter().map(|c| ColumnArray::new(c.ty, visible.len())).collect();
+                for write in &visible {
+                    for (array, value) in arrays.iter_mut().zip(row_values(schema, write)) {
+                        array.push(&value);
                     }
+                }
+                let sql = upsert_rows_unnest(table);
+                let mut query = sqlx::query(&sql);
+                for array in arrays {
+                    query = array.bind(query);
                 }
                 query.execute(&mut *tx).await?;
             }
-            for chunk in deleted.chunks(ddl::rows_per_statement(table.primary_key.len())) {
-                let sql = ddl::delete_rows(table, Dialect::Postgres, chunk.len());
-                let mut query = sqlx::query(&sql);
-                for write in chunk {
-                    for (ty, value) in key_types(table).zip(&write.key) {
-                        query = bind_typed(query, ty, value);
+            if !deleted.is_empty() {
+                let mut arrays: Vec<ColumnArray> =
+                    table.primary_key.iter().map(|&i| ColumnArray::new(table.columns[i].ty, deleted.len())).collect();
+                for write in &deleted {
+                    for (array, value) in arrays.iter_mut().zip(&write.key) {
+                        array.push(value);
                     }
+                }
+                let sql = delete_rows_unnest(table);
+                let mut query = sqlx::query(&sql);
+                for array in arrays {
+                    query = array.bind(query);
                 }
                 query.execute(&mut *tx).await?;
             }
