@@ -5,7 +5,7 @@
 //! [`decode_change`] before any SQL is built from it; after this point code
 //! works with column indexes into the schema, never with payload strings.
 
-use rowsync_proto::{Cell, ColumnType, ErrorCode, RowChange, Schema, Table, Value};
+use rowsync_proto::{Cell, ColumnType, ErrorCode, RowChange, Schema, Table, Value, Version};
 
 use crate::merge::RowState;
 
@@ -98,7 +98,12 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
                 message: "column appears twice".into(),
             });
         }
-        state.cells[index] = Some((check_value(table, index, &cell.value)?, cell.version.clone()));
+        let version = cell.version.as_ref().or(change.version.as_ref()).ok_or_else(|| ChangeError::InvalidValue {
+            table: table.name.clone(),
+            column: cell.column.clone(),
+            message: "has no version: give the cell one, or the change a default `version`".into(),
+        })?;
+        state.cells[index] = Some((check_value(table, index, &cell.value)?, version.clone()));
     }
     if !change.cells.is_empty() || state.is_visible() {
         if let Some(missing) = (0..table.columns.len()).find(|&i| !table.is_key_column(i) && state.cells[i].is_none()) {
@@ -112,8 +117,17 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
     Ok(DecodedChange { table: table_index, key, state })
 }
 
-/// The wire form of a row state.
+/// The wire form of a row state. The most common cell version becomes the
+/// change's default `version`, and only cells that differ carry their own.
 pub fn encode_change(table: &Table, key: Vec<Value>, state: &RowState) -> RowChange {
+    let mut default: Option<(&Version, usize)> = None;
+    for (_, version) in state.cells.iter().flatten() {
+        let count = state.cells.iter().flatten().filter(|(_, v)| v == version).count();
+        if default.is_none_or(|(_, best)| count > best) {
+            default = Some((version, count));
+        }
+    }
+    let default = default.map(|(v, _)| v.clone());
     let cells = state
         .cells
         .iter()
@@ -122,11 +136,18 @@ pub fn encode_change(table: &Table, key: Vec<Value>, state: &RowState) -> RowCha
             cell.as_ref().map(|(value, version)| Cell {
                 column: table.columns[index].name.clone(),
                 value: value.clone(),
-                version: version.clone(),
+                version: (Some(version) != default.as_ref()).then(|| version.clone()),
             })
         })
         .collect();
-    RowChange { table: table.name.clone(), key, alive: state.alive.clone(), deleted: state.deleted.clone(), cells }
+    RowChange {
+        table: table.name.clone(),
+        key,
+        alive: state.alive.clone(),
+        version: default,
+        deleted: state.deleted.clone(),
+        cells,
+    }
 }
 
 /// Checks one value against its column, converting where the conversion is
@@ -181,10 +202,11 @@ mod tests {
             table: "c".into(),
             key: vec![Value::Text("k".into())],
             alive: Some(version()),
+            version: None,
             deleted: None,
             cells: cells
                 .iter()
-                .map(|(c, v)| Cell { column: (*c).into(), value: v.clone(), version: version() })
+                .map(|(c, v)| Cell { column: (*c).into(), value: v.clone(), version: Some(version()) })
                 .collect(),
         }
     }

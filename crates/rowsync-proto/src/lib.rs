@@ -126,7 +126,9 @@ impl fmt::Display for Version {
 pub struct Cell {
     pub column: String,
     pub value: Value,
-    pub version: Version,
+    /// The cell's version; when absent, the change's `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
 }
 
 /// The state of one row as the sender knows it.
@@ -145,6 +147,10 @@ pub struct RowChange {
     /// The newest insert of this key the sender has seen, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alive: Option<Version>,
+    /// The version of every cell that does not carry its own. Rows written
+    /// in one go have one version for all cells, so this keeps changes small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
     /// The newest delete this row has seen, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<Version>,

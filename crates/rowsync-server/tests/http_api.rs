@@ -46,10 +46,11 @@ fn contact(id: &str, name: Value, age: Value, seq: u64) -> PushedChange {
             table: "contacts".into(),
             key: vec![Value::Text(id.into())],
             alive: Some(version.clone()),
+            version: Some(version),
             deleted: None,
             cells: vec![
-                Cell { column: "name".into(), value: name, version: version.clone() },
-                Cell { column: "age".into(), value: age, version },
+                Cell { column: "name".into(), value: name, version: None },
+                Cell { column: "age".into(), value: age, version: None },
             ],
         },
     }

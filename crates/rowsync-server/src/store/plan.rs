@@ -119,8 +119,9 @@ mod tests {
             table: "t".into(),
             key: vec![Value::Text("k".into())],
             alive: Some(version.clone()),
+            version: Some(version),
             deleted: None,
-            cells: vec![Cell { column: "name".into(), value: Value::Text(name.into()), version }],
+            cells: vec![Cell { column: "name".into(), value: Value::Text(name.into()), version: None }],
         };
         CheckedChange { seq, change: decode_change(&schema, &wire).unwrap() }
     }
