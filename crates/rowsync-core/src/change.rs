@@ -159,6 +159,9 @@ pub fn check_value(table: &Table, index: usize, value: &Value) -> Result<Value, 
     let ok = match (column.ty, value) {
         (_, Value::Null) if column.not_null => return Err(refuse("is NOT NULL but the value is null".into())),
         (_, Value::Null) => Value::Null,
+        (ColumnType::Text, Value::Text(t)) if t.contains('\0') => {
+            return Err(refuse("text may not contain NUL characters (PostgreSQL cannot store them)".into()));
+        }
         (ColumnType::Integer, Value::Integer(_))
         | (ColumnType::Real, Value::Real(_))
         | (ColumnType::Text, Value::Text(_))
