@@ -138,17 +138,17 @@ pub fn sync_backlog(rows: usize, database: Option<&str>) -> anyhow::Result<()> {
     let server = BackgroundServer::start(config, "127.0.0.1:0".parse()?)
         .with_context(|| format!("start a server on {} (it needs an empty database)", database.redacted()))?;
     let url = server.url();
-    let sender = Replica::init(&dir.path().join("sender.db"), &url, &schema, None)?;
-    let receiver = Replica::init(&dir.path().join("receiver.db"), &url, &schema, None)?;
+    let mut sender = Replica::init(&dir.path().join("sender.db"), &url, &schema, None)?;
+    let mut receiver = Replica::init(&dir.path().join("receiver.db"), &url, &schema, None)?;
     insert_rows(sender.connection(), rows)?;
     let transport = HttpTransport::new(&url, None);
     let options = SyncOptions::default();
 
     let started = Instant::now();
-    let pushed = sync(&sender, &transport, options)?;
+    let pushed = sync(&mut sender, &transport, options)?;
     let push_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let pulled = sync(&receiver, &transport, options)?;
+    let pulled = sync(&mut receiver, &transport, options)?;
     let pull_secs = started.elapsed().as_secs_f64();
     if pushed.acknowledged != rows as u64 || pulled.pulled != rows as u64 {
         bail!("expected {rows} changes each way, pushed {} and pulled {}", pushed.acknowledged, pulled.pulled);

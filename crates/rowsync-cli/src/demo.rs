@@ -49,9 +49,9 @@ impl Device {
         Ok(Device { name, replica, app })
     }
 
-    fn sync(&self) -> Result<rowsync_client::SyncReport, rowsync_client::ClientError> {
+    fn sync(&mut self) -> Result<rowsync_client::SyncReport, rowsync_client::ClientError> {
         let transport = HttpTransport::new(&self.replica.server_url()?, None);
-        sync(&self.replica, &transport, SyncOptions::default())
+        sync(&mut self.replica, &transport, SyncOptions::default())
     }
 
     fn contacts(&self) -> anyhow::Result<Vec<[String; 3]>> {
@@ -81,8 +81,8 @@ pub fn run() -> anyhow::Result<()> {
     println!("rowsync demo: two devices, one server, offline edits and conflicts\n");
     println!("[1] server running at {url} (embedded SQLite store in {})", dir.path().display());
 
-    let laptop = Device::new(dir.path(), "laptop", &url)?;
-    let phone = Device::new(dir.path(), "phone", &url)?;
+    let mut laptop = Device::new(dir.path(), "laptop", &url)?;
+    let mut phone = Device::new(dir.path(), "phone", &url)?;
     let (ada, grace, linus) = (uuid(), uuid(), uuid());
     for (id, name, email, tel) in [
         (&ada, "Ada Lovelace", "ada@example.org", "+44 20 7946 0100"),
@@ -139,10 +139,12 @@ pub fn run() -> anyhow::Result<()> {
 
     let server = BackgroundServer::start(config, addr)?;
     println!("\n[4] the server is back at {}; laptop, phone, laptop sync", server.url());
-    for device in [&laptop, &phone, &laptop] {
+    for device in [&mut laptop, &mut phone] {
         let report = device.sync()?;
         println!("    {:<7} pulled {}, pushed {}", format!("{}:", device.name), report.pulled, report.pushed);
     }
+    let report = laptop.sync()?;
+    println!("    {:<7} pulled {}, pushed {}", "laptop:", report.pulled, report.pushed);
 
     let left = laptop.contacts()?;
     let right = phone.contacts()?;

@@ -45,7 +45,7 @@ enum Command {
         /// first time; later starts serve the schema the database holds.
         #[arg(long)]
         schema: Option<PathBuf>,
-        /// Server settings file (not supported yet).
+        /// Server settings (TOML): conflict strategy per table, clock skew bound.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Address to listen on.
@@ -172,10 +172,8 @@ fn serve(
     listen: SocketAddr,
     pool: PoolSettings,
 ) -> anyhow::Result<()> {
-    if let Some(config) = config {
-        return Err(anyhow!("--config {}: server settings files are not supported yet", config.display()));
-    }
     let database = DatabaseUrl::parse(database).map_err(|e| anyhow!("--database: {e}"))?;
+    let settings = config.map(|path| read_settings(&path)).transpose()?;
     let schema = match schema {
         Some(path) => {
             let text =
@@ -192,6 +190,12 @@ fn serve(
     runtime.block_on(async move {
         let mut config = ServerConfig::new(database.clone(), schema);
         config.pool = pool;
+        if let Some(settings) = settings {
+            config.conflicts = settings.tables.into_iter().map(|(name, t)| (name, t.conflict)).collect();
+            if let Some(secs) = settings.max_clock_ahead_secs {
+                config.max_clock_ahead = Duration::from_secs(secs);
+            }
+        }
         let router = rowsync_server::build(&config).await?;
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -202,6 +206,28 @@ fn serve(
         rowsync_server::serve_router(router, listener, shutdown).await?;
         Ok(())
     })
+}
+
+/// The server settings file (`--config`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// Versions further ahead of the server's clock are refused.
+    max_clock_ahead_secs: Option<u64>,
+    #[serde(default)]
+    tables: std::collections::BTreeMap<String, TableSettings>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableSettings {
+    conflict: rowsync_proto::ConflictStrategy,
+}
+
+fn read_settings(path: &Path) -> anyhow::Result<Settings> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read settings file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))
 }
 
 fn init(local: &Path, server: &str, token: Option<String>) -> anyhow::Result<()> {
@@ -223,10 +249,10 @@ fn init(local: &Path, server: &str, token: Option<String>) -> anyhow::Result<()>
 }
 
 fn sync_command(local: &Path, options: SyncOptions) -> anyhow::Result<()> {
-    let replica = Replica::open(local)?;
+    let mut replica = Replica::open(local)?;
     let transport = HttpTransport::new(&replica.server_url()?, replica.token()?);
     let started = Instant::now();
-    match sync(&replica, &transport, options) {
+    match sync(&mut replica, &transport, options) {
         Ok(report) => {
             println!(
                 "synced {}: pulled {} change(s), pushed {} change(s), cursor {}, {:.2} s",

@@ -30,6 +30,7 @@ pub(crate) mod key {
     pub const LAST_SYNC: &str = "last_sync";
     pub const LAST_ERROR: &str = "last_error";
     pub const LAST_ERROR_AT: &str = "last_error_at";
+    pub const CLOCK_OFFSET_MS: &str = "clock_offset_ms";
 }
 
 /// How long rowsync waits for the application's write lock before giving up.
@@ -100,7 +101,7 @@ impl Replica {
         tx.execute_batch(METADATA_SQL)?;
         if let Some(stored) = meta_get::<String>(&tx, key::SCHEMA)? {
             let stored: Schema = serde_json::from_str(&stored).map_err(|e| ClientError::Corrupt(e.to_string()))?;
-            if stored != *schema {
+            if !stored.same_shape(schema) {
                 return Err(ClientError::SchemaMismatch(format!(
                     "{} is already a replica of a different schema; schema changes are not supported yet",
                     path.display()
@@ -186,6 +187,23 @@ impl Replica {
         &self.schema
     }
 
+    /// Takes on the server's current schema, which may differ from the
+    /// stored one only in its conflict strategies. Call it before a sync.
+    pub fn adopt_schema(&mut self, server: &Schema) -> Result<(), ClientError> {
+        if !self.schema.same_shape(server) {
+            return Err(ClientError::SchemaMismatch(format!(
+                "the server's schema no longer matches {}; schema changes are not supported yet",
+                self.path
+            )));
+        }
+        if self.schema != *server {
+            let json = serde_json::to_string(server).map_err(|e| ClientError::Corrupt(e.to_string()))?;
+            meta_set(&self.conn, key::SCHEMA, json)?;
+            self.schema = server.clone();
+        }
+        Ok(())
+    }
+
     pub fn site(&self) -> &SiteId {
         &self.site
     }
@@ -221,6 +239,13 @@ impl Replica {
             last_error: meta_get(&self.conn, key::LAST_ERROR)?,
             last_error_at: meta_get(&self.conn, key::LAST_ERROR_AT)?,
         })
+    }
+
+    /// Shifts the wall clock this replica versions its writes by, in
+    /// milliseconds. For simulations and tests of clock skew: a real device
+    /// has the skew of its own clock.
+    pub fn set_clock_offset(&self, offset_ms: i64) -> Result<(), ClientError> {
+        meta_set(&self.conn, key::CLOCK_OFFSET_MS, offset_ms)
     }
 
     /// Records a failed sync so that `status` shows it.

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use rowsync_core::capture::{changed_columns, OP_DELETE, OP_INSERT};
 use rowsync_core::{Clock, RowState};
-use rowsync_proto::{Hlc, Table, Value, Version};
+use rowsync_proto::{ConflictStrategy, Hlc, Table, Value, Version};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,7 @@ fn julian_to_millis(julian: f64) -> u64 {
 /// caller's transaction. Returns how many were stamped.
 pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Result<usize, ClientError> {
     let stamped_id: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
+    let offset: i64 = meta_get(conn, key::CLOCK_OFFSET_MS)?.unwrap_or(0);
     let mut clock = load_clock(conn)?;
     let mut seq: i64 = meta_get(conn, key::SEQ)?.unwrap_or(0);
     let mut select =
@@ -121,7 +122,7 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
             .get(table_id)
             .ok_or_else(|| ClientError::Corrupt(format!("outbox entry {id} names unknown table id {table_id}")))?;
         let table = &replica.schema.tables[table_index];
-        let hlc = clock.tick(julian_to_millis(*at));
+        let hlc = clock.tick(julian_to_millis(*at).saturating_add_signed(offset));
         seq += 1;
         update.execute(params![seq, id])?;
         let token = key_token(*table_id, stored_key);
@@ -152,11 +153,9 @@ fn stamp_one(table: &Table, clocks: &mut Clocks, op: i64, bits: i64, version: Ve
     clocks.cells.resize(width, None);
     // An update of a row rowsync has no versions for (or that it believed
     // deleted) is treated as writing the whole row.
-    let columns = if op == OP_INSERT || !was_visible {
-        changed_columns(table, OP_INSERT, -1)
-    } else {
-        changed_columns(table, op, bits)
-    };
+    // Under the row strategy every write writes the whole row.
+    let whole_row = op == OP_INSERT || !was_visible || table.conflict == ConflictStrategy::Row;
+    let columns = if whole_row { changed_columns(table, OP_INSERT, -1) } else { changed_columns(table, op, bits) };
     if op == OP_INSERT || !was_visible {
         clocks.alive = Some(version.clone());
     }

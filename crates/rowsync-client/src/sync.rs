@@ -47,9 +47,12 @@ pub struct SyncReport {
 }
 
 /// Syncs `replica` through `transport` until both directions are caught up.
-/// The outcome (success, or the error and when) is recorded for `status`.
-pub fn sync(replica: &Replica, transport: &dyn Transport, options: SyncOptions) -> Result<SyncReport, ClientError> {
-    let result = sync_round(replica, transport, options);
+/// It first takes on the server's conflict strategies (they may change
+/// between syncs). The outcome (success, or the error and when) is recorded
+/// for `status`.
+pub fn sync(replica: &mut Replica, transport: &dyn Transport, options: SyncOptions) -> Result<SyncReport, ClientError> {
+    let result = transport.schema().and_then(|schema| replica.adopt_schema(&schema));
+    let result = result.and_then(|()| sync_round(replica, transport, options));
     match &result {
         Ok(report) => {
             replica.record_success()?;

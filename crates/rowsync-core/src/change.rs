@@ -5,7 +5,7 @@
 //! [`decode_change`] before any SQL is built from it; after this point code
 //! works with column indexes into the schema, never with payload strings.
 
-use rowsync_proto::{Cell, ColumnType, ErrorCode, RowChange, Schema, Table, Value, Version};
+use rowsync_proto::{Cell, ColumnType, ConflictStrategy, ErrorCode, RowChange, Schema, Table, Value, Version};
 
 use crate::merge::RowState;
 
@@ -113,6 +113,11 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
                 message: "missing: a change carries every column of its row".into(),
             });
         }
+    }
+    // Under the row strategy a change counts as its whole row as of its
+    // newest write, whoever sent it.
+    if table.conflict == ConflictStrategy::Row {
+        state = state.as_whole_row();
     }
     Ok(DecodedChange { table: table_index, key, state })
 }

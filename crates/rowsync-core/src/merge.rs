@@ -59,6 +59,18 @@ impl RowState {
         }
     }
 
+    /// The state as the row strategy sees it: the row as of its newest write,
+    /// every cell carrying that write's version. Merging such states per cell
+    /// makes the later write's whole row win.
+    pub fn as_whole_row(mut self) -> RowState {
+        if let Some(newest) = self.newest_write().cloned() {
+            for (_, version) in self.cells.iter_mut().flatten() {
+                *version = newest.clone();
+            }
+        }
+        self
+    }
+
     /// Merges `incoming` into `self`, keeping the newer version of every part.
     pub fn merge_from(&mut self, incoming: &RowState) -> MergeOutcome {
         let mut outcome = MergeOutcome::default();
@@ -164,6 +176,23 @@ mod tests {
         // An edit made after the delete wins, everywhere.
         state.merge_from(&row(1, vec![None, text("later", 6, 3)]));
         assert!(state.is_visible());
+    }
+
+    #[test]
+    fn with_whole_rows_the_later_write_wins_every_column() {
+        let base = row(1, vec![None, text("555", 1, 9), text("a@x", 1, 9)]);
+        let mut phone = base.clone();
+        phone.cells[1] = text("666", 10, 1);
+        let mut email = base.clone();
+        email.cells[2] = text("b@x", 11, 2);
+        let (phone, email) = (phone.as_whole_row(), email.as_whole_row());
+        let mut left = phone.clone();
+        left.merge_from(&email);
+        let mut right = email.clone();
+        right.merge_from(&phone);
+        assert_eq!(left, right);
+        assert_eq!(left.cells[1].as_ref().unwrap().0, Value::Text("555".into()), "the later row wins whole");
+        assert_eq!(left.cells[2].as_ref().unwrap().0, Value::Text("b@x".into()));
     }
 
     #[test]

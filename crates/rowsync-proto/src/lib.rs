@@ -222,6 +222,9 @@ pub enum ErrorCode {
     NotFound,
     /// The server's database cannot be reached right now; retry later.
     Unavailable,
+    /// A version lies further ahead of the server's clock than it accepts:
+    /// the writing device's clock runs ahead. Nothing was applied.
+    ClockSkew,
     /// A bug or unexpected failure on the server.
     Internal,
 }

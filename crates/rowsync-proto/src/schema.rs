@@ -36,6 +36,8 @@ pub enum ConflictStrategy {
     /// Per-column last-writer-wins by version.
     #[default]
     Field,
+    /// The later write's whole row wins.
+    Row,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,5 +80,15 @@ pub struct Schema {
 impl Schema {
     pub fn table(&self, name: &str) -> Option<&Table> {
         self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// The same tables, columns and keys, whatever the conflict strategies.
+    pub fn same_shape(&self, other: &Schema) -> bool {
+        self.tables.len() == other.tables.len()
+            && self
+                .tables
+                .iter()
+                .zip(&other.tables)
+                .all(|(a, b)| a.name == b.name && a.columns == b.columns && a.primary_key == b.primary_key)
     }
 }

@@ -1,12 +1,13 @@
 //! Validated server settings, and [`run`], which serves until told to stop.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::Router;
-use rowsync_proto::Schema;
+use rowsync_proto::{ConflictStrategy, Schema};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -75,7 +76,17 @@ pub struct ServerConfig {
     pub pool: PoolSettings,
     /// Fault injection for tests: a sleep inside every push transaction.
     pub push_delay: Option<Duration>,
+    /// Conflict strategy per table; tables not named use field-level
+    /// last-writer-wins.
+    pub conflicts: BTreeMap<String, ConflictStrategy>,
+    /// How far ahead of the server's clock a version may be (see
+    /// [`DEFAULT_MAX_CLOCK_AHEAD`]).
+    pub max_clock_ahead: Duration,
 }
+
+/// Versions further ahead of the server's clock than this are refused: a
+/// device whose clock runs ahead would otherwise win every later conflict.
+pub const DEFAULT_MAX_CLOCK_AHEAD: Duration = Duration::from_secs(600);
 
 impl ServerConfig {
     pub fn new(database: DatabaseUrl, schema: Option<Schema>) -> ServerConfig {
@@ -85,6 +96,8 @@ impl ServerConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             pool: PoolSettings::default(),
             push_delay: None,
+            conflicts: BTreeMap::new(),
+            max_clock_ahead: DEFAULT_MAX_CLOCK_AHEAD,
         }
     }
 }
@@ -107,8 +120,16 @@ pub async fn build(config: &ServerConfig) -> Result<Router, StoreError> {
 }
 
 async fn router_for<S: Store>(store: S, config: &ServerConfig) -> Result<Router, StoreError> {
-    let schema = store.install(config.schema.as_ref()).await?;
-    Ok(app(AppState::new(store, schema), config.body_limit))
+    let mut schema = store.install(config.schema.as_ref()).await?;
+    for table in &mut schema.tables {
+        table.conflict = config.conflicts.get(&table.name).copied().unwrap_or_default();
+    }
+    if let Some(unknown) = config.conflicts.keys().find(|name| schema.table(name).is_none()) {
+        return Err(StoreError::Conflict(format!("the settings name table {unknown}, which the schema does not have")));
+    }
+    let mut state = AppState::new(store, schema);
+    state.max_clock_ahead = config.max_clock_ahead;
+    Ok(app(state, config.body_limit))
 }
 
 /// Opens the store, installs the schema, and serves on `listener` until

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rowsync_core::change::decode_change;
+use rowsync_core::RowState;
 use rowsync_proto::{ErrorCode, PushRequest, PushResponse, Schema, SiteId};
 use serde::Deserialize;
 use tower_http::decompression::RequestDecompressionLayer;
@@ -45,18 +46,49 @@ pub struct AppState<S> {
     pub store: Arc<S>,
     pub schema: Arc<Schema>,
     pub metrics: Arc<Metrics>,
+    /// How far ahead of this server's clock a version may be.
+    pub max_clock_ahead: Duration,
 }
 
 impl<S> Clone for AppState<S> {
     fn clone(&self) -> Self {
-        AppState { store: self.store.clone(), schema: self.schema.clone(), metrics: self.metrics.clone() }
+        AppState {
+            store: self.store.clone(),
+            schema: self.schema.clone(),
+            metrics: self.metrics.clone(),
+            max_clock_ahead: self.max_clock_ahead,
+        }
     }
 }
 
 impl<S: Store> AppState<S> {
     pub fn new(store: S, schema: Schema) -> AppState<S> {
-        AppState { store: Arc::new(store), schema: Arc::new(schema), metrics: Arc::default() }
+        AppState {
+            store: Arc::new(store),
+            schema: Arc::new(schema),
+            metrics: Arc::default(),
+            max_clock_ahead: crate::config::DEFAULT_MAX_CLOCK_AHEAD,
+        }
     }
+}
+
+/// Refuses a change holding a version too far ahead of the server's clock.
+fn check_clock(state: &RowState, now_ms: u64, max_ahead: Duration, index: usize) -> Result<(), ApiError> {
+    let limit = now_ms.saturating_add(max_ahead.as_millis() as u64);
+    if let Some(ahead) = state.versions().map(|v| v.hlc.millis()).filter(|&ms| ms > limit).max() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::ClockSkew,
+            format!(
+                "change {index}: a version is {} s ahead of the server's clock, more than the {} s it accepts; \
+                 the writing device's clock runs ahead: correct it (the changes stay queued and are accepted \
+                 once the server's time catches up)",
+                (ahead - now_ms) / 1000,
+                max_ahead.as_secs()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The server's router.
@@ -98,6 +130,7 @@ async fn push<S: Store>(
         )));
     }
     let mut checked = Vec::with_capacity(request.changes.len());
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     for (index, pushed) in request.changes.iter().enumerate() {
         if pushed.seq > request.last_seq {
             return Err(refused(ApiError::new(
@@ -112,6 +145,7 @@ async fn push<S: Store>(
             err.change = Some(index);
             refused(err)
         })?;
+        check_clock(&change.state, now_ms, state.max_clock_ahead, index).map_err(refused)?;
         checked.push(CheckedChange { seq: pushed.seq, change });
     }
     let response = state.store.push(&state.schema, &request.site, request.last_seq, &checked).await?;

@@ -31,7 +31,7 @@ pub struct TestServer {
     pub database: DatabaseUrl,
     pub schema: Schema,
     pub store: TestStore,
-    push_delay: Option<std::time::Duration>,
+    config: ServerConfig,
     addr: SocketAddr,
     running: Option<BackgroundServer>,
 }
@@ -55,13 +55,28 @@ impl TestServer {
         schema_sql: &str,
         push_delay: Option<std::time::Duration>,
     ) -> TestServer {
+        TestServer::start_configured(store, dir, schema_sql, |config| config.push_delay = push_delay)
+    }
+
+    /// Starts a server whose settings `configure` adjusts (conflict
+    /// strategies, clock bound, fault injection); restarts and other
+    /// instances keep them.
+    pub fn start_configured(
+        store: &TestStore,
+        dir: &Path,
+        schema_sql: &str,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let schema = parse_schema(schema_sql).expect("test schema parses");
         let database = store.fresh_database(dir);
+        let mut config = ServerConfig::new(database.clone(), Some(schema.clone()));
+        config.pool.acquire_timeout = std::time::Duration::from_secs(2);
+        configure(&mut config);
         let mut server = TestServer {
             database,
             schema,
             store: store.clone(),
-            push_delay,
+            config,
             addr: ([127, 0, 0, 1], 0).into(),
             running: None,
         };
@@ -72,10 +87,8 @@ impl TestServer {
     }
 
     fn instance(&self, addr: SocketAddr) -> BackgroundServer {
-        let mut config = ServerConfig::new(self.database.clone(), Some(self.schema.clone()));
-        config.push_delay = self.push_delay;
-        config.pool.acquire_timeout = std::time::Duration::from_secs(2);
-        BackgroundServer::start(config, addr).unwrap_or_else(|e| panic!("server on {} starts: {e}", self.store.name()))
+        BackgroundServer::start(self.config.clone(), addr)
+            .unwrap_or_else(|e| panic!("server on {} starts: {e}", self.store.name()))
     }
 
     /// Another server process on the same database (a second instance).
@@ -143,9 +156,9 @@ impl Device {
     }
 
     pub fn sync_with(&self, options: SyncOptions) -> Result<SyncReport, ClientError> {
-        let replica = self.replica();
+        let mut replica = self.replica();
         let transport = HttpTransport::new(&replica.server_url()?, None);
-        sync(&replica, &transport, options)
+        sync(&mut replica, &transport, options)
     }
 
     pub fn rows(&self, sql: &str) -> Vec<Vec<Value>> {

@@ -77,9 +77,9 @@ fn run() -> anyhow::Result<()> {
             }
         }
         ("sync", []) => {
-            let replica = Replica::open(&db)?;
+            let mut replica = Replica::open(&db)?;
             let transport = HttpTransport::new(&replica.server_url()?, replica.token()?);
-            let report = sync(&replica, &transport, SyncOptions::default())?;
+            let report = sync(&mut replica, &transport, SyncOptions::default())?;
             println!("pulled {}, pushed {}", report.pulled, report.pushed);
         }
         _ => bail!("unknown command {command:?} or wrong arguments"),

@@ -97,7 +97,8 @@ pub(crate) fn reconcile_schema(given: Option<&Schema>, stored: Option<String>) -
         .transpose()
         .map_err(|e| StoreError::Conflict(format!("unreadable schema in rowsync_meta: {e}")))?;
     match (given, stored) {
-        (Some(given), Some(stored)) if *given == stored => Ok((stored, false)),
+        // Conflict strategies come from the server's settings at every start.
+        (Some(given), Some(stored)) if given.same_shape(&stored) => Ok((given.clone(), false)),
         (Some(_), Some(_)) => Err(StoreError::Conflict(
             "this database already serves a different schema; schema changes are not supported yet, \
              so start with the schema it was created with (or a new database)"
