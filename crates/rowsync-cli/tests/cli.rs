@@ -89,6 +89,32 @@ fn a_bad_schema_file_is_refused_naming_table_and_line() {
 }
 
 #[test]
+fn a_bad_settings_file_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.sql");
+    std::fs::write(&schema, "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT);").unwrap();
+    let database = format!("sqlite://{}", dir.path().join("s.db").display());
+    let settings = dir.path().join("rowsync.toml");
+    let serve = |settings_text: &str| {
+        std::fs::write(&settings, settings_text).unwrap();
+        rowsync(&[
+            "serve",
+            "--database",
+            &database,
+            "--schema",
+            schema.to_str().unwrap(),
+            "--config",
+            settings.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+    };
+    assert_one_line_error(&serve("[tables.contacts]\nconflict = \"sometimes\"\n"), "unknown variant `sometimes`");
+    assert_one_line_error(&serve("[tables.nope]\nconflict = \"row\"\n"), "table nope");
+    assert_one_line_error(&serve("max_clock_ahead = 5\n"), "unknown field `max_clock_ahead`");
+}
+
+#[test]
 fn sync_of_a_file_that_is_not_a_replica_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plain.db");
