@@ -241,6 +241,23 @@ impl Replica {
         })
     }
 
+    /// The version of the write that produced a cell's current value here,
+    /// after stamping what is pending (`None` when the row is not visible).
+    pub fn cell_version(
+        &self,
+        table: &str,
+        key: &[rowsync_proto::Value],
+        column: &str,
+    ) -> Result<Option<rowsync_proto::Version>, ClientError> {
+        let unknown = || ClientError::SchemaMismatch(format!("no column {table}.{column} in the schema"));
+        let index = self.schema.tables.iter().position(|t| t.name == table).ok_or_else(unknown)?;
+        let column = self.schema.tables[index].column_index(column).ok_or_else(unknown)?;
+        crate::outbox::stamp_all(self)?;
+        let stored = crate::values::stored_key(&self.conn, key)?;
+        let clocks = crate::stamp::load_clocks(&self.conn, self.table_ids[index], &stored)?;
+        Ok(clocks.and_then(|c| c.cells.get(column).cloned().flatten()))
+    }
+
     /// Shifts the wall clock this replica versions its writes by, in
     /// milliseconds. For simulations and tests of clock skew: a real device
     /// has the skew of its own clock.
