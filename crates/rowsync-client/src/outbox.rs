@@ -55,9 +55,13 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     while stamp_pending(replica, &tx, STAMP_CHUNK)? > 0 {}
     let stamped_id: i64 = meta_get(&tx, key::STAMPED_ID)?.unwrap_or(0);
+    let offset: i64 = meta_get(&tx, key::SEQ_OFFSET)?.unwrap_or(0);
     let entries: Vec<(i64, i64, SqlValue, i64)> = tx
-        .prepare_cached("SELECT id, tbl, pk, seq FROM _rowsync_outbox WHERE id <= ? ORDER BY id LIMIT ?")?
-        .query_map(params![stamped_id, max_entries as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .prepare_cached("SELECT id, tbl, pk FROM _rowsync_outbox WHERE id <= ? ORDER BY id LIMIT ?")?
+        .query_map(params![stamped_id, max_entries as i64], |r| {
+            let id: i64 = r.get(0)?;
+            Ok((id, r.get(1)?, r.get(2)?, offset + id))
+        })?
         .collect::<Result<_, _>>()?;
     let Some(last_id) = entries.last().map(|e| e.0) else {
         tx.commit()?;
@@ -125,13 +129,20 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
 /// Drops the entries of `batch` that the server acknowledged.
 pub fn acknowledge(replica: &Replica, batch: &Batch, acked_seq: u64) -> Result<usize, ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
-    let deleted = tx
-        .prepare_cached("DELETE FROM _rowsync_outbox WHERE id <= ? AND seq <= ?")?
-        .execute(params![batch.last_id, acked_seq as i64])?;
+    if acked_seq < batch.request.last_seq {
+        return Err(ClientError::Protocol(format!(
+            "the server acknowledged up to {acked_seq} of a batch ending at {}",
+            batch.request.last_seq
+        )));
+    }
+    let deleted = tx.prepare_cached("DELETE FROM _rowsync_outbox WHERE id <= ?")?.execute([batch.last_id])?;
     // SQLite hands out max(id) + 1, so an empty outbox starts again at 1:
-    // forget the stamping mark too, or new entries would look stamped.
+    // forget the stamping mark, and move the sequence offset past every
+    // number used so far (the batch's last id was the largest id).
     let empty: bool = tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM _rowsync_outbox)", [], |row| row.get(0))?;
     if empty {
+        let offset: i64 = meta_get(&tx, key::SEQ_OFFSET)?.unwrap_or(0);
+        meta_set(&tx, key::SEQ_OFFSET, offset + batch.last_id)?;
         meta_set(&tx, key::STAMPED_ID, 0)?;
     }
     tx.commit()?;
@@ -150,10 +161,11 @@ pub fn set_aside(replica: &Replica, batch: &Batch, change: usize, reason: &str) 
     };
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     let now = crate::replica::now_text(&tx)?;
+    let offset: i64 = meta_get(&tx, key::SEQ_OFFSET)?.unwrap_or(0);
     tx.execute(
         "INSERT INTO _rowsync_rejected (tbl, pk, op, seq, reason, at) \
-         SELECT tbl, pk, op, seq, ?, ? FROM _rowsync_outbox WHERE id <= ? AND tbl = ? AND pk = ?",
-        params![reason, now, batch.last_id, table_id, stored_key],
+         SELECT tbl, pk, op, ? + id, ?, ? FROM _rowsync_outbox WHERE id <= ? AND tbl = ? AND pk = ?",
+        params![offset, reason, now, batch.last_id, table_id, stored_key],
     )?;
     let moved = tx.execute(
         "DELETE FROM _rowsync_outbox WHERE id <= ? AND tbl = ? AND pk = ?",

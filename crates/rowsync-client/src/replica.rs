@@ -25,7 +25,8 @@ pub(crate) mod key {
     pub const SCHEMA: &str = "schema";
     pub const CURSOR: &str = "cursor";
     pub const CLOCK: &str = "clock";
-    pub const SEQ: &str = "seq";
+    /// Site sequence number of an outbox entry = this offset + its id.
+    pub const SEQ_OFFSET: &str = "seq_offset";
     pub const STAMPED_ID: &str = "stamped_id";
     pub const LAST_SYNC: &str = "last_sync";
     pub const LAST_ERROR: &str = "last_error";

@@ -1,10 +1,11 @@
 //! Stamping: giving recorded writes their versions.
 //!
 //! The capture triggers record only the wall time of a write. Stamping walks
-//! the new outbox entries in the order they were written and gives each one
-//! a hybrid clock reading from that time (the clock's send rule) and the next
-//! site sequence number, and records the new versions of the touched columns
-//! in `_rowsync_rows`.
+//! the new outbox entries in the order they were written, gives each one a
+//! hybrid clock reading from that time (the clock's send rule), and records
+//! the new versions of the touched columns in `_rowsync_rows`. (An entry's
+//! site sequence number needs no writing: it is its id plus an offset that
+//! grows each time the outbox empties, see `outbox::acknowledge`.)
 //!
 //! Stamping always runs before a pulled page is applied, in the same
 //! transaction, so a write made before a remote change was received is
@@ -104,7 +105,6 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
     let stamped_id: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
     let offset: i64 = meta_get(conn, key::CLOCK_OFFSET_MS)?.unwrap_or(0);
     let mut clock = load_clock(conn)?;
-    let mut seq: i64 = meta_get(conn, key::SEQ)?.unwrap_or(0);
     let mut select =
         conn.prepare_cached("SELECT id, tbl, pk, op, at, cols FROM _rowsync_outbox WHERE id > ? ORDER BY id LIMIT ?")?;
     let entries: Vec<(i64, i64, SqlValue, i64, f64, i64)> = select
@@ -115,7 +115,6 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
     let Some(last_id) = entries.last().map(|e| e.0) else { return Ok(0) };
 
     let mut touched: HashMap<(i64, String), (SqlValue, Clocks)> = HashMap::new();
-    let mut update = conn.prepare_cached("UPDATE _rowsync_outbox SET seq = ? WHERE id = ?")?;
     for (id, table_id, stored_key, op, at, bits) in &entries {
         let table_index = *replica
             .table_index
@@ -123,8 +122,6 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
             .ok_or_else(|| ClientError::Corrupt(format!("outbox entry {id} names unknown table id {table_id}")))?;
         let table = &replica.schema.tables[table_index];
         let hlc = clock.tick(julian_to_millis(*at).saturating_add_signed(offset));
-        seq += 1;
-        update.execute(params![seq, id])?;
         let token = key_token(*table_id, stored_key);
         if !touched.contains_key(&token) {
             let clocks = load_clocks(conn, *table_id, stored_key)?.unwrap_or_default();
@@ -137,7 +134,6 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
         save_clocks(conn, *table_id, stored_key, clocks)?;
     }
     save_clock(conn, &clock)?;
-    meta_set(conn, key::SEQ, seq)?;
     meta_set(conn, key::STAMPED_ID, last_id)?;
     Ok(entries.len())
 }

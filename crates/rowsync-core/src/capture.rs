@@ -44,8 +44,7 @@ CREATE TABLE IF NOT EXISTS _rowsync_outbox (
   pk NOT NULL,
   op INTEGER NOT NULL,
   at REAL NOT NULL,
-  cols INTEGER NOT NULL,
-  seq INTEGER
+  cols INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS _rowsync_rows (
   tbl INTEGER NOT NULL,
