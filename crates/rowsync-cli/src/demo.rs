@@ -166,6 +166,14 @@ pub fn run() -> anyhow::Result<()> {
     let same = left == right && left == on_server;
     println!("\n    laptop, phone and server hold identical contacts: {}", if same { "yes" } else { "NO" });
 
+    // The story below is checked against what the devices hold, not assumed.
+    let find = |name: &str| left.iter().find(|r| r[0] == name);
+    let ada_ok = find("Ada Lovelace").is_some_and(|r| r[1] == "ada@analytical.engine" && r[2] == "+44 20 7946 0999");
+    let grace_ok = find("Grace Hopper").is_some_and(|r| r[2] == "+1 202 555 0122");
+    let linus_ok = find("Linus Pauling").is_none();
+    if !(ada_ok && grace_ok && linus_ok) {
+        anyhow::bail!("the conflicts were not decided as the demo explains: this is a bug in rowsync");
+    }
     println!("\n[6] how each conflict was decided (field-level last writer wins):");
     println!("    Ada:   different fields on each device, so both edits were kept (new phone and new email)");
     println!("    Grace: the same field on both devices; the phone wrote later, so its number won everywhere");
