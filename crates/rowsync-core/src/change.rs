@@ -33,6 +33,15 @@ impl ChangeError {
     }
 }
 
+/// The longest text (in characters) or blob (in bytes) a key column may
+/// hold: MySQL indexes keys of at most 255 characters, and every store must
+/// accept what any store accepts.
+pub const MAX_KEY_PART: usize = 255;
+
+/// The longest key, in characters of its JSON form (how the server's
+/// bookkeeping stores it; MySQL indexes at most 750 characters of it).
+pub const MAX_KEY_JSON: usize = 750;
+
 /// A change that passed every check.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecodedChange {
@@ -74,9 +83,29 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
                 message: format!("key column {} is null", table.columns[index].name),
             });
         }
+        let too_long = match &value {
+            Value::Text(t) => t.chars().count() > MAX_KEY_PART,
+            Value::Blob(b) => b.len() > MAX_KEY_PART,
+            _ => false,
+        };
+        if too_long {
+            return Err(ChangeError::InvalidKey {
+                table: table.name.clone(),
+                message: format!(
+                    "key column {} is longer than {MAX_KEY_PART} characters (bytes for a blob), the most every store can index",
+                    table.columns[index].name
+                ),
+            });
+        }
         key.push(value);
     }
 
+    if serde_json::to_string(&key).map_or(true, |json| json.chars().count() > MAX_KEY_JSON) {
+        return Err(ChangeError::InvalidKey {
+            table: table.name.clone(),
+            message: format!("the key is too long: its JSON form must fit in {MAX_KEY_JSON} characters"),
+        });
+    }
     let mut state = RowState::empty(table.columns.len());
     state.alive.clone_from(&change.alive);
     state.deleted.clone_from(&change.deleted);
@@ -252,5 +281,10 @@ mod tests {
         let mut bad_key = full(Value::Text("a".into()), Value::Null);
         bad_key.key.push(Value::Integer(1));
         assert_eq!(decode_change(&schema, &bad_key).unwrap_err().code(), ErrorCode::InvalidKey);
+        let mut long_key = full(Value::Text("a".into()), Value::Null);
+        long_key.key = vec![Value::Text("é".repeat(256))];
+        assert!(decode_change(&schema, &long_key).unwrap_err().to_string().contains("longer than 255"));
+        long_key.key = vec![Value::Text("é".repeat(255))];
+        assert!(decode_change(&schema, &long_key).is_ok());
     }
 }

@@ -74,3 +74,21 @@ fn round_trip_on(store: &TestStore) {
 fn values_round_trip_exactly_on_every_store() {
     on_every_store(round_trip_on);
 }
+
+fn long_keys_on(store: &TestStore) {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start_on(store, dir.path(), SCHEMA);
+    let device = Device::init(dir.path(), "device", &server.url());
+    let longest = "ß".repeat(255);
+    let too_long = "ß".repeat(256);
+    device.exec(&format!("INSERT INTO samples (id, i) VALUES ('{longest}', 1), ('{too_long}', 2);"));
+    let report = device.sync().unwrap();
+    assert_eq!(report.rejected, 1, "{}: the over-long key is set aside", store.name());
+    assert!(report.rejections[0].contains("longer than 255"), "{:?}", report.rejections);
+    assert_eq!(server.rows("SELECT i FROM samples"), vec![vec![Value::Integer(1)]], "{}", store.name());
+}
+
+#[test]
+fn keys_up_to_255_characters_work_on_every_store_and_longer_ones_are_refused() {
+    on_every_store(long_keys_on);
+}

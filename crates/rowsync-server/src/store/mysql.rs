@@ -36,7 +36,7 @@ fn bookkeeping() -> [String; 5] {
         "CREATE TABLE IF NOT EXISTS rowsync_positions (id INT PRIMARY KEY, last BIGINT NOT NULL)".to_string(),
         "INSERT IGNORE INTO rowsync_positions (id, last) VALUES (1, 0)".to_string(),
         format!(
-            "CREATE TABLE IF NOT EXISTS rowsync_rows (tbl VARCHAR(64) {EXACT} NOT NULL, pk VARCHAR(700) {EXACT} NOT NULL, \
+            "CREATE TABLE IF NOT EXISTS rowsync_rows (tbl VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, pk VARCHAR(750) {EXACT} NOT NULL, \
              pos BIGINT NOT NULL, state LONGTEXT NOT NULL, origin CHAR(32) {EXACT}, PRIMARY KEY (tbl, pk), \
              UNIQUE KEY rowsync_rows_pos (pos)) {CHARSET}"
         ),
