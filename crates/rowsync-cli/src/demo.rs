@@ -11,7 +11,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::Context;
-use rowsync_client::{sync, HttpTransport, Replica, SyncOptions, Transport};
+use rowsync_client::{new_key, sync, HttpTransport, Replica, SyncOptions, Transport};
 use rowsync_core::parse_schema;
 use rowsync_server::{BackgroundServer, DatabaseUrl, ServerConfig};
 use rusqlite::{params, Connection};
@@ -22,16 +22,6 @@ const SCHEMA: &str = "CREATE TABLE contacts (
     email TEXT,
     phone TEXT
 );";
-
-/// A random UUID (version 4) as text: keys chosen on two offline devices
-/// must never collide, so synced tables use keys like this.
-fn uuid() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
-}
 
 struct Device {
     name: &'static str,
@@ -83,7 +73,7 @@ pub fn run() -> anyhow::Result<()> {
 
     let mut laptop = Device::new(dir.path(), "laptop", &url)?;
     let mut phone = Device::new(dir.path(), "phone", &url)?;
-    let (ada, grace, linus) = (uuid(), uuid(), uuid());
+    let (ada, grace, linus) = (new_key(), new_key(), new_key());
     for (id, name, email, tel) in [
         (&ada, "Ada Lovelace", "ada@example.org", "+44 20 7946 0100"),
         (&grace, "Grace Hopper", "grace@example.org", "+1 202 555 0101"),
@@ -126,7 +116,7 @@ pub fn run() -> anyhow::Result<()> {
     laptop.edit(
         "adds Katherine Johnson",
         "INSERT INTO contacts VALUES (?, 'Katherine Johnson', 'kj@example.org', NULL)",
-        [uuid()],
+        [new_key()],
     )?;
     match laptop.sync() {
         Err(e) if e.is_unreachable() => println!(

@@ -1,12 +1,13 @@
 //! The `rowsync` binary as users and scripts drive it: real processes, a
 //! real server on a loopback port, exit codes and one-line errors.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const ROWSYNC: &str = env!("CARGO_BIN_EXE_rowsync");
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{free_port, Server, ROWSYNC};
+
 const EXIT_UNREACHABLE: i32 = 3;
 
 fn rowsync(args: &[&str]) -> Output {
@@ -31,36 +32,11 @@ fn assert_one_line_error(output: &Output, needle: &str) {
     assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err:?}");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn serve(dir: &Path, port: u16) -> Server {
     let schema = dir.join("schema.sql");
     std::fs::write(&schema, "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, phone TEXT);").unwrap();
     let database = format!("sqlite://{}", dir.join("server.db").display());
-    let child = Command::new(ROWSYNC)
-        .args(["serve", "--database", &database, "--schema", schema.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "rowsync serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server(child)
+    common::serve(&["--database", &database, "--schema", schema.to_str().unwrap()], port)
 }
 
 #[test]

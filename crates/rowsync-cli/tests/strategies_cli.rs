@@ -3,15 +3,14 @@
 //! field table and a row table, two replicas edited offline with a plain
 //! SQLite connection, `sync` in turn.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use rowsync_server::DatabaseUrl;
+use common::{Server, ROWSYNC};
 use rowsync_testkit::{on_every_store, TestStore};
-
-const ROWSYNC: &str = env!("CARGO_BIN_EXE_rowsync");
 
 const SCHEMA: &str = "
 CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, phone TEXT);
@@ -25,53 +24,24 @@ conflict = \"field\"
 conflict = \"row\"
 ";
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn run(args: &[&str]) {
     let output = Command::new(ROWSYNC).args(args).output().unwrap();
     assert!(output.status.success(), "rowsync {args:?}: {}", String::from_utf8_lossy(&output.stderr));
 }
 
-fn url_of(database: &DatabaseUrl) -> String {
-    match database {
-        DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
-        DatabaseUrl::Postgres(url) | DatabaseUrl::Mysql(url) => url.clone(),
-    }
-}
-
 fn serve(dir: &Path, database: &str) -> (Server, String) {
     std::fs::write(dir.join("schema.sql"), SCHEMA).unwrap();
     std::fs::write(dir.join("rowsync.toml"), SETTINGS).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(ROWSYNC)
-        .args(["serve", "--database", database])
-        .arg("--schema")
-        .arg(dir.join("schema.sql"))
-        .arg("--config")
-        .arg(dir.join("rowsync.toml"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "rowsync serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Server(child), format!("http://127.0.0.1:{port}"))
+    let port = common::free_port();
+    let schema = dir.join("schema.sql");
+    let settings = dir.join("rowsync.toml");
+    let args = ["--database", database, "--schema", schema.to_str().unwrap(), "--config", settings.to_str().unwrap()];
+    (common::serve(&args, port), format!("http://127.0.0.1:{port}"))
 }
 
 fn strategies_on(store: &TestStore) {
     let dir = tempfile::tempdir().unwrap();
-    let database = url_of(&store.fresh_database(dir.path()));
+    let database = store.fresh_database(dir.path()).to_url();
     let (_server, url) = serve(dir.path(), &database);
     let laptop = dir.path().join("laptop.db");
     let phone = dir.path().join("phone.db");

@@ -11,7 +11,7 @@
 //! outbox.
 
 use rowsync_core::change::decode_change;
-use rowsync_core::ddl::{delete_row, key_condition, upsert_row, Dialect};
+use rowsync_core::ddl::{key_condition, Dialect};
 use rowsync_proto::{PullResponse, Value};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Transaction, TransactionBehavior};
@@ -74,10 +74,11 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
                         }
                     })
                     .collect();
-                tx.prepare_cached(&upsert_row(table, Dialect::Sqlite))?.execute(rusqlite::params_from_iter(params))?;
+                tx.prepare_cached(&replica.row_sql[decoded.table].upsert)?
+                    .execute(rusqlite::params_from_iter(params))?;
             }
             (true, false) => {
-                tx.prepare_cached(&delete_row(table, Dialect::Sqlite))?
+                tx.prepare_cached(&replica.row_sql[decoded.table].delete)?
                     .execute(rusqlite::params_from_iter(key_params))?;
             }
             _ => {}

@@ -31,3 +31,14 @@ pub use error::ClientError;
 pub use replica::{Replica, Status};
 pub use sync::{sync, SyncOptions, SyncReport};
 pub use transport::{HttpTransport, Transport};
+pub use values::{from_sql, to_sql};
+
+/// A new random key for a synced row: a UUID (version 4) as text. Keys made
+/// on two offline devices must never collide; these do not.
+pub fn new_key() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}

@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 
 use rowsync_core::change::encode_change;
-use rowsync_core::ddl::{select_row, Dialect};
 use rowsync_proto::{PushRequest, PushedChange, Value};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
@@ -94,7 +93,7 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
         let mut state = clocks.to_state(table.columns.len());
         let params: Vec<SqlValue> = key.iter().map(to_sql).collect();
         let row: Option<Vec<Value>> = tx
-            .prepare_cached(&select_row(table, Dialect::Sqlite))?
+            .prepare_cached(&replica.row_sql[index].select)?
             .query_row(rusqlite::params_from_iter(params), |row| {
                 (0..table.columns.len()).map(|i| row.get_ref(i).map(from_sql)).collect()
             })

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rowsync_core::capture::{capture_triggers, METADATA_SQL};
-use rowsync_core::ddl::{create_table, sqlite_declared_type, Dialect};
+use rowsync_core::ddl::{create_table, delete_row, select_row, sqlite_declared_type, upsert_row, Dialect};
 use rowsync_proto::{Schema, SiteId};
 use rusqlite::types::FromSql;
 use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior};
@@ -46,6 +46,16 @@ pub struct Replica {
     pub(crate) table_ids: Vec<i64>,
     pub(crate) table_index: HashMap<i64, usize>,
     pub(crate) site: SiteId,
+    /// Per schema table, the statements that read and write one row, built
+    /// once here rather than for every row of a page or batch.
+    pub(crate) row_sql: Vec<RowSql>,
+}
+
+/// The statements on one row of a synced table (parameters as in `ddl`).
+pub(crate) struct RowSql {
+    pub select: String,
+    pub upsert: String,
+    pub delete: String,
 }
 
 /// What `rowsync status` shows.
@@ -181,7 +191,16 @@ impl Replica {
             table_ids.push(id);
             table_index.insert(id, index);
         }
-        Ok(Replica { conn, path: display, schema, table_ids, table_index, site })
+        let row_sql = schema
+            .tables
+            .iter()
+            .map(|t| RowSql {
+                select: select_row(t, Dialect::Sqlite),
+                upsert: upsert_row(t, Dialect::Sqlite),
+                delete: delete_row(t, Dialect::Sqlite),
+            })
+            .collect();
+        Ok(Replica { conn, path: display, schema, table_ids, table_index, site, row_sql })
     }
 
     pub fn schema(&self) -> &Schema {

@@ -8,6 +8,7 @@ use rusqlite::Connection;
 
 use crate::error::ClientError;
 
+/// A SQLite value as a wire value.
 pub fn from_sql(value: ValueRef<'_>) -> Value {
     match value {
         ValueRef::Null => Value::Null,
@@ -18,6 +19,7 @@ pub fn from_sql(value: ValueRef<'_>) -> Value {
     }
 }
 
+/// A wire value as a SQLite value.
 pub fn to_sql(value: &Value) -> SqlValue {
     match value {
         Value::Null => SqlValue::Null,

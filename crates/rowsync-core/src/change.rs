@@ -49,6 +49,9 @@ pub struct DecodedChange {
     pub table: usize,
     /// Key values, in primary key order, each of its column's type.
     pub key: Vec<Value>,
+    /// The key as canonical JSON text (how the server's bookkeeping names a
+    /// row), computed once here where its length is checked.
+    pub key_json: String,
     pub state: RowState,
 }
 
@@ -100,7 +103,8 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
         key.push(value);
     }
 
-    if serde_json::to_string(&key).map_or(true, |json| json.chars().count() > MAX_KEY_JSON) {
+    let key_json = serde_json::to_string(&key).unwrap_or_default();
+    if key_json.is_empty() || key_json.chars().count() > MAX_KEY_JSON {
         return Err(ChangeError::InvalidKey {
             table: table.name.clone(),
             message: format!("the key is too long: its JSON form must fit in {MAX_KEY_JSON} characters"),
@@ -148,7 +152,7 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
     if table.conflict == ConflictStrategy::Row {
         state = state.as_whole_row();
     }
-    Ok(DecodedChange { table: table_index, key, state })
+    Ok(DecodedChange { table: table_index, key, key_json, state })
 }
 
 /// The wire form of a row state. The most common cell version becomes the

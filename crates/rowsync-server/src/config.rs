@@ -47,6 +47,14 @@ impl DatabaseUrl {
         Ok(DatabaseUrl::Sqlite(PathBuf::from(url)))
     }
 
+    /// The URL as given (passwords included), for connecting.
+    pub fn to_url(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) | DatabaseUrl::Mysql(url) => url.clone(),
+        }
+    }
+
     /// The URL without its password, for messages and logs.
     pub fn redacted(&self) -> String {
         match self {

@@ -187,19 +187,7 @@ pub fn query_rows(conn: &Connection, sql: &str) -> Vec<Vec<Value>> {
     let mut statement = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     let width = statement.column_count();
     let rows = statement
-        .query_map([], |row| {
-            (0..width)
-                .map(|i| {
-                    row.get_ref(i).map(|v| match v {
-                        rusqlite::types::ValueRef::Null => Value::Null,
-                        rusqlite::types::ValueRef::Integer(i) => Value::Integer(i),
-                        rusqlite::types::ValueRef::Real(r) => Value::Real(r),
-                        rusqlite::types::ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into()),
-                        rusqlite::types::ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-                    })
-                })
-                .collect()
-        })
+        .query_map([], |row| (0..width).map(|i| row.get_ref(i).map(rowsync_client::from_sql)).collect())
         .expect("query");
     rows.collect::<Result<_, _>>().expect("rows")
 }
@@ -211,6 +199,5 @@ pub fn text(s: &str) -> Value {
 
 /// A fresh random text key, as apps should use for synced rows.
 pub fn new_key() -> String {
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    rowsync_client::new_key()
 }

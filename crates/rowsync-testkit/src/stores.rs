@@ -77,7 +77,7 @@ impl TestStore {
 
     /// A new, empty database for one test.
     pub fn fresh_database(&self, dir: &Path) -> DatabaseUrl {
-        let name = format!("rowsync_{}", crate::new_key());
+        let name = format!("rowsync_{}", crate::new_key().replace('-', ""));
         match self {
             TestStore::Sqlite => DatabaseUrl::Sqlite(dir.join(format!("{name}.db"))),
             TestStore::Postgres { admin_url } => {

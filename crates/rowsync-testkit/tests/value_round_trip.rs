@@ -35,16 +35,8 @@ fn round_trip_on(store: &TestStore) {
     let reader = Device::init(dir.path(), "reader", &server.url());
     let conn = writer.plain();
     for (id, i, r, t, b, flag) in samples() {
-        let values: Vec<rusqlite::types::Value> = [Value::Text(id.into()), i, r, t, b, flag]
-            .iter()
-            .map(|v| match v {
-                Value::Null => rusqlite::types::Value::Null,
-                Value::Integer(i) => rusqlite::types::Value::Integer(*i),
-                Value::Real(r) => rusqlite::types::Value::Real(*r),
-                Value::Text(t) => rusqlite::types::Value::Text(t.clone()),
-                Value::Blob(b) => rusqlite::types::Value::Blob(b.clone()),
-            })
-            .collect();
+        let values: Vec<rusqlite::types::Value> =
+            [Value::Text(id.into()), i, r, t, b, flag].iter().map(rowsync_client::to_sql).collect();
         conn.execute("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?)", rusqlite::params_from_iter(values)).unwrap();
     }
     writer.sync().unwrap();

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use rowsync_client::{sync, HttpTransport, Replica, SyncOptions, Transport};
+use rowsync_client::{new_key, sync, HttpTransport, Replica, SyncOptions, Transport};
 use rusqlite::{params, Connection};
 
 fn main() {
@@ -22,15 +22,6 @@ fn main() {
         eprintln!("contacts: {error:#}");
         std::process::exit(1);
     }
-}
-
-/// Text UUIDs: ids made on two offline devices never collide.
-fn new_id() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 fn run() -> anyhow::Result<()> {
@@ -48,7 +39,7 @@ fn run() -> anyhow::Result<()> {
             println!("{} now syncs with {url}", db.display());
         }
         ("add", [name, more @ ..]) => {
-            let id = new_id();
+            let id = new_key();
             app(&db)?.execute(
                 "INSERT INTO contacts (id, name, email, phone) VALUES (?, ?, ?, ?)",
                 params![id, name, more.first(), more.get(1)],

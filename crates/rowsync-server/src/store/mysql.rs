@@ -166,7 +166,7 @@ impl Store for MysqlStore {
         let position: i64 = sqlx::query_scalar(LOCK_POSITION).fetch_one(&mut *tx).await?;
         let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&mut *tx).await?;
         let hwm = hwm.unwrap_or(0) as u64;
-        let (incoming, applied) = fold_batch(changes, hwm)?;
+        let (incoming, applied) = fold_batch(changes, hwm);
 
         let mut stored: HashMap<RowId, RowState> = HashMap::with_capacity(incoming.len());
         for chunk in incoming.chunks(ddl::rows_per_statement(2)) {

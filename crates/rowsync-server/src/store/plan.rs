@@ -25,15 +25,14 @@ pub struct IncomingRow {
 
 /// Folds the changes above the site's high-water mark per row, in the order
 /// rows first appear. Returns the rows and how many changes were not repeats.
-pub fn fold_batch(changes: &[CheckedChange], hwm: u64) -> Result<(Vec<IncomingRow>, u64), StoreError> {
+pub fn fold_batch(changes: &[CheckedChange], hwm: u64) -> (Vec<IncomingRow>, u64) {
     let mut rows: Vec<IncomingRow> = Vec::new();
     let mut index: HashMap<RowId, usize> = HashMap::new();
     let mut applied = 0;
     for checked in changes.iter().filter(|c| c.seq > hwm) {
         applied += 1;
         let change = &checked.change;
-        let key_json = serde_json::to_string(&change.key).map_err(|e| StoreError::Database(e.to_string()))?;
-        let id = (change.table, key_json);
+        let id = (change.table, change.key_json.clone());
         match index.get(&id) {
             Some(&i) => {
                 rows[i].state.merge_from(&change.state);
@@ -44,7 +43,7 @@ pub fn fold_batch(changes: &[CheckedChange], hwm: u64) -> Result<(Vec<IncomingRo
             }
         }
     }
-    Ok((rows, applied))
+    (rows, applied)
 }
 
 /// A row to write: its merged state, the state's JSON, and its new position.
@@ -129,7 +128,7 @@ mod tests {
     #[test]
     fn folds_repeats_of_a_row_and_skips_what_the_mark_covers() {
         let changes = [change(1, "old", 1), change(2, "mid", 2), change(3, "new", 3)];
-        let (rows, applied) = fold_batch(&changes, 1).unwrap();
+        let (rows, applied) = fold_batch(&changes, 1);
         assert_eq!(applied, 2);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].state.cells[1].as_ref().unwrap().0, Value::Text("new".into()));
@@ -138,7 +137,7 @@ mod tests {
     #[test]
     fn unchanged_rows_get_no_position() {
         let schema = parse_schema("CREATE TABLE t (id TEXT PRIMARY KEY, name TEXT);").unwrap();
-        let (rows, _) = fold_batch(&[change(1, "a", 5)], 0).unwrap();
+        let (rows, _) = fold_batch(&[change(1, "a", 5)], 0);
         let mut stored = HashMap::new();
         stored.insert(rows[0].id.clone(), rows[0].state.clone());
         assert!(plan_writes(&schema, rows.clone(), &mut stored, 10).unwrap().is_empty());

@@ -212,7 +212,7 @@ impl Store for PostgresStore {
         let position: i64 = sqlx::query_scalar(LOCK_POSITION).fetch_one(&mut *tx).await?;
         let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&mut *tx).await?;
         let hwm = hwm.unwrap_or(0) as u64;
-        let (incoming, applied) = fold_batch(changes, hwm)?;
+        let (incoming, applied) = fold_batch(changes, hwm);
 
         let mut stored: HashMap<RowId, RowState> = HashMap::with_capacity(incoming.len());
         let tables: Vec<String> = incoming.iter().map(|r| schema.tables[r.id.0].name.clone()).collect();

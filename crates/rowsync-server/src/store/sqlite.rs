@@ -134,7 +134,7 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&mut *tx).await?;
         let hwm = hwm.unwrap_or(0) as u64;
-        let (incoming, applied) = fold_batch(changes, hwm)?;
+        let (incoming, applied) = fold_batch(changes, hwm);
 
         // Load what is stored for every row of the batch, a chunk per statement.
         let mut stored: HashMap<RowId, RowState> = HashMap::with_capacity(incoming.len());
