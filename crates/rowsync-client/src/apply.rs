@@ -12,15 +12,16 @@
 
 use rowsync_core::change::decode_change;
 use rowsync_core::ddl::{key_condition, Dialect};
-use rowsync_proto::{PullResponse, Value};
+use rowsync_proto::{ConflictStrategy, PullResponse, Value};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Transaction, TransactionBehavior};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
 
+use crate::conflicts;
 use crate::error::ClientError;
 use crate::outbox::STAMP_CHUNK;
 use crate::replica::{key, meta_set, Replica};
 use crate::stamp::{load_clock, load_clocks, save_clock, save_clocks, stamp_pending, Clocks};
-use crate::values::{stored_key, to_sql};
+use crate::values::{from_sql, stored_key, to_sql};
 
 /// Applies one page and stores its cursor. Returns how many rows changed locally.
 pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, ClientError> {
@@ -38,11 +39,19 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         let table = &replica.schema.tables[decoded.table];
         let table_id = replica.table_ids[decoded.table];
         let local_key = stored_key(&tx, &decoded.key)?;
-        let mut state = load_clocks(&tx, table_id, &local_key)?.unwrap_or_default().to_state(table.columns.len());
+        let mut clocks = load_clocks(&tx, table_id, &local_key)?.unwrap_or_default();
+        let mut state = clocks.to_state(table.columns.len());
+        let manual = table.conflict == ConflictStrategy::Manual;
+        if manual {
+            state.conflicts = conflicts::load(&tx, table_id, &local_key, table)?;
+        }
         let was_visible = state.is_visible();
         let outcome = state.merge_from(&decoded.state);
         if !outcome.changed {
             continue;
+        }
+        if manual {
+            hold_displaced(replica, &tx, decoded.table, &decoded.key, &mut clocks, &outcome.taken)?;
         }
         let key_params: Vec<SqlValue> = decoded.key.iter().map(to_sql).collect();
         match (was_visible, state.is_visible()) {
@@ -83,7 +92,16 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
             }
             _ => {}
         }
-        save_clocks(&tx, table_id, &local_key, &Clocks::from_state(&state))?;
+        let mut new_clocks = Clocks::from_state(&state);
+        if manual && state.is_visible() {
+            new_clocks.pending = clocks.pending;
+            new_clocks.held = clocks.held;
+        }
+        save_clocks(&tx, table_id, &local_key, &new_clocks)?;
+        if manual {
+            let open = if state.is_visible() { state.conflicts.as_slice() } else { &[] };
+            conflicts::save(&tx, table_id, &local_key, table, open)?;
+        }
         changed_rows += 1;
     }
     save_clock(&tx, &clock)?;
@@ -91,4 +109,38 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
     tx.execute("DELETE FROM _rowsync_outbox WHERE id > ?", [newest_before])?;
     tx.commit()?;
     Ok(changed_rows)
+}
+
+/// Manual tables: a local write not yet pushed must reach the server even
+/// when a newer pulled value takes its place in the row, or the server could
+/// not record the conflict. Such writes are held in the row's clocks and
+/// pushed in place of the row's value (see `stamp::Clocks::held`).
+fn hold_displaced(
+    replica: &Replica,
+    conn: &rusqlite::Connection,
+    table_index: usize,
+    key: &[Value],
+    clocks: &mut Clocks,
+    taken: &[usize],
+) -> Result<(), ClientError> {
+    let displaced: Vec<usize> =
+        taken.iter().copied().filter(|i| clocks.pending.contains_key(i) && !clocks.held.contains_key(i)).collect();
+    if displaced.is_empty() {
+        return Ok(());
+    }
+    let params: Vec<SqlValue> = key.iter().map(to_sql).collect();
+    let width = replica.schema.tables[table_index].columns.len();
+    let Some(row): Option<Vec<Value>> = conn
+        .prepare_cached(&replica.row_sql[table_index].select)?
+        .query_row(rusqlite::params_from_iter(params), |row| (0..width).map(|i| row.get_ref(i).map(from_sql)).collect())
+        .optional()?
+    else {
+        return Ok(());
+    };
+    for index in displaced {
+        if let Some(version) = clocks.cells.get(index).cloned().flatten() {
+            clocks.held.insert(index, (row[index].clone(), version));
+        }
+    }
+    Ok(())
 }

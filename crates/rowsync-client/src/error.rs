@@ -23,6 +23,10 @@ pub enum ClientError {
     /// The local SQLite file could not be read or written.
     #[error("local database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A conflict resolution that cannot be carried out (unknown id, bad
+    /// value, row gone). Nothing was written.
+    #[error("{0}")]
+    BadResolution(String),
     /// Local metadata is damaged.
     #[error("replica metadata is damaged: {0}")]
     Corrupt(String),

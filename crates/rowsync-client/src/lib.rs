@@ -12,6 +12,7 @@
 //! - [`outbox`]: building push batches and dropping what the server acknowledged.
 //! - [`apply`]: merging a pulled page into the file, cursor included, in one transaction.
 //! - [`transport`]: the [`Transport`] trait and its HTTP implementation.
+//! - [`conflicts`]: open conflicts of manual-strategy tables, and resolving them.
 //! - [`sync`]: one full sync round (pull, push, pull) over a transport.
 //! - [`error`]: [`ClientError`], grouped by whose fault it is.
 //!
@@ -19,6 +20,7 @@
 //! chunk of stamping), so the application never waits long for the lock.
 
 pub mod apply;
+pub mod conflicts;
 pub mod error;
 pub mod outbox;
 pub mod replica;
@@ -27,6 +29,7 @@ pub mod sync;
 pub mod transport;
 mod values;
 
+pub use conflicts::{OpenConflict, Resolution, Side};
 pub use error::ClientError;
 pub use replica::{Replica, Status};
 pub use sync::{sync, SyncOptions, SyncReport};

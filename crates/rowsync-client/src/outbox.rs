@@ -11,13 +11,13 @@
 use std::collections::HashMap;
 
 use rowsync_core::change::encode_change;
-use rowsync_proto::{PushRequest, PushedChange, Value};
+use rowsync_proto::{ConflictStrategy, PushRequest, PushedChange, Value};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::error::ClientError;
 use crate::replica::{key, meta_get, meta_set, Replica};
-use crate::stamp::{load_clocks, stamp_pending};
+use crate::stamp::{load_clocks, save_clocks, stamp_pending};
 use crate::values::{from_sql, key_token, key_values, to_sql};
 
 /// Outbox entries stamped per transaction.
@@ -111,6 +111,12 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
             }
             None => state.cells.iter_mut().for_each(|c| *c = None),
         }
+        if table.conflict == ConflictStrategy::Manual {
+            for (index, (value, version)) in &clocks.held {
+                state.cells[*index] = Some((value.clone(), version.clone()));
+            }
+            state.bases = clocks.pending.clone();
+        }
         let seq = newest_seq[&key_token(*table_id, stored_key)];
         changes.push(PushedChange { seq: seq as u64, row: encode_change(table, key, &state) });
     }
@@ -135,6 +141,7 @@ pub fn acknowledge(replica: &Replica, batch: &Batch, acked_seq: u64) -> Result<u
         )));
     }
     let deleted = tx.prepare_cached("DELETE FROM _rowsync_outbox WHERE id <= ?")?.execute([batch.last_id])?;
+    settle_pending(replica, &tx, batch)?;
     // SQLite hands out max(id) + 1, so an empty outbox starts again at 1:
     // forget the stamping mark, and move the sequence offset past every
     // number used so far (the batch's last id was the largest id).
@@ -146,6 +153,41 @@ pub fn acknowledge(replica: &Replica, batch: &Batch, acked_seq: u64) -> Result<u
     }
     tx.commit()?;
     Ok(deleted)
+}
+
+/// Manual tables: the writes the server acknowledged are no longer pending.
+/// A column written again since the batch was built stays pending, now over
+/// the acknowledged write (which is what the server holds, unless it
+/// recorded a conflict).
+fn settle_pending(replica: &Replica, conn: &rusqlite::Connection, batch: &Batch) -> Result<(), ClientError> {
+    for ((table_id, stored_key), change) in batch.rows.iter().zip(&batch.request.changes) {
+        let Some(&index) = replica.table_index.get(table_id) else { continue };
+        let table = &replica.schema.tables[index];
+        if table.conflict != ConflictStrategy::Manual {
+            continue;
+        }
+        let Some(mut clocks) = load_clocks(conn, *table_id, stored_key)? else { continue };
+        if clocks.pending.is_empty() {
+            continue;
+        }
+        for cell in change.row.cells.iter().filter(|c| c.base.is_some()) {
+            let (Some(column), Some(pushed)) =
+                (table.column_index(&cell.column), cell.version.as_ref().or(change.row.version.as_ref()))
+            else {
+                continue;
+            };
+            if clocks.held.get(&column).is_some_and(|(_, v)| v == pushed) {
+                clocks.held.remove(&column);
+                clocks.pending.remove(&column);
+            } else if clocks.cells.get(column).cloned().flatten().as_ref() == Some(pushed) {
+                clocks.pending.remove(&column);
+            } else if clocks.pending.contains_key(&column) {
+                clocks.pending.insert(column, Some(pushed.clone()));
+            }
+        }
+        save_clocks(conn, *table_id, stored_key, &clocks)?;
+    }
+    Ok(())
 }
 
 /// Moves the outbox entries behind a change the server refused into

@@ -175,6 +175,8 @@ impl Replica {
         if !has_meta {
             return Err(ClientError::NotAReplica { path: display });
         }
+        // Tables added by later versions (a no-op when all exist).
+        conn.execute_batch(METADATA_SQL)?;
         let schema: String =
             meta_get(&conn, key::SCHEMA)?.ok_or_else(|| ClientError::NotAReplica { path: display.clone() })?;
         let schema: Schema =

@@ -12,7 +12,7 @@
 //! versioned before the clock observes that change: a stale local edit can
 //! never outrank a newer remote one just because it was pushed later.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rowsync_core::capture::{changed_columns, OP_DELETE, OP_INSERT};
 use rowsync_core::{Clock, RowState};
@@ -35,6 +35,16 @@ pub struct Clocks {
     /// Indexed like the table's columns.
     #[serde(rename = "c", default)]
     pub cells: Vec<Option<Version>>,
+    /// Manual tables only: the columns written here and not yet
+    /// acknowledged by the server, each with the version it was written over
+    /// (what the server compares to tell an edit from a concurrent one).
+    #[serde(rename = "p", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<usize, Option<Version>>,
+    /// Manual tables only: pending local writes that a newer pulled value
+    /// displaced from the row before they could be pushed. They are pushed
+    /// in place of the row's value, so the server can record the conflict.
+    #[serde(rename = "h", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held: BTreeMap<usize, (Value, Version)>,
 }
 
 impl Clocks {
@@ -44,7 +54,7 @@ impl Clocks {
         let mut cells: Vec<Option<(Value, Version)>> =
             self.cells.iter().map(|c| c.as_ref().map(|v| (Value::Null, v.clone()))).collect();
         cells.resize(width, None);
-        RowState { alive: self.alive.clone(), deleted: self.deleted.clone(), cells }
+        RowState { alive: self.alive.clone(), deleted: self.deleted.clone(), cells, ..RowState::default() }
     }
 
     /// The versions of a state. A replica forgets the cell versions of a row
@@ -60,6 +70,7 @@ impl Clocks {
             } else {
                 Vec::new()
             },
+            ..Clocks::default()
         }
     }
 }
@@ -128,7 +139,12 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
             touched.insert(token.clone(), (stored_key.clone(), clocks));
         }
         let (_, clocks) = touched.get_mut(&token).expect("inserted above");
-        stamp_one(table, clocks, *op, *bits, Version { hlc, site: replica.site.clone() });
+        let written = stamp_one(table, clocks, *op, *bits, Version { hlc, site: replica.site.clone() });
+        if table.conflict == ConflictStrategy::Manual {
+            // A local write settles the conflicts open on its columns here;
+            // the server closes them when the write arrives.
+            crate::conflicts::close(conn, *table_id, stored_key, table, &written)?;
+        }
     }
     for ((table_id, _), (stored_key, clocks)) in &touched {
         save_clocks(conn, *table_id, stored_key, clocks)?;
@@ -138,13 +154,17 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
     Ok(entries.len())
 }
 
-fn stamp_one(table: &Table, clocks: &mut Clocks, op: i64, bits: i64, version: Version) {
+/// Records the versions of one write; returns the columns it wrote (every
+/// column for a delete).
+fn stamp_one(table: &Table, clocks: &mut Clocks, op: i64, bits: i64, version: Version) -> Vec<usize> {
     let width = table.columns.len();
     let was_visible = clocks.to_state(width).is_visible();
     if op == OP_DELETE {
         clocks.deleted = Some(version);
         clocks.cells.clear();
-        return;
+        clocks.pending.clear();
+        clocks.held.clear();
+        return (0..width).collect();
     }
     clocks.cells.resize(width, None);
     // An update of a row rowsync has no versions for (or that it believed
@@ -155,9 +175,21 @@ fn stamp_one(table: &Table, clocks: &mut Clocks, op: i64, bits: i64, version: Ve
     if op == OP_INSERT || !was_visible {
         clocks.alive = Some(version.clone());
     }
-    for index in columns {
-        clocks.cells[index] = Some(version.clone());
+    let manual = table.conflict == ConflictStrategy::Manual;
+    for &index in &columns {
+        let over = std::mem::replace(&mut clocks.cells[index], Some(version.clone()));
+        if manual {
+            // The first write since the last push holds the base; a write over
+            // a pulled value that displaced a held one is made with the pulled
+            // value in view, and replaces the held write.
+            if clocks.held.remove(&index).is_some() {
+                clocks.pending.insert(index, over);
+            } else {
+                clocks.pending.entry(index).or_insert(over);
+            }
+        }
     }
+    columns
 }
 
 #[cfg(test)]

@@ -52,6 +52,14 @@ CREATE TABLE IF NOT EXISTS _rowsync_rows (
   clocks TEXT NOT NULL,
   PRIMARY KEY (tbl, pk)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _rowsync_conflicts (
+  id TEXT NOT NULL,
+  tbl INTEGER NOT NULL,
+  pk NOT NULL,
+  col TEXT NOT NULL,
+  body TEXT NOT NULL,
+  PRIMARY KEY (tbl, pk, id)
+);
 CREATE TABLE IF NOT EXISTS _rowsync_rejected (
   id INTEGER PRIMARY KEY,
   tbl INTEGER NOT NULL,

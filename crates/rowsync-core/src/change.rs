@@ -5,9 +5,12 @@
 //! [`decode_change`] before any SQL is built from it; after this point code
 //! works with column indexes into the schema, never with payload strings.
 
-use rowsync_proto::{Cell, ColumnType, ConflictStrategy, ErrorCode, RowChange, Schema, Table, Value, Version};
+use rowsync_proto::{
+    Cell, ColumnType, Conflict, ConflictStrategy, ErrorCode, RowChange, Schema, Table, Value, Version, Written,
+};
+use sha2::{Digest, Sha256};
 
-use crate::merge::RowState;
+use crate::merge::{CellConflict, RowState};
 
 /// Why a change was refused. Each maps to a stable wire [`ErrorCode`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -137,7 +140,14 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
             message: "has no version: give the cell one, or the change a default `version`".into(),
         })?;
         state.cells[index] = Some((check_value(table, index, &cell.value)?, version.clone()));
+        if let (Some(base), ConflictStrategy::Manual) = (&cell.base, table.conflict) {
+            state.bases.insert(index, base.clone());
+        }
     }
+    for conflict in &change.conflicts {
+        state.conflicts.push(decode_conflict(table, conflict)?);
+    }
+    state.conflicts.sort_by(|a, b| a.id.cmp(&b.id));
     if !change.cells.is_empty() || state.is_visible() {
         if let Some(missing) = (0..table.columns.len()).find(|&i| !table.is_key_column(i) && state.cells[i].is_none()) {
             return Err(ChangeError::InvalidValue {
@@ -175,9 +185,11 @@ pub fn encode_change(table: &Table, key: Vec<Value>, state: &RowState) -> RowCha
                 column: table.columns[index].name.clone(),
                 value: value.clone(),
                 version: (Some(version) != default.as_ref()).then(|| version.clone()),
+                base: state.bases.get(&index).cloned(),
             })
         })
         .collect();
+    let conflicts = state.conflicts.iter().map(|c| encode_conflict(table, c)).collect();
     RowChange {
         table: table.name.clone(),
         key,
@@ -185,7 +197,49 @@ pub fn encode_change(table: &Table, key: Vec<Value>, state: &RowState) -> RowCha
         version: default,
         deleted: state.deleted.clone(),
         cells,
+        conflicts,
     }
+}
+
+/// Checks a wire conflict against its table.
+pub fn decode_conflict(table: &Table, conflict: &Conflict) -> Result<CellConflict, ChangeError> {
+    let index = table
+        .column_index(&conflict.column)
+        .filter(|&i| !table.is_key_column(i))
+        .ok_or_else(|| ChangeError::UnknownColumn { table: table.name.clone(), column: conflict.column.clone() })?;
+    Ok(CellConflict {
+        id: conflict.id.clone(),
+        column: index,
+        at: conflict.at.clone(),
+        base: conflict.base.clone(),
+        kept: (check_value(table, index, &conflict.kept.value)?, conflict.kept.version.clone()),
+        other: (check_value(table, index, &conflict.other.value)?, conflict.other.version.clone()),
+    })
+}
+
+/// The wire form of a conflict.
+pub fn encode_conflict(table: &Table, conflict: &CellConflict) -> Conflict {
+    let written = |(value, version): &(Value, Version)| Written { value: value.clone(), version: version.clone() };
+    Conflict {
+        id: conflict.id.clone(),
+        column: table.columns[conflict.column].name.clone(),
+        at: conflict.at.clone(),
+        base: conflict.base.clone(),
+        kept: written(&conflict.kept),
+        other: written(&conflict.other),
+    }
+}
+
+/// The id of the conflict recorded when `other`, a write to `column` of the
+/// row `key_json` of `table`, was not applied: 12 hex digits of a SHA-256,
+/// the same wherever it is computed.
+pub fn conflict_id(table: &str, key_json: &str, column: &str, other: &Version) -> String {
+    let mut hash = Sha256::new();
+    for part in [table, key_json, column, other.site.as_str(), &other.hlc.0.to_string()] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks one value against its column, converting where the conversion is
@@ -245,9 +299,10 @@ mod tests {
             alive: Some(version()),
             version: None,
             deleted: None,
+            conflicts: Vec::new(),
             cells: cells
                 .iter()
-                .map(|(c, v)| Cell { column: (*c).into(), value: v.clone(), version: Some(version()) })
+                .map(|(c, v)| Cell { column: (*c).into(), value: v.clone(), version: Some(version()), base: None })
                 .collect(),
         }
     }

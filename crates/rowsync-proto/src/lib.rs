@@ -129,6 +129,53 @@ pub struct Cell {
     /// The cell's version; when absent, the change's `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<Version>,
+    /// Sent by a replica, for tables under the manual strategy only: present
+    /// when the replica wrote this cell since its last acknowledged push, and
+    /// then the version of the cell it wrote over (`null`: it had seen no
+    /// value). The server compares it with the version it holds to tell an
+    /// edit of the current value from a concurrent one.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub base: Option<Option<Version>>,
+}
+
+/// Reads a field that may be `null` as `Some(None)`, so that "absent" and
+/// "null" stay different.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// One side of a conflict: a value and the version of the write that made it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Written {
+    pub value: Value,
+    pub version: Version,
+}
+
+/// An open conflict on one column of a row under the manual strategy: two
+/// sites changed it concurrently, the server kept the value it had (`kept`)
+/// and holds the other one here, so nothing is lost.
+///
+/// A conflict hangs on a version of its cell (`at`): it stays open while the
+/// cell holds that version and closes everywhere once a later write to the
+/// cell (a resolution) has been made with the conflict in view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// Stable id, derived from the row, the column and the two writes.
+    pub id: String,
+    pub column: String,
+    /// The cell version this conflict is attached to.
+    pub at: Version,
+    /// The version the refused write was made over (`None`: it had seen no
+    /// value, as when two sites insert the same key).
+    pub base: Option<Version>,
+    /// The value the server kept (the row shows it).
+    pub kept: Written,
+    /// The concurrent value the server did not apply.
+    pub other: Written,
 }
 
 /// The state of one row as the sender knows it.
@@ -157,6 +204,9 @@ pub struct RowChange {
     /// Every column of the row (empty when the sender only knows a delete).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cells: Vec<Cell>,
+    /// Open conflicts on this row (manual strategy only, sent by the server).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Conflict>,
 }
 
 /// `POST /v1/push` body: a batch of a site's changes, oldest first.

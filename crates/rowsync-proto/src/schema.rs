@@ -38,6 +38,10 @@ pub enum ConflictStrategy {
     Field,
     /// The later write's whole row wins.
     Row,
+    /// "Ask the user": when two sites changed the same column since the
+    /// version each had seen, the server keeps the value it has and records
+    /// a conflict holding both, for a person to resolve.
+    Manual,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -49,9 +49,10 @@ fn contact(id: &str, name: Value, age: Value, seq: u64) -> PushedChange {
             version: Some(version),
             deleted: None,
             cells: vec![
-                Cell { column: "name".into(), value: name, version: None },
-                Cell { column: "age".into(), value: age, version: None },
+                Cell { column: "name".into(), value: name, version: None, base: None },
+                Cell { column: "age".into(), value: age, version: None, base: None },
             ],
+            conflicts: Vec::new(),
         },
     }
 }

@@ -9,7 +9,7 @@ use tempfile::TempDir;
 
 fn contact(id: &str, name: &str) -> RowChange {
     let version = Version { hlc: Hlc::from_millis(1_000), site: SiteId::from_bytes([3; 16]) };
-    let cell = |column: &str, value: Value| Cell { column: column.into(), value, version: None };
+    let cell = |column: &str, value: Value| Cell { column: column.into(), value, version: None, base: None };
     RowChange {
         table: "contacts".into(),
         key: vec![text(id)],
@@ -17,6 +17,7 @@ fn contact(id: &str, name: &str) -> RowChange {
         version: Some(version),
         deleted: None,
         cells: vec![cell("name", text(name)), cell("email", Value::Null), cell("phone", Value::Null)],
+        conflicts: Vec::new(),
     }
 }
 

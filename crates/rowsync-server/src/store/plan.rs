@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
-use rowsync_core::change::encode_change;
+use rowsync_core::change::{conflict_id, encode_change};
 use rowsync_core::RowState;
-use rowsync_proto::{Schema, Value};
+use rowsync_proto::{ConflictStrategy, Schema, Value};
 
 use super::{CheckedChange, StoreError};
 
@@ -33,13 +33,16 @@ pub fn fold_batch(changes: &[CheckedChange], hwm: u64) -> (Vec<IncomingRow>, u64
         applied += 1;
         let change = &checked.change;
         let id = (change.table, change.key_json.clone());
+        // Conflicts are the server's to record; a replica cannot push one.
+        let mut state = change.state.clone();
+        state.conflicts.clear();
         match index.get(&id) {
             Some(&i) => {
-                rows[i].state.merge_from(&change.state);
+                rows[i].state.merge_from(&state);
             }
             None => {
                 index.insert(id.clone(), rows.len());
-                rows.push(IncomingRow { id, key: change.key.clone(), state: change.state.clone() });
+                rows.push(IncomingRow { id, key: change.key.clone(), state });
             }
         }
     }
@@ -72,10 +75,18 @@ pub fn plan_writes(
     for row in incoming {
         let table = &schema.tables[row.id.0];
         let mut state = stored.remove(&row.id).unwrap_or_else(|| RowState::empty(table.columns.len()));
-        if !state.merge_from(&row.state).changed {
+        let outcome = match table.conflict {
+            ConflictStrategy::Manual => state.merge_manual(&row.state, |column, other| {
+                conflict_id(&table.name, &row.id.1, &table.columns[column].name, other)
+            }),
+            _ => state.merge_from(&row.state),
+        };
+        if !outcome.changed {
             continue;
         }
-        let echo = state == row.state;
+        let mut sent = row.state;
+        sent.bases.clear();
+        let echo = state == sent;
         position += 1;
         let state_json = serde_json::to_string(&encode_change(table, row.key.clone(), &state))
             .map_err(|e| StoreError::Database(e.to_string()))?;
@@ -120,7 +131,8 @@ mod tests {
             alive: Some(version.clone()),
             version: Some(version),
             deleted: None,
-            cells: vec![Cell { column: "name".into(), value: Value::Text(name.into()), version: None }],
+            cells: vec![Cell { column: "name".into(), value: Value::Text(name.into()), version: None, base: None }],
+            conflicts: Vec::new(),
         };
         CheckedChange { seq, change: decode_change(&schema, &wire).unwrap() }
     }
