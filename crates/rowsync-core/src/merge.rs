@@ -158,9 +158,17 @@ impl RowState {
             if version == &ours || recorded {
                 continue; // applied or recorded before
             }
-            if base.as_ref() == Some(&ours) || value == &ours_value {
-                // An edit of the value held here, or the same value reached
-                // twice. A later version is needed for replicas to take it.
+            if value == &ours_value {
+                // The same value reached twice: the newer version stands.
+                if version > &ours {
+                    self.cells[index] = theirs.clone();
+                    outcome.taken.push(index);
+                }
+                continue;
+            }
+            if base.as_ref() == Some(&ours) {
+                // An edit of the value held here. Replicas take it only if it
+                // is newer, which a clock that saw the base guarantees.
                 let version = if version > &ours { version.clone() } else { server_version(&ours, version) };
                 self.cells[index] = Some((value.clone(), version));
                 outcome.taken.push(index);

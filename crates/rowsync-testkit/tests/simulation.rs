@@ -3,10 +3,13 @@
 //! applied the request), duplicates requests and delivers stale copies of old
 //! pushes late; random inserts, updates and deletes on overlapping rows;
 //! random sync order; device clocks off by up to three hours either way; a
-//! random conflict strategy. After a final fault-free round:
-//! - every replica equals the server (convergence);
+//! random conflict strategy (field, row or manual). After a final
+//! fault-free round:
+//! - every replica equals the server (convergence), open conflicts included;
 //! - every write that was ever made is still there, or its cell holds a
-//!   later version (nothing acknowledged is lost).
+//!   later version (nothing acknowledged is lost); under the manual strategy
+//!   a write is still there, or a side of an open conflict, or followed by a
+//!   later write to its cell.
 //!
 //! `ROWSYNC_SIM_CASES` sets the number of cases (default 1,000); a failure
 //! prints its seed, and `ROWSYNC_SEED=<seed>` replays exactly that case.
@@ -31,6 +34,10 @@ struct FaultyTransport<'a> {
     rng: &'a RefCell<StdRng>,
     /// Copies of earlier pushes, delivered again later (stale duplicates).
     stale: &'a RefCell<Vec<PushRequest>>,
+    /// Every new write (a cell sent with its base) that reached the server.
+    delivered: &'a RefCell<Vec<Written>>,
+    /// False for the final, fault-free rounds.
+    faults: bool,
 }
 
 impl FaultyTransport<'_> {
@@ -39,7 +46,28 @@ impl FaultyTransport<'_> {
     }
 
     fn roll(&self) -> u32 {
-        self.rng.borrow_mut().gen_range(0..100)
+        if self.faults {
+            self.rng.borrow_mut().gen_range(0..100)
+        } else {
+            99
+        }
+    }
+
+    /// Sends a push and records the new writes it carried once the server has them.
+    fn deliver(&self, request: &PushRequest) -> Result<PushResponse, ClientError> {
+        let response = self.inner.push(request)?;
+        for change in &request.changes {
+            let Value::Text(key) = &change.row.key[0] else { continue };
+            for cell in change.row.cells.iter().filter(|c| c.base.is_some()) {
+                self.delivered.borrow_mut().push(Written {
+                    key: key.clone(),
+                    column: COLUMNS.iter().position(|c| *c == cell.column).expect("known column"),
+                    value: cell.value.clone(),
+                    version: cell.version.clone().or_else(|| change.row.version.clone()).expect("a version"),
+                });
+            }
+        }
+        Ok(response)
     }
 }
 
@@ -64,18 +92,18 @@ impl Transport for FaultyTransport<'_> {
         match self.roll() {
             0..=9 => Err(self.lost()),
             10..=19 => {
-                self.inner.push(request)?;
+                self.deliver(request)?;
                 Err(self.lost()) // applied, but the answer is lost
             }
             20..=29 => {
-                let _ = self.inner.push(request);
-                self.inner.push(request)
+                let _ = self.deliver(request);
+                self.deliver(request)
             }
             30..=39 => {
                 self.stale.borrow_mut().push(request.clone());
-                self.inner.push(request)
+                self.deliver(request)
             }
-            _ => self.inner.push(request),
+            _ => self.deliver(request),
         }
     }
 
@@ -145,7 +173,8 @@ fn server_state(server: &TestServer, key: &str) -> rowsync_core::RowState {
 fn run_case(seed: u64) {
     let rng = RefCell::new(StdRng::seed_from_u64(seed));
     let stale = RefCell::new(Vec::new());
-    let strategy = if rng.borrow_mut().gen_bool(0.5) { ConflictStrategy::Field } else { ConflictStrategy::Row };
+    let strategy =
+        [ConflictStrategy::Field, ConflictStrategy::Row, ConflictStrategy::Manual][rng.borrow_mut().gen_range(0..3)];
     // Memory-backed files when the machine has them: the cases are many.
     let dir = if std::path::Path::new("/dev/shm").is_dir() {
         TempDir::new_in("/dev/shm").unwrap()
@@ -164,6 +193,7 @@ fn run_case(seed: u64) {
     }
     let options = SyncOptions { pull_limit: 3, push_limit: 4 };
     let mut written = Vec::new();
+    let delivered = RefCell::new(Vec::new());
     let steps = rng.borrow_mut().gen_range(10..40);
     for _step in 0..steps {
         let pick = rng.borrow_mut().gen_range(0..devices.len());
@@ -173,8 +203,13 @@ fn run_case(seed: u64) {
             random_edit(&mut rng.borrow_mut(), device, &mut written);
         } else {
             let mut replica = device.replica();
-            let transport =
-                FaultyTransport { inner: HttpTransport::new(&server.url(), None), rng: &rng, stale: &stale };
+            let transport = FaultyTransport {
+                inner: HttpTransport::new(&server.url(), None),
+                rng: &rng,
+                stale: &stale,
+                delivered: &delivered,
+                faults: true,
+            };
             match sync(&mut replica, &transport, options) {
                 Ok(_) => {}
                 Err(e) if e.is_unreachable() => {}
@@ -187,9 +222,10 @@ fn run_case(seed: u64) {
     for old in stale.borrow_mut().drain(..) {
         let _ = plain.push(&old);
     }
+    let transport = FaultyTransport { inner: plain, rng: &rng, stale: &stale, delivered: &delivered, faults: false };
     for _ in 0..2 {
         for device in &devices {
-            device.sync().unwrap();
+            sync(&mut device.replica(), &transport, options).unwrap();
         }
     }
 
@@ -197,6 +233,10 @@ fn run_case(seed: u64) {
     for device in &devices {
         assert_eq!(device.rows(ALL), expected, "{} differs from the server (strategy {strategy:?})", device.name);
         assert_eq!(device.pending(), 0);
+    }
+    if strategy == ConflictStrategy::Manual {
+        check_conflicts(&server, &devices, &written, &delivered.borrow());
+        return;
     }
     for write in &written {
         let state = server_state(&server, &write.key);
@@ -211,6 +251,75 @@ fn run_case(seed: u64) {
             value,
             version
         );
+    }
+}
+
+/// The manual strategy's guarantees: every write reached the server unless
+/// its own device wrote over it first; every write is what its cell holds,
+/// or a side of an open conflict on it, or was followed by a later write to
+/// the cell; a cell holds only values someone wrote; and every replica holds
+/// the server's open conflicts.
+fn check_conflicts(server: &TestServer, devices: &[Device], written: &[Written], delivered: &[Written]) {
+    for write in written.iter().filter(|w| w.key != "k4" && w.key != "k5") {
+        let same_cell = |w: &&Written| w.key == write.key && w.column == write.column;
+        let arrived = delivered.iter().filter(same_cell).any(|d| d.version == write.version && d.value == write.value);
+        let overwritten_here =
+            written.iter().filter(same_cell).any(|w| w.version.site == write.version.site && w.version > write.version);
+        assert!(
+            arrived || overwritten_here,
+            "write of {:?} to {}.{} at {} never reached the server under the manual strategy",
+            write.value,
+            write.key,
+            COLUMNS[write.column],
+            write.version
+        );
+    }
+    let mut open: Vec<String> = Vec::new();
+    for key in (0..4).map(|n| format!("k{n}")) {
+        if server.rows(&format!("SELECT 1 FROM rowsync_rows WHERE pk = '[\"{key}\"]'")).is_empty() {
+            continue;
+        }
+        let state = server_state(server, &key);
+        open.extend(state.conflicts.iter().map(|c| c.id.clone()));
+        for (column, cell) in state.cells.iter().enumerate().skip(1) {
+            let (value, version) = cell.clone().expect("cell present");
+            let by_someone = written.iter().any(|w| w.key == key && w.column + 1 == column && w.value == value);
+            let held = state.conflicts.iter().any(|c| c.column == column && c.at == version && c.kept.0 == value);
+            assert!(by_someone || held, "{key}.{}: {value:?} at {version} was never written", COLUMNS[column - 1]);
+        }
+        for write in written.iter().filter(|w| w.key == key) {
+            let (value, version) = state.cells[write.column + 1].clone().expect("cell present");
+            let current = version >= write.version && value == write.value;
+            let in_conflict = state.conflicts.iter().any(|c| {
+                c.column == write.column + 1
+                    && [&c.kept, &c.other].iter().any(|(v, at)| *at == write.version && *v == write.value)
+            });
+            let followed = written
+                .iter()
+                .any(|later| later.key == key && later.column == write.column && later.version > write.version);
+            assert!(
+                current || in_conflict || followed,
+                "write of {:?} to {key}.{} at {} was lost under the manual strategy: the server holds {value:?} at {version} and conflicts {:?}",
+                write.value,
+                COLUMNS[write.column],
+                write.version,
+                state.conflicts
+            );
+        }
+    }
+    // Deleted rows (k4, k5) keep no conflicts on replicas.
+    open.sort();
+    for device in devices {
+        let mut ids: Vec<String> = device
+            .replica()
+            .conflicts()
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.key[0] != Value::Text("k4".into()) && c.key[0] != Value::Text("k5".into()))
+            .map(|c| c.id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, open, "{} holds other conflicts than the server", device.name);
     }
 }
 
