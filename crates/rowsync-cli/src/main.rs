@@ -5,6 +5,7 @@
 //! (`sync`; local changes stay queued).
 
 mod bench;
+mod conflicts;
 mod demo;
 
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
-use rowsync_client::{sync, ClientError, HttpTransport, Replica, SyncOptions, Transport};
+use rowsync_client::{sync, ClientError, HttpTransport, Replica, Side, SyncOptions, Transport};
 use rowsync_core::{parse_schema, schema_warnings};
 use rowsync_server::{DatabaseUrl, PoolSettings, ServerConfig};
 
@@ -80,6 +81,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the open conflicts of tables under the manual strategy.
+    Conflicts {
+        local: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve an open conflict with an ordinary write that syncs everywhere.
+    #[command(group(clap::ArgGroup::new("how").required(true).args(["keep", "set"])))]
+    Resolve {
+        local: PathBuf,
+        /// The conflict's id (or an unambiguous prefix of at least 4 digits).
+        id: String,
+        /// Keep this device's value (local) or the other one (remote).
+        #[arg(long, value_enum)]
+        keep: Option<KeepSide>,
+        /// Write COLUMN=VALUE instead (repeatable; the column in conflict must
+        /// be among them). VALUE is read as the column's type; NULL is SQL NULL.
+        #[arg(long, value_name = "COLUMN=VALUE", num_args = 1..)]
+        set: Vec<String>,
+    },
     /// Show the whole offline-first story on the embedded server.
     Demo,
     /// Measure capture overhead and sync throughput (ratios side by side).
@@ -90,6 +112,12 @@ enum Command {
         #[arg(long, default_value_t = 100_000, global = true)]
         rows: usize,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeepSide {
+    Local,
+    Remote,
 }
 
 #[derive(Subcommand, Clone)]
@@ -152,6 +180,15 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Init { local, server, token } => init(&local, &server, token),
         Command::Sync { local, pull_limit, push_limit } => sync_command(&local, SyncOptions { pull_limit, push_limit }),
         Command::Status { local, json } => status(&local, json),
+        Command::Conflicts { local, json } => conflicts::list(&local, json),
+        Command::Resolve { local, id, keep, set } => {
+            let how = match keep {
+                Some(KeepSide::Local) => conflicts::How::Keep(Side::Local),
+                Some(KeepSide::Remote) => conflicts::How::Keep(Side::Remote),
+                None => conflicts::How::Set(set),
+            };
+            conflicts::resolve(&local, &id, how)
+        }
         Command::Demo => demo::run(),
         Command::Bench { what, rows } => match what {
             Some(BenchCommand::Capture { rounds }) => bench::capture(rows, rounds),
@@ -294,6 +331,9 @@ fn status(local: &Path, json: bool) -> anyhow::Result<()> {
     println!("pending      {} change(s)", status.pending_changes);
     if status.rejected_changes > 0 {
         println!("rejected     {} change(s) refused by the server (see _rowsync_rejected)", status.rejected_changes);
+    }
+    if status.open_conflicts > 0 {
+        println!("conflicts    {} open (see `rowsync conflicts {}`)", status.open_conflicts, local.display());
     }
     println!("cursor       {}", status.cursor);
     println!("last sync    {}", status.last_sync.as_deref().unwrap_or("never"));

@@ -41,7 +41,7 @@ fn serve(dir: &Path, port: u16) -> Server {
 
 #[test]
 fn every_command_answers_help() {
-    for command in ["serve", "init", "sync", "status", "demo"] {
+    for command in ["serve", "init", "sync", "status", "conflicts", "resolve", "demo"] {
         let output = rowsync(&[command, "--help"]);
         assert!(output.status.success(), "{command} --help failed");
         assert!(stdout(&output).contains("Usage: rowsync"), "{command}");
@@ -142,4 +142,12 @@ fn init_write_sync_status_and_an_unreachable_server() {
     let text = stdout(&output);
     assert!(text.contains("pending      0 change(s)"), "{text}");
     assert!(!text.contains("last error"), "{text}");
+
+    // Conflicts: none here, and bad resolutions are refused in one line.
+    assert!(stdout(&rowsync(&["conflicts", local])).contains("no open conflicts"));
+    assert_eq!(stdout(&rowsync(&["conflicts", local, "--json"])).trim(), "[]");
+    assert_one_line_error(&rowsync(&["resolve", local, "abcd1234", "--keep", "local"]), "no open conflict abcd1234");
+    assert_one_line_error(&rowsync(&["resolve", local, "abcd1234", "--set", "phone=1"]), "no open conflict abcd1234");
+    let output = rowsync(&["resolve", local, "abcd1234"]);
+    assert_eq!(output.status.code(), Some(2), "neither --keep nor --set is a usage error");
 }

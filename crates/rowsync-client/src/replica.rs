@@ -68,6 +68,8 @@ pub struct Status {
     pub pending_changes: u64,
     /// Local changes the server refused, kept in `_rowsync_rejected`.
     pub rejected_changes: u64,
+    /// Open conflicts of manual-strategy tables (`rowsync conflicts` lists them).
+    pub open_conflicts: u64,
     pub cursor: u64,
     pub last_sync: Option<String>,
     pub last_error: Option<String>,
@@ -255,6 +257,10 @@ impl Replica {
             rejected_changes: self
                 .conn
                 .query_row("SELECT count(*) FROM _rowsync_rejected", [], |row| row.get::<_, i64>(0))?
+                as u64,
+            open_conflicts: self
+                .conn
+                .query_row("SELECT count(*) FROM _rowsync_conflicts", [], |row| row.get::<_, i64>(0))?
                 as u64,
             cursor: meta_get::<i64>(&self.conn, key::CURSOR)?.unwrap_or(0) as u64,
             last_sync: meta_get(&self.conn, key::LAST_SYNC)?,
