@@ -110,7 +110,7 @@ fn parse_value(ty: ColumnType, text: &str) -> anyhow::Result<Value> {
         },
         ColumnType::Blob => {
             let digits = text.strip_prefix("x'").and_then(|t| t.strip_suffix('\'')).unwrap_or(text);
-            if digits.len() % 2 != 0 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
                 bail!("{text:?} is not a blob in hex (such as x'00ff')");
             }
             let bytes = (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16));

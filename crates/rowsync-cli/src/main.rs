@@ -291,8 +291,14 @@ fn sync_command(local: &Path, options: SyncOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     match sync(&mut replica, &transport, options) {
         Ok(report) => {
+            let open = replica.status()?.open_conflicts;
+            let conflicts = if open > 0 {
+                format!("; {open} open conflict(s), see `rowsync conflicts {}`", local.display())
+            } else {
+                String::new()
+            };
             println!(
-                "synced {}: pulled {} change(s), pushed {} change(s), cursor {}, {:.2} s",
+                "synced {}: pulled {} change(s), pushed {} change(s), cursor {}, {:.2} s{conflicts}",
                 local.display(),
                 report.pulled,
                 report.pushed,

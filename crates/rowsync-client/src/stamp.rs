@@ -177,7 +177,7 @@ fn stamp_one(table: &Table, clocks: &mut Clocks, op: i64, bits: i64, version: Ve
     }
     let manual = table.conflict == ConflictStrategy::Manual;
     for &index in &columns {
-        let over = std::mem::replace(&mut clocks.cells[index], Some(version.clone()));
+        let over = clocks.cells[index].replace(version.clone());
         if manual {
             // The first write since the last push holds the base; a write over
             // a pulled value that displaced a held one is made with the pulled
