@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use rowsync_core::capture::{capture_triggers, METADATA_SQL};
 use rowsync_core::ddl::{create_table, delete_row, select_row, sqlite_declared_type, upsert_row, Dialect};
-use rowsync_proto::{Schema, SiteId};
+use rowsync_proto::{ConflictStrategy, Schema, SiteId};
 use rusqlite::types::FromSql;
-use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use crate::error::ClientError;
@@ -221,8 +221,22 @@ impl Replica {
             )));
         }
         if self.schema != *server {
+            let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+            // A table leaving the manual strategy leaves its conflicts behind:
+            // from now on its edits merge by version, and none can be resolved.
+            for (index, (old, new)) in self.schema.tables.iter().zip(&server.tables).enumerate() {
+                if old.conflict == ConflictStrategy::Manual && new.conflict != ConflictStrategy::Manual {
+                    let id = self.table_ids[index];
+                    tx.execute("DELETE FROM _rowsync_conflicts WHERE tbl = ?", [id])?;
+                    tx.execute(
+                        "UPDATE _rowsync_rows SET clocks = json_remove(clocks, '$.p', '$.h') WHERE tbl = ?",
+                        [id],
+                    )?;
+                }
+            }
             let json = serde_json::to_string(server).map_err(|e| ClientError::Corrupt(e.to_string()))?;
-            meta_set(&self.conn, key::SCHEMA, json)?;
+            meta_set(&tx, key::SCHEMA, json)?;
+            tx.commit()?;
             self.schema = server.clone();
         }
         Ok(())

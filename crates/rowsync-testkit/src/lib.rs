@@ -113,6 +113,14 @@ impl TestServer {
         self.running = Some(self.instance(self.addr));
     }
 
+    /// Restarts the server on the same port and database with its settings
+    /// adjusted by `configure` (a strategy changed between starts).
+    pub fn reconfigure(&mut self, configure: impl FnOnce(&mut ServerConfig)) {
+        self.stop();
+        configure(&mut self.config);
+        self.running = Some(self.instance(self.addr));
+    }
+
     /// Rows of the server's database, read directly (not through rowsync).
     pub fn rows(&self, sql: &str) -> Vec<Vec<Value>> {
         stores::query_database(&self.database, sql)

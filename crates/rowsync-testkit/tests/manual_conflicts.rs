@@ -118,7 +118,7 @@ fn keeping_the_shown_value_or_setting_a_new_one_settles_it_everywhere() {
 #[test]
 fn bad_resolutions_are_refused_and_change_nothing() {
     let dir = TempDir::new().unwrap();
-    let (_server, laptop, _phone, _tablet) = concurrent_edits(&rowsync_testkit::TestStore::Sqlite, &dir);
+    let (_server, laptop, _phone, _tablet) = concurrent_edits(&TestStore::Sqlite, &dir);
     let replica = laptop.replica();
     let id = replica.conflicts().unwrap()[0].id.clone();
     let refused = |resolution: Resolution, id: &str| replica.resolve(id, &resolution).unwrap_err().to_string();
@@ -132,4 +132,25 @@ fn bad_resolutions_are_refused_and_change_nothing() {
     assert!(refused(unknown, &id).contains("no column fax"));
     assert_eq!(replica.conflicts().unwrap().len(), 1);
     assert_eq!(laptop.pending(), 0);
+}
+
+#[test]
+fn a_table_leaving_the_manual_strategy_drops_its_conflicts_on_replicas() {
+    let dir = TempDir::new().unwrap();
+    let (mut server, laptop, phone, _tablet) = concurrent_edits(&TestStore::Sqlite, &dir);
+    assert_eq!(phone.replica().status().unwrap().open_conflicts, 1);
+    server.reconfigure(|config| {
+        config.conflicts.insert("contacts".into(), ConflictStrategy::Field);
+    });
+    phone.sync().unwrap();
+    assert!(phone.replica().conflicts().unwrap().is_empty());
+    // From now on edits merge by version: the later one wins, no conflict.
+    laptop.exec("UPDATE contacts SET phone = '1' WHERE id = 'a';");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    phone.exec("UPDATE contacts SET phone = '2' WHERE id = 'a';");
+    laptop.sync().unwrap();
+    phone.sync().unwrap();
+    laptop.sync().unwrap();
+    assert_eq!(laptop.rows(PHONE), vec![vec![text("2")]]);
+    assert!(laptop.replica().conflicts().unwrap().is_empty());
 }
