@@ -42,7 +42,10 @@ pub fn list(local: &Path, as_json: bool) -> anyhow::Result<()> {
             );
         }
         match &conflict.base {
-            Some(base) => println!("  base    by {} at {}", who(&replica, base), when(&replica, base)?),
+            Some(base) => {
+                let value = conflict.base_value.as_ref().map_or("(value unknown)".to_string(), value_text);
+                println!("  base    {value}  by {} at {}", who(&replica, base), when(&replica, base)?)
+            }
             None => println!("  base    none (both sides wrote a row the other had not seen)"),
         }
     }
@@ -160,7 +163,13 @@ fn to_json(replica: &Replica, conflict: &OpenConflict) -> anyhow::Result<serde_j
         }))
     };
     let base = match &conflict.base {
-        Some(base) => json!({ "site": base.site, "time": when(replica, base)?, "version": base }),
+        Some(base) => {
+            let mut base_json = json!({ "site": base.site, "time": when(replica, base)?, "version": base });
+            if let Some(value) = &conflict.base_value {
+                base_json["value"] = json!(value);
+            }
+            base_json
+        }
         None => serde_json::Value::Null,
     };
     Ok(json!({

@@ -96,6 +96,7 @@ fn strategies_on(store: &TestStore) {
     assert_eq!((&conflict["local"]["value"], &conflict["remote"]["value"]), (&"000".into(), &"999".into()));
     assert_eq!(conflict["shown"], "remote");
     assert!(conflict["base"]["time"].as_str().unwrap().ends_with("UTC"));
+    assert_eq!(conflict["base"]["value"], "111");
     let id = conflict["id"].as_str().unwrap();
     assert_eq!(conflicts(laptop)[0]["id"], id, "the same conflict on both replicas");
     let listing = run(&["conflicts", laptop]);

@@ -43,6 +43,8 @@ pub struct OpenConflict {
     /// The version the refused write was made over (`None`: it had seen no
     /// value).
     pub base: Option<Version>,
+    /// The base's value, when the server still knew it.
+    pub base_value: Option<Value>,
     /// Which side the row shows until the conflict is resolved.
     pub shown: Side,
 }
@@ -149,6 +151,7 @@ impl Replica {
             local,
             remote,
             base: conflict.base,
+            base_value: conflict.base_value,
             shown,
         })
     }

@@ -143,6 +143,9 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
         if let (Some(base), ConflictStrategy::Manual) = (&cell.base, table.conflict) {
             state.bases.insert(index, base.clone());
         }
+        if let Some(previous) = &cell.previous {
+            state.previous.insert(index, (check_value(table, index, &previous.value)?, previous.version.clone()));
+        }
     }
     for conflict in &change.conflicts {
         state.conflicts.push(decode_conflict(table, conflict)?);
@@ -186,6 +189,10 @@ pub fn encode_change(table: &Table, key: Vec<Value>, state: &RowState) -> RowCha
                 value: value.clone(),
                 version: (Some(version) != default.as_ref()).then(|| version.clone()),
                 base: state.bases.get(&index).cloned(),
+                previous: state
+                    .previous
+                    .get(&index)
+                    .map(|(value, version)| Written { value: value.clone(), version: version.clone() }),
             })
         })
         .collect();
@@ -212,6 +219,7 @@ pub fn decode_conflict(table: &Table, conflict: &Conflict) -> Result<CellConflic
         column: index,
         at: conflict.at.clone(),
         base: conflict.base.clone(),
+        base_value: conflict.base_value.as_ref().map(|v| check_value(table, index, v)).transpose()?,
         kept: (check_value(table, index, &conflict.kept.value)?, conflict.kept.version.clone()),
         other: (check_value(table, index, &conflict.other.value)?, conflict.other.version.clone()),
     })
@@ -225,6 +233,7 @@ pub fn encode_conflict(table: &Table, conflict: &CellConflict) -> Conflict {
         column: table.columns[conflict.column].name.clone(),
         at: conflict.at.clone(),
         base: conflict.base.clone(),
+        base_value: conflict.base_value.clone(),
         kept: written(&conflict.kept),
         other: written(&conflict.other),
     }
@@ -302,7 +311,13 @@ mod tests {
             conflicts: Vec::new(),
             cells: cells
                 .iter()
-                .map(|(c, v)| Cell { column: (*c).into(), value: v.clone(), version: Some(version()), base: None })
+                .map(|(c, v)| Cell {
+                    column: (*c).into(),
+                    value: v.clone(),
+                    version: Some(version()),
+                    base: None,
+                    previous: None,
+                })
                 .collect(),
         }
     }

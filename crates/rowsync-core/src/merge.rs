@@ -40,6 +40,9 @@ pub struct RowState {
     /// Open conflicts (manual strategy), sorted by id. Each is attached to a
     /// version of its cell and open only while the cell holds that version.
     pub conflicts: Vec<CellConflict>,
+    /// Server states of manual tables: per column, the value the current one
+    /// replaced, to show the base of a later conflict. Not merged.
+    pub previous: BTreeMap<usize, (Value, Version)>,
 }
 
 /// An open conflict on one cell, as [`rowsync_proto::Conflict`] with the
@@ -50,6 +53,8 @@ pub struct CellConflict {
     pub column: usize,
     pub at: Version,
     pub base: Option<Version>,
+    /// The base's value, when known.
+    pub base_value: Option<Value>,
     pub kept: (Value, Version),
     pub other: (Value, Version),
 }
@@ -149,6 +154,7 @@ impl RowState {
             let Some(base) = incoming.bases.get(&index) else {
                 // Carried along unchanged by the sender: newest wins.
                 if version > &ours {
+                    self.previous.insert(index, (ours_value, ours));
                     self.cells[index] = theirs.clone();
                     outcome.taken.push(index);
                 }
@@ -170,6 +176,7 @@ impl RowState {
                 // An edit of the value held here. Replicas take it only if it
                 // is newer, which a clock that saw the base guarantees.
                 let version = if version > &ours { version.clone() } else { server_version(&ours, version) };
+                self.previous.insert(index, (ours_value, ours));
                 self.cells[index] = Some((value.clone(), version));
                 outcome.taken.push(index);
                 continue;
@@ -189,6 +196,11 @@ impl RowState {
                 column: index,
                 at: at.clone(),
                 base: base.clone(),
+                base_value: self
+                    .previous
+                    .get(&index)
+                    .filter(|(_, v)| base.as_ref() == Some(v))
+                    .map(|(value, _)| value.clone()),
                 kept,
                 other: (value.clone(), version.clone()),
             });
@@ -357,6 +369,7 @@ mod tests {
         assert!(at > v(20, 1));
         let conflict = &server.conflicts[0];
         assert_eq!((conflict.column, &conflict.at, &conflict.base), (1, &at, &Some(v(1, 9))));
+        assert_eq!(conflict.base_value, Some(Value::Text("555".into())), "the value both edits replaced");
         assert_eq!(conflict.kept, (Value::Text("666".into()), v(20, 1)));
         assert_eq!(conflict.other, (Value::Text("777".into()), v(10, 2)));
         // A repeat changes nothing.

@@ -136,6 +136,10 @@ pub struct Cell {
     /// edit of the current value from a concurrent one.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub base: Option<Option<Version>>,
+    /// Sent by the server, for tables under the manual strategy only: the
+    /// value this cell's value replaced, kept to show a later conflict's base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Written>,
 }
 
 /// Reads a field that may be `null` as `Some(None)`, so that "absent" and
@@ -146,6 +150,11 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Reads a present value, `null` included, as `Some`.
+fn some_value<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 /// One side of a conflict: a value and the version of the write that made it.
@@ -172,6 +181,9 @@ pub struct Conflict {
     /// The version the refused write was made over (`None`: it had seen no
     /// value, as when two sites insert the same key).
     pub base: Option<Version>,
+    /// The base's value, when the server still knew it.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "some_value")]
+    pub base_value: Option<Value>,
     /// The value the server kept (the row shows it).
     pub kept: Written,
     /// The concurrent value the server did not apply.

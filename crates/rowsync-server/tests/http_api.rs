@@ -49,8 +49,8 @@ fn contact(id: &str, name: Value, age: Value, seq: u64) -> PushedChange {
             version: Some(version),
             deleted: None,
             cells: vec![
-                Cell { column: "name".into(), value: name, version: None, base: None },
-                Cell { column: "age".into(), value: age, version: None, base: None },
+                Cell { column: "name".into(), value: name, version: None, base: None, previous: None },
+                Cell { column: "age".into(), value: age, version: None, base: None, previous: None },
             ],
             conflicts: Vec::new(),
         },

@@ -51,6 +51,7 @@ fn conflict_is_recorded_on(store: &TestStore) {
         assert_eq!((conflicts[0].table.as_str(), conflicts[0].column.as_str()), ("contacts", "phone"));
         assert_eq!(conflicts[0].key, vec![text("a")]);
         assert!(conflicts[0].base.is_some());
+        assert_eq!(conflicts[0].base_value, Some(text("555")), "{}: the value both edits replaced", store.name());
     }
     let on_phone = &phone.replica().conflicts().unwrap()[0];
     assert_eq!((&on_phone.local.value, &on_phone.remote.value), (&text("777"), &text("666")));

@@ -84,8 +84,10 @@ pub fn plan_writes(
         if !outcome.changed {
             continue;
         }
+        // What the site sent, in the form the merged state has.
         let mut sent = row.state;
         sent.bases.clear();
+        sent.previous.clone_from(&state.previous);
         let echo = state == sent;
         position += 1;
         let state_json = serde_json::to_string(&encode_change(table, row.key.clone(), &state))
@@ -131,7 +133,13 @@ mod tests {
             alive: Some(version.clone()),
             version: Some(version),
             deleted: None,
-            cells: vec![Cell { column: "name".into(), value: Value::Text(name.into()), version: None, base: None }],
+            cells: vec![Cell {
+                column: "name".into(),
+                value: Value::Text(name.into()),
+                version: None,
+                base: None,
+                previous: None,
+            }],
             conflicts: Vec::new(),
         };
         CheckedChange { seq, change: decode_change(&schema, &wire).unwrap() }
