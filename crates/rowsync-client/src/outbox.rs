@@ -115,7 +115,7 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
             for (index, (value, version)) in &clocks.held {
                 state.cells[*index] = Some((value.clone(), version.clone()));
             }
-            state.bases = clocks.pending.clone();
+            state.bases = clocks.pending.iter().map(|(&index, pending)| (index, pending.base.clone())).collect();
         }
         let seq = newest_seq[&key_token(*table_id, stored_key)];
         changes.push(PushedChange { seq: seq as u64, row: encode_change(table, key, &state) });
@@ -155,35 +155,26 @@ pub fn acknowledge(replica: &Replica, batch: &Batch, acked_seq: u64) -> Result<u
     Ok(deleted)
 }
 
-/// Manual tables: the writes the server acknowledged are no longer pending.
-/// A column written again since the batch was built stays pending, now over
-/// the acknowledged write (which is what the server holds, unless it
-/// recorded a conflict).
+/// Manual tables: the writes the server acknowledged are no longer pending
+/// (nor held). Writes newer than the batch's last entry stay pending even
+/// when the batch carried their values: the server may have skipped the
+/// change that carried them as a repeat.
 fn settle_pending(replica: &Replica, conn: &rusqlite::Connection, batch: &Batch) -> Result<(), ClientError> {
-    for ((table_id, stored_key), change) in batch.rows.iter().zip(&batch.request.changes) {
+    let acked = batch.request.last_seq as i64;
+    for (table_id, stored_key) in &batch.rows {
         let Some(&index) = replica.table_index.get(table_id) else { continue };
-        let table = &replica.schema.tables[index];
-        if table.conflict != ConflictStrategy::Manual {
+        if replica.schema.tables[index].conflict != ConflictStrategy::Manual {
             continue;
         }
         let Some(mut clocks) = load_clocks(conn, *table_id, stored_key)? else { continue };
-        if clocks.pending.is_empty() {
+        let settled: Vec<usize> =
+            clocks.pending.iter().filter(|(_, pending)| pending.seq <= acked).map(|(&column, _)| column).collect();
+        if settled.is_empty() {
             continue;
         }
-        for cell in change.row.cells.iter().filter(|c| c.base.is_some()) {
-            let (Some(column), Some(pushed)) =
-                (table.column_index(&cell.column), cell.version.as_ref().or(change.row.version.as_ref()))
-            else {
-                continue;
-            };
-            if clocks.held.get(&column).is_some_and(|(_, v)| v == pushed) {
-                clocks.held.remove(&column);
-                clocks.pending.remove(&column);
-            } else if clocks.cells.get(column).cloned().flatten().as_ref() == Some(pushed) {
-                clocks.pending.remove(&column);
-            } else if clocks.pending.contains_key(&column) {
-                clocks.pending.insert(column, Some(pushed.clone()));
-            }
+        for column in settled {
+            clocks.pending.remove(&column);
+            clocks.held.remove(&column);
         }
         save_clocks(conn, *table_id, stored_key, &clocks)?;
     }

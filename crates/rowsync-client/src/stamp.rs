@@ -39,12 +39,26 @@ pub struct Clocks {
     /// acknowledged by the server, each with the version it was written over
     /// (what the server compares to tell an edit from a concurrent one).
     #[serde(rename = "p", default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub pending: BTreeMap<usize, Option<Version>>,
+    pub pending: BTreeMap<usize, Pending>,
     /// Manual tables only: pending local writes that a newer pulled value
     /// displaced from the row before they could be pushed. They are pushed
     /// in place of the row's value, so the server can record the conflict.
     #[serde(rename = "h", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub held: BTreeMap<usize, (Value, Version)>,
+}
+
+/// A local write of a manual table's column not yet acknowledged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The version of the cell the first such write was made over.
+    #[serde(rename = "b")]
+    pub base: Option<Version>,
+    /// The site sequence number of the newest such write: once the server
+    /// acknowledges it, the column is no longer pending. (A batch may carry
+    /// a value written after its last entry, read at push time; that does
+    /// not settle it.)
+    #[serde(rename = "s")]
+    pub seq: i64,
 }
 
 impl Clocks {
@@ -115,6 +129,7 @@ fn julian_to_millis(julian: f64) -> u64 {
 pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Result<usize, ClientError> {
     let stamped_id: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
     let offset: i64 = meta_get(conn, key::CLOCK_OFFSET_MS)?.unwrap_or(0);
+    let seq_offset: i64 = meta_get(conn, key::SEQ_OFFSET)?.unwrap_or(0);
     let mut clock = load_clock(conn)?;
     let mut select =
         conn.prepare_cached("SELECT id, tbl, pk, op, at, cols FROM _rowsync_outbox WHERE id > ? ORDER BY id LIMIT ?")?;
@@ -139,7 +154,8 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
             touched.insert(token.clone(), (stored_key.clone(), clocks));
         }
         let (_, clocks) = touched.get_mut(&token).expect("inserted above");
-        let written = stamp_one(table, clocks, *op, *bits, Version { hlc, site: replica.site.clone() });
+        let version = Version { hlc, site: replica.site.clone() };
+        let written = stamp_one(table, clocks, *op, *bits, version, seq_offset + id);
         if table.conflict == ConflictStrategy::Manual {
             // A local write settles the conflicts open on its columns here;
             // the server closes them when the write arrives.
@@ -156,7 +172,7 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
 
 /// Records the versions of one write; returns the columns it wrote (every
 /// column for a delete).
-fn stamp_one(table: &Table, clocks: &mut Clocks, op: i64, bits: i64, version: Version) -> Vec<usize> {
+fn stamp_one(table: &Table, clocks: &mut Clocks, op: i64, bits: i64, version: Version, seq: i64) -> Vec<usize> {
     let width = table.columns.len();
     let was_visible = clocks.to_state(width).is_visible();
     if op == OP_DELETE {
@@ -183,9 +199,9 @@ fn stamp_one(table: &Table, clocks: &mut Clocks, op: i64, bits: i64, version: Ve
             // a pulled value that displaced a held one is made with the pulled
             // value in view, and replaces the held write.
             if clocks.held.remove(&index).is_some() {
-                clocks.pending.insert(index, over);
+                clocks.pending.insert(index, Pending { base: over, seq });
             } else {
-                clocks.pending.entry(index).or_insert(over);
+                clocks.pending.entry(index).or_insert(Pending { base: over, seq }).seq = seq;
             }
         }
     }

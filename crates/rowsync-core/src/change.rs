@@ -143,6 +143,9 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
         if let (Some(base), ConflictStrategy::Manual) = (&cell.base, table.conflict) {
             state.bases.insert(index, base.clone());
         }
+        if !cell.aliases.is_empty() {
+            state.aliases.insert(index, cell.aliases.clone());
+        }
         if let Some(previous) = &cell.previous {
             state.previous.insert(index, (check_value(table, index, &previous.value)?, previous.version.clone()));
         }
@@ -193,6 +196,7 @@ pub fn encode_change(table: &Table, key: Vec<Value>, state: &RowState) -> RowCha
                     .previous
                     .get(&index)
                     .map(|(value, version)| Written { value: value.clone(), version: version.clone() }),
+                aliases: state.aliases.get(&index).cloned().unwrap_or_default(),
             })
         })
         .collect();
@@ -317,6 +321,7 @@ mod tests {
                     version: Some(version()),
                     base: None,
                     previous: None,
+                    aliases: Vec::new(),
                 })
                 .collect(),
         }

@@ -43,6 +43,30 @@ pub struct RowState {
     /// Server states of manual tables: per column, the value the current one
     /// replaced, to show the base of a later conflict. Not merged.
     pub previous: BTreeMap<usize, (Value, Version)>,
+    /// Server states of manual tables: per column, other versions of the
+    /// value the cell holds now (the same value reached twice, or the write
+    /// behind a value the server gave a version of its own). A writer that
+    /// saw one of them saw the current value. Not merged.
+    pub aliases: BTreeMap<usize, Vec<Version>>,
+}
+
+/// How the server treats a cell pushed for a manual table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ManualCase {
+    /// Nothing to compare against (no value held, a value of a deleted
+    /// incarnation, or a cell carried along unchanged): newest wins.
+    Newest,
+    /// This write was applied or recorded before.
+    Known,
+    /// Written over the value held here, with its open conflicts in view.
+    Edit,
+    /// The same value as the one held: no conflict.
+    SameValue,
+    /// Written over the value held here, but not over the version its open
+    /// conflicts hang on: the new value is taken, the conflicts stay open.
+    BlindEdit,
+    /// Written over a value the server no longer holds: the conflict case.
+    Concurrent,
 }
 
 /// An open conflict on one cell, as [`rowsync_proto::Conflict`] with the
@@ -132,85 +156,167 @@ impl RowState {
         outcome
     }
 
-    /// Merges a pushed state under the manual strategy (server side). A cell
-    /// the sender wrote over the version held here replaces it; a cell it
-    /// wrote concurrently (over an older version, or over none) is not
-    /// applied but recorded as a conflict against the value held here, unless
-    /// both hold the same value. Cells the sender only carried along, and the
-    /// row's insert and delete versions, merge as usual. `id` names a
+    /// Merges a pushed state under the manual strategy (server side); see
+    /// [`ManualCase`] for how each pushed cell is classified and handled.
+    /// The row's insert and delete versions merge as usual. `id` names a
     /// conflict from its column and the version of the write not applied.
     pub fn merge_manual(&mut self, incoming: &RowState, id: impl Fn(usize, &Version) -> String) -> MergeOutcome {
         let mut outcome = MergeOutcome::default();
         if self.cells.len() < incoming.cells.len() {
             self.cells.resize(incoming.cells.len(), None);
         }
+        let dead = self.deleted.clone().max(incoming.deleted.clone());
         for (index, theirs) in incoming.cells.iter().enumerate() {
             let Some((value, version)) = theirs else { continue };
+            let base = incoming.bases.get(&index);
+            let case = self.manual_case(index, value, version, base, dead.as_ref());
             let Some((ours_value, ours)) = self.cells[index].clone() else {
                 self.cells[index] = theirs.clone();
                 outcome.taken.push(index);
                 continue;
             };
-            let Some(base) = incoming.bases.get(&index) else {
-                // Carried along unchanged by the sender: newest wins.
-                if version > &ours {
-                    self.previous.insert(index, (ours_value, ours));
-                    self.cells[index] = theirs.clone();
-                    outcome.taken.push(index);
+            if matches!(case, ManualCase::SameValue | ManualCase::BlindEdit | ManualCase::Concurrent) {
+                // A device's later write replaces its own earlier refused one.
+                self.conflicts
+                    .retain(|c| !(c.column == index && c.other.1.site == version.site && &c.other.1 < version));
+            }
+            let hung = self.conflicts.iter().any(|c| c.column == index && c.at == ours);
+            match case {
+                ManualCase::Known => continue,
+                ManualCase::Newest => {
+                    if version <= &ours {
+                        continue;
+                    }
+                    self.replace(index, theirs.clone());
                 }
-                continue;
-            };
-            let recorded = self.conflicts.iter().any(|c| c.column == index && &c.other.1 == version);
-            if version == &ours || recorded {
-                continue; // applied or recorded before
-            }
-            if value == &ours_value {
-                // The same value reached twice: the newer version stands.
-                if version > &ours {
-                    self.cells[index] = theirs.clone();
-                    outcome.taken.push(index);
+                ManualCase::Edit => {
+                    // Made with the open conflicts (if any) in view: it
+                    // settles them, as the cell moves past their version.
+                    if version > &ours {
+                        self.replace(index, theirs.clone());
+                    } else {
+                        self.replace(index, Some((value.clone(), server_version(&ours, version))));
+                        self.aliases.insert(index, vec![version.clone()]);
+                    }
                 }
-                continue;
+                ManualCase::SameValue if !hung => {
+                    // Holders of either version have seen the value.
+                    let (newer, older) = if version > &ours { (version, &ours) } else { (&ours, version) };
+                    let aliases = self.aliases.entry(index).or_default();
+                    aliases.push(older.clone());
+                    self.cells[index] = Some((ours_value, newer.clone()));
+                }
+                ManualCase::SameValue | ManualCase::BlindEdit => {
+                    // Not made with the open conflicts in view: they stay
+                    // open, re-hung on a new version above both writes.
+                    let at = server_version(&ours, version);
+                    let kept = (value.clone(), version.clone());
+                    let edit = matches!(case, ManualCase::BlindEdit);
+                    for conflict in self.conflicts.iter_mut().filter(|c| c.column == index && c.at == ours) {
+                        conflict.at = at.clone();
+                        if edit {
+                            conflict.kept = kept.clone();
+                        }
+                    }
+                    if edit {
+                        self.replace(index, Some((value.clone(), at)));
+                        self.aliases.insert(index, vec![version.clone()]);
+                    } else {
+                        self.aliases.entry(index).or_default().extend([ours.clone(), version.clone()]);
+                        self.cells[index] = Some((ours_value, at));
+                    }
+                }
+                ManualCase::Concurrent => {
+                    // Keep ours, record theirs, and give the kept value a new
+                    // version above both so that every replica takes it.
+                    let at = server_version(&ours, version);
+                    let kept = self
+                        .conflicts
+                        .iter()
+                        .find(|c| c.column == index && c.at == ours)
+                        .map_or_else(|| (ours_value.clone(), ours.clone()), |c| c.kept.clone());
+                    for conflict in self.conflicts.iter_mut().filter(|c| c.column == index && c.at == ours) {
+                        conflict.at = at.clone();
+                    }
+                    let base = base.cloned().flatten();
+                    let base_value = self
+                        .previous
+                        .get(&index)
+                        .filter(|(_, v)| base.as_ref() == Some(v))
+                        .map(|(value, _)| value.clone());
+                    self.conflicts.push(CellConflict {
+                        id: id(index, version),
+                        column: index,
+                        at: at.clone(),
+                        base,
+                        base_value,
+                        kept,
+                        other: (value.clone(), version.clone()),
+                    });
+                    self.aliases.entry(index).or_default().push(ours);
+                    self.cells[index] = Some((ours_value, at));
+                }
             }
-            if base.as_ref() == Some(&ours) {
-                // An edit of the value held here. Replicas take it only if it
-                // is newer, which a clock that saw the base guarantees.
-                let version = if version > &ours { version.clone() } else { server_version(&ours, version) };
-                self.previous.insert(index, (ours_value, ours));
-                self.cells[index] = Some((value.clone(), version));
-                outcome.taken.push(index);
-                continue;
-            }
-            // Concurrent edits of one cell: keep ours, record theirs.
-            let at = server_version(&ours, version);
-            let kept = self
-                .conflicts
-                .iter()
-                .find(|c| c.column == index && c.at == ours)
-                .map_or_else(|| (ours_value.clone(), ours.clone()), |c| c.kept.clone());
-            for conflict in self.conflicts.iter_mut().filter(|c| c.column == index && c.at == ours) {
-                conflict.at = at.clone();
-            }
-            self.conflicts.push(CellConflict {
-                id: id(index, version),
-                column: index,
-                at: at.clone(),
-                base: base.clone(),
-                base_value: self
-                    .previous
-                    .get(&index)
-                    .filter(|(_, v)| base.as_ref() == Some(v))
-                    .map(|(value, _)| value.clone()),
-                kept,
-                other: (value.clone(), version.clone()),
-            });
-            self.cells[index] = Some((ours_value, at));
             outcome.taken.push(index);
         }
         outcome.changed = !outcome.taken.is_empty();
         outcome.changed |= self.merge_conflicts(&[]);
         self.merge_tombstones(incoming, &mut outcome);
         outcome
+    }
+
+    /// How [`RowState::merge_manual`] treats a pushed cell.
+    fn manual_case(
+        &self,
+        index: usize,
+        value: &Value,
+        version: &Version,
+        base: Option<&Option<Version>>,
+        dead: Option<&Version>,
+    ) -> ManualCase {
+        let Some((ours_value, ours)) = &self.cells[index] else { return ManualCase::Newest };
+        // A cell older than the row's newest delete belongs to a deleted
+        // incarnation of the row: not a value anyone edits against.
+        if dead.is_some_and(|dead| ours < dead) {
+            return ManualCase::Newest;
+        }
+        let Some(base) = base else { return ManualCase::Newest };
+        let aliases = self.aliases.get(&index).map_or(&[][..], Vec::as_slice);
+        let known = version == ours
+            || aliases.contains(version)
+            || self.previous.get(&index).is_some_and(|(_, v)| v == version)
+            || self.conflicts.iter().any(|c| c.column == index && (&c.other.1 == version || &c.kept.1 == version));
+        if known {
+            return ManualCase::Known;
+        }
+        if base.as_ref() == Some(ours) {
+            return ManualCase::Edit;
+        }
+        if value == ours_value {
+            return ManualCase::SameValue;
+        }
+        // The value held here, under any of its versions, was seen by the
+        // writer: it wrote over it, or wrote it itself earlier.
+        let seen = std::iter::once(ours)
+            .chain(aliases)
+            .any(|held| base.as_ref() == Some(held) || (held.site == version.site && held < version));
+        if !seen {
+            return ManualCase::Concurrent;
+        }
+        let hung = self.conflicts.iter().any(|c| c.column == index && &c.at == ours);
+        if hung {
+            ManualCase::BlindEdit
+        } else {
+            ManualCase::Edit
+        }
+    }
+
+    /// Puts a new value in a cell, remembering the one it replaced.
+    fn replace(&mut self, index: usize, cell: Option<(Value, Version)>) {
+        if let Some(old) = std::mem::replace(&mut self.cells[index], cell) {
+            self.previous.insert(index, old);
+        }
+        self.aliases.remove(&index);
     }
 
     /// Adds `incoming` conflicts and keeps only those attached to the version
@@ -424,6 +530,59 @@ mod tests {
         let mut late = resolved.clone();
         late.merge_from(&seen);
         assert_eq!(late, resolved, "an older state does not reopen it");
+    }
+
+    #[test]
+    fn the_writer_of_a_kept_value_edits_it_again_without_reopening_or_closing() {
+        let base = row(1, vec![None, text("555", 1, 9)]);
+        let laptop = edit(&base, 1, "666", 10, 1);
+        let mut server = base.clone();
+        server.merge_manual(&laptop, id);
+        server.merge_manual(&edit(&base, 1, "777", 11, 2), id);
+        // The laptop edits again before it received the conflict: its base is
+        // its own write, which the server re-versioned. Taken, and the
+        // phone's value stays in the open conflict, now against the new value.
+        server.merge_manual(&edit(&laptop, 1, "668", 20, 1), id);
+        let (value, at) = server.cells[1].clone().unwrap();
+        assert_eq!(value, Value::Text("668".into()));
+        assert_eq!(server.conflicts.len(), 1);
+        assert_eq!(server.conflicts[0].at, at);
+        assert_eq!(server.conflicts[0].kept, (Value::Text("668".into()), v(20, 1)));
+        assert_eq!(server.conflicts[0].other.0, Value::Text("777".into()));
+
+        // A resend of the phone's write (a retry after a lost answer) is known.
+        let before = server.clone();
+        assert!(!server.merge_manual(&edit(&base, 1, "777", 11, 2), id).changed);
+        assert_eq!(server, before);
+    }
+
+    #[test]
+    fn the_same_value_written_blind_keeps_an_open_conflict_open() {
+        let base = row(1, vec![None, text("555", 1, 9)]);
+        let mut server = base.clone();
+        server.merge_manual(&edit(&base, 1, "666", 10, 1), id);
+        server.merge_manual(&edit(&base, 1, "777", 11, 2), id);
+        server.merge_manual(&edit(&base, 1, "666", 50, 3), id);
+        assert_eq!(server.conflicts.len(), 1, "not settled by a device that never saw it");
+        let (value, at) = server.cells[1].clone().unwrap();
+        assert_eq!(value, Value::Text("666".into()));
+        assert!(at > v(50, 3), "above the blind write, so its device takes the new version");
+        assert_eq!(server.conflicts[0].at, at);
+    }
+
+    #[test]
+    fn a_row_inserted_again_after_a_delete_does_not_meet_its_old_values() {
+        let base = row(1, vec![None, text("555", 1, 9)]);
+        let mut server = base.clone();
+        server.merge_from(&RowState { deleted: Some(v(5, 9)), ..RowState::empty(2) });
+        assert!(!server.is_visible());
+        let mut again = RowState { alive: Some(v(8, 2)), ..RowState::empty(2) };
+        again.cells[1] = text("fresh", 8, 2);
+        again.bases.insert(1, None);
+        server.merge_manual(&again, id);
+        assert!(server.is_visible());
+        assert!(server.conflicts.is_empty());
+        assert_eq!(server.cells[1], text("fresh", 8, 2));
     }
 
     #[test]

@@ -140,6 +140,11 @@ pub struct Cell {
     /// value this cell's value replaced, kept to show a later conflict's base.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<Written>,
+    /// Sent by the server, for tables under the manual strategy only: earlier
+    /// versions of this cell's current value (the same value written twice,
+    /// or a kept value before the server gave it a version of its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<Version>,
 }
 
 /// Reads a field that may be `null` as `Some(None)`, so that "absent" and

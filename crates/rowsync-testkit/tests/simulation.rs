@@ -64,6 +64,8 @@ impl FaultyTransport<'_> {
                     column: COLUMNS.iter().position(|c| *c == cell.column).expect("known column"),
                     value: cell.value.clone(),
                     version: cell.version.clone().or_else(|| change.row.version.clone()).expect("a version"),
+                    before: None,
+                    seen: Vec::new(),
                 });
             }
         }
@@ -119,12 +121,16 @@ impl Transport for FaultyTransport<'_> {
     }
 }
 
-/// A write that was made: table key, column index, value, and its version.
+/// A write that was made: table key, column index, value, and its version;
+/// for writes made by `random_edit`, also what its device showed in that
+/// cell just before, and the versions of the conflict sides it had open there.
 struct Written {
     key: String,
     column: usize,
     value: Value,
     version: Version,
+    before: Option<Value>,
+    seen: Vec<Version>,
 }
 
 fn read_row(device: &Device, key: &str) -> Option<Vec<Value>> {
@@ -136,6 +142,8 @@ fn random_edit(rng: &mut StdRng, device: &Device, written: &mut Vec<Written>) {
     let key = format!("k{n}");
     let value = format!("v{}", rng.gen_range(0..100_000));
     let before = read_row(device, &key);
+    let open: Vec<rowsync_client::OpenConflict> =
+        device.replica().conflicts().unwrap().into_iter().filter(|c| c.key == [Value::Text(key.clone())]).collect();
     let (sql, insert) = match rng.gen_range(0..10) {
         0..=3 => (format!("INSERT OR REPLACE INTO contacts VALUES ('{key}', 'n{value}', '{value}', NULL)"), true),
         4..=5 => (format!("UPDATE contacts SET email = '{value}' WHERE id = '{key}'"), false),
@@ -158,7 +166,13 @@ fn random_edit(rng: &mut StdRng, device: &Device, written: &mut Vec<Written>) {
                 .cell_version("contacts", &[Value::Text(key.clone())], COLUMNS[column])
                 .unwrap()
                 .expect("a visible row has cell versions");
-            written.push(Written { key: key.clone(), column, value, version });
+            let seen = open
+                .iter()
+                .filter(|c| c.column == COLUMNS[column])
+                .flat_map(|c| [c.local.version.clone(), c.remote.version.clone()])
+                .collect();
+            let before = before.as_ref().map(|b| b[column].clone());
+            written.push(Written { key: key.clone(), column, value, version, before, seen });
         }
     }
 }
@@ -281,22 +295,36 @@ fn check_conflicts(server: &TestServer, devices: &[Device], written: &[Written],
         }
         let state = server_state(server, &key);
         open.extend(state.conflicts.iter().map(|c| c.id.clone()));
+        for conflict in &state.conflicts {
+            assert_ne!(
+                conflict.kept.1.site, conflict.other.1.site,
+                "{key}: a device in conflict with itself: {conflict:?}"
+            );
+        }
         for (column, cell) in state.cells.iter().enumerate().skip(1) {
             let (value, version) = cell.clone().expect("cell present");
             let by_someone = written.iter().any(|w| w.key == key && w.column + 1 == column && w.value == value);
             let held = state.conflicts.iter().any(|c| c.column == column && c.at == version && c.kept.0 == value);
             assert!(by_someone || held, "{key}.{}: {value:?} at {version} was never written", COLUMNS[column - 1]);
         }
-        for write in written.iter().filter(|w| w.key == key) {
+        for (i, write) in written.iter().enumerate().filter(|(_, w)| w.key == key) {
             let (value, version) = state.cells[write.column + 1].clone().expect("cell present");
             let current = version >= write.version && value == write.value;
             let in_conflict = state.conflicts.iter().any(|c| {
                 c.column == write.column + 1
                     && [&c.kept, &c.other].iter().any(|(v, at)| *at == write.version && *v == write.value)
             });
-            let followed = written
-                .iter()
-                .any(|later| later.key == key && later.column == write.column && later.version > write.version);
+            // Settled by another write made with this one in view: over its
+            // value (the same value reached twice counts once), with its
+            // conflict open, or later by the same device.
+            let followed = written.iter().enumerate().any(|(j, other)| {
+                j != i
+                    && other.key == key
+                    && other.column == write.column
+                    && (other.before.as_ref() == Some(&write.value)
+                        || other.seen.contains(&write.version)
+                        || (j > i && other.version.site == write.version.site))
+            });
             assert!(
                 current || in_conflict || followed,
                 "write of {:?} to {key}.{} at {} was lost under the manual strategy: the server holds {value:?} at {version} and conflicts {:?}",

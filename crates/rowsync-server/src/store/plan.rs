@@ -88,6 +88,11 @@ pub fn plan_writes(
         let mut sent = row.state;
         sent.bases.clear();
         sent.previous.clone_from(&state.previous);
+        sent.aliases.clone_from(&state.aliases);
+        if table.conflict != ConflictStrategy::Manual {
+            // Left over from a time the table was under the manual strategy.
+            state.conflicts.clear();
+        }
         let echo = state == sent;
         position += 1;
         let state_json = serde_json::to_string(&encode_change(table, row.key.clone(), &state))
@@ -139,6 +144,7 @@ mod tests {
                 version: None,
                 base: None,
                 previous: None,
+                aliases: Vec::new(),
             }],
             conflicts: Vec::new(),
         };
