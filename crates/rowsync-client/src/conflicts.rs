@@ -121,9 +121,10 @@ pub(crate) fn close(
 }
 
 impl Replica {
-    /// The open conflicts of this replica, oldest first.
+    /// The open conflicts of this replica, by table, row and column.
     pub fn conflicts(&self) -> Result<Vec<OpenConflict>, ClientError> {
-        let mut statement = self.conn.prepare("SELECT tbl, pk, body FROM _rowsync_conflicts ORDER BY rowid")?;
+        let mut statement =
+            self.conn.prepare("SELECT tbl, pk, body FROM _rowsync_conflicts ORDER BY tbl, pk, col, id")?;
         let rows: Vec<(i64, SqlValue, String)> =
             statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect::<Result<_, _>>()?;
         rows.into_iter().map(|(table_id, key, body)| self.open_conflict(table_id, &key, &body)).collect()
@@ -195,10 +196,12 @@ impl Replica {
             Resolution::Set(pairs) => checked_values(table, &conflict.column, pairs)?,
         };
 
-        let sets: Vec<String> = values.iter().map(|(i, _)| format!("\"{}\" = ?", table.columns[*i].name)).collect();
+        let sqlite = Dialect::Sqlite;
+        let sets: Vec<String> =
+            values.iter().map(|(i, _)| format!("{} = ?", sqlite.quote(&table.columns[*i].name))).collect();
         let sql = format!(
-            "UPDATE \"{}\" SET {} WHERE {}",
-            table.name,
+            "UPDATE {} SET {} WHERE {}",
+            sqlite.quote(&table.name),
             sets.join(", "),
             key_condition(table, Dialect::Sqlite, values.len() + 1)
         );
