@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::change::encode_change;
 use rowsync_proto::{ConflictStrategy, PushRequest, PushedChange, Value};
 use rusqlite::types::Value as SqlValue;
@@ -55,11 +56,11 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
     while stamp_pending(replica, &tx, STAMP_CHUNK)? > 0 {}
     let stamped_id: i64 = meta_get(&tx, key::STAMPED_ID)?.unwrap_or(0);
     let offset: i64 = meta_get(&tx, key::SEQ_OFFSET)?.unwrap_or(0);
-    let entries: Vec<(i64, i64, SqlValue, i64)> = tx
-        .prepare_cached("SELECT id, tbl, pk FROM _rowsync_outbox WHERE id <= ? ORDER BY id LIMIT ?")?
+    let entries: Vec<(i64, i64, SqlValue, i64, i64)> = tx
+        .prepare_cached("SELECT id, tbl, pk, op FROM _rowsync_outbox WHERE id <= ? ORDER BY id LIMIT ?")?
         .query_map(params![stamped_id, max_entries as i64], |r| {
             let id: i64 = r.get(0)?;
-            Ok((id, r.get(1)?, r.get(2)?, offset + id))
+            Ok((id, r.get(1)?, r.get(2)?, offset + id, r.get(3)?))
         })?
         .collect::<Result<_, _>>()?;
     let Some(last_id) = entries.last().map(|e| e.0) else {
@@ -70,7 +71,7 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
     // Fold entries per row, keeping the order rows were first written.
     let mut order: Vec<(i64, SqlValue)> = Vec::new();
     let mut newest_seq: HashMap<(i64, String), i64> = HashMap::new();
-    for (_, table_id, stored_key, seq) in &entries {
+    for (_, table_id, stored_key, seq, _) in entries.iter().filter(|e| e.4 != OP_SET_ASIDE) {
         let token = key_token(*table_id, stored_key);
         match newest_seq.get_mut(&token) {
             Some(newest) => *newest = (*newest).max(*seq),
@@ -196,13 +197,24 @@ pub fn set_aside(replica: &Replica, batch: &Batch, change: usize, reason: &str) 
     let offset: i64 = meta_get(&tx, key::SEQ_OFFSET)?.unwrap_or(0);
     tx.execute(
         "INSERT INTO _rowsync_rejected (tbl, pk, op, seq, reason, at) \
-         SELECT tbl, pk, op, ? + id, ?, ? FROM _rowsync_outbox WHERE id <= ? AND tbl = ? AND pk = ?",
-        params![offset, reason, now, batch.last_id, table_id, stored_key],
+         SELECT tbl, pk, op, ? + id, ?, ? FROM _rowsync_outbox WHERE id <= ? AND tbl = ? AND pk = ? AND op != ?",
+        params![offset, reason, now, batch.last_id, table_id, stored_key, OP_SET_ASIDE],
     )?;
+    // Marked rather than deleted: deleting the newest entries would let
+    // SQLite hand their ids out again, below the stamping mark and to
+    // sequence numbers the server may have seen.
     let moved = tx.execute(
-        "DELETE FROM _rowsync_outbox WHERE id <= ? AND tbl = ? AND pk = ?",
-        params![batch.last_id, table_id, stored_key],
+        "UPDATE _rowsync_outbox SET op = ? WHERE id <= ? AND tbl = ? AND pk = ? AND op != ?",
+        params![OP_SET_ASIDE, batch.last_id, table_id, stored_key, OP_SET_ASIDE],
     )?;
+    // A refused value no longer displaced by anything: not to be pushed again
+    // unless the row is written again (then the row's value goes out).
+    if let Some(mut clocks) = load_clocks(&tx, *table_id, stored_key)? {
+        if !clocks.held.is_empty() {
+            clocks.held.clear();
+            save_clocks(&tx, *table_id, stored_key, &clocks)?;
+        }
+    }
     tx.commit()?;
     Ok(moved)
 }

@@ -262,7 +262,11 @@ impl Replica {
 
     /// Pending changes, cursor, last sync and last error.
     pub fn status(&self) -> Result<Status, ClientError> {
-        let pending: i64 = self.conn.query_row("SELECT count(*) FROM _rowsync_outbox", [], |row| row.get(0))?;
+        let pending: i64 = self.conn.query_row(
+            "SELECT count(*) FROM _rowsync_outbox WHERE op != ?",
+            [rowsync_core::capture::OP_SET_ASIDE],
+            |row| row.get(0),
+        )?;
         Ok(Status {
             path: self.path.clone(),
             site_id: self.site.to_string(),

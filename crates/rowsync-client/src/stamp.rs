@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rowsync_core::capture::{changed_columns, OP_DELETE, OP_INSERT};
+use rowsync_core::capture::{changed_columns, OP_DELETE, OP_INSERT, OP_SET_ASIDE};
 use rowsync_core::{Clock, RowState};
 use rowsync_proto::{ConflictStrategy, Hlc, Table, Value, Version};
 use rusqlite::types::Value as SqlValue;
@@ -141,7 +141,7 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
     let Some(last_id) = entries.last().map(|e| e.0) else { return Ok(0) };
 
     let mut touched: HashMap<(i64, String), (SqlValue, Clocks)> = HashMap::new();
-    for (id, table_id, stored_key, op, at, bits) in &entries {
+    for (id, table_id, stored_key, op, at, bits) in entries.iter().filter(|e| e.3 != OP_SET_ASIDE) {
         let table_index = *replica
             .table_index
             .get(table_id)

@@ -23,6 +23,11 @@ use rowsync_proto::Table;
 pub const OP_INSERT: i64 = 1;
 pub const OP_UPDATE: i64 = 2;
 pub const OP_DELETE: i64 = 3;
+/// Written by rowsync, never by a trigger: an entry set aside after the
+/// server refused it. It carries nothing and stays in place until the next
+/// acknowledgement removes it, so that outbox ids (and the site sequence
+/// numbers made from them) are never handed out twice.
+pub const OP_SET_ASIDE: i64 = 0;
 
 /// The bit that stands for "some column at or beyond this index changed",
 /// for tables wider than an integer's bits.
