@@ -33,8 +33,8 @@ pub struct RowState {
     pub deleted: Option<Version>,
     /// Indexed like the table's columns; key columns are always `None`.
     pub cells: Vec<Option<(Value, Version)>>,
-    /// Only in states pushed for a manual table: the columns the sender wrote
-    /// since its last acknowledged push, each with the version it wrote over
+    /// Only in states pushed for a manual table: the columns with a write of the
+    /// sender the server has not acknowledged, each with the version it wrote over
     /// (`None`: it had seen no value).
     pub bases: BTreeMap<usize, Option<Version>>,
     /// Open conflicts (manual strategy), sorted by id. Each is attached to a
@@ -175,6 +175,16 @@ impl RowState {
                 outcome.taken.push(index);
                 continue;
             };
+            // The value held here with the version of the write that made it
+            // (a version the server gave it says nothing about who wrote it).
+            let kept = match self.conflicts.iter().find(|c| c.column == index && c.at == ours) {
+                Some(conflict) => conflict.kept.clone(),
+                None if ours.site == SiteId::server() => {
+                    let written = self.aliases.get(&index).and_then(|a| a.iter().filter(|v| v.site != ours.site).max());
+                    (ours_value.clone(), written.unwrap_or(&ours).clone())
+                }
+                None => (ours_value.clone(), ours.clone()),
+            };
             if matches!(case, ManualCase::SameValue | ManualCase::BlindEdit | ManualCase::Concurrent) {
                 // A device's later write replaces its own earlier refused one.
                 self.conflicts
@@ -210,12 +220,11 @@ impl RowState {
                     // Not made with the open conflicts in view: they stay
                     // open, re-hung on a new version above both writes.
                     let at = server_version(&ours, version);
-                    let kept = (value.clone(), version.clone());
                     let edit = matches!(case, ManualCase::BlindEdit);
                     for conflict in self.conflicts.iter_mut().filter(|c| c.column == index && c.at == ours) {
                         conflict.at = at.clone();
                         if edit {
-                            conflict.kept = kept.clone();
+                            conflict.kept = (value.clone(), version.clone());
                         }
                     }
                     if edit {
@@ -230,11 +239,6 @@ impl RowState {
                     // Keep ours, record theirs, and give the kept value a new
                     // version above both so that every replica takes it.
                     let at = server_version(&ours, version);
-                    let kept = self
-                        .conflicts
-                        .iter()
-                        .find(|c| c.column == index && c.at == ours)
-                        .map_or_else(|| (ours_value.clone(), ours.clone()), |c| c.kept.clone());
                     for conflict in self.conflicts.iter_mut().filter(|c| c.column == index && c.at == ours) {
                         conflict.at = at.clone();
                     }

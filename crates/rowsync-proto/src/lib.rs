@@ -130,7 +130,7 @@ pub struct Cell {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<Version>,
     /// Sent by a replica, for tables under the manual strategy only: present
-    /// when the replica wrote this cell since its last acknowledged push, and
+    /// when the replica wrote this cell and the server has not acknowledged it, and
     /// then the version of the cell it wrote over (`null`: it had seen no
     /// value). The server compares it with the version it holds to tell an
     /// edit of the current value from a concurrent one.

@@ -300,6 +300,9 @@ fn check_conflicts(server: &TestServer, devices: &[Device], written: &[Written],
                 conflict.kept.1.site, conflict.other.1.site,
                 "{key}: a device in conflict with itself: {conflict:?}"
             );
+            let server_site = rowsync_proto::SiteId::server();
+            let named = conflict.kept.1.site != server_site && conflict.other.1.site != server_site;
+            assert!(named, "{key}: a conflict side that names no device: {conflict:?}");
         }
         for (column, cell) in state.cells.iter().enumerate().skip(1) {
             let (value, version) = cell.clone().expect("cell present");
