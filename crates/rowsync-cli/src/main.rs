@@ -83,6 +83,7 @@ enum Command {
     },
     /// List the open conflicts of tables under the manual strategy.
     Conflicts {
+        /// The replica file.
         local: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -91,6 +92,7 @@ enum Command {
     /// Resolve an open conflict with an ordinary write that syncs everywhere.
     #[command(group(clap::ArgGroup::new("how").required(true).args(["keep", "set"])))]
     Resolve {
+        /// The replica file.
         local: PathBuf,
         /// The conflict's id (or an unambiguous prefix of at least 4 digits).
         id: String,
