@@ -6,11 +6,12 @@
 //! works with column indexes into the schema, never with payload strings.
 
 use rowsync_proto::{
-    Cell, ColumnType, Conflict, ConflictStrategy, ErrorCode, RowChange, Schema, Table, Value, Version, Written,
+    Cell, CellMemory as WireMemory, ColumnType, Conflict, ConflictStrategy, ErrorCode, RowChange, Schema, Table, Value,
+    Version, Written,
 };
 use sha2::{Digest, Sha256};
 
-use crate::merge::{CellConflict, RowState};
+use crate::merge::{CellConflict, CellMemory, RowState};
 
 /// Why a change was refused. Each maps to a stable wire [`ErrorCode`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -143,11 +144,15 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
         if let (Some(base), ConflictStrategy::Manual) = (&cell.base, table.conflict) {
             state.bases.insert(index, base.clone());
         }
-        if !cell.aliases.is_empty() {
-            state.aliases.insert(index, cell.aliases.clone());
-        }
-        if let Some(previous) = &cell.previous {
-            state.previous.insert(index, (check_value(table, index, &previous.value)?, previous.version.clone()));
+        if let Some(memory) = &cell.memory {
+            let previous = match &memory.previous {
+                Some(p) => Some((check_value(table, index, &p.value)?, p.version.clone())),
+                None => None,
+            };
+            state.memory.insert(
+                index,
+                CellMemory { previous, aliases: memory.aliases.clone(), writers: memory.writers.clone() },
+            );
         }
     }
     for conflict in &change.conflicts {
@@ -192,11 +197,14 @@ pub fn encode_change(table: &Table, key: Vec<Value>, state: &RowState) -> RowCha
                 value: value.clone(),
                 version: (Some(version) != default.as_ref()).then(|| version.clone()),
                 base: state.bases.get(&index).cloned(),
-                previous: state
-                    .previous
-                    .get(&index)
-                    .map(|(value, version)| Written { value: value.clone(), version: version.clone() }),
-                aliases: state.aliases.get(&index).cloned().unwrap_or_default(),
+                memory: state.memory.get(&index).filter(|m| !m.is_empty()).map(|m| WireMemory {
+                    previous: m
+                        .previous
+                        .as_ref()
+                        .map(|(value, version)| Written { value: value.clone(), version: version.clone() }),
+                    aliases: m.aliases.clone(),
+                    writers: m.writers.clone(),
+                }),
             })
         })
         .collect();
@@ -320,8 +328,7 @@ mod tests {
                     value: v.clone(),
                     version: Some(version()),
                     base: None,
-                    previous: None,
-                    aliases: Vec::new(),
+                    memory: None,
                 })
                 .collect(),
         }

@@ -20,5 +20,5 @@ pub mod schema;
 
 pub use change::{ChangeError, DecodedChange};
 pub use clock::Clock;
-pub use merge::{CellConflict, MergeOutcome, RowState};
+pub use merge::{CellConflict, CellMemory, MergeOutcome, RowState};
 pub use schema::{parse_schema, schema_warnings, SchemaError};

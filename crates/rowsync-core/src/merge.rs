@@ -40,14 +40,31 @@ pub struct RowState {
     /// Open conflicts (manual strategy), sorted by id. Each is attached to a
     /// version of its cell and open only while the cell holds that version.
     pub conflicts: Vec<CellConflict>,
-    /// Server states of manual tables: per column, the value the current one
-    /// replaced, to show the base of a later conflict. Not merged.
-    pub previous: BTreeMap<usize, (Value, Version)>,
-    /// Server states of manual tables: per column, other versions of the
-    /// value the cell holds now (the same value reached twice, or the write
-    /// behind a value the server gave a version of its own). A writer that
-    /// saw one of them saw the current value. Not merged.
-    pub aliases: BTreeMap<usize, Vec<Version>>,
+    /// Server states of manual tables: what the server remembers of each
+    /// cell besides its value. Not merged (replicas ignore it).
+    pub memory: BTreeMap<usize, CellMemory>,
+}
+
+/// What the server remembers of a manual table's cell to classify the next
+/// write to it (see [`RowState::merge_manual`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CellMemory {
+    /// The value the current one replaced, to show the base of a later
+    /// conflict.
+    pub previous: Option<(Value, Version)>,
+    /// Other versions of the value the cell holds now (the same value
+    /// reached twice, or the write behind a value the server gave a version
+    /// of its own). A writer that saw one of them saw the current value.
+    pub aliases: Vec<Version>,
+    /// The newest write of each site processed, so that a write sent again
+    /// (a retry after a lost answer) is known even after the cell moved on.
+    pub writers: Vec<Version>,
+}
+
+impl CellMemory {
+    pub fn is_empty(&self) -> bool {
+        self.previous.is_none() && self.aliases.is_empty() && self.writers.is_empty()
+    }
 }
 
 /// How the server treats a cell pushed for a manual table.
@@ -170,6 +187,11 @@ impl RowState {
             let Some((value, version)) = theirs else { continue };
             let base = incoming.bases.get(&index);
             let case = self.manual_case(index, value, version, base, dead.as_ref());
+            if base.is_some() && case != ManualCase::Known {
+                let writers = &mut self.memory.entry(index).or_default().writers;
+                writers.retain(|v| v.site != version.site);
+                writers.push(version.clone());
+            }
             let Some((ours_value, ours)) = self.cells[index].clone() else {
                 self.cells[index] = theirs.clone();
                 outcome.taken.push(index);
@@ -180,7 +202,7 @@ impl RowState {
             let kept = match self.conflicts.iter().find(|c| c.column == index && c.at == ours) {
                 Some(conflict) => conflict.kept.clone(),
                 None if ours.site == SiteId::server() => {
-                    let written = self.aliases.get(&index).and_then(|a| a.iter().filter(|v| v.site != ours.site).max());
+                    let written = self.aliases(index).iter().filter(|v| v.site != ours.site).max();
                     (ours_value.clone(), written.unwrap_or(&ours).clone())
                 }
                 None => (ours_value.clone(), ours.clone()),
@@ -206,14 +228,13 @@ impl RowState {
                         self.replace(index, theirs.clone());
                     } else {
                         self.replace(index, Some((value.clone(), server_version(&ours, version))));
-                        self.aliases.insert(index, vec![version.clone()]);
+                        self.memory.entry(index).or_default().aliases = vec![version.clone()];
                     }
                 }
                 ManualCase::SameValue if !hung => {
                     // Holders of either version have seen the value.
                     let (newer, older) = if version > &ours { (version, &ours) } else { (&ours, version) };
-                    let aliases = self.aliases.entry(index).or_default();
-                    aliases.push(older.clone());
+                    self.memory.entry(index).or_default().aliases.push(older.clone());
                     self.cells[index] = Some((ours_value, newer.clone()));
                 }
                 ManualCase::SameValue | ManualCase::BlindEdit => {
@@ -229,9 +250,9 @@ impl RowState {
                     }
                     if edit {
                         self.replace(index, Some((value.clone(), at)));
-                        self.aliases.insert(index, vec![version.clone()]);
+                        self.memory.entry(index).or_default().aliases = vec![version.clone()];
                     } else {
-                        self.aliases.entry(index).or_default().extend([ours.clone(), version.clone()]);
+                        self.memory.entry(index).or_default().aliases.extend([ours.clone(), version.clone()]);
                         self.cells[index] = Some((ours_value, at));
                     }
                 }
@@ -244,8 +265,9 @@ impl RowState {
                     }
                     let base = base.cloned().flatten();
                     let base_value = self
-                        .previous
+                        .memory
                         .get(&index)
+                        .and_then(|m| m.previous.as_ref())
                         .filter(|(_, v)| base.as_ref() == Some(v))
                         .map(|(value, _)| value.clone());
                     self.conflicts.push(CellConflict {
@@ -257,7 +279,7 @@ impl RowState {
                         kept,
                         other: (value.clone(), version.clone()),
                     });
-                    self.aliases.entry(index).or_default().push(ours);
+                    self.memory.entry(index).or_default().aliases.push(ours);
                     self.cells[index] = Some((ours_value, at));
                 }
             }
@@ -285,10 +307,12 @@ impl RowState {
             return ManualCase::Newest;
         }
         let Some(base) = base else { return ManualCase::Newest };
-        let aliases = self.aliases.get(&index).map_or(&[][..], Vec::as_slice);
+        let aliases = self.aliases(index);
+        let memory = self.memory.get(&index);
         let known = version == ours
+            || memory.is_some_and(|m| m.writers.iter().any(|v| v.site == version.site && version <= v))
             || aliases.contains(version)
-            || self.previous.get(&index).is_some_and(|(_, v)| v == version)
+            || memory.and_then(|m| m.previous.as_ref()).is_some_and(|(_, v)| v == version)
             || self.conflicts.iter().any(|c| c.column == index && (&c.other.1 == version || &c.kept.1 == version));
         if known {
             return ManualCase::Known;
@@ -317,10 +341,14 @@ impl RowState {
 
     /// Puts a new value in a cell, remembering the one it replaced.
     fn replace(&mut self, index: usize, cell: Option<(Value, Version)>) {
-        if let Some(old) = std::mem::replace(&mut self.cells[index], cell) {
-            self.previous.insert(index, old);
-        }
-        self.aliases.remove(&index);
+        let old = std::mem::replace(&mut self.cells[index], cell);
+        let memory = self.memory.entry(index).or_default();
+        memory.previous = old;
+        memory.aliases.clear();
+    }
+
+    fn aliases(&self, index: usize) -> &[Version] {
+        self.memory.get(&index).map_or(&[], |m| m.aliases.as_slice())
     }
 
     /// Adds `incoming` conflicts and keeps only those attached to the version
@@ -587,6 +615,25 @@ mod tests {
         assert!(server.is_visible());
         assert!(server.conflicts.is_empty());
         assert_eq!(server.cells[1], text("fresh", 8, 2));
+    }
+
+    #[test]
+    fn a_write_sent_again_after_the_cell_moved_on_is_known() {
+        let base = row(1, vec![None, text("555", 1, 9)]);
+        let laptop = edit(&base, 1, "666", 10, 1);
+        let mut server = base.clone();
+        server.merge_manual(&laptop, id);
+        let phone = edit(&base, 1, "777", 11, 2);
+        server.merge_manual(&phone, id);
+        // Resolved on the laptop, then edited again there.
+        let resolved = edit(&server, 1, "777", 20, 1);
+        server.merge_manual(&resolved, id);
+        server.merge_manual(&edit(&resolved, 1, "999", 30, 1), id);
+        assert!(server.conflicts.is_empty());
+        // The phone's first push is sent again (its answer was lost): known.
+        let before = server.clone();
+        assert!(!server.merge_manual(&phone, id).changed, "a settled conflict must not reopen");
+        assert_eq!(server, before);
     }
 
     #[test]

@@ -136,15 +136,26 @@ pub struct Cell {
     /// edit of the current value from a concurrent one.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub base: Option<Option<Version>>,
-    /// Sent by the server, for tables under the manual strategy only: the
-    /// value this cell's value replaced, kept to show a later conflict's base.
+    /// Sent by the server, for tables under the manual strategy only: what
+    /// it remembers of the cell to classify the next write to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<CellMemory>,
+}
+
+/// What the server remembers of a manual table's cell besides its value.
+/// Clients may ignore it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CellMemory {
+    /// The value the cell's value replaced (a later conflict's base value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<Written>,
-    /// Sent by the server, for tables under the manual strategy only: earlier
-    /// versions of this cell's current value (the same value written twice,
-    /// or a kept value before the server gave it a version of its own).
+    /// Other versions of the cell's current value: the same value written
+    /// twice, or the write behind a value the server gave its own version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<Version>,
+    /// The newest write of each site the server processed for this cell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writers: Vec<Version>,
 }
 
 /// Reads a field that may be `null` as `Some(None)`, so that "absent" and

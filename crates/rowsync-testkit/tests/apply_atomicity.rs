@@ -9,14 +9,8 @@ use tempfile::TempDir;
 
 fn contact(id: &str, name: &str) -> RowChange {
     let version = Version { hlc: Hlc::from_millis(1_000), site: SiteId::from_bytes([3; 16]) };
-    let cell = |column: &str, value: Value| Cell {
-        column: column.into(),
-        value,
-        version: None,
-        base: None,
-        previous: None,
-        aliases: Vec::new(),
-    };
+    let cell =
+        |column: &str, value: Value| Cell { column: column.into(), value, version: None, base: None, memory: None };
     RowChange {
         table: "contacts".into(),
         key: vec![text(id)],

@@ -87,8 +87,7 @@ pub fn plan_writes(
         // What the site sent, in the form the merged state has.
         let mut sent = row.state;
         sent.bases.clear();
-        sent.previous.clone_from(&state.previous);
-        sent.aliases.clone_from(&state.aliases);
+        sent.memory.clone_from(&state.memory);
         if table.conflict != ConflictStrategy::Manual {
             // Left over from a time the table was under the manual strategy.
             state.conflicts.clear();
@@ -143,8 +142,7 @@ mod tests {
                 value: Value::Text(name.into()),
                 version: None,
                 base: None,
-                previous: None,
-                aliases: Vec::new(),
+                memory: None,
             }],
             conflicts: Vec::new(),
         };
