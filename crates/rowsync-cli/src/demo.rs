@@ -1,6 +1,7 @@
 //! `rowsync demo`: the mission in one command. A server on the embedded
 //! store, two devices (a laptop and a phone) editing the same contacts while
-//! the server is down, then sync, and both devices side by side.
+//! the server is down, then sync, and both devices side by side; last, a
+//! table under the manual strategy, where a conflict is handed to the user.
 //!
 //! The devices write through plain SQLite connections, as an app would;
 //! rowsync's capture triggers do the rest.
@@ -11,7 +12,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::Context;
-use rowsync_client::{new_key, sync, HttpTransport, Replica, SyncOptions, Transport};
+use rowsync_client::{new_key, sync, HttpTransport, Replica, Resolution, Side, SyncOptions, Transport};
 use rowsync_core::parse_schema;
 use rowsync_server::{BackgroundServer, DatabaseUrl, ServerConfig};
 use rusqlite::{params, Connection};
@@ -21,6 +22,10 @@ const SCHEMA: &str = "CREATE TABLE contacts (
     name TEXT NOT NULL,
     email TEXT,
     phone TEXT
+);
+CREATE TABLE notes (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
 );";
 
 struct Device {
@@ -63,7 +68,8 @@ impl Device {
 pub fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let database = dir.path().join("server.db");
-    let config = ServerConfig::new(DatabaseUrl::Sqlite(database.clone()), Some(parse_schema(SCHEMA)?));
+    let mut config = ServerConfig::new(DatabaseUrl::Sqlite(database.clone()), Some(parse_schema(SCHEMA)?));
+    config.conflicts.insert("notes".into(), rowsync_proto::ConflictStrategy::Manual);
     let any_port: SocketAddr = "127.0.0.1:0".parse()?;
     let server = BackgroundServer::start(config.clone(), any_port)?;
     let addr = server.addr;
@@ -81,9 +87,13 @@ pub fn run() -> anyhow::Result<()> {
     ] {
         laptop.app.execute("INSERT INTO contacts VALUES (?, ?, ?, ?)", params![id, name, email, tel])?;
     }
+    let note = new_key();
+    laptop.app.execute("INSERT INTO notes VALUES (?, 'Call Ada about the engine')", [&note])?;
     laptop.sync()?;
     phone.sync()?;
-    println!("[2] laptop and phone are replicas; the laptop added 3 contacts (text UUID keys) and both synced");
+    println!(
+        "[2] laptop and phone are replicas; the laptop added 3 contacts and a note (text UUID keys) and both synced"
+    );
 
     server.stop();
     println!("\n[3] the server is down; both devices keep working offline:");
@@ -113,6 +123,16 @@ pub fn run() -> anyhow::Result<()> {
         [&linus],
     )?;
     phone.edit("deletes Linus Pauling (later)", "DELETE FROM contacts WHERE id = ?", [&linus])?;
+    laptop.edit(
+        "the note      -> Call Ada on Tuesday",
+        "UPDATE notes SET body = 'Call Ada on Tuesday' WHERE id = ?",
+        [&note],
+    )?;
+    phone.edit(
+        "the note      -> Call Ada on Friday",
+        "UPDATE notes SET body = 'Call Ada on Friday' WHERE id = ?",
+        [&note],
+    )?;
     laptop.edit(
         "adds Katherine Johnson",
         "INSERT INTO contacts VALUES (?, 'Katherine Johnson', 'kj@example.org', NULL)",
@@ -173,5 +193,38 @@ pub fn run() -> anyhow::Result<()> {
     if !same {
         anyhow::bail!("the devices did not converge");
     }
+    ask_the_user(&mut laptop, &mut phone)
+}
+
+/// The notes table is under the manual strategy: the server kept the
+/// laptop's note (it arrived first) and recorded the phone's as a conflict.
+fn ask_the_user(laptop: &mut Device, phone: &mut Device) -> anyhow::Result<()> {
+    let note = |device: &Device| -> anyhow::Result<String> {
+        Ok(device.app.query_row("SELECT body FROM notes", [], |r| r.get(0))?)
+    };
+    println!(
+        "
+[7] notes are under the manual strategy (\"ask the user\"): the server kept the note that"
+    );
+    println!("    arrived first and recorded the other side as a conflict, which every replica received:");
+    let conflicts = phone.replica.conflicts()?;
+    let [conflict] = conflicts.as_slice() else {
+        anyhow::bail!("the phone should hold exactly one conflict, it holds {}", conflicts.len());
+    };
+    println!("    phone:  rowsync conflicts phone.db");
+    println!("      {}  notes {}", conflict.id, conflict.column);
+    println!("        local   {}  (this device)", conflict.local.value);
+    println!("        remote  {}  (the laptop, shown)", conflict.remote.value);
+    println!("    phone:  rowsync resolve phone.db {} --keep local", &conflict.id[..8]);
+    phone.replica.resolve(&conflict.id, &Resolution::Keep(Side::Local))?;
+    phone.sync()?;
+    laptop.sync()?;
+    let (on_laptop, on_phone) = (note(laptop)?, note(phone)?);
+    println!("    after both sync: laptop \"{on_laptop}\", phone \"{on_phone}\"");
+    let open = laptop.replica.status()?.open_conflicts + phone.replica.status()?.open_conflicts;
+    if on_laptop != "Call Ada on Friday" || on_phone != on_laptop || open != 0 {
+        anyhow::bail!("the resolution did not reach every replica: this is a bug in rowsync");
+    }
+    println!("    the resolution was an ordinary change: it synced everywhere and closed the conflict.");
     Ok(())
 }

@@ -151,3 +151,12 @@ fn init_write_sync_status_and_an_unreachable_server() {
     let output = rowsync(&["resolve", local, "abcd1234"]);
     assert_eq!(output.status.code(), Some(2), "neither --keep nor --set is a usage error");
 }
+
+#[test]
+fn the_demo_tells_its_story_and_checks_it() {
+    let output = rowsync(&["demo"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("laptop, phone and server hold identical contacts: yes"), "{text}");
+    assert!(text.contains("it synced everywhere and closed the conflict"), "{text}");
+}
