@@ -211,10 +211,10 @@ fn ask_the_user(laptop: &mut Device, phone: &mut Device) -> anyhow::Result<()> {
     let [conflict] = conflicts.as_slice() else {
         anyhow::bail!("the phone should hold exactly one conflict, it holds {}", conflicts.len());
     };
-    println!("    phone:  rowsync conflicts phone.db");
+    println!("    the phone's open conflict, as `rowsync conflicts phone.db` lists it:");
     println!("      {}  notes {}", conflict.id, conflict.column);
-    println!("        local   {}  (this device)", conflict.local.value);
-    println!("        remote  {}  (the laptop, shown)", conflict.remote.value);
+    println!("        local   \"{}\"  by this device", conflict.local.value);
+    println!("        remote  \"{}\"  by the laptop  (shown)", conflict.remote.value);
     println!("    phone:  rowsync resolve phone.db {} --keep local", &conflict.id[..8]);
     phone.replica.resolve(&conflict.id, &Resolution::Keep(Side::Local))?;
     phone.sync()?;

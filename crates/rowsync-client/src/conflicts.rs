@@ -121,8 +121,11 @@ pub(crate) fn close(
 }
 
 impl Replica {
-    /// The open conflicts of this replica, by table, row and column.
+    /// The open conflicts of this replica, by table, row and column. Local
+    /// writes are stamped first, so a conflict the app has settled by
+    /// writing the column is no longer listed.
     pub fn conflicts(&self) -> Result<Vec<OpenConflict>, ClientError> {
+        crate::outbox::stamp_all(self)?;
         let mut statement =
             self.conn.prepare("SELECT tbl, pk, body FROM _rowsync_conflicts ORDER BY tbl, pk, col, id")?;
         let rows: Vec<(i64, SqlValue, String)> =

@@ -260,8 +260,11 @@ impl Replica {
         &self.conn
     }
 
-    /// Pending changes, cursor, last sync and last error.
+    /// Pending changes, open conflicts, cursor, last sync and last error.
+    /// Local writes are stamped first, so that open conflicts the app has
+    /// settled by writing are not counted.
     pub fn status(&self) -> Result<Status, ClientError> {
+        crate::outbox::stamp_all(self)?;
         let pending: i64 = self.conn.query_row(
             "SELECT count(*) FROM _rowsync_outbox WHERE op != ?",
             [rowsync_core::capture::OP_SET_ASIDE],

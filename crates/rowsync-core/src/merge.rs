@@ -18,7 +18,8 @@
 //! conflict. It then gives the kept value a fresh server version, newer than
 //! both writes, and hangs the conflict on that version. So everything the
 //! server sends out still merges as a per-part maximum on the replicas, and
-//! a conflict closes everywhere as soon as a later write to its cell exists.
+//! a conflict closes everywhere once a write made with it in view (over that
+//! version) has been applied to its cell.
 
 use std::collections::BTreeMap;
 

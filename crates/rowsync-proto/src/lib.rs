@@ -189,7 +189,7 @@ pub struct Written {
 /// cell (a resolution) has been made with the conflict in view.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conflict {
-    /// Stable id, derived from the row, the column and the two writes.
+    /// Stable id, derived from the row, the column and the refused write.
     pub id: String,
     pub column: String,
     /// The cell version this conflict is attached to.

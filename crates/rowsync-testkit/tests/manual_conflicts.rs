@@ -155,3 +155,21 @@ fn a_table_leaving_the_manual_strategy_drops_its_conflicts_on_replicas() {
     assert_eq!(laptop.rows(PHONE), vec![vec![text("2")]]);
     assert!(laptop.replica().conflicts().unwrap().is_empty());
 }
+
+#[test]
+fn an_app_write_to_the_column_settles_the_conflict_like_a_resolution() {
+    let dir = TempDir::new().unwrap();
+    let (server, laptop, phone, tablet) = concurrent_edits(&TestStore::Sqlite, &dir);
+    // The app edits the number itself, with the conflict in view.
+    tablet.exec("UPDATE contacts SET phone = '555-0100' WHERE id = 'a';");
+    assert!(tablet.replica().conflicts().unwrap().is_empty(), "settled here at once");
+    assert_eq!(tablet.replica().status().unwrap().open_conflicts, 0);
+    tablet.sync().unwrap();
+    laptop.sync().unwrap();
+    phone.sync().unwrap();
+    for device in [&laptop, &phone] {
+        assert!(device.replica().conflicts().unwrap().is_empty());
+        assert_eq!(device.rows(PHONE), vec![vec![text("555-0100")]]);
+    }
+    assert_eq!(server.rows(PHONE), vec![vec![text("555-0100")]]);
+}
