@@ -15,6 +15,7 @@
 mod mysql;
 pub mod plan;
 mod postgres;
+mod push;
 mod sqlite;
 
 use std::future::Future;

@@ -24,7 +24,8 @@ use sqlx::mysql::{MySqlArguments, MySqlPoolOptions};
 use sqlx::query::Query;
 use sqlx::{Executor, MySql, MySqlPool};
 
-use super::plan::{fold_batch, plan_writes, row_values, RowId, RowWrite};
+use super::plan::{row_values, IncomingRow, RowId, RowWrite};
+use super::push::{push_batch, PushTransaction};
 use super::{decode_stored, CheckedChange, PoolSettings, PullPage, Store, StoreError};
 
 const CHARSET: &str = "DEFAULT CHARSET=utf8mb4";
@@ -161,74 +162,8 @@ impl Store for MysqlStore {
         last_seq: u64,
         changes: &[CheckedChange],
     ) -> Result<PushResponse, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // Taken first and held to commit: see the module docs.
-        let position: i64 = sqlx::query_scalar(LOCK_POSITION).fetch_one(&mut *tx).await?;
-        let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&mut *tx).await?;
-        let hwm = hwm.unwrap_or(0) as u64;
-        let (incoming, applied) = fold_batch(changes, hwm);
-
-        let mut stored: HashMap<RowId, RowState> = HashMap::with_capacity(incoming.len());
-        for chunk in incoming.chunks(ddl::rows_per_statement(2)) {
-            let sql = select_states(chunk.len());
-            let mut query = sqlx::query_as::<_, (Vec<u8>, Vec<u8>, String)>(&sql);
-            for row in chunk {
-                query = query.bind(schema.tables[row.id.0].name.clone()).bind(row.id.1.clone());
-            }
-            for (table, key, json) in query.fetch_all(&mut *tx).await? {
-                let (table, key) = (utf8(table)?, utf8(key)?);
-                let index = super::table_index(schema, &table)?;
-                stored.insert((index, key), decode_stored(schema, &json)?);
-            }
-        }
-
-        let writes = plan_writes(schema, incoming, &mut stored, position)?;
-        for chunk in writes.chunks(ddl::rows_per_statement(5)) {
-            let sql = upsert_states(chunk.len());
-            let mut query = sqlx::query(&sql);
-            for write in chunk {
-                query = query
-                    .bind(schema.tables[write.id.0].name.clone())
-                    .bind(write.id.1.clone())
-                    .bind(write.position)
-                    .bind(write.state_json.clone())
-                    .bind(write.echo.then(|| site.to_string()));
-            }
-            query.execute(&mut *tx).await?;
-        }
-        for (index, table) in schema.tables.iter().enumerate() {
-            let (visible, deleted): (Vec<&RowWrite>, Vec<&RowWrite>) =
-                writes.iter().filter(|w| w.id.0 == index).partition(|w| w.state.is_visible());
-            for chunk in visible.chunks(ddl::rows_per_statement(table.columns.len())) {
-                let sql = ddl::upsert_rows(table, Dialect::Mysql, chunk.len());
-                let mut query = sqlx::query(&sql);
-                for write in chunk {
-                    for (column, value) in table.columns.iter().zip(row_values(schema, write)) {
-                        query = bind_typed(query, column.ty, &value);
-                    }
-                }
-                query.execute(&mut *tx).await?;
-            }
-            for chunk in deleted.chunks(ddl::rows_per_statement(table.primary_key.len())) {
-                let sql = ddl::delete_rows(table, Dialect::Mysql, chunk.len());
-                let mut query = sqlx::query(&sql);
-                for write in chunk {
-                    for (ty, value) in key_types(table).zip(&write.key) {
-                        query = bind_typed(query, ty, value);
-                    }
-                }
-                query.execute(&mut *tx).await?;
-            }
-        }
-        let last_position = writes.last().map_or(position, |w| w.position);
-        sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *tx).await?;
-        let acked = hwm.max(last_seq);
-        sqlx::query(UPSERT_HWM).bind(site.as_str()).bind(acked as i64).execute(&mut *tx).await?;
-        if let Some(delay) = self.push_delay {
-            tokio::time::sleep(delay).await;
-        }
-        tx.commit().await?;
-        Ok(PushResponse { acked_seq: acked, applied })
+        let tx = MysqlPush(self.pool.begin().await?);
+        push_batch(tx, schema, site, last_seq, changes, self.push_delay).await
     }
 
     async fn pull(&self, cursor: u64, limit: u32, site: Option<&SiteId>) -> Result<PullPage, StoreError> {
@@ -244,5 +179,96 @@ impl Store for MysqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// A push transaction on MySQL/MariaDB: multi-row statements, chunked to
+/// the parameter limit, values bound as their column's type.
+struct MysqlPush(sqlx::Transaction<'static, MySql>);
+
+impl PushTransaction for MysqlPush {
+    async fn lock_position(&mut self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(LOCK_POSITION).fetch_one(&mut *self.0).await?)
+    }
+
+    async fn site_mark(&mut self, site: &SiteId) -> Result<u64, StoreError> {
+        let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
+        Ok(hwm.unwrap_or(0) as u64)
+    }
+
+    async fn load_states(
+        &mut self,
+        schema: &Schema,
+        rows: &[IncomingRow],
+    ) -> Result<HashMap<RowId, RowState>, StoreError> {
+        let mut stored = HashMap::with_capacity(rows.len());
+        for chunk in rows.chunks(ddl::rows_per_statement(2)) {
+            let sql = select_states(chunk.len());
+            let mut query = sqlx::query_as::<_, (Vec<u8>, Vec<u8>, String)>(&sql);
+            for row in chunk {
+                query = query.bind(schema.tables[row.id.0].name.as_str()).bind(row.id.1.as_str());
+            }
+            for (table, key, json) in query.fetch_all(&mut *self.0).await? {
+                let (table, key) = (utf8(table)?, utf8(key)?);
+                let index = super::table_index(schema, &table)?;
+                stored.insert((index, key), decode_stored(schema, &json)?);
+            }
+        }
+        Ok(stored)
+    }
+
+    async fn save_states(&mut self, schema: &Schema, site: &SiteId, writes: &[RowWrite]) -> Result<(), StoreError> {
+        for chunk in writes.chunks(ddl::rows_per_statement(5)) {
+            let sql = upsert_states(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for write in chunk {
+                query = query
+                    .bind(schema.tables[write.id.0].name.as_str())
+                    .bind(write.id.1.as_str())
+                    .bind(write.position)
+                    .bind(write.state_json.as_str())
+                    .bind(write.echo.then_some(site.as_str()));
+            }
+            query.execute(&mut *self.0).await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_rows(&mut self, schema: &Schema, table: &Table, rows: &[&RowWrite]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ddl::rows_per_statement(table.columns.len())) {
+            let sql = ddl::upsert_rows(table, Dialect::Mysql, chunk.len());
+            let mut query = sqlx::query(&sql);
+            for write in chunk {
+                for (column, value) in table.columns.iter().zip(row_values(schema, write)) {
+                    query = bind_typed(query, column.ty, &value);
+                }
+            }
+            query.execute(&mut *self.0).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_rows(&mut self, table: &Table, rows: &[&RowWrite]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ddl::rows_per_statement(table.primary_key.len())) {
+            let sql = ddl::delete_rows(table, Dialect::Mysql, chunk.len());
+            let mut query = sqlx::query(&sql);
+            for write in chunk {
+                for (ty, value) in key_types(table).zip(&write.key) {
+                    query = bind_typed(query, ty, value);
+                }
+            }
+            query.execute(&mut *self.0).await?;
+        }
+        Ok(())
+    }
+
+    async fn record(&mut self, last_position: i64, site: &SiteId, mark: u64) -> Result<(), StoreError> {
+        sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *self.0).await?;
+        sqlx::query(UPSERT_HWM).bind(site.as_str()).bind(mark as i64).execute(&mut *self.0).await?;
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.0.commit().await?)
     }
 }

@@ -21,7 +21,8 @@ use sqlx::postgres::{PgArguments, PgPoolOptions};
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres};
 
-use super::plan::{fold_batch, plan_writes, row_values, RowId, RowWrite};
+use super::plan::{row_values, IncomingRow, RowId, RowWrite};
+use super::push::{push_batch, PushTransaction};
 use super::{decode_stored, CheckedChange, PoolSettings, PullPage, Store, StoreError};
 
 const BOOKKEEPING: [&str; 6] = [
@@ -207,77 +208,8 @@ impl Store for PostgresStore {
         last_seq: u64,
         changes: &[CheckedChange],
     ) -> Result<PushResponse, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // Taken first and held to commit: see the module docs.
-        let position: i64 = sqlx::query_scalar(LOCK_POSITION).fetch_one(&mut *tx).await?;
-        let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&mut *tx).await?;
-        let hwm = hwm.unwrap_or(0) as u64;
-        let (incoming, applied) = fold_batch(changes, hwm);
-
-        let mut stored: HashMap<RowId, RowState> = HashMap::with_capacity(incoming.len());
-        let tables: Vec<String> = incoming.iter().map(|r| schema.tables[r.id.0].name.clone()).collect();
-        let keys: Vec<String> = incoming.iter().map(|r| r.id.1.clone()).collect();
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as(SELECT_STATES).bind(tables).bind(keys).fetch_all(&mut *tx).await?;
-        for (table, key, json) in rows {
-            let index = super::table_index(schema, &table)?;
-            stored.insert((index, key), decode_stored(schema, &json)?);
-        }
-
-        let writes = plan_writes(schema, incoming, &mut stored, position)?;
-        if !writes.is_empty() {
-            sqlx::query(UPSERT_STATES)
-                .bind(writes.iter().map(|w| schema.tables[w.id.0].name.clone()).collect::<Vec<_>>())
-                .bind(writes.iter().map(|w| w.id.1.clone()).collect::<Vec<_>>())
-                .bind(writes.iter().map(|w| w.position).collect::<Vec<_>>())
-                .bind(writes.iter().map(|w| w.state_json.clone()).collect::<Vec<_>>())
-                .bind(writes.iter().map(|w| w.echo.then(|| site.to_string())).collect::<Vec<_>>())
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (index, table) in schema.tables.iter().enumerate() {
-            let (visible, deleted): (Vec<&RowWrite>, Vec<&RowWrite>) =
-                writes.iter().filter(|w| w.id.0 == index).partition(|w| w.state.is_visible());
-            if !visible.is_empty() {
-                let mut arrays: Vec<ColumnArray> =
-                    table.columns.iter().map(|c| ColumnArray::new(c.ty, visible.len())).collect();
-                for write in &visible {
-                    for (array, value) in arrays.iter_mut().zip(row_values(schema, write)) {
-                        array.push(&value);
-                    }
-                }
-                let sql = upsert_rows_unnest(table);
-                let mut query = sqlx::query(&sql);
-                for array in arrays {
-                    query = array.bind(query);
-                }
-                query.execute(&mut *tx).await?;
-            }
-            if !deleted.is_empty() {
-                let mut arrays: Vec<ColumnArray> =
-                    table.primary_key.iter().map(|&i| ColumnArray::new(table.columns[i].ty, deleted.len())).collect();
-                for write in &deleted {
-                    for (array, value) in arrays.iter_mut().zip(&write.key) {
-                        array.push(value);
-                    }
-                }
-                let sql = delete_rows_unnest(table);
-                let mut query = sqlx::query(&sql);
-                for array in arrays {
-                    query = array.bind(query);
-                }
-                query.execute(&mut *tx).await?;
-            }
-        }
-        let last_position = writes.last().map_or(position, |w| w.position);
-        sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *tx).await?;
-        let acked = hwm.max(last_seq);
-        sqlx::query(UPSERT_HWM).bind(site.as_str()).bind(acked as i64).execute(&mut *tx).await?;
-        if let Some(delay) = self.push_delay {
-            tokio::time::sleep(delay).await;
-        }
-        tx.commit().await?;
-        Ok(PushResponse { acked_seq: acked, applied })
+        let tx = PostgresPush(self.pool.begin().await?);
+        push_batch(tx, schema, site, last_seq, changes, self.push_delay).await
     }
 
     async fn pull(&self, cursor: u64, limit: u32, site: Option<&SiteId>) -> Result<PullPage, StoreError> {
@@ -293,5 +225,93 @@ impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// A push transaction on PostgreSQL: every step one statement over arrays.
+struct PostgresPush(sqlx::Transaction<'static, Postgres>);
+
+impl PostgresPush {
+    /// Runs `sql` with one array parameter per column of `columns`, filled
+    /// from each row's values.
+    async fn execute_arrays(
+        &mut self,
+        sql: &str,
+        columns: impl Iterator<Item = ColumnType>,
+        rows: impl Iterator<Item = Vec<Value>>,
+    ) -> Result<(), StoreError> {
+        let capacity = rows.size_hint().0;
+        let mut arrays: Vec<ColumnArray> = columns.map(|ty| ColumnArray::new(ty, capacity)).collect();
+        for row in rows {
+            for (array, value) in arrays.iter_mut().zip(&row) {
+                array.push(value);
+            }
+        }
+        let mut query = sqlx::query(sql);
+        for array in arrays {
+            query = array.bind(query);
+        }
+        query.execute(&mut *self.0).await?;
+        Ok(())
+    }
+}
+
+impl PushTransaction for PostgresPush {
+    async fn lock_position(&mut self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(LOCK_POSITION).fetch_one(&mut *self.0).await?)
+    }
+
+    async fn site_mark(&mut self, site: &SiteId) -> Result<u64, StoreError> {
+        let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
+        Ok(hwm.unwrap_or(0) as u64)
+    }
+
+    async fn load_states(
+        &mut self,
+        schema: &Schema,
+        rows: &[IncomingRow],
+    ) -> Result<HashMap<RowId, RowState>, StoreError> {
+        let tables: Vec<&str> = rows.iter().map(|r| schema.tables[r.id.0].name.as_str()).collect();
+        let keys: Vec<&str> = rows.iter().map(|r| r.id.1.as_str()).collect();
+        let found: Vec<(String, String, String)> =
+            sqlx::query_as(SELECT_STATES).bind(tables).bind(keys).fetch_all(&mut *self.0).await?;
+        let mut stored = HashMap::with_capacity(found.len());
+        for (table, key, json) in found {
+            let index = super::table_index(schema, &table)?;
+            stored.insert((index, key), decode_stored(schema, &json)?);
+        }
+        Ok(stored)
+    }
+
+    async fn save_states(&mut self, schema: &Schema, site: &SiteId, writes: &[RowWrite]) -> Result<(), StoreError> {
+        sqlx::query(UPSERT_STATES)
+            .bind(writes.iter().map(|w| schema.tables[w.id.0].name.as_str()).collect::<Vec<_>>())
+            .bind(writes.iter().map(|w| w.id.1.as_str()).collect::<Vec<_>>())
+            .bind(writes.iter().map(|w| w.position).collect::<Vec<_>>())
+            .bind(writes.iter().map(|w| w.state_json.as_str()).collect::<Vec<_>>())
+            .bind(writes.iter().map(|w| w.echo.then_some(site.as_str())).collect::<Vec<_>>())
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn upsert_rows(&mut self, schema: &Schema, table: &Table, rows: &[&RowWrite]) -> Result<(), StoreError> {
+        let columns = table.columns.iter().map(|c| c.ty);
+        self.execute_arrays(&upsert_rows_unnest(table), columns, rows.iter().map(|w| row_values(schema, w))).await
+    }
+
+    async fn delete_rows(&mut self, table: &Table, rows: &[&RowWrite]) -> Result<(), StoreError> {
+        let columns = table.primary_key.iter().map(|&i| table.columns[i].ty);
+        self.execute_arrays(&delete_rows_unnest(table), columns, rows.iter().map(|w| w.key.clone())).await
+    }
+
+    async fn record(&mut self, last_position: i64, site: &SiteId, mark: u64) -> Result<(), StoreError> {
+        sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *self.0).await?;
+        sqlx::query(UPSERT_HWM).bind(site.as_str()).bind(mark as i64).execute(&mut *self.0).await?;
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.0.commit().await?)
     }
 }

@@ -1,0 +1,107 @@
+//! One push, in the same steps on every store.
+//!
+//! The order of the steps is what makes a push safe, so it lives here once:
+//! the position counter is locked first and held to commit (positions become
+//! visible in the order they were handed out, see the stores' module docs);
+//! the site's high-water mark is read in the same transaction that applies
+//! the batch and records the new mark (a retried batch is applied once); the
+//! merge itself is the pure [`plan`](super::plan). A store supplies only the
+//! statements, in its dialect, through [`PushTransaction`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use rowsync_core::RowState;
+use rowsync_proto::{PushResponse, Schema, SiteId, Table};
+
+use super::plan::{fold_batch, plan_writes, IncomingRow, RowId, RowWrite};
+use super::{CheckedChange, StoreError};
+
+/// The statements of one push transaction, in a store's dialect.
+pub(crate) trait PushTransaction: Send {
+    /// Locks the position counter until commit; returns the last position
+    /// handed out.
+    fn lock_position(&mut self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// The site's high-water mark (0 for a site never seen).
+    fn site_mark(&mut self, site: &SiteId) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The stored states of `rows` (rows never stored are absent).
+    fn load_states(
+        &mut self,
+        schema: &Schema,
+        rows: &[IncomingRow],
+    ) -> impl Future<Output = Result<HashMap<RowId, RowState>, StoreError>> + Send;
+
+    /// Records the new states and positions; `site` is the origin of the
+    /// writes that are echoes.
+    fn save_states(
+        &mut self,
+        schema: &Schema,
+        site: &SiteId,
+        writes: &[RowWrite],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes visible rows of `table` whole (insert or update).
+    fn upsert_rows(
+        &mut self,
+        schema: &Schema,
+        table: &Table,
+        rows: &[&RowWrite],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes rows of `table` that are no longer visible.
+    fn delete_rows(&mut self, table: &Table, rows: &[&RowWrite])
+        -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records the last position handed out and the site's new mark.
+    fn record(
+        &mut self,
+        last_position: i64,
+        site: &SiteId,
+        mark: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Applies one push batch in `tx`, skipping changes at or below the site's
+/// high-water mark. `delay` is fault injection for tests: a sleep after the
+/// writes, before the commit.
+pub(crate) async fn push_batch<T: PushTransaction>(
+    mut tx: T,
+    schema: &Schema,
+    site: &SiteId,
+    last_seq: u64,
+    changes: &[CheckedChange],
+    delay: Option<Duration>,
+) -> Result<PushResponse, StoreError> {
+    // Taken first and held to commit.
+    let position = tx.lock_position().await?;
+    let hwm = tx.site_mark(site).await?;
+    let (incoming, applied) = fold_batch(changes, hwm);
+    let mut stored = tx.load_states(schema, &incoming).await?;
+    let writes = plan_writes(schema, incoming, &mut stored, position)?;
+    if !writes.is_empty() {
+        tx.save_states(schema, site, &writes).await?;
+    }
+    for (index, table) in schema.tables.iter().enumerate() {
+        let (visible, deleted): (Vec<&RowWrite>, Vec<&RowWrite>) =
+            writes.iter().filter(|w| w.id.0 == index).partition(|w| w.state.is_visible());
+        if !visible.is_empty() {
+            tx.upsert_rows(schema, table, &visible).await?;
+        }
+        if !deleted.is_empty() {
+            tx.delete_rows(table, &deleted).await?;
+        }
+    }
+    let last_position = writes.last().map_or(position, |w| w.position);
+    let acked = hwm.max(last_seq);
+    tx.record(last_position, site, acked).await?;
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    tx.commit().await?;
+    Ok(PushResponse { acked_seq: acked, applied })
+}
