@@ -73,16 +73,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
                 tx.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params))?;
             }
             (false, true) => {
-                let mut key = decoded.key.iter();
-                let params: Vec<SqlValue> = (0..table.columns.len())
-                    .map(|i| {
-                        if table.is_key_column(i) {
-                            key.next().map(to_sql).unwrap_or(SqlValue::Null)
-                        } else {
-                            state.cells[i].as_ref().map(|(v, _)| to_sql(v)).unwrap_or(to_sql(&Value::Null))
-                        }
-                    })
-                    .collect();
+                let params: Vec<SqlValue> = state.row_values(table, &decoded.key).iter().map(to_sql).collect();
                 tx.prepare_cached(&replica.row_sql[decoded.table].upsert)?
                     .execute(rusqlite::params_from_iter(params))?;
             }

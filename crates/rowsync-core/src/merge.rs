@@ -116,6 +116,18 @@ impl RowState {
         RowState { cells: vec![None; width], ..RowState::default() }
     }
 
+    /// The row's values in table column order, the key values (given in
+    /// primary key order) in their own columns; NULL where no cell is known.
+    pub fn row_values(&self, table: &rowsync_proto::Table, key: &[Value]) -> Vec<Value> {
+        let mut row: Vec<Value> = (0..table.columns.len())
+            .map(|index| self.cells.get(index).cloned().flatten().map_or(Value::Null, |(value, _)| value))
+            .collect();
+        for (&column, value) in table.primary_key.iter().zip(key) {
+            row[column] = value.clone();
+        }
+        row
+    }
+
     /// The newest write (insert or cell) this state has seen.
     pub fn newest_write(&self) -> Option<&Version> {
         self.cells.iter().flatten().map(|(_, v)| v).chain(self.alive.as_ref()).max()

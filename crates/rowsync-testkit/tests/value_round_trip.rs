@@ -84,3 +84,28 @@ fn long_keys_on(store: &TestStore) {
 fn keys_up_to_255_characters_work_on_every_store_and_longer_ones_are_refused() {
     on_every_store(long_keys_on);
 }
+
+/// A composite key declared in another order than its columns: each key
+/// value must land in its own column on the server and on other devices.
+fn key_out_of_column_order_on(store: &TestStore) {
+    let dir = TempDir::new().unwrap();
+    let schema = "CREATE TABLE visits (place TEXT, day INTEGER, note TEXT, PRIMARY KEY (day, place));";
+    let server = TestServer::start_on(store, dir.path(), schema);
+    let writer = Device::init(dir.path(), "writer", &server.url());
+    let reader = Device::init(dir.path(), "reader", &server.url());
+    writer.exec("INSERT INTO visits VALUES ('Paris', 7, 'first');");
+    writer.sync().unwrap();
+    reader.sync().unwrap();
+    writer.exec("UPDATE visits SET note = 'second' WHERE place = 'Paris';");
+    writer.sync().unwrap();
+    reader.sync().unwrap();
+    let expected = vec![vec![Value::Text("Paris".into()), Value::Integer(7), Value::Text("second".into())]];
+    let all = "SELECT place, day, note FROM visits";
+    assert_eq!(server.rows(all), expected, "{}", store.name());
+    assert_eq!(reader.rows(all), expected, "{}", store.name());
+}
+
+#[test]
+fn a_key_declared_out_of_column_order_keeps_each_value_in_its_column() {
+    on_every_store(key_out_of_column_order_on);
+}

@@ -103,21 +103,7 @@ pub fn plan_writes(
 
 /// The values of a visible row in table column order.
 pub fn row_values(schema: &Schema, write: &RowWrite) -> Vec<Value> {
-    let table = &schema.tables[write.id.0];
-    let mut key = write.key.iter();
-    write
-        .state
-        .cells
-        .iter()
-        .enumerate()
-        .map(|(index, cell)| {
-            if table.is_key_column(index) {
-                key.next().cloned().unwrap_or(Value::Null)
-            } else {
-                cell.as_ref().map(|(v, _)| v.clone()).unwrap_or(Value::Null)
-            }
-        })
-        .collect()
+    write.state.row_values(&schema.tables[write.id.0], &write.key)
 }
 
 #[cfg(test)]
