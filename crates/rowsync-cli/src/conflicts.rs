@@ -62,11 +62,8 @@ pub fn resolve(local: &Path, id: &str, how: How) -> anyhow::Result<()> {
     let resolution = match how {
         How::Keep(side) => Resolution::Keep(side),
         How::Set(pairs) => {
-            // The table is known only once the conflict is found.
-            let conflict =
-                replica.conflicts()?.into_iter().find(|c| c.id.starts_with(&id.to_ascii_lowercase())).ok_or_else(
-                    || anyhow!("no open conflict {id} in {} (`rowsync conflicts` lists them)", local.display()),
-                )?;
+            // The columns' types are known once the conflict is found.
+            let conflict = replica.find_conflict(id)?;
             Resolution::Set(parse_pairs(replica.schema(), &conflict.table, &pairs)?)
         }
     };
@@ -89,9 +86,8 @@ fn parse_pairs(schema: &Schema, table: &str, pairs: &[String]) -> anyhow::Result
         .map(|pair| {
             let (name, text) = pair.split_once('=').ok_or_else(|| anyhow!("--set {pair}: expected COLUMN=VALUE"))?;
             let column = table
-                .columns
-                .iter()
-                .find(|c| c.name == name)
+                .column_index(name)
+                .map(|i| &table.columns[i])
                 .ok_or_else(|| anyhow!("--set {pair}: table {} has no column {name}", table.name))?;
             Ok((name.to_string(), parse_value(column.ty, text).map_err(|e| anyhow!("--set {pair}: {e}"))?))
         })

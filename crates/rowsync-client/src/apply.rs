@@ -11,22 +11,21 @@
 //! outbox.
 
 use rowsync_core::change::decode_change;
-use rowsync_core::ddl::{key_condition, Dialect};
+use rowsync_core::ddl::{update_columns, Dialect};
 use rowsync_proto::{ConflictStrategy, PullResponse, Value};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Transaction, TransactionBehavior};
 
 use crate::conflicts;
 use crate::error::ClientError;
-use crate::outbox::STAMP_CHUNK;
 use crate::replica::{key, meta_set, Replica};
-use crate::stamp::{load_clock, load_clocks, save_clock, save_clocks, stamp_pending, Clocks};
-use crate::values::{from_sql, stored_key, to_sql};
+use crate::stamp::{load_clock, load_clocks, save_clock, save_clocks, stamp_rest, Clocks};
+use crate::values::{stored_key, to_sql};
 
 /// Applies one page and stores its cursor. Returns how many rows changed locally.
 pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
-    while stamp_pending(replica, &tx, STAMP_CHUNK)? > 0 {}
+    stamp_rest(replica, &tx)?;
     let newest_before: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |row| row.get(0))?;
     let mut clock = load_clock(&tx)?;
     let mut changed_rows = 0;
@@ -56,14 +55,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         let key_params: Vec<SqlValue> = decoded.key.iter().map(to_sql).collect();
         match (was_visible, state.is_visible()) {
             (true, true) if !outcome.taken.is_empty() => {
-                let sets: Vec<String> =
-                    outcome.taken.iter().map(|&i| format!("\"{}\" = ?", table.columns[i].name)).collect();
-                let sql = format!(
-                    "UPDATE \"{}\" SET {} WHERE {}",
-                    table.name,
-                    sets.join(", "),
-                    key_condition(table, Dialect::Sqlite, outcome.taken.len() + 1)
-                );
+                let sql = update_columns(table, Dialect::Sqlite, &outcome.taken);
                 let mut params: Vec<SqlValue> = outcome
                     .taken
                     .iter()
@@ -119,15 +111,7 @@ fn hold_displaced(
     if displaced.is_empty() {
         return Ok(());
     }
-    let params: Vec<SqlValue> = key.iter().map(to_sql).collect();
-    let width = replica.schema.tables[table_index].columns.len();
-    let Some(row): Option<Vec<Value>> = conn
-        .prepare_cached(&replica.row_sql[table_index].select)?
-        .query_row(rusqlite::params_from_iter(params), |row| (0..width).map(|i| row.get_ref(i).map(from_sql)).collect())
-        .optional()?
-    else {
-        return Ok(());
-    };
+    let Some(row) = replica.read_row(conn, table_index, key)? else { return Ok(()) };
     for index in displaced {
         if let Some(version) = clocks.cells.get(index).cloned().flatten() {
             clocks.held.insert(index, (row[index].clone(), version));

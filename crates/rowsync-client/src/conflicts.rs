@@ -13,7 +13,7 @@
 
 use rowsync_core::capture::{OP_UPDATE, OVERFLOW_BIT};
 use rowsync_core::change::{check_value, decode_conflict, encode_conflict};
-use rowsync_core::ddl::{key_condition, Dialect};
+use rowsync_core::ddl::{update_columns, Dialect};
 use rowsync_core::CellConflict;
 use rowsync_proto::{Conflict, ConflictStrategy, Table, Value, Version, Written};
 use rusqlite::types::Value as SqlValue;
@@ -21,9 +21,8 @@ use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use crate::error::ClientError;
-use crate::outbox::STAMP_CHUNK;
 use crate::replica::Replica;
-use crate::stamp::stamp_pending;
+use crate::stamp::stamp_rest;
 use crate::values::{key_values, to_sql};
 
 /// An open conflict as this replica sees it.
@@ -160,31 +159,42 @@ impl Replica {
         })
     }
 
-    /// Resolves the open conflict `id` (or an unambiguous prefix of it) with
-    /// an ordinary local write, which the next sync sends everywhere; the
-    /// conflict closes here at once. Returns the conflict as it was.
-    pub fn resolve(&self, id: &str, resolution: &Resolution) -> Result<OpenConflict, ClientError> {
+    /// The open conflict `id` names (an unambiguous prefix of at least 4
+    /// hex digits will do), as `resolve` would find it.
+    pub fn find_conflict(&self, id: &str) -> Result<OpenConflict, ClientError> {
+        crate::outbox::stamp_all(self)?;
+        Ok(self.lookup(&self.conn, id)?.2)
+    }
+
+    fn lookup(&self, conn: &Connection, id: &str) -> Result<(i64, SqlValue, OpenConflict), ClientError> {
         let bad = |message: String| ClientError::BadResolution(message);
         if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad(format!(
                 "{id:?} is not a conflict id (at least 4 hex digits; `rowsync conflicts` lists them)"
             )));
         }
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-        // Writes made since the last stamping may have settled it already.
-        while stamp_pending(self, &tx, STAMP_CHUNK)? > 0 {}
-        let matches: Vec<(i64, SqlValue, String)> = tx
+        let matches: Vec<(i64, SqlValue, String)> = conn
             .prepare("SELECT tbl, pk, body FROM _rowsync_conflicts WHERE id LIKE ? || '%'")?
             .query_map([id.to_ascii_lowercase()], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
             .collect::<Result<_, _>>()?;
-        let (table_id, stored_key, body) = match matches.as_slice() {
-            [] => {
-                return Err(bad(format!("no open conflict {id} in {} (`rowsync conflicts` lists them)", self.path)));
+        match matches.as_slice() {
+            [] => Err(bad(format!("no open conflict {id} in {} (`rowsync conflicts` lists them)", self.path))),
+            [(table_id, stored_key, body)] => {
+                Ok((*table_id, stored_key.clone(), self.open_conflict(*table_id, stored_key, body)?))
             }
-            [one] => one.clone(),
-            _ => return Err(bad(format!("{id} names {} conflicts: give more of the id", matches.len()))),
-        };
-        let conflict = self.open_conflict(table_id, &stored_key, &body)?;
+            _ => Err(bad(format!("{id} names {} conflicts: give more of the id", matches.len()))),
+        }
+    }
+
+    /// Resolves the open conflict `id` (or an unambiguous prefix of it) with
+    /// an ordinary local write, which the next sync sends everywhere; the
+    /// conflict closes here at once. Returns the conflict as it was.
+    pub fn resolve(&self, id: &str, resolution: &Resolution) -> Result<OpenConflict, ClientError> {
+        let bad = |message: String| ClientError::BadResolution(message);
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        // Writes made since the last stamping may have settled it already.
+        stamp_rest(self, &tx)?;
+        let (table_id, stored_key, conflict) = self.lookup(&tx, id)?;
         let index = self.table_index[&table_id];
         let table = &self.schema.tables[index];
         if table.conflict != ConflictStrategy::Manual {
@@ -199,15 +209,8 @@ impl Replica {
             Resolution::Set(pairs) => checked_values(table, &conflict.column, pairs)?,
         };
 
-        let sqlite = Dialect::Sqlite;
-        let sets: Vec<String> =
-            values.iter().map(|(i, _)| format!("{} = ?", sqlite.quote(&table.columns[*i].name))).collect();
-        let sql = format!(
-            "UPDATE {} SET {} WHERE {}",
-            sqlite.quote(&table.name),
-            sets.join(", "),
-            key_condition(table, Dialect::Sqlite, values.len() + 1)
-        );
+        let columns: Vec<usize> = values.iter().map(|(i, _)| *i).collect();
+        let sql = update_columns(table, Dialect::Sqlite, &columns);
         let mut params: Vec<SqlValue> = values.iter().map(|(_, v)| to_sql(v)).collect();
         params.extend(conflict.key.iter().map(to_sql));
         if tx.execute(&sql, rusqlite::params_from_iter(params))? == 0 {
@@ -220,7 +223,7 @@ impl Replica {
             "INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) VALUES (?, ?, ?, julianday('now'), ?)",
             params![table_id, stored_key, OP_UPDATE, bits],
         )?;
-        while stamp_pending(self, &tx, STAMP_CHUNK)? > 0 {}
+        stamp_rest(self, &tx)?;
         tx.commit()?;
         Ok(conflict)
     }

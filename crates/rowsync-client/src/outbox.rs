@@ -12,17 +12,14 @@ use std::collections::HashMap;
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::change::encode_change;
-use rowsync_proto::{ConflictStrategy, PushRequest, PushedChange, Value};
+use rowsync_proto::{ConflictStrategy, PushRequest, PushedChange};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Transaction, TransactionBehavior};
 
 use crate::error::ClientError;
 use crate::replica::{key, meta_get, meta_set, Replica};
-use crate::stamp::{load_clocks, save_clocks, stamp_pending};
-use crate::values::{from_sql, key_token, key_values, to_sql};
-
-/// Outbox entries stamped per transaction.
-pub const STAMP_CHUNK: usize = 10_000;
+use crate::stamp::{load_clocks, save_clocks, stamp_pending, stamp_rest, STAMP_CHUNK};
+use crate::values::{key_token, key_values};
 
 /// A push batch and the outbox entries it covers.
 #[derive(Debug, Clone)]
@@ -30,8 +27,6 @@ pub struct Batch {
     pub request: PushRequest,
     /// The newest outbox entry id the batch covers.
     pub last_id: i64,
-    /// How many outbox entries the batch covers.
-    pub entries: usize,
     /// The stored table id and key of each change, in the same order.
     pub rows: Vec<(i64, SqlValue)>,
 }
@@ -53,37 +48,34 @@ pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
 /// outbox is empty.
 pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>, ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
-    while stamp_pending(replica, &tx, STAMP_CHUNK)? > 0 {}
+    stamp_rest(replica, &tx)?;
     let stamped_id: i64 = meta_get(&tx, key::STAMPED_ID)?.unwrap_or(0);
     let offset: i64 = meta_get(&tx, key::SEQ_OFFSET)?.unwrap_or(0);
-    let entries: Vec<(i64, i64, SqlValue, i64, i64)> = tx
+    let entries: Vec<(i64, i64, SqlValue, i64)> = tx
         .prepare_cached("SELECT id, tbl, pk, op FROM _rowsync_outbox WHERE id <= ? ORDER BY id LIMIT ?")?
-        .query_map(params![stamped_id, max_entries as i64], |r| {
-            let id: i64 = r.get(0)?;
-            Ok((id, r.get(1)?, r.get(2)?, offset + id, r.get(3)?))
-        })?
+        .query_map(params![stamped_id, max_entries as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
     let Some(last_id) = entries.last().map(|e| e.0) else {
         tx.commit()?;
         return Ok(None);
     };
 
-    // Fold entries per row, keeping the order rows were first written.
+    // Fold entries per row, keeping the order rows were first written; the
+    // entries come in id order, so a row's last entry is its newest.
     let mut order: Vec<(i64, SqlValue)> = Vec::new();
-    let mut newest_seq: HashMap<(i64, String), i64> = HashMap::new();
-    for (_, table_id, stored_key, seq, _) in entries.iter().filter(|e| e.4 != OP_SET_ASIDE) {
-        let token = key_token(*table_id, stored_key);
-        match newest_seq.get_mut(&token) {
-            Some(newest) => *newest = (*newest).max(*seq),
-            None => {
-                newest_seq.insert(token, *seq);
-                order.push((*table_id, stored_key.clone()));
-            }
-        }
+    let mut newest_seq: Vec<i64> = Vec::new();
+    let mut row_of: HashMap<(i64, String), usize> = HashMap::new();
+    for (id, table_id, stored_key, _) in entries.iter().filter(|e| e.3 != OP_SET_ASIDE) {
+        let row = *row_of.entry(key_token(*table_id, stored_key)).or_insert_with(|| {
+            order.push((*table_id, stored_key.clone()));
+            newest_seq.push(0);
+            order.len() - 1
+        });
+        newest_seq[row] = offset + id;
     }
 
     let mut changes = Vec::with_capacity(order.len());
-    for (table_id, stored_key) in &order {
+    for ((table_id, stored_key), seq) in order.iter().zip(newest_seq) {
         let index = *replica
             .table_index
             .get(table_id)
@@ -92,14 +84,7 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
         let key = key_values(table, stored_key)?;
         let clocks = load_clocks(&tx, *table_id, stored_key)?.unwrap_or_default();
         let mut state = clocks.to_state(table.columns.len());
-        let params: Vec<SqlValue> = key.iter().map(to_sql).collect();
-        let row: Option<Vec<Value>> = tx
-            .prepare_cached(&replica.row_sql[index].select)?
-            .query_row(rusqlite::params_from_iter(params), |row| {
-                (0..table.columns.len()).map(|i| row.get_ref(i).map(from_sql)).collect()
-            })
-            .optional()?;
-        match row {
+        match replica.read_row(&tx, index, &key)? {
             Some(values) => {
                 let fallback = state.newest_write().cloned();
                 for (i, value) in values.into_iter().enumerate() {
@@ -118,16 +103,12 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
             }
             state.bases = clocks.pending.iter().map(|(&index, pending)| (index, pending.base.clone())).collect();
         }
-        let seq = newest_seq[&key_token(*table_id, stored_key)];
         changes.push(PushedChange { seq: seq as u64, row: encode_change(table, key, &state) });
     }
-    let last_seq = entries.iter().map(|e| e.3).max().unwrap_or(0) as u64;
-    let order = order;
     tx.commit()?;
     Ok(Some(Batch {
-        request: PushRequest { site: replica.site.clone(), last_seq, changes },
+        request: PushRequest { site: replica.site.clone(), last_seq: (offset + last_id) as u64, changes },
         last_id,
-        entries: entries.len(),
         rows: order,
     }))
 }

@@ -207,6 +207,24 @@ impl Replica {
         Ok(Replica { conn, path: display, schema, table_ids, table_index, site, row_sql })
     }
 
+    /// The current values of one row of schema table `table` (`None` when
+    /// it does not exist here), read on `conn`.
+    pub(crate) fn read_row(
+        &self,
+        conn: &Connection,
+        table: usize,
+        key: &[rowsync_proto::Value],
+    ) -> Result<Option<Vec<rowsync_proto::Value>>, ClientError> {
+        let width = self.schema.tables[table].columns.len();
+        let params: Vec<rusqlite::types::Value> = key.iter().map(crate::values::to_sql).collect();
+        Ok(conn
+            .prepare_cached(&self.row_sql[table].select)?
+            .query_row(rusqlite::params_from_iter(params), |row| {
+                (0..width).map(|i| row.get_ref(i).map(crate::values::from_sql)).collect()
+            })
+            .optional()?)
+    }
+
     pub fn schema(&self) -> &Schema {
         &self.schema
     }

@@ -12,7 +12,8 @@
 //! versioned before the clock observes that change: a stale local edit can
 //! never outrank a newer remote one just because it was pushed later.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rowsync_core::capture::{changed_columns, OP_DELETE, OP_INSERT, OP_SET_ASIDE};
 use rowsync_core::{Clock, RowState};
@@ -71,6 +72,13 @@ impl Clocks {
         RowState { alive: self.alive.clone(), deleted: self.deleted.clone(), cells, ..RowState::default() }
     }
 
+    /// Whether the row these versions describe exists (the rule of
+    /// `RowState::is_visible`, without building a state).
+    pub fn is_visible(&self) -> bool {
+        let newest = self.cells.iter().flatten().chain(self.alive.as_ref()).max();
+        rowsync_core::merge::visible(newest, self.deleted.as_ref())
+    }
+
     /// The versions of a state. A replica forgets the cell versions of a row
     /// it cannot see: it holds no values for them, and the server sends the
     /// whole row again if the row ever comes back.
@@ -124,6 +132,15 @@ fn julian_to_millis(julian: f64) -> u64 {
     ((julian - 2_440_587.5) * 86_400_000.0).round().max(0.0) as u64
 }
 
+/// Outbox entries stamped per transaction.
+pub const STAMP_CHUNK: usize = 10_000;
+
+/// Stamps every unstamped outbox entry on the caller's transaction.
+pub(crate) fn stamp_rest(replica: &Replica, conn: &Connection) -> Result<(), ClientError> {
+    while stamp_pending(replica, conn, STAMP_CHUNK)? > 0 {}
+    Ok(())
+}
+
 /// Stamps at most `limit` unstamped outbox entries, oldest first, on the
 /// caller's transaction. Returns how many were stamped.
 pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Result<usize, ClientError> {
@@ -140,7 +157,9 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
         .collect::<Result<_, _>>()?;
     let Some(last_id) = entries.last().map(|e| e.0) else { return Ok(0) };
 
-    let mut touched: HashMap<(i64, String), (SqlValue, Clocks)> = HashMap::new();
+    // Per touched row: its key, its versions, and (manual tables) the
+    // columns written, whose open conflicts the writes settle here.
+    let mut touched: HashMap<(i64, String), (SqlValue, Clocks, BTreeSet<usize>)> = HashMap::new();
     for (id, table_id, stored_key, op, at, bits) in entries.iter().filter(|e| e.3 != OP_SET_ASIDE) {
         let table_index = *replica
             .table_index
@@ -148,22 +167,27 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
             .ok_or_else(|| ClientError::Corrupt(format!("outbox entry {id} names unknown table id {table_id}")))?;
         let table = &replica.schema.tables[table_index];
         let hlc = clock.tick(julian_to_millis(*at).saturating_add_signed(offset));
-        let token = key_token(*table_id, stored_key);
-        if !touched.contains_key(&token) {
-            let clocks = load_clocks(conn, *table_id, stored_key)?.unwrap_or_default();
-            touched.insert(token.clone(), (stored_key.clone(), clocks));
-        }
-        let (_, clocks) = touched.get_mut(&token).expect("inserted above");
+        let (_, clocks, written) = match touched.entry(key_token(*table_id, stored_key)) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let clocks = load_clocks(conn, *table_id, stored_key)?.unwrap_or_default();
+                entry.insert((stored_key.clone(), clocks, BTreeSet::new()))
+            }
+        };
         let version = Version { hlc, site: replica.site.clone() };
-        let written = stamp_one(table, clocks, *op, *bits, version, seq_offset + id);
+        let columns = stamp_one(table, clocks, *op, *bits, version, seq_offset + id);
         if table.conflict == ConflictStrategy::Manual {
-            // A local write settles the conflicts open on its columns here;
-            // the server closes them when the write arrives.
-            crate::conflicts::close(conn, *table_id, stored_key, table, &written)?;
+            written.extend(columns);
         }
     }
-    for ((table_id, _), (stored_key, clocks)) in &touched {
+    for ((table_id, _), (stored_key, clocks, written)) in &touched {
         save_clocks(conn, *table_id, stored_key, clocks)?;
+        if !written.is_empty() {
+            // The server closes them when the writes arrive.
+            let table = &replica.schema.tables[replica.table_index[table_id]];
+            let written: Vec<usize> = written.iter().copied().collect();
+            crate::conflicts::close(conn, *table_id, stored_key, table, &written)?;
+        }
     }
     save_clock(conn, &clock)?;
     meta_set(conn, key::STAMPED_ID, last_id)?;
@@ -174,7 +198,7 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
 /// column for a delete).
 fn stamp_one(table: &Table, clocks: &mut Clocks, op: i64, bits: i64, version: Version, seq: i64) -> Vec<usize> {
     let width = table.columns.len();
-    let was_visible = clocks.to_state(width).is_visible();
+    let was_visible = clocks.is_visible();
     if op == OP_DELETE {
         clocks.deleted = Some(version);
         clocks.cells.clear();

@@ -165,6 +165,22 @@ pub fn key_condition(table: &Table, dialect: Dialect, first: usize) -> String {
     parts.join(" AND ")
 }
 
+/// Updates some columns of one row. Parameters: the new values in the order
+/// of `columns`, then the key values in key order.
+pub fn update_columns(table: &Table, dialect: Dialect, columns: &[usize]) -> String {
+    let sets: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| format!("{} = {}", dialect.quote(&table.columns[i].name), placeholder(dialect, n + 1)))
+        .collect();
+    format!(
+        "UPDATE {} SET {} WHERE {}",
+        dialect.quote(&table.name),
+        sets.join(", "),
+        key_condition(table, dialect, columns.len() + 1)
+    )
+}
+
 /// Deletes one row by key. Parameters: the key values in key order.
 pub fn delete_row(table: &Table, dialect: Dialect) -> String {
     format!("DELETE FROM {} WHERE {}", dialect.quote(&table.name), key_condition(table, dialect, 1))
@@ -246,6 +262,7 @@ mod tests {
             "DELETE FROM \"m\" WHERE (\"a\", \"b\") IN (($1, $2), ($3, $4))"
         );
         assert_eq!(select_row(table, Dialect::Sqlite), "SELECT \"id\", \"name\" FROM \"c\" WHERE \"id\" = ?");
+        assert_eq!(update_columns(table, Dialect::Postgres, &[1]), "UPDATE \"c\" SET \"name\" = $1 WHERE \"id\" = $2");
     }
 
     #[test]

@@ -140,11 +140,7 @@ impl RowState {
 
     /// A row is visible when its newest write is newer than its newest delete.
     pub fn is_visible(&self) -> bool {
-        match (self.newest_write(), &self.deleted) {
-            (Some(write), Some(delete)) => write > delete,
-            (Some(_), None) => true,
-            (None, _) => false,
-        }
+        visible(self.newest_write(), self.deleted.as_ref())
     }
 
     /// The state as the row strategy sees it: the row as of its newest write,
@@ -380,11 +376,11 @@ impl RowState {
     }
 
     fn merge_tombstones(&mut self, incoming: &RowState, outcome: &mut MergeOutcome) {
-        if newer(&incoming.alive, &self.alive) {
+        if incoming.alive > self.alive {
             self.alive.clone_from(&incoming.alive);
             outcome.changed = true;
         }
-        if newer(&incoming.deleted, &self.deleted) {
+        if incoming.deleted > self.deleted {
             self.deleted.clone_from(&incoming.deleted);
             outcome.changed = true;
         }
@@ -398,12 +394,10 @@ fn server_version(ours: &Version, theirs: &Version) -> Version {
     Version { hlc: Hlc(ours.hlc.max(theirs.hlc).0 + 1), site: SiteId::server() }
 }
 
-fn newer(theirs: &Option<Version>, ours: &Option<Version>) -> bool {
-    match (theirs, ours) {
-        (Some(t), Some(o)) => t > o,
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
+/// The visibility rule: a row exists when its newest write is newer than
+/// its newest delete (no write: never; no delete: always).
+pub fn visible(newest_write: Option<&Version>, deleted: Option<&Version>) -> bool {
+    newest_write.is_some() && newest_write > deleted
 }
 
 #[cfg(test)]
