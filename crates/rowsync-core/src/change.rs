@@ -5,6 +5,8 @@
 //! [`decode_change`] before any SQL is built from it; after this point code
 //! works with column indexes into the schema, never with payload strings.
 
+use std::collections::HashMap;
+
 use rowsync_proto::{
     Cell, CellMemory as WireMemory, ColumnType, Conflict, ConflictStrategy, ErrorCode, RowChange, Schema, Table, Value,
     Version, Written,
@@ -179,14 +181,13 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
 /// The wire form of a row state. The most common cell version becomes the
 /// change's default `version`, and only cells that differ carry their own.
 pub fn encode_change(table: &Table, key: Vec<Value>, state: &RowState) -> RowChange {
-    let mut default: Option<(&Version, usize)> = None;
+    let mut counts: HashMap<&Version, usize> = HashMap::new();
     for (_, version) in state.cells.iter().flatten() {
-        let count = state.cells.iter().flatten().filter(|(_, v)| v == version).count();
-        if default.is_none_or(|(_, best)| count > best) {
-            default = Some((version, count));
-        }
+        *counts.entry(version).or_default() += 1;
     }
-    let default = default.map(|(v, _)| v.clone());
+    // The most common version; on a tie, the first in column order.
+    let most = counts.values().copied().max().unwrap_or(0);
+    let default = state.cells.iter().flatten().map(|(_, v)| v).find(|v| counts[v] == most).cloned();
     let cells = state
         .cells
         .iter()

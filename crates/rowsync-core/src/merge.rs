@@ -128,6 +128,15 @@ impl RowState {
         row
     }
 
+    /// The same row data (versions, values, tombstones, open conflicts),
+    /// whatever the sender's bases or the server's memory.
+    pub fn same_data(&self, other: &RowState) -> bool {
+        self.alive == other.alive
+            && self.deleted == other.deleted
+            && self.cells == other.cells
+            && self.conflicts == other.conflicts
+    }
+
     /// The newest write (insert or cell) this state has seen.
     pub fn newest_write(&self) -> Option<&Version> {
         self.cells.iter().flatten().map(|(_, v)| v).chain(self.alive.as_ref()).max()
@@ -196,7 +205,10 @@ impl RowState {
             let Some((value, version)) = theirs else { continue };
             let base = incoming.bases.get(&index);
             let case = self.manual_case(index, value, version, base, dead.as_ref());
-            if base.is_some() && case != ManualCase::Known {
+            if case == ManualCase::Known {
+                continue;
+            }
+            if base.is_some() {
                 let writers = &mut self.memory.entry(index).or_default().writers;
                 writers.retain(|v| v.site != version.site);
                 writers.push(version.clone());
@@ -206,39 +218,24 @@ impl RowState {
                 outcome.taken.push(index);
                 continue;
             };
-            // The value held here with the version of the write that made it
-            // (a version the server gave it says nothing about who wrote it).
-            let kept = match self.conflicts.iter().find(|c| c.column == index && c.at == ours) {
-                Some(conflict) => conflict.kept.clone(),
-                None if ours.site == SiteId::server() => {
-                    let written = self.aliases(index).iter().filter(|v| v.site != ours.site).max();
-                    (ours_value.clone(), written.unwrap_or(&ours).clone())
-                }
-                None => (ours_value.clone(), ours.clone()),
-            };
+            // Read before the clean-up below, which may drop the conflict
+            // that names the kept value's writer.
+            let kept = (case == ManualCase::Concurrent).then(|| self.kept_side(index, &ours_value, &ours));
             if matches!(case, ManualCase::SameValue | ManualCase::BlindEdit | ManualCase::Concurrent) {
                 // A device's later write replaces its own earlier refused one.
                 self.conflicts
                     .retain(|c| !(c.column == index && c.other.1.site == version.site && &c.other.1 < version));
             }
-            let hung = self.conflicts.iter().any(|c| c.column == index && c.at == ours);
+            let hung = self.has_open_conflict(index, &ours);
             match case {
                 ManualCase::Known => continue,
-                ManualCase::Newest => {
-                    if version <= &ours {
-                        continue;
-                    }
-                    self.replace(index, theirs.clone());
-                }
+                ManualCase::Newest if version <= &ours => continue,
+                ManualCase::Newest => self.replace(index, theirs.clone()),
+                // Made with the open conflicts (if any) in view: it settles
+                // them, as the cell moves past their version.
+                ManualCase::Edit if version > &ours => self.replace(index, theirs.clone()),
                 ManualCase::Edit => {
-                    // Made with the open conflicts (if any) in view: it
-                    // settles them, as the cell moves past their version.
-                    if version > &ours {
-                        self.replace(index, theirs.clone());
-                    } else {
-                        self.replace(index, Some((value.clone(), server_version(&ours, version))));
-                        self.memory.entry(index).or_default().aliases = vec![version.clone()];
-                    }
+                    self.take_as_server(index, value, version, &ours);
                 }
                 ManualCase::SameValue if !hung => {
                     // Holders of either version have seen the value.
@@ -246,32 +243,23 @@ impl RowState {
                     self.memory.entry(index).or_default().aliases.push(older.clone());
                     self.cells[index] = Some((ours_value, newer.clone()));
                 }
-                ManualCase::SameValue | ManualCase::BlindEdit => {
-                    // Not made with the open conflicts in view: they stay
-                    // open, re-hung on a new version above both writes.
+                // Not made with the open conflicts in view: they stay open,
+                // re-hung on a new version above both writes.
+                ManualCase::SameValue => {
                     let at = server_version(&ours, version);
-                    let edit = matches!(case, ManualCase::BlindEdit);
-                    for conflict in self.conflicts.iter_mut().filter(|c| c.column == index && c.at == ours) {
-                        conflict.at = at.clone();
-                        if edit {
-                            conflict.kept = (value.clone(), version.clone());
-                        }
-                    }
-                    if edit {
-                        self.replace(index, Some((value.clone(), at)));
-                        self.memory.entry(index).or_default().aliases = vec![version.clone()];
-                    } else {
-                        self.memory.entry(index).or_default().aliases.extend([ours.clone(), version.clone()]);
-                        self.cells[index] = Some((ours_value, at));
-                    }
+                    self.rehang(index, &ours, &at, None);
+                    self.memory.entry(index).or_default().aliases.extend([ours.clone(), version.clone()]);
+                    self.cells[index] = Some((ours_value, at));
+                }
+                ManualCase::BlindEdit => {
+                    let at = self.take_as_server(index, value, version, &ours);
+                    self.rehang(index, &ours, &at, Some((value.clone(), version.clone())));
                 }
                 ManualCase::Concurrent => {
                     // Keep ours, record theirs, and give the kept value a new
                     // version above both so that every replica takes it.
                     let at = server_version(&ours, version);
-                    for conflict in self.conflicts.iter_mut().filter(|c| c.column == index && c.at == ours) {
-                        conflict.at = at.clone();
-                    }
+                    self.rehang(index, &ours, &at, None);
                     let base = base.cloned().flatten();
                     let base_value = self
                         .memory
@@ -285,7 +273,7 @@ impl RowState {
                         at: at.clone(),
                         base,
                         base_value,
-                        kept,
+                        kept: kept.expect("read for this case"),
                         other: (value.clone(), version.clone()),
                     });
                     self.memory.entry(index).or_default().aliases.push(ours);
@@ -340,11 +328,48 @@ impl RowState {
         if !seen {
             return ManualCase::Concurrent;
         }
-        let hung = self.conflicts.iter().any(|c| c.column == index && &c.at == ours);
-        if hung {
+        if self.has_open_conflict(index, ours) {
             ManualCase::BlindEdit
         } else {
             ManualCase::Edit
+        }
+    }
+
+    /// Whether a conflict on column `index` hangs on version `at`.
+    fn has_open_conflict(&self, index: usize, at: &Version) -> bool {
+        self.conflicts.iter().any(|c| c.column == index && &c.at == at)
+    }
+
+    /// Moves the conflicts on column `index` from version `from` to `to`,
+    /// with a new kept side when the value changed.
+    fn rehang(&mut self, index: usize, from: &Version, to: &Version, kept: Option<(Value, Version)>) {
+        for conflict in self.conflicts.iter_mut().filter(|c| c.column == index && &c.at == from) {
+            conflict.at = to.clone();
+            if let Some(kept) = &kept {
+                conflict.kept = kept.clone();
+            }
+        }
+    }
+
+    /// Takes `value` into the cell under a version of the server's own above
+    /// both writes, remembering the write behind it; returns that version.
+    fn take_as_server(&mut self, index: usize, value: &Value, version: &Version, ours: &Version) -> Version {
+        let at = server_version(ours, version);
+        self.replace(index, Some((value.clone(), at.clone())));
+        self.memory.entry(index).or_default().aliases = vec![version.clone()];
+        at
+    }
+
+    /// The value held in column `index` with the version of the write that
+    /// made it (a version the server gave it says nothing about who wrote it).
+    fn kept_side(&self, index: usize, value: &Value, ours: &Version) -> (Value, Version) {
+        match self.conflicts.iter().find(|c| c.column == index && &c.at == ours) {
+            Some(conflict) => conflict.kept.clone(),
+            None if ours.site == SiteId::server() => {
+                let written = self.aliases(index).iter().filter(|v| v.site != ours.site).max();
+                (value.clone(), written.unwrap_or(ours).clone())
+            }
+            None => (value.clone(), ours.clone()),
         }
     }
 

@@ -84,15 +84,11 @@ pub fn plan_writes(
         if !outcome.changed {
             continue;
         }
-        // What the site sent, in the form the merged state has.
-        let mut sent = row.state;
-        sent.bases.clear();
-        sent.memory.clone_from(&state.memory);
         if table.conflict != ConflictStrategy::Manual {
             // Left over from a time the table was under the manual strategy.
             state.conflicts.clear();
         }
-        let echo = state == sent;
+        let echo = state.same_data(&row.state);
         position += 1;
         let state_json = serde_json::to_string(&encode_change(table, row.key.clone(), &state))
             .map_err(|e| StoreError::Database(e.to_string()))?;
