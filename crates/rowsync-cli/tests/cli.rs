@@ -134,6 +134,8 @@ fn init_write_sync_status_and_an_unreachable_server() {
     assert_eq!(status["server_url"], url.as_str());
     assert!(status["last_error"].as_str().unwrap().contains("cannot reach"));
     assert!(status["last_sync"].is_string());
+    let failed_at = status["last_error_at"].as_str().expect("when the last error happened").to_string();
+    assert!(failed_at.as_str() > status["last_sync"].as_str().unwrap(), "{failed_at} is after the last sync");
 
     let _server = serve(dir.path(), port);
     let output = rowsync(&["sync", local]);
@@ -142,6 +144,8 @@ fn init_write_sync_status_and_an_unreachable_server() {
     let text = stdout(&output);
     assert!(text.contains("pending      0 change(s)"), "{text}");
     assert!(!text.contains("last error"), "{text}");
+    let status: serde_json::Value = serde_json::from_slice(&rowsync(&["status", local, "--json"]).stdout).unwrap();
+    assert!(status["last_error"].is_null() && status["last_error_at"].is_null(), "{status}");
 
     // Conflicts: none here, and bad resolutions are refused in one line.
     assert!(stdout(&rowsync(&["conflicts", local])).contains("no open conflicts"));
