@@ -317,7 +317,7 @@ impl Replica {
         column: &str,
     ) -> Result<Option<rowsync_proto::Version>, ClientError> {
         let unknown = || ClientError::SchemaMismatch(format!("no column {table}.{column} in the schema"));
-        let index = self.schema.tables.iter().position(|t| t.name == table).ok_or_else(unknown)?;
+        let index = self.schema.table_index(table).ok_or_else(unknown)?;
         let column = self.schema.tables[index].column_index(column).ok_or_else(unknown)?;
         crate::outbox::stamp_all(self)?;
         let stored = crate::values::stored_key(&self.conn, key)?;

@@ -67,11 +67,8 @@ pub struct DecodedChange {
 /// carry every non-key column, so that a row can always be written whole
 /// (NOT NULL columns included).
 pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChange, ChangeError> {
-    let table_index = schema
-        .tables
-        .iter()
-        .position(|t| t.name == change.table)
-        .ok_or_else(|| ChangeError::UnknownTable(change.table.clone()))?;
+    let table_index =
+        schema.table_index(&change.table).ok_or_else(|| ChangeError::UnknownTable(change.table.clone()))?;
     let table = &schema.tables[table_index];
     if change.key.len() != table.primary_key.len() {
         return Err(ChangeError::InvalidKey {
@@ -116,6 +113,13 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
             message: format!("the key is too long: its JSON form must fit in {MAX_KEY_JSON} characters"),
         });
     }
+    let state = decode_state(table, change)?;
+    Ok(DecodedChange { table: table_index, key, key_json, state })
+}
+
+/// Checks the state part of `change` (everything but its table and key)
+/// against `table` and turns it into a row state.
+pub fn decode_state(table: &Table, change: &RowChange) -> Result<RowState, ChangeError> {
     let mut state = RowState::empty(table.columns.len());
     state.alive.clone_from(&change.alive);
     state.deleted.clone_from(&change.deleted);
@@ -175,7 +179,7 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
     if table.conflict == ConflictStrategy::Row {
         state = state.as_whole_row();
     }
-    Ok(DecodedChange { table: table_index, key, key_json, state })
+    Ok(state)
 }
 
 /// The wire form of a row state. The most common cell version becomes the

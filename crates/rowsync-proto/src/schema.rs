@@ -86,6 +86,11 @@ impl Schema {
         self.tables.iter().find(|t| t.name == name)
     }
 
+    /// The index of the table called `name` in `tables`.
+    pub fn table_index(&self, name: &str) -> Option<usize> {
+        self.tables.iter().position(|t| t.name == name)
+    }
+
     /// The same tables, columns and keys, whatever the conflict strategies.
     pub fn same_shape(&self, other: &Schema) -> bool {
         self.tables.len() == other.tables.len()

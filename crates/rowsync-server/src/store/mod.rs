@@ -21,7 +21,7 @@ mod sqlite;
 use std::future::Future;
 use std::time::Duration;
 
-use rowsync_core::change::decode_change;
+use rowsync_core::change::decode_state;
 use rowsync_core::{DecodedChange, RowState};
 use rowsync_proto::{PushResponse, RowChange, Schema, SiteId};
 
@@ -41,12 +41,6 @@ pub enum StoreError {
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(String),
-}
-
-impl StoreError {
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -111,21 +105,17 @@ pub(crate) fn reconcile_schema(given: Option<&Schema>, stored: Option<String>) -
     }
 }
 
-/// Decodes a state a store wrote itself.
-pub(crate) fn decode_stored(schema: &Schema, json: &str) -> Result<RowState, StoreError> {
+/// Decodes a state a store wrote itself for a row of table `name`, returning
+/// the table's index too. Its key was checked when it was first stored.
+pub(crate) fn decode_stored(schema: &Schema, name: &str, json: &str) -> Result<(usize, RowState), StoreError> {
+    let index = schema
+        .table_index(name)
+        .ok_or_else(|| StoreError::Conflict(format!("rowsync_rows names unknown table {name}")))?;
     let change: RowChange = serde_json::from_str(json)
         .map_err(|e| StoreError::Conflict(format!("unreadable row state in rowsync_rows: {e}")))?;
-    decode_change(schema, &change)
-        .map(|d| d.state)
-        .map_err(|e| StoreError::Conflict(format!("row state in rowsync_rows no longer fits the schema: {e}")))
-}
-
-pub(crate) fn table_index(schema: &Schema, name: &str) -> Result<usize, StoreError> {
-    schema
-        .tables
-        .iter()
-        .position(|t| t.name == name)
-        .ok_or_else(|| StoreError::Conflict(format!("rowsync_rows names unknown table {name}")))
+    let state = decode_state(&schema.tables[index], &change)
+        .map_err(|e| StoreError::Conflict(format!("row state in rowsync_rows no longer fits the schema: {e}")))?;
+    Ok((index, state))
 }
 
 /// A pull page from `(position, state or NULL for an echo)` rows, fetched

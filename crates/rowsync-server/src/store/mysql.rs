@@ -210,8 +210,8 @@ impl PushTransaction for MysqlPush {
             }
             for (table, key, json) in query.fetch_all(&mut *self.0).await? {
                 let (table, key) = (utf8(table)?, utf8(key)?);
-                let index = super::table_index(schema, &table)?;
-                stored.insert((index, key), decode_stored(schema, &json)?);
+                let (index, state) = decode_stored(schema, &table, &json)?;
+                stored.insert((index, key), state);
             }
         }
         Ok(stored)

@@ -277,8 +277,8 @@ impl PushTransaction for PostgresPush {
             sqlx::query_as(SELECT_STATES).bind(tables).bind(keys).fetch_all(&mut *self.0).await?;
         let mut stored = HashMap::with_capacity(found.len());
         for (table, key, json) in found {
-            let index = super::table_index(schema, &table)?;
-            stored.insert((index, key), decode_stored(schema, &json)?);
+            let (index, state) = decode_stored(schema, &table, &json)?;
+            stored.insert((index, key), state);
         }
         Ok(stored)
     }

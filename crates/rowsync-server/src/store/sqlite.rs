@@ -181,8 +181,8 @@ impl PushTransaction for SqlitePush {
                 query = query.bind(&schema.tables[row.id.0].name).bind(&row.id.1);
             }
             for (table, key, json) in query.fetch_all(&mut *self.0).await? {
-                let index = super::table_index(schema, &table)?;
-                stored.insert((index, key), decode_stored(schema, &json)?);
+                let (index, state) = decode_stored(schema, &table, &json)?;
+                stored.insert((index, key), state);
             }
         }
         Ok(stored)
