@@ -221,10 +221,13 @@ impl RowState {
             // Read before the clean-up below, which may drop the conflict
             // that names the kept value's writer.
             let kept = (case == ManualCase::Concurrent).then(|| self.kept_side(index, &ours_value, &ours));
+            let mut closed = false;
             if matches!(case, ManualCase::SameValue | ManualCase::BlindEdit | ManualCase::Concurrent) {
                 // A device's later write replaces its own earlier refused one.
+                let before = self.conflicts.len();
                 self.conflicts
                     .retain(|c| !(c.column == index && c.other.1.site == version.site && &c.other.1 < version));
+                closed = self.conflicts.len() < before;
             }
             let hung = self.has_open_conflict(index, &ours);
             match case {
@@ -236,6 +239,13 @@ impl RowState {
                 ManualCase::Edit if version > &ours => self.replace(index, theirs.clone()),
                 ManualCase::Edit => {
                     self.take_as_server(index, value, version, &ours);
+                }
+                // Replicas drop a conflict only when its cell moves past the
+                // version it hangs on: closing one must move the cell.
+                ManualCase::SameValue if !hung && closed && version < &ours => {
+                    let at = server_version(&ours, version);
+                    self.memory.entry(index).or_default().aliases.extend([ours.clone(), version.clone()]);
+                    self.cells[index] = Some((ours_value, at));
                 }
                 ManualCase::SameValue if !hung => {
                     // Holders of either version have seen the value.
@@ -666,6 +676,30 @@ mod tests {
         let before = server.clone();
         assert!(!server.merge_manual(&phone, id).changed, "a settled conflict must not reopen");
         assert_eq!(server, before);
+    }
+
+    /// Regression (simulation seed 1940317800191002341): a device's later
+    /// write of the kept value closed its own conflict on the server without
+    /// moving the cell, so replicas that held the conflict kept it forever.
+    #[test]
+    fn a_conflict_closed_by_its_own_device_closes_on_every_replica() {
+        let base = row(1, vec![None, text("555", 1, 9)]);
+        let mut server = base.clone();
+        server.merge_manual(&edit(&base, 1, "666", 10, 1), id);
+        server.merge_manual(&edit(&base, 1, "777", 11, 2), id);
+        // A third device writes the kept value blind: the conflict stays
+        // open, re-hung on a server version above its write.
+        server.merge_manual(&edit(&base, 1, "666", 30, 3), id);
+        assert_eq!(server.conflicts.len(), 1);
+        let replica_view = server.clone();
+        // The refused device writes the kept value too, later than its refused
+        // write but below the cell's version: its own conflict closes.
+        assert!(server.merge_manual(&edit(&base, 1, "666", 20, 2), id).changed);
+        assert!(server.conflicts.is_empty());
+        let mut replica = replica_view;
+        replica.merge_from(&server);
+        assert!(replica.conflicts.is_empty(), "a replica kept a conflict the server closed");
+        assert_eq!(replica.cells[1], server.cells[1]);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! devices (replica files) written to through plain SQLite connections with
 //! no rowsync code loaded, the way an application would.
 
+pub mod seeded;
 mod stores;
 
+pub use seeded::{run_seeded, Regression};
 pub use stores::{server_stores, test_stores, TestStore};
 
 use std::net::SocketAddr;

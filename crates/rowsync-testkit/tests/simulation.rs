@@ -11,8 +11,10 @@
 //!   a write is still there, or a side of an open conflict, or followed by a
 //!   later write to its cell.
 //!
-//! `ROWSYNC_SIM_CASES` sets the number of cases (default 1,000); a failure
-//! prints its seed, and `ROWSYNC_SEED=<seed>` replays exactly that case.
+//! The suite runs the regression seeds and the fixed seeds `0..1000`
+//! (`ROWSYNC_SIM_CASES` changes the count); `ROWSYNC_EXPLORE=N` runs N fresh
+//! seeds instead, and `ROWSYNC_SEED=<seed>` replays one (see
+//! `rowsync_testkit::seeded`).
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rowsync_client::{sync, ClientError, HttpTransport, SyncOptions, Transport};
 use rowsync_proto::{ConflictStrategy, PullResponse, PushRequest, PushResponse, Schema, SiteId, Value, Version};
-use rowsync_testkit::{Device, TestServer, TestStore, CONTACTS_SCHEMA};
+use rowsync_testkit::{run_seeded, Device, Regression, TestServer, TestStore, CONTACTS_SCHEMA};
 use tempfile::TempDir;
 
 const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
@@ -354,21 +356,15 @@ fn check_conflicts(server: &TestServer, devices: &[Device], written: &[Written],
     }
 }
 
+/// Seeds that once found a bug, replayed in every run.
+const REGRESSIONS: &[Regression] = &[Regression {
+    seed: 1940317800191002341,
+    found: "a device's later write of the kept value closed its own conflict on the server \
+            without moving the cell's version, so replicas kept the conflict forever",
+}];
+
 #[test]
 fn seeded_simulation_with_lost_duplicated_and_stale_messages_converges() {
-    let (first, cases) = match std::env::var("ROWSYNC_SEED") {
-        Ok(seed) => (seed.parse().expect("ROWSYNC_SEED is a number"), 1),
-        Err(_) => {
-            let cases = std::env::var("ROWSYNC_SIM_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(1000u64);
-            (rand::random::<u64>(), cases)
-        }
-    };
-    for i in 0..cases {
-        let seed = first.wrapping_add(i);
-        if let Err(panic) = std::panic::catch_unwind(|| run_case(seed)) {
-            eprintln!("simulation case failed with seed {seed}; replay with ROWSYNC_SEED={seed}");
-            std::panic::resume_unwind(panic);
-        }
-    }
-    eprintln!("simulation: {cases} cases passed (first seed {first})");
+    let cases = std::env::var("ROWSYNC_SIM_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(1000);
+    run_seeded("simulation", cases, REGRESSIONS, 2, run_case);
 }
