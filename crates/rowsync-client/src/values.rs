@@ -45,6 +45,10 @@ pub fn key_values(table: &Table, stored: &SqlValue) -> Result<Vec<Value>, Client
         .map(|part| match part {
             serde_json::Value::Null => Ok(Value::Null),
             serde_json::Value::String(s) => Ok(Value::Text(s)),
+            serde_json::Value::Object(object) => match object.get("blob").and_then(|hex| hex.as_str()).map(from_hex) {
+                Some(Some(bytes)) if object.len() == 1 => Ok(Value::Blob(bytes)),
+                _ => Err(ClientError::Corrupt(format!("composite key part {}", serde_json::Value::Object(object)))),
+            },
             serde_json::Value::Number(n) => n
                 .as_i64()
                 .map(Value::Integer)
@@ -55,14 +59,21 @@ pub fn key_values(table: &Table, stored: &SqlValue) -> Result<Vec<Value>, Client
         .collect()
 }
 
-/// Key values into the outbox's stored form, computed by SQLite itself so
-/// that it is byte for byte what the triggers write.
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Key values into the outbox's stored form, computed by SQLite itself with
+/// the triggers' own expression, so that it is byte for byte what they write.
 pub fn stored_key(conn: &Connection, key: &[Value]) -> Result<SqlValue, ClientError> {
     if let [single] = key {
         return Ok(to_sql(single));
     }
-    let placeholders = vec!["?"; key.len()].join(", ");
-    let mut statement = conn.prepare_cached(&format!("SELECT json_array({placeholders})"))?;
+    let parts: Vec<String> = (1..=key.len()).map(|i| format!("?{i}")).collect();
+    let mut statement = conn.prepare_cached(&format!("SELECT {}", rowsync_core::capture::composite_key(&parts)))?;
     let params: Vec<SqlValue> = key.iter().map(to_sql).collect();
     Ok(statement.query_row(rusqlite::params_from_iter(params), |row| row.get(0))?)
 }
@@ -77,4 +88,24 @@ pub fn key_token(table_id: i64, stored: &SqlValue) -> (i64, String) {
         SqlValue::Blob(b) => format!("b{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
     };
     (table_id, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composite_keys_round_trip_through_their_stored_form_blobs_included() {
+        let conn = Connection::open_in_memory().unwrap();
+        let schema = rowsync_core::parse_schema("CREATE TABLE m (a TEXT, b INTEGER, PRIMARY KEY (a, b));").unwrap();
+        let table = &schema.tables[0];
+        for key in [
+            vec![Value::Text("x\"y".into()), Value::Integer(-7)],
+            vec![Value::Blob(vec![0, 0xff, 0x10]), Value::Integer(1)],
+            vec![Value::Text("{\"blob\":\"00\"}".into()), Value::Real(1.5)],
+        ] {
+            let stored = stored_key(&conn, &key).unwrap();
+            assert_eq!(key_values(table, &stored).unwrap(), key, "stored as {stored:?}");
+        }
+    }
 }

@@ -84,8 +84,19 @@ pub fn key_expression(table: &Table, row: &str) -> String {
     if parts.len() == 1 {
         parts.into_iter().next().unwrap_or_default()
     } else {
-        format!("json_array({})", parts.join(", "))
+        composite_key(&parts)
     }
+}
+
+/// The JSON array of a composite key's parts (SQL expressions). JSON has no
+/// blobs and `json_array` fails on one, which inside a trigger would fail
+/// the app's own write: a blob part becomes `{"blob": "HEX"}` instead.
+pub fn composite_key(parts: &[String]) -> String {
+    let parts: Vec<String> = parts
+        .iter()
+        .map(|part| format!("CASE WHEN typeof({part}) = 'blob' THEN json_object('blob', hex({part})) ELSE {part} END"))
+        .collect();
+    format!("json_array({})", parts.join(", "))
 }
 
 fn key_unchanged(table: &Table) -> String {
@@ -183,7 +194,13 @@ mod tests {
     fn composite_keys_are_json_arrays() {
         let schema = parse_schema("CREATE TABLE m (a TEXT, b INTEGER, PRIMARY KEY (a, b));").unwrap();
         let sql = capture_triggers(&schema.tables[0], 2);
-        assert!(sql[0].contains("json_array(NEW.\"a\", NEW.\"b\")"), "{}", sql[0]);
+        assert!(
+            sql[0].contains(
+                "json_array(CASE WHEN typeof(NEW.\"a\") = 'blob' THEN json_object('blob', hex(NEW.\"a\")) ELSE NEW.\"a\" END, "
+            ),
+            "{}",
+            sql[0]
+        );
         assert!(sql[1].contains("OLD.\"a\" IS NEW.\"a\" AND OLD.\"b\" IS NEW.\"b\""));
         assert!(sql[1].contains(", 2, julianday('now'), 0)"), "{}", sql[1]);
     }

@@ -303,8 +303,15 @@ pub enum ErrorCode {
     /// A version lies further ahead of the server's clock than it accepts:
     /// the writing device's clock runs ahead. Nothing was applied.
     ClockSkew,
+    /// The route exists but does not take this HTTP method.
+    MethodNotAllowed,
+    /// The body's `Content-Encoding` is not one the server reads (gzip or none).
+    UnsupportedEncoding,
     /// A bug or unexpected failure on the server.
     Internal,
+    /// A code this version does not know (sent by a newer server).
+    #[serde(other)]
+    Other,
 }
 
 /// Body of every error answer.

@@ -5,12 +5,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use rowsync_core::change::decode_change;
 use rowsync_core::RowState;
 use rowsync_proto::{ErrorCode, PushRequest, PushResponse, Schema, SiteId};
@@ -29,6 +32,10 @@ pub const DEFAULT_PULL_LIMIT: u32 = 1_000;
 pub const MAX_PULL_LIMIT: u32 = 10_000;
 /// Longest long-poll wait a client may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How much of a body over the limit is read and thrown away, and for how
+/// long, before the 413 goes out (see [`read_body`]).
+const DRAIN_LIMIT: usize = 256 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Counters exposed at `/metrics`.
 #[derive(Debug, Default)]
@@ -48,6 +55,8 @@ pub struct AppState<S> {
     pub metrics: Arc<Metrics>,
     /// How far ahead of this server's clock a version may be.
     pub max_clock_ahead: Duration,
+    /// The largest request body, after decompression.
+    pub body_limit: usize,
 }
 
 impl<S> Clone for AppState<S> {
@@ -57,6 +66,7 @@ impl<S> Clone for AppState<S> {
             schema: self.schema.clone(),
             metrics: self.metrics.clone(),
             max_clock_ahead: self.max_clock_ahead,
+            body_limit: self.body_limit,
         }
     }
 }
@@ -68,6 +78,7 @@ impl<S: Store> AppState<S> {
             schema: Arc::new(schema),
             metrics: Arc::default(),
             max_clock_ahead: crate::config::DEFAULT_MAX_CLOCK_AHEAD,
+            body_limit: DEFAULT_BODY_LIMIT,
         }
     }
 }
@@ -91,8 +102,10 @@ fn check_clock(state: &RowState, now_ms: u64, max_ahead: Duration, index: usize)
     Ok(())
 }
 
-/// The server's router.
-pub fn app<S: Store>(state: AppState<S>, body_limit: usize) -> Router {
+/// The server's router. `body_limit` bounds a request body after
+/// decompression.
+pub fn app<S: Store>(mut state: AppState<S>, body_limit: usize) -> Router {
+    state.body_limit = body_limit;
     Router::new()
         .route("/v1/schema", get(get_schema::<S>))
         .route("/v1/push", post(push::<S>))
@@ -100,8 +113,8 @@ pub fn app<S: Store>(state: AppState<S>, body_limit: usize) -> Router {
         .route("/health", get(health::<S>))
         .route("/metrics", get(metrics::<S>))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new())
+        .layer(map_response(json_errors))
         .with_state(state)
 }
 
@@ -109,19 +122,95 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route; the API lives under /v1")
 }
 
+/// Every error answer is JSON with a stable code, including those made by
+/// axum and tower-http themselves (405 for a wrong method, 415 for an unknown
+/// `Content-Encoding`), which come with an empty body. Their headers (`Allow`,
+/// `Accept-Encoding`) are kept.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            (ErrorCode::MethodNotAllowed, "this route does not take that method (see the Allow header)")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            (ErrorCode::UnsupportedEncoding, "unsupported Content-Encoding: send the body as it is, or gzip-compressed")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            (ErrorCode::BodyTooLarge, "the request body is larger than this server accepts")
+        }
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such route; the API lives under /v1"),
+        status if status.is_client_error() => (ErrorCode::InvalidParameter, "the request was refused"),
+        _ => (ErrorCode::Internal, "internal error; see the server log"),
+    };
+    let (parts, _) = response.into_parts();
+    let mut answer = ApiError::new(status, code, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
+/// Reads a request body of at most `limit` bytes (after decompression).
+///
+/// A body over the limit is still read to its end and thrown away (up to
+/// [`DRAIN_LIMIT`] more bytes, for at most [`DRAIN_TIME`]) before the 413
+/// goes out: most HTTP clients send the whole body before they read the
+/// answer, and would see a broken connection instead of the 413 if the
+/// server closed it early.
+async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut bytes = Vec::new();
+    let mut total = 0usize;
+    let started = Instant::now();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedBody,
+                format!("the body could not be read (is its gzip encoding damaged?): {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        total = total.saturating_add(data.len());
+        if total <= limit {
+            bytes.extend_from_slice(&data);
+        } else {
+            bytes = Vec::new();
+            if total > limit.saturating_add(DRAIN_LIMIT) || started.elapsed() > DRAIN_TIME {
+                break;
+            }
+        }
+    }
+    if total > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyTooLarge,
+            format!("the request body is larger than the {limit} bytes this server accepts (after decompression)"),
+        ));
+    }
+    Ok(bytes)
+}
+
 async fn get_schema<S: Store>(State(state): State<AppState<S>>) -> Json<Schema> {
     Json((*state.schema).clone())
 }
 
-async fn push<S: Store>(
-    State(state): State<AppState<S>>,
-    body: Result<Json<PushRequest>, JsonRejection>,
-) -> Result<Json<PushResponse>, ApiError> {
+async fn push<S: Store>(State(state): State<AppState<S>>, body: Body) -> Result<Json<PushResponse>, ApiError> {
     let refused = |e: ApiError| {
         state.metrics.refused.fetch_add(1, Ordering::Relaxed);
         e
     };
-    let Json(request) = body.map_err(|rejection| refused(json_rejection(rejection)))?;
+    let bytes = read_body(body, state.body_limit).await.map_err(refused)?;
+    let request: PushRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        refused(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedBody, format!("not a push request: {e}")))
+    })?;
+    drop(bytes);
     if request.changes.len() > MAX_PUSH_CHANGES {
         return Err(refused(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -155,18 +244,6 @@ async fn push<S: Store>(
     Ok(Json(response))
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::BodyTooLarge,
-            "the request body is larger than this server accepts",
-        )
-    } else {
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedBody, rejection.body_text())
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct PullParams {
     #[serde(default)]
@@ -184,6 +261,10 @@ async fn pull<S: Store>(
     params: Result<Query<PullParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_parameter(e.body_text()))?;
+    // Positions are 63-bit: a larger cursor is no position of this server.
+    if params.cursor > i64::MAX as u64 {
+        return Err(ApiError::bad_parameter(format!("cursor must be between 0 and {}", i64::MAX)));
+    }
     let limit = params.limit.unwrap_or(DEFAULT_PULL_LIMIT);
     if limit == 0 || limit > MAX_PULL_LIMIT {
         return Err(ApiError::bad_parameter(format!("limit must be between 1 and {MAX_PULL_LIMIT}")));

@@ -188,6 +188,43 @@ async fn bad_input_is_refused_with_a_stable_code_and_changes_nothing() {
     )
     .await;
 
+    // A cursor beyond any position (it once wrapped to -1: everything from the start).
+    assert_refused(
+        &router,
+        Request::get("/v1/pull?cursor=18446744073709551615").body(Body::empty()).unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+        "cursor must be between 0 and 9223372036854775807",
+    )
+    .await;
+    let wrong_method = Request::put("/v1/push").body(Body::empty()).unwrap();
+    let response = router.clone().oneshot(wrong_method).await.unwrap();
+    assert_eq!(response.headers()["allow"], "POST");
+    assert_refused(
+        &router,
+        Request::delete("/v1/pull").body(Body::empty()).unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method",
+    )
+    .await;
+    assert_refused(
+        &router,
+        Request::post("/v1/push").header("content-encoding", "br").body(Body::from("xx")).unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_encoding",
+        "gzip",
+    )
+    .await;
+    assert_refused(
+        &router,
+        Request::post("/v1/push").header("content-encoding", "gzip").body(Body::from("not gzip at all")).unwrap(),
+        StatusCode::BAD_REQUEST,
+        "malformed_body",
+        "gzip",
+    )
+    .await;
+
     // Nothing of any refused batch was applied, and the server still serves.
     assert!(pulled(&router).await.changes.is_empty());
     let (status, _) = call(&router, post(batch(vec![good]))).await;

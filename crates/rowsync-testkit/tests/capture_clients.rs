@@ -69,3 +69,30 @@ db.commit()
     assert_eq!(server.rows(memberships), vec![vec![text("s1"), text("family"), Value::Integer(2021)]]);
     assert_eq!(other.rows(memberships), server.rows(memberships));
 }
+
+/// JSON has no blobs: a blob in a composite key once made the capture
+/// trigger fail the app's own INSERT ("JSON cannot hold BLOB values"). The
+/// write now succeeds; the server refuses the key's type, so the change is
+/// set aside with the reason and everything else syncs.
+#[test]
+fn a_blob_in_a_composite_key_never_fails_the_apps_write() {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start(dir.path(), SCHEMA);
+    let device = Device::init(dir.path(), "device", &server.url());
+    let path = device.path.to_str().unwrap();
+    run(
+        "sqlite3",
+        &[
+            path,
+            "INSERT INTO contacts VALUES ('s1', 'Shell One', NULL, '1');
+             INSERT INTO memberships VALUES (x'00ff', 'family', 2020);
+             INSERT INTO memberships VALUES ('s1', 'work', 2021);",
+        ],
+    );
+    let report = device.sync().unwrap();
+    assert_eq!(report.rejected, 1, "{report:?}");
+    assert!(report.rejections[0].contains("contact_id"), "{:?}", report.rejections);
+    assert_eq!(server.rows("SELECT contact_id, group_name FROM memberships"), vec![vec![text("s1"), text("work")]]);
+    let status = device.replica().status().unwrap();
+    assert_eq!((status.pending_changes, status.rejected_changes), (0, 1));
+}
