@@ -30,6 +30,13 @@ pub enum ClientError {
     /// Local metadata is damaged.
     #[error("replica metadata is damaged: {0}")]
     Corrupt(String),
+    /// Another process is syncing the same replica file and did not finish
+    /// in time. Nothing was done; sync again later.
+    #[error("another rowsync process is syncing {path} (waited {} s); try again when it is done", waited.as_secs())]
+    Busy { path: String, waited: std::time::Duration },
+    /// A file beside the replica (its sync lock) could not be used.
+    #[error("{0}")]
+    Io(String),
 }
 
 impl ClientError {

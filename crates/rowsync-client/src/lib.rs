@@ -14,6 +14,7 @@
 //! - [`transport`]: the [`Transport`] trait and its HTTP implementation.
 //! - [`conflicts`]: open conflicts of manual-strategy tables, and resolving them.
 //! - [`sync`]: one full sync round (pull, push, pull) over a transport.
+//! - [`lock`]: one sync at a time per replica file.
 //! - [`error`]: [`ClientError`], grouped by whose fault it is.
 //!
 //! Every write transaction rowsync opens is bounded (a page, a batch, a
@@ -22,6 +23,7 @@
 pub mod apply;
 pub mod conflicts;
 pub mod error;
+pub mod lock;
 pub mod outbox;
 pub mod replica;
 pub mod stamp;

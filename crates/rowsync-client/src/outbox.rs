@@ -17,7 +17,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Transaction, TransactionBehavior};
 
 use crate::error::ClientError;
-use crate::replica::{key, meta_get, meta_set, Replica};
+use crate::replica::{key, meta_get, Replica};
 use crate::stamp::{load_clocks, save_clocks, stamp_pending, stamp_rest, STAMP_CHUNK};
 use crate::values::{key_token, key_values};
 
@@ -51,9 +51,11 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
     stamp_rest(replica, &tx)?;
     let stamped_id: i64 = meta_get(&tx, key::STAMPED_ID)?.unwrap_or(0);
     let offset: i64 = meta_get(&tx, key::SEQ_OFFSET)?.unwrap_or(0);
-    let entries: Vec<(i64, i64, SqlValue, i64)> = tx
-        .prepare_cached("SELECT id, tbl, pk, op FROM _rowsync_outbox WHERE id <= ? ORDER BY id LIMIT ?")?
-        .query_map(params![stamped_id, max_entries as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+    // Emptied entries (op 0) carry nothing; the acknowledgement removes
+    // those below the batch's last entry.
+    let entries: Vec<(i64, i64, SqlValue)> = tx
+        .prepare_cached("SELECT id, tbl, pk FROM _rowsync_outbox WHERE id <= ? AND op != ? ORDER BY id LIMIT ?")?
+        .query_map(params![stamped_id, OP_SET_ASIDE, max_entries as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     let Some(last_id) = entries.last().map(|e| e.0) else {
         tx.commit()?;
@@ -65,7 +67,7 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
     let mut order: Vec<(i64, SqlValue)> = Vec::new();
     let mut newest_seq: Vec<i64> = Vec::new();
     let mut row_of: HashMap<(i64, String), usize> = HashMap::new();
-    for (id, table_id, stored_key, _) in entries.iter().filter(|e| e.3 != OP_SET_ASIDE) {
+    for (id, table_id, stored_key) in &entries {
         let row = *row_of.entry(key_token(*table_id, stored_key)).or_insert_with(|| {
             order.push((*table_id, stored_key.clone()));
             newest_seq.push(0);
@@ -122,19 +124,23 @@ pub fn acknowledge(replica: &Replica, batch: &Batch, acked_seq: u64) -> Result<u
             batch.request.last_seq
         )));
     }
-    let deleted = tx.prepare_cached("DELETE FROM _rowsync_outbox WHERE id <= ?")?.execute([batch.last_id])?;
+    // SQLite hands out max(id) + 1, so an outbox that emptied would start
+    // again at 1: the batch's last entry stays, emptied (op 0), until the next
+    // acknowledgement. Ids therefore never repeat, and an acknowledgement
+    // that arrives late (another process synced the file meanwhile) can only
+    // remove entries that existed, and were sent, when its batch was read.
+    let deleted = tx
+        .prepare_cached("DELETE FROM _rowsync_outbox WHERE id < ? AND op != ?")?
+        .execute(params![batch.last_id, OP_SET_ASIDE])?;
+    let marked = tx.prepare_cached("UPDATE _rowsync_outbox SET op = ? WHERE id = ? AND op != ?")?.execute(params![
+        OP_SET_ASIDE,
+        batch.last_id,
+        OP_SET_ASIDE
+    ])?;
+    tx.prepare_cached("DELETE FROM _rowsync_outbox WHERE id < ?")?.execute([batch.last_id])?;
     settle_pending(replica, &tx, batch)?;
-    // SQLite hands out max(id) + 1, so an empty outbox starts again at 1:
-    // forget the stamping mark, and move the sequence offset past every
-    // number used so far (the batch's last id was the largest id).
-    let empty: bool = tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM _rowsync_outbox)", [], |row| row.get(0))?;
-    if empty {
-        let offset: i64 = meta_get(&tx, key::SEQ_OFFSET)?.unwrap_or(0);
-        meta_set(&tx, key::SEQ_OFFSET, offset + batch.last_id)?;
-        meta_set(&tx, key::STAMPED_ID, 0)?;
-    }
     tx.commit()?;
-    Ok(deleted)
+    Ok(deleted + marked)
 }
 
 /// Manual tables: the writes the server acknowledged are no longer pending

@@ -4,8 +4,8 @@
 //! the new outbox entries in the order they were written, gives each one a
 //! hybrid clock reading from that time (the clock's send rule), and records
 //! the new versions of the touched columns in `_rowsync_rows`. (An entry's
-//! site sequence number needs no writing: it is its id plus an offset that
-//! grows each time the outbox empties, see `outbox::acknowledge`.)
+//! site sequence number needs no writing: it is its id plus a fixed offset,
+//! and ids never repeat, see `outbox::acknowledge`.)
 //!
 //! Stamping always runs before a pulled page is applied, in the same
 //! transaction, so a write made before a remote change was received is

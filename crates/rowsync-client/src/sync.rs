@@ -2,10 +2,13 @@
 //! then pull what arrived meanwhile. Every step works in bounded pages and
 //! batches, so a large backlog never sits in memory whole.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::apply::apply_page;
 use crate::error::ClientError;
+use crate::lock::SyncLock;
 use rowsync_proto::ErrorCode;
 
 use crate::outbox::{acknowledge, next_batch, set_aside, stamp_all};
@@ -18,11 +21,13 @@ pub struct SyncOptions {
     pub pull_limit: u32,
     /// Outbox entries per push batch.
     pub push_limit: usize,
+    /// How long to wait for another process syncing the same file.
+    pub lock_wait: Duration,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { pull_limit: 1_000, push_limit: 2_000 }
+        SyncOptions { pull_limit: 1_000, push_limit: 2_000, lock_wait: Duration::from_secs(60) }
     }
 }
 
@@ -46,11 +51,13 @@ pub struct SyncReport {
     pub cursor: u64,
 }
 
-/// Syncs `replica` through `transport` until both directions are caught up.
-/// It first takes on the server's conflict strategies (they may change
+/// Syncs `replica` through `transport` until both directions are caught up,
+/// holding the file's sync lock (see [`crate::lock`]). It first takes on the server's conflict strategies (they may change
 /// between syncs). The outcome (success, or the error and when) is recorded
 /// for `status`.
 pub fn sync(replica: &mut Replica, transport: &dyn Transport, options: SyncOptions) -> Result<SyncReport, ClientError> {
+    // One sync at a time per file; waiting for another is not a sync error.
+    let _lock = SyncLock::acquire(std::path::Path::new(&replica.path), options.lock_wait)?;
     let result = transport.schema().and_then(|schema| replica.adopt_schema(&schema));
     let result = result.and_then(|()| sync_round(replica, transport, options));
     match &result {
