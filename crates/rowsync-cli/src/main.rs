@@ -180,7 +180,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             serve(&database, schema.as_deref(), config, listen, pool)
         }
         Command::Init { local, server, token } => init(&local, &server, token),
-        Command::Sync { local, pull_limit, push_limit } => sync_command(&local, SyncOptions { pull_limit, push_limit }),
+        Command::Sync { local, pull_limit, push_limit } => {
+            sync_command(&local, SyncOptions { pull_limit, push_limit, ..SyncOptions::default() })
+        }
         Command::Status { local, json } => status(&local, json),
         Command::Conflicts { local, json } => conflicts::list(&local, json),
         Command::Resolve { local, id, keep, set } => {

@@ -25,7 +25,7 @@ fn many_writers(store: &TestStore, push_delay: Option<Duration>) {
     let server = TestServer::start_with_delay(store, dir.path(), CONTACTS_SCHEMA, push_delay);
     let second = server.another_instance();
     let urls = [server.url(), second.url()];
-    let options = SyncOptions { pull_limit: 300, push_limit: 250 };
+    let options = SyncOptions { pull_limit: 300, push_limit: 250, ..SyncOptions::default() };
 
     let pushers: Vec<Device> =
         (0..PUSHERS).map(|i| Device::init(dir.path(), &format!("pusher{i}"), &urls[i % 2])).collect();

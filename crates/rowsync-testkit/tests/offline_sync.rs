@@ -204,7 +204,7 @@ fn a_ten_thousand_row_backlog_moves_in_pages() {
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
              INSERT INTO contacts SELECT printf('k%05d', i), 'name ' || i, NULL, i FROM n;",
         );
-        let options = rowsync_client::SyncOptions { pull_limit: 700, push_limit: 900 };
+        let options = rowsync_client::SyncOptions { pull_limit: 700, push_limit: 900, ..Default::default() };
         let pushed = laptop.sync_with(options).unwrap();
         assert_eq!(pushed.push_batches, 12);
         assert_eq!(pushed.acknowledged, 10_000);

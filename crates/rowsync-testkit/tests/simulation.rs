@@ -207,7 +207,7 @@ fn run_case(seed: u64) {
         let offset = rng.borrow_mut().gen_range(-3 * HOUR_MS..=3 * HOUR_MS);
         device.replica().set_clock_offset(offset).unwrap();
     }
-    let options = SyncOptions { pull_limit: 3, push_limit: 4 };
+    let options = SyncOptions { pull_limit: 3, push_limit: 4, ..SyncOptions::default() };
     let mut written = Vec::new();
     let delivered = RefCell::new(Vec::new());
     let steps = rng.borrow_mut().gen_range(10..40);
