@@ -52,6 +52,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7878")]
         listen: SocketAddr,
+        /// Largest request body accepted, in MiB after decompression. A row
+        /// larger than this can never be pushed: clients set it aside.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        max_body_mib: u32,
     },
     /// Make a SQLite file a replica of a server's schema.
     Init {
@@ -174,10 +178,10 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { database, schema, config, listen, pool_size, db_timeout } => {
+        Command::Serve { database, schema, config, listen, pool_size, db_timeout, max_body_mib } => {
             let pool =
                 PoolSettings { max_connections: pool_size.max(1), acquire_timeout: Duration::from_secs(db_timeout) };
-            serve(&database, schema.as_deref(), config, listen, pool)
+            serve(&database, schema.as_deref(), config, listen, pool, max_body_mib as usize * 1024 * 1024)
         }
         Command::Init { local, server, token } => init(&local, &server, token),
         Command::Sync { local, pull_limit, push_limit } => {
@@ -212,6 +216,7 @@ fn serve(
     config: Option<PathBuf>,
     listen: SocketAddr,
     pool: PoolSettings,
+    body_limit: usize,
 ) -> anyhow::Result<()> {
     let database = DatabaseUrl::parse(database).map_err(|e| anyhow!("--database: {e}"))?;
     let settings = config.map(|path| read_settings(&path)).transpose()?;
@@ -231,6 +236,7 @@ fn serve(
     runtime.block_on(async move {
         let mut config = ServerConfig::new(database.clone(), schema);
         config.pool = pool;
+        config.body_limit = body_limit;
         if let Some(settings) = settings {
             config.conflicts = settings.tables.into_iter().map(|(name, t)| (name, t.conflict)).collect();
             if let Some(secs) = settings.max_clock_ahead_secs {

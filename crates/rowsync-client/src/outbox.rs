@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::change::encode_change;
-use rowsync_proto::{ConflictStrategy, PushRequest, PushedChange};
+use rowsync_proto::{ConflictStrategy, PushRequest, PushedChange, RowChange};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Transaction, TransactionBehavior};
 
@@ -45,8 +45,10 @@ pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
 }
 
 /// The next batch of at most `max_entries` outbox entries, or `None` when the
-/// outbox is empty.
-pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>, ClientError> {
+/// outbox is empty. Rows are added in the order of their oldest entry until
+/// the batch would pass about `max_bytes` bytes as JSON (a batch always
+/// holds at least one row, however large).
+pub fn next_batch(replica: &Replica, max_entries: usize, max_bytes: usize) -> Result<Option<Batch>, ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     stamp_rest(replica, &tx)?;
     let stamped_id: i64 = meta_get(&tx, key::STAMPED_ID)?.unwrap_or(0);
@@ -57,62 +59,77 @@ pub fn next_batch(replica: &Replica, max_entries: usize) -> Result<Option<Batch>
         .prepare_cached("SELECT id, tbl, pk FROM _rowsync_outbox WHERE id <= ? AND op != ? ORDER BY id LIMIT ?")?
         .query_map(params![stamped_id, OP_SET_ASIDE, max_entries as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    let Some(last_id) = entries.last().map(|e| e.0) else {
-        tx.commit()?;
-        return Ok(None);
-    };
 
-    // Fold entries per row, keeping the order rows were first written; the
-    // entries come in id order, so a row's last entry is its newest.
-    let mut order: Vec<(i64, SqlValue)> = Vec::new();
-    let mut newest_seq: Vec<i64> = Vec::new();
+    // Entries come in id order: a row's change is built at its oldest entry
+    // (with the row's current values), and carries the seq of its newest.
+    let mut changes: Vec<PushedChange> = Vec::new();
+    let mut rows: Vec<(i64, SqlValue)> = Vec::new();
     let mut row_of: HashMap<(i64, String), usize> = HashMap::new();
+    let mut bytes = 0usize;
+    let mut last_id = None;
     for (id, table_id, stored_key) in &entries {
-        let row = *row_of.entry(key_token(*table_id, stored_key)).or_insert_with(|| {
-            order.push((*table_id, stored_key.clone()));
-            newest_seq.push(0);
-            order.len() - 1
-        });
-        newest_seq[row] = offset + id;
-    }
-
-    let mut changes = Vec::with_capacity(order.len());
-    for ((table_id, stored_key), seq) in order.iter().zip(newest_seq) {
-        let index = *replica
-            .table_index
-            .get(table_id)
-            .ok_or_else(|| ClientError::Corrupt(format!("outbox names unknown table id {table_id}")))?;
-        let table = &replica.schema.tables[index];
-        let key = key_values(table, stored_key)?;
-        let clocks = load_clocks(&tx, *table_id, stored_key)?.unwrap_or_default();
-        let mut state = clocks.to_state(table.columns.len());
-        match replica.read_row(&tx, index, &key)? {
-            Some(values) => {
-                let fallback = state.newest_write().cloned();
-                for (i, value) in values.into_iter().enumerate() {
-                    if table.is_key_column(i) {
-                        continue;
-                    }
-                    let version = state.cells[i].as_ref().map(|(_, v)| v.clone()).or_else(|| fallback.clone());
-                    state.cells[i] = version.map(|v| (value, v));
-                }
+        let seq = (offset + id) as u64;
+        let token = key_token(*table_id, stored_key);
+        if let Some(&row) = row_of.get(&token) {
+            changes[row].seq = seq;
+        } else {
+            let change = read_change(replica, &tx, *table_id, stored_key)?;
+            let size = change.wire_size();
+            if !changes.is_empty() && bytes.saturating_add(size) > max_bytes {
+                break;
             }
-            None => state.cells.iter_mut().for_each(|c| *c = None),
+            bytes = bytes.saturating_add(size);
+            row_of.insert(token, changes.len());
+            changes.push(PushedChange { seq, row: change });
+            rows.push((*table_id, stored_key.clone()));
         }
-        if table.conflict == ConflictStrategy::Manual {
-            for (index, (value, version)) in &clocks.held {
-                state.cells[*index] = Some((value.clone(), version.clone()));
-            }
-            state.bases = clocks.pending.iter().map(|(&index, pending)| (index, pending.base.clone())).collect();
-        }
-        changes.push(PushedChange { seq: seq as u64, row: encode_change(table, key, &state) });
+        last_id = Some(*id);
     }
     tx.commit()?;
+    let Some(last_id) = last_id else { return Ok(None) };
     Ok(Some(Batch {
         request: PushRequest { site: replica.site.clone(), last_seq: (offset + last_id) as u64, changes },
         last_id,
-        rows: order,
+        rows,
     }))
+}
+
+/// The change to push for one row: its current values, each with the
+/// version of the local write that produced it.
+fn read_change(
+    replica: &Replica,
+    tx: &Transaction,
+    table_id: i64,
+    stored_key: &SqlValue,
+) -> Result<RowChange, ClientError> {
+    let index = *replica
+        .table_index
+        .get(&table_id)
+        .ok_or_else(|| ClientError::Corrupt(format!("outbox names unknown table id {table_id}")))?;
+    let table = &replica.schema.tables[index];
+    let key = key_values(table, stored_key)?;
+    let clocks = load_clocks(tx, table_id, stored_key)?.unwrap_or_default();
+    let mut state = clocks.to_state(table.columns.len());
+    match replica.read_row(tx, index, &key)? {
+        Some(values) => {
+            let fallback = state.newest_write().cloned();
+            for (i, value) in values.into_iter().enumerate() {
+                if table.is_key_column(i) {
+                    continue;
+                }
+                let version = state.cells[i].as_ref().map(|(_, v)| v.clone()).or_else(|| fallback.clone());
+                state.cells[i] = version.map(|v| (value, v));
+            }
+        }
+        None => state.cells.iter_mut().for_each(|c| *c = None),
+    }
+    if table.conflict == ConflictStrategy::Manual {
+        for (index, (value, version)) in &clocks.held {
+            state.cells[*index] = Some((value.clone(), version.clone()));
+        }
+        state.bases = clocks.pending.iter().map(|(&index, pending)| (index, pending.base.clone())).collect();
+    }
+    Ok(encode_change(table, key, &state))
 }
 
 /// Drops the entries of `batch` that the server acknowledged.

@@ -21,13 +21,21 @@ pub struct SyncOptions {
     pub pull_limit: u32,
     /// Outbox entries per push batch.
     pub push_limit: usize,
+    /// About how many bytes of JSON a push batch may carry (one row larger
+    /// than this goes alone).
+    pub push_bytes: usize,
     /// How long to wait for another process syncing the same file.
     pub lock_wait: Duration,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { pull_limit: 1_000, push_limit: 2_000, lock_wait: Duration::from_secs(60) }
+        SyncOptions {
+            pull_limit: 1_000,
+            push_limit: 2_000,
+            push_bytes: 4 * 1024 * 1024,
+            lock_wait: Duration::from_secs(60),
+        }
     }
 }
 
@@ -85,7 +93,8 @@ fn sync_round(replica: &Replica, transport: &dyn Transport, options: SyncOptions
     stamp_all(replica)?;
     pull_until_caught_up(replica, transport, options, &mut report)?;
     let mut limit = options.push_limit.max(1);
-    while let Some(batch) = next_batch(replica, limit)? {
+    let mut bytes = options.push_bytes.max(1);
+    while let Some(batch) = next_batch(replica, limit, bytes)? {
         let response = match transport.push(&batch.request) {
             Ok(response) => response,
             Err(ClientError::Refused { change: Some(index), message, .. }) => {
@@ -96,8 +105,21 @@ fn sync_round(replica: &Replica, transport: &dyn Transport, options: SyncOptions
                 report.rejections.push(message);
                 continue;
             }
-            Err(ClientError::Refused { code: ErrorCode::BodyTooLarge, .. }) if limit > 1 => {
+            Err(ClientError::Refused { code: ErrorCode::BodyTooLarge, .. }) if batch.request.changes.len() > 1 => {
                 limit = (limit / 2).max(1);
+                bytes = (bytes / 2).max(1);
+                continue;
+            }
+            Err(ClientError::Refused { code: ErrorCode::BodyTooLarge, message, .. }) => {
+                // One row the server can never take: set it aside, say why,
+                // and let everything behind it go.
+                let reason = format!(
+                    "the row is about {} KiB as JSON, more than the server accepts in one request: {message}",
+                    batch.request.changes[0].row.wire_size() / 1024
+                );
+                set_aside(replica, &batch, 0, &reason)?;
+                report.rejected += 1;
+                report.rejections.push(reason);
                 continue;
             }
             Err(error) => return Err(error),

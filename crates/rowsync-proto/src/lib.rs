@@ -237,6 +237,21 @@ pub struct RowChange {
     pub conflicts: Vec<Conflict>,
 }
 
+impl RowChange {
+    /// About how many bytes the change takes in its JSON form: an estimate
+    /// for bounding batches by size, not an exact count.
+    pub fn wire_size(&self) -> usize {
+        const VERSION: usize = 80;
+        let key: usize = self.key.iter().map(Value::wire_size).sum();
+        let cells: usize = self
+            .cells
+            .iter()
+            .map(|c| c.column.len() + c.value.wire_size() + 16 + if c.version.is_some() { VERSION } else { 0 })
+            .sum();
+        self.table.len() + key + cells + 3 * VERSION + self.conflicts.len() * 8 * VERSION + 64
+    }
+}
+
 /// `POST /v1/push` body: a batch of a site's changes, oldest first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PushRequest {

@@ -38,6 +38,18 @@ impl Value {
         }
     }
 
+    /// About how many bytes the value takes in its JSON form: an estimate
+    /// for bounding batches by size, not an exact count.
+    pub fn wire_size(&self) -> usize {
+        match self {
+            Value::Null => 4,
+            Value::Integer(_) | Value::Real(_) => 24,
+            // Quotes, and some room for escapes.
+            Value::Text(t) => t.len() + 2 + t.len() / 16,
+            Value::Blob(b) => b.len().div_ceil(3) * 4 + 12,
+        }
+    }
+
     /// A short name of the value's kind, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -30,6 +30,9 @@ pub const MAX_PUSH_CHANGES: usize = 50_000;
 /// Default and largest pull page.
 pub const DEFAULT_PULL_LIMIT: u32 = 1_000;
 pub const MAX_PULL_LIMIT: u32 = 10_000;
+/// Bytes of row states in a pull page beyond its first row: one huge row
+/// comes alone, and memory stays bounded on both sides however large rows are.
+pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Longest long-poll wait a client may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How much of a body over the limit is read and thrown away, and for how
@@ -272,7 +275,7 @@ async fn pull<S: Store>(
     let wait = Duration::from_secs(params.wait).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
     let page = loop {
-        let page = state.store.pull(params.cursor, limit, params.site.as_ref()).await?;
+        let page = state.store.pull(params.cursor, limit, PAGE_BYTES, params.site.as_ref()).await?;
         if page.cursor > params.cursor || Instant::now() >= deadline {
             break page;
         }

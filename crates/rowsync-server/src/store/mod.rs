@@ -5,11 +5,16 @@
 //! in tables whose names begin with `rowsync_`:
 //! - `rowsync_meta`: the installed schema and the position counter;
 //! - `rowsync_rows`: per synced row, its full merged state (values and
-//!   versions, tombstones included) and the position of its latest change;
+//!   versions, tombstones included), the state's size in bytes, and the
+//!   position of its latest change;
 //! - `rowsync_sites`: per replica, the high-water mark of applied site sequences.
 //!
 //! A pull returns the rows whose position lies after the cursor, in position
-//! order. A row changed again moves to a new position, so the change log
+//! order, in two steps: the positions and sizes of at most `limit` rows, to
+//! bound the page by bytes too ([`page_extent`]), then the states of that
+//! range. Positions are handed out in commit order, so nothing commits
+//! inside the range between the two steps; a row changed meanwhile has
+//! moved past it and comes in a later page. A row changed again moves to a new position, so the change log
 //! compacts itself: a puller never receives a row's superseded states.
 
 mod mysql;
@@ -118,18 +123,29 @@ pub(crate) fn decode_stored(schema: &Schema, name: &str, json: &str) -> Result<(
     Ok((index, state))
 }
 
-/// A pull page from `(position, state or NULL for an echo)` rows, fetched
-/// with one row more than `limit` to learn whether more follow.
-pub(crate) fn page_from_rows(rows: Vec<(i64, Option<String>)>, cursor: u64, limit: u32) -> PullPage {
-    let more = rows.len() > limit as usize;
-    let mut page = PullPage { states: Vec::with_capacity(rows.len()), cursor, more };
-    for (position, state) in rows.into_iter().take(limit as usize) {
-        page.cursor = position as u64;
-        if let Some(state) = state {
-            page.states.push(state);
+/// How far a pull page reaches: given the `(position, size in bytes)` of
+/// the rows after the cursor (fetched with one row more than `limit`, to
+/// learn whether more follow), the last position of the page and whether
+/// more follow. A page holds at most `limit` rows and, beyond its first
+/// row, at most `max_bytes` bytes of states: one huge row is a page alone.
+pub(crate) fn page_extent(sizes: &[(i64, i64)], limit: u32, max_bytes: usize) -> Option<(i64, bool)> {
+    let mut bytes = 0usize;
+    let mut taken = 0usize;
+    for &(_, size) in sizes.iter().take(limit as usize) {
+        bytes = bytes.saturating_add(size.max(0) as usize);
+        if taken > 0 && bytes > max_bytes {
+            break;
         }
+        taken += 1;
     }
-    page
+    let (last, _) = *sizes.get(taken.checked_sub(1)?)?;
+    Some((last, taken < sizes.len()))
+}
+
+/// A pull page from the `(position, state or NULL for an echo)` rows of its
+/// extent.
+pub(crate) fn page_from_rows(rows: Vec<(i64, Option<String>)>, last: i64, more: bool) -> PullPage {
+    PullPage { states: rows.into_iter().filter_map(|(_, state)| state).collect(), cursor: last as u64, more }
 }
 
 /// A page of changes as raw JSON row states, ready to be sent as they are.
@@ -166,15 +182,34 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<PushResponse, StoreError>> + Send;
 
     /// The row states changed after `cursor`, oldest first, at most `limit`
-    /// positions. With `site`, states that are exactly what that site pushed
-    /// are left out (it has them already); the cursor still moves past them.
+    /// positions and, beyond the first, `max_bytes` bytes of states (see
+    /// [`page_extent`]). With `site`, states that are exactly what that site
+    /// pushed are left out (it has them already); the cursor still moves
+    /// past them.
     fn pull(
         &self,
         cursor: u64,
         limit: u32,
+        max_bytes: usize,
         site: Option<&SiteId>,
     ) -> impl Future<Output = Result<PullPage, StoreError>> + Send;
 
     /// Whether the database answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_extent;
+
+    #[test]
+    fn pages_are_bounded_by_rows_and_by_bytes_and_a_huge_row_goes_alone() {
+        let small: Vec<(i64, i64)> = (1..=6).map(|p| (p, 10)).collect();
+        assert_eq!(page_extent(&small, 5, 1_000), Some((5, true)), "five rows, one more follows");
+        assert_eq!(page_extent(&small[..5], 5, 1_000), Some((5, false)));
+        assert_eq!(page_extent(&small, 5, 25), Some((2, true)), "two rows fit in 25 bytes");
+        let huge = [(7, 5_000_000), (8, 10)];
+        assert_eq!(page_extent(&huge, 1_000, 4_096), Some((7, true)), "a row over the budget goes alone");
+        assert_eq!(page_extent(&[], 1_000, 4_096), None);
+    }
 }

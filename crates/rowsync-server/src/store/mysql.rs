@@ -38,7 +38,7 @@ fn bookkeeping() -> [String; 5] {
         "INSERT IGNORE INTO rowsync_positions (id, last) VALUES (1, 0)".to_string(),
         format!(
             "CREATE TABLE IF NOT EXISTS rowsync_rows (tbl VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, pk VARCHAR(750) {EXACT} NOT NULL, \
-             pos BIGINT NOT NULL, state LONGTEXT NOT NULL, origin CHAR(32) {EXACT}, PRIMARY KEY (tbl, pk), \
+             pos BIGINT NOT NULL, state LONGTEXT NOT NULL, origin CHAR(32) {EXACT}, size BIGINT, PRIMARY KEY (tbl, pk), \
              UNIQUE KEY rowsync_rows_pos (pos)) {CHARSET}"
         ),
         format!(
@@ -56,8 +56,16 @@ const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 
 const SELECT_HWM: &str = "SELECT hwm FROM rowsync_sites WHERE site = ?";
 const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm) VALUES (?, ?) \
      ON DUPLICATE KEY UPDATE hwm = GREATEST(hwm, VALUES(hwm))";
-const PULL: &str = "SELECT pos, CASE WHEN origin = ? THEN NULL ELSE state END FROM rowsync_rows \
-     WHERE pos > ? ORDER BY pos LIMIT ?";
+/// Databases made before states had a size get the column (NULL: measured
+/// when pulled). MySQL has no `ADD COLUMN IF NOT EXISTS`.
+const HAS_SIZE: &str = "SELECT count(*) FROM information_schema.columns \
+     WHERE table_schema = DATABASE() AND table_name = 'rowsync_rows' AND column_name = 'size'";
+const ADD_SIZE: &str = "ALTER TABLE rowsync_rows ADD COLUMN size BIGINT";
+/// A pull page in two steps (see the module docs of `store`).
+const PULL_SIZES: &str = "SELECT pos, CASE WHEN origin = ? THEN 0 ELSE coalesce(size, length(state)) END \
+     FROM rowsync_rows WHERE pos > ? ORDER BY pos LIMIT ?";
+const PULL_RANGE: &str = "SELECT pos, CASE WHEN origin = ? THEN NULL ELSE state END FROM rowsync_rows \
+     WHERE pos > ? AND pos <= ? ORDER BY pos";
 
 fn select_states(rows: usize) -> String {
     let pairs = vec!["(?, ?)"; rows].join(", ");
@@ -65,10 +73,10 @@ fn select_states(rows: usize) -> String {
 }
 
 fn upsert_states(rows: usize) -> String {
-    let tuples = vec!["(?, ?, ?, ?, ?)"; rows].join(", ");
+    let tuples = vec!["(?, ?, ?, ?, ?, ?)"; rows].join(", ");
     format!(
-        "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin) VALUES {tuples} \
-         ON DUPLICATE KEY UPDATE pos = VALUES(pos), state = VALUES(state), origin = VALUES(origin)"
+        "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin, size) VALUES {tuples} \
+         ON DUPLICATE KEY UPDATE pos = VALUES(pos), state = VALUES(state), origin = VALUES(origin), size = VALUES(size)"
     )
 }
 
@@ -138,6 +146,10 @@ impl Store for MysqlStore {
             for statement in bookkeeping() {
                 sqlx::query(&statement).execute(&mut *conn).await?;
             }
+            let has_size: i64 = sqlx::query_scalar(HAS_SIZE).fetch_one(&mut *conn).await?;
+            if has_size == 0 {
+                sqlx::query(ADD_SIZE).execute(&mut *conn).await?;
+            }
             let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *conn).await?;
             let (schema, fresh) = super::reconcile_schema(schema, stored)?;
             if fresh {
@@ -166,14 +178,25 @@ impl Store for MysqlStore {
         push_batch(tx, schema, site, last_seq, changes, self.push_delay).await
     }
 
-    async fn pull(&self, cursor: u64, limit: u32, site: Option<&SiteId>) -> Result<PullPage, StoreError> {
-        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(PULL)
-            .bind(site.map(|s| s.to_string()))
+    async fn pull(
+        &self,
+        cursor: u64,
+        limit: u32,
+        max_bytes: usize,
+        site: Option<&SiteId>,
+    ) -> Result<PullPage, StoreError> {
+        let site = site.map(SiteId::as_str);
+        let sizes: Vec<(i64, i64)> = sqlx::query_as(PULL_SIZES)
+            .bind(site)
             .bind(cursor as i64)
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        Ok(super::page_from_rows(rows, cursor, limit))
+        let Some((last, more)) = super::page_extent(&sizes, limit, max_bytes) else {
+            return Ok(PullPage { states: Vec::new(), cursor, more: false });
+        };
+        let rows = sqlx::query_as(PULL_RANGE).bind(site).bind(cursor as i64).bind(last).fetch_all(&self.pool).await?;
+        Ok(super::page_from_rows(rows, last, more))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -218,7 +241,7 @@ impl PushTransaction for MysqlPush {
     }
 
     async fn save_states(&mut self, schema: &Schema, site: &SiteId, writes: &[RowWrite]) -> Result<(), StoreError> {
-        for chunk in writes.chunks(ddl::rows_per_statement(5)) {
+        for chunk in writes.chunks(ddl::rows_per_statement(6)) {
             let sql = upsert_states(chunk.len());
             let mut query = sqlx::query(&sql);
             for write in chunk {
@@ -227,7 +250,8 @@ impl PushTransaction for MysqlPush {
                     .bind(write.id.1.as_str())
                     .bind(write.position)
                     .bind(write.state_json.as_str())
-                    .bind(write.echo.then_some(site.as_str()));
+                    .bind(write.echo.then_some(site.as_str()))
+                    .bind(write.state_json.len() as i64);
             }
             query.execute(&mut *self.0).await?;
         }

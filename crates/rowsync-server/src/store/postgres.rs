@@ -25,14 +25,16 @@ use super::plan::{row_values, IncomingRow, RowId, RowWrite};
 use super::push::{push_batch, PushTransaction};
 use super::{decode_stored, CheckedChange, PoolSettings, PullPage, Store, StoreError};
 
-const BOOKKEEPING: [&str; 6] = [
+const BOOKKEEPING: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS rowsync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rowsync_positions (id INTEGER PRIMARY KEY CHECK (id = 1), last BIGINT NOT NULL)",
     "INSERT INTO rowsync_positions (id, last) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
     "CREATE TABLE IF NOT EXISTS rowsync_rows (tbl TEXT NOT NULL, pk TEXT NOT NULL, pos BIGINT NOT NULL, \
-     state TEXT NOT NULL, origin TEXT, PRIMARY KEY (tbl, pk))",
+     state TEXT NOT NULL, origin TEXT, size BIGINT, PRIMARY KEY (tbl, pk))",
     "CREATE UNIQUE INDEX IF NOT EXISTS rowsync_rows_pos ON rowsync_rows (pos)",
     "CREATE TABLE IF NOT EXISTS rowsync_sites (site TEXT PRIMARY KEY, hwm BIGINT NOT NULL)",
+    // Databases made before states had a size (NULL: measured when pulled).
+    "ALTER TABLE rowsync_rows ADD COLUMN IF NOT EXISTS size BIGINT",
 ];
 
 /// Serializes concurrent installs from several servers starting at once.
@@ -44,17 +46,21 @@ const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = $1 WHERE id =
 const SELECT_HWM: &str = "SELECT hwm FROM rowsync_sites WHERE site = $1";
 const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm) VALUES ($1, $2) \
      ON CONFLICT (site) DO UPDATE SET hwm = GREATEST(rowsync_sites.hwm, excluded.hwm)";
-const PULL: &str = "SELECT pos, CASE WHEN origin = $1 THEN NULL ELSE state END FROM rowsync_rows \
-     WHERE pos > $2 ORDER BY pos LIMIT $3";
+/// A pull page in two steps (see the module docs of `store`).
+const PULL_SIZES: &str = "SELECT pos, CASE WHEN origin = $1 THEN 0 ELSE coalesce(size, octet_length(state)) END \
+     FROM rowsync_rows WHERE pos > $2 ORDER BY pos LIMIT $3";
+const PULL_RANGE: &str = "SELECT pos, CASE WHEN origin = $1 THEN NULL ELSE state END FROM rowsync_rows \
+     WHERE pos > $2 AND pos <= $3 ORDER BY pos";
 
 /// Whole-batch statements over arrays (`unnest`): one short statement per
 /// step whatever the batch size, where a multi-row VALUES list of hundreds of
 /// tuples costs PostgreSQL tens of milliseconds just to plan.
 const SELECT_STATES: &str = "SELECT r.tbl, r.pk, r.state FROM rowsync_rows r \
      JOIN unnest($1::text[], $2::text[]) AS k(tbl, pk) ON r.tbl = k.tbl AND r.pk = k.pk";
-const UPSERT_STATES: &str = "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[]) \
-     ON CONFLICT (tbl, pk) DO UPDATE SET pos = excluded.pos, state = excluded.state, origin = excluded.origin";
+const UPSERT_STATES: &str = "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin, size) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[]) \
+     ON CONFLICT (tbl, pk) DO UPDATE SET pos = excluded.pos, state = excluded.state, origin = excluded.origin, \
+     size = excluded.size";
 
 fn array_type(ty: ColumnType) -> &'static str {
     match ty {
@@ -212,14 +218,25 @@ impl Store for PostgresStore {
         push_batch(tx, schema, site, last_seq, changes, self.push_delay).await
     }
 
-    async fn pull(&self, cursor: u64, limit: u32, site: Option<&SiteId>) -> Result<PullPage, StoreError> {
-        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(PULL)
-            .bind(site.map(|s| s.to_string()))
+    async fn pull(
+        &self,
+        cursor: u64,
+        limit: u32,
+        max_bytes: usize,
+        site: Option<&SiteId>,
+    ) -> Result<PullPage, StoreError> {
+        let site = site.map(SiteId::as_str);
+        let sizes: Vec<(i64, i64)> = sqlx::query_as(PULL_SIZES)
+            .bind(site)
             .bind(cursor as i64)
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        Ok(super::page_from_rows(rows, cursor, limit))
+        let Some((last, more)) = super::page_extent(&sizes, limit, max_bytes) else {
+            return Ok(PullPage { states: Vec::new(), cursor, more: false });
+        };
+        let rows = sqlx::query_as(PULL_RANGE).bind(site).bind(cursor as i64).bind(last).fetch_all(&self.pool).await?;
+        Ok(super::page_from_rows(rows, last, more))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -290,6 +307,7 @@ impl PushTransaction for PostgresPush {
             .bind(writes.iter().map(|w| w.position).collect::<Vec<_>>())
             .bind(writes.iter().map(|w| w.state_json.as_str()).collect::<Vec<_>>())
             .bind(writes.iter().map(|w| w.echo.then_some(site.as_str())).collect::<Vec<_>>())
+            .bind(writes.iter().map(|w| w.state_json.len() as i64).collect::<Vec<_>>())
             .execute(&mut *self.0)
             .await?;
         Ok(())

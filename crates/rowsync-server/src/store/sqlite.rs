@@ -26,7 +26,7 @@ const BOOKKEEPING: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS rowsync_positions (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO rowsync_positions (id, last) VALUES (1, 0)",
     "CREATE TABLE IF NOT EXISTS rowsync_rows (tbl TEXT NOT NULL, pk TEXT NOT NULL, pos INTEGER NOT NULL, \
-     state TEXT NOT NULL, origin TEXT, PRIMARY KEY (tbl, pk))",
+     state TEXT NOT NULL, origin TEXT, size INTEGER, PRIMARY KEY (tbl, pk))",
     "CREATE UNIQUE INDEX IF NOT EXISTS rowsync_rows_pos ON rowsync_rows (pos)",
     "CREATE TABLE IF NOT EXISTS rowsync_sites (site TEXT PRIMARY KEY, hwm INTEGER NOT NULL)",
 ];
@@ -38,10 +38,17 @@ const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm) VALUES (?, ?) \
      ON CONFLICT (site) DO UPDATE SET hwm = MAX(hwm, excluded.hwm)";
 const SELECT_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1";
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 1";
-/// Echoes (states exactly as the pulling site pushed them) come back without
-/// their state: the cursor moves past them, nothing is sent.
-const PULL: &str = "SELECT pos, CASE WHEN origin = ? THEN NULL ELSE state END FROM rowsync_rows \
-     WHERE pos > ? ORDER BY pos LIMIT ?";
+/// Databases made before states had a size get the column (NULL: measured
+/// when pulled).
+const HAS_SIZE: &str = "SELECT count(*) FROM pragma_table_info('rowsync_rows') WHERE name = 'size'";
+const ADD_SIZE: &str = "ALTER TABLE rowsync_rows ADD COLUMN size INTEGER";
+/// A pull page in two steps (see the module docs of `store`). Echoes
+/// (states exactly as the pulling site pushed them) weigh nothing and come
+/// back without their state: the cursor moves past them, nothing is sent.
+const PULL_SIZES: &str = "SELECT pos, CASE WHEN origin = ? THEN 0 ELSE coalesce(size, length(state)) END \
+     FROM rowsync_rows WHERE pos > ? ORDER BY pos LIMIT ?";
+const PULL_RANGE: &str = "SELECT pos, CASE WHEN origin = ? THEN NULL ELSE state END FROM rowsync_rows \
+     WHERE pos > ? AND pos <= ? ORDER BY pos";
 
 /// Reads the stored states of `rows` rows: parameters are (table, key) pairs.
 fn select_states(rows: usize) -> String {
@@ -50,12 +57,13 @@ fn select_states(rows: usize) -> String {
 }
 
 /// Writes the states of `rows` rows: parameters are (table, key, position,
-/// state, origin).
+/// state, origin, size).
 fn upsert_states(rows: usize) -> String {
-    let tuples = vec!["(?, ?, ?, ?, ?)"; rows].join(", ");
+    let tuples = vec!["(?, ?, ?, ?, ?, ?)"; rows].join(", ");
     format!(
-        "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin) VALUES {tuples} \
-         ON CONFLICT (tbl, pk) DO UPDATE SET pos = excluded.pos, state = excluded.state, origin = excluded.origin"
+        "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin, size) VALUES {tuples} \
+         ON CONFLICT (tbl, pk) DO UPDATE SET pos = excluded.pos, state = excluded.state, origin = excluded.origin, \
+         size = excluded.size"
     )
 }
 
@@ -111,6 +119,10 @@ impl Store for SqliteStore {
         for statement in BOOKKEEPING {
             sqlx::query(statement).execute(&mut *tx).await?;
         }
+        let has_size: i64 = sqlx::query_scalar(HAS_SIZE).fetch_one(&mut *tx).await?;
+        if has_size == 0 {
+            sqlx::query(ADD_SIZE).execute(&mut *tx).await?;
+        }
         let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
         let (schema, fresh) = super::reconcile_schema(schema, stored)?;
         if fresh {
@@ -137,14 +149,25 @@ impl Store for SqliteStore {
         push_batch(tx, schema, site, last_seq, changes, self.push_delay).await
     }
 
-    async fn pull(&self, cursor: u64, limit: u32, site: Option<&SiteId>) -> Result<PullPage, StoreError> {
-        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(PULL)
-            .bind(site.map(SiteId::as_str))
+    async fn pull(
+        &self,
+        cursor: u64,
+        limit: u32,
+        max_bytes: usize,
+        site: Option<&SiteId>,
+    ) -> Result<PullPage, StoreError> {
+        let site = site.map(SiteId::as_str);
+        let sizes: Vec<(i64, i64)> = sqlx::query_as(PULL_SIZES)
+            .bind(site)
             .bind(cursor as i64)
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        Ok(super::page_from_rows(rows, cursor, limit))
+        let Some((last, more)) = super::page_extent(&sizes, limit, max_bytes) else {
+            return Ok(PullPage { states: Vec::new(), cursor, more: false });
+        };
+        let rows = sqlx::query_as(PULL_RANGE).bind(site).bind(cursor as i64).bind(last).fetch_all(&self.pool).await?;
+        Ok(super::page_from_rows(rows, last, more))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -189,7 +212,7 @@ impl PushTransaction for SqlitePush {
     }
 
     async fn save_states(&mut self, schema: &Schema, site: &SiteId, writes: &[RowWrite]) -> Result<(), StoreError> {
-        for chunk in writes.chunks(ddl::rows_per_statement(5)) {
+        for chunk in writes.chunks(ddl::rows_per_statement(6)) {
             let sql = upsert_states(chunk.len());
             let mut query = sqlx::query(&sql);
             for write in chunk {
@@ -198,7 +221,8 @@ impl PushTransaction for SqlitePush {
                     .bind(&write.id.1)
                     .bind(write.position)
                     .bind(&write.state_json)
-                    .bind(write.echo.then_some(site.as_str()));
+                    .bind(write.echo.then_some(site.as_str()))
+                    .bind(write.state_json.len() as i64);
             }
             query.execute(&mut *self.0).await?;
         }
