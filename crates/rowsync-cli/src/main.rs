@@ -315,6 +315,9 @@ fn sync_command(local: &Path, options: SyncOptions) -> anyhow::Result<()> {
                 report.cursor,
                 started.elapsed().as_secs_f64()
             );
+            for note in &report.notes {
+                println!("note: {note}");
+            }
             match report.rejections.first() {
                 None => Ok(()),
                 Some(reason) => Err(anyhow!(

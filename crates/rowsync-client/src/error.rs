@@ -10,7 +10,15 @@ pub enum ClientError {
     Unreachable { url: String, detail: String },
     /// The server refused a request. Retrying the same request will not help.
     #[error("the server refused the request ({code:?}): {message}")]
-    Refused { status: u16, code: ErrorCode, message: String, change: Option<usize> },
+    Refused {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        /// The refused change of a push batch.
+        change: Option<usize>,
+        /// With `clock_skew`: the latest wall time a version may carry now.
+        max_clock_ms: Option<u64>,
+    },
     /// The server answered something that is not rowsync's protocol.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),

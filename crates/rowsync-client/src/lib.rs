@@ -15,6 +15,7 @@
 //! - [`conflicts`]: open conflicts of manual-strategy tables, and resolving them.
 //! - [`sync`]: one full sync round (pull, push, pull) over a transport.
 //! - [`lock`]: one sync at a time per replica file.
+//! - [`recover`]: new versions for pending writes after a reused identity or a clock that ran ahead.
 //! - [`error`]: [`ClientError`], grouped by whose fault it is.
 //!
 //! Every write transaction rowsync opens is bounded (a page, a batch, a
@@ -25,6 +26,7 @@ pub mod conflicts;
 pub mod error;
 pub mod lock;
 pub mod outbox;
+pub mod recover;
 pub mod replica;
 pub mod stamp;
 pub mod sync;

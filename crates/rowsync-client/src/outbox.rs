@@ -17,7 +17,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Transaction, TransactionBehavior};
 
 use crate::error::ClientError;
-use crate::replica::{key, meta_get, Replica};
+use crate::replica::{key, meta_get, meta_set, Replica};
 use crate::stamp::{load_clocks, save_clocks, stamp_pending, stamp_rest, STAMP_CHUNK};
 use crate::values::{key_token, key_values};
 
@@ -85,10 +85,18 @@ pub fn next_batch(replica: &Replica, max_entries: usize, max_bytes: usize) -> Re
         }
         last_id = Some(*id);
     }
+    let Some(last_id) = last_id else {
+        tx.commit()?;
+        return Ok(None);
+    };
+    // Recorded before the batch leaves: a server holding more of this site
+    // than was ever sent from here is talking to another copy of the file.
+    let last_seq = (offset + last_id) as u64;
+    let sent_seq: Option<i64> = meta_get(&tx, key::SENT_SEQ)?;
+    meta_set(&tx, key::SENT_SEQ, sent_seq.unwrap_or(0).max(last_seq as i64))?;
     tx.commit()?;
-    let Some(last_id) = last_id else { return Ok(None) };
     Ok(Some(Batch {
-        request: PushRequest { site: replica.site.clone(), last_seq: (offset + last_id) as u64, changes },
+        request: PushRequest { site: replica.site.clone(), last_seq, sent_seq: sent_seq.map(|s| s as u64), changes },
         last_id,
         rows,
     }))

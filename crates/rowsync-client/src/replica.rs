@@ -28,6 +28,8 @@ pub(crate) mod key {
     /// Site sequence number of an outbox entry = this offset + its id.
     pub const SEQ_OFFSET: &str = "seq_offset";
     pub const STAMPED_ID: &str = "stamped_id";
+    /// The highest site sequence number sent to the server so far.
+    pub const SENT_SEQ: &str = "sent_seq";
     pub const LAST_SYNC: &str = "last_sync";
     pub const LAST_ERROR: &str = "last_error";
     pub const LAST_ERROR_AT: &str = "last_error_at";

@@ -128,7 +128,7 @@ pub(crate) fn save_clock(conn: &Connection, clock: &Clock) -> Result<(), ClientE
 }
 
 /// Milliseconds since the Unix epoch of a `julianday()` reading.
-fn julian_to_millis(julian: f64) -> u64 {
+pub(crate) fn julian_to_millis(julian: f64) -> u64 {
     ((julian - 2_440_587.5) * 86_400_000.0).round().max(0.0) as u64
 }
 

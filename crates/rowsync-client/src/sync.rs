@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::apply::apply_page;
 use crate::error::ClientError;
 use crate::lock::SyncLock;
-use rowsync_proto::ErrorCode;
+use rowsync_proto::{ErrorCode, PullRequest};
 
 use crate::outbox::{acknowledge, next_batch, set_aside, stamp_all};
 use crate::replica::{key, meta_get, Replica};
@@ -57,6 +57,10 @@ pub struct SyncReport {
     pub pull_pages: u64,
     pub push_batches: u64,
     pub cursor: u64,
+    /// What the round found and mended on the way, for the user to read
+    /// (a copied replica file took a new device id, a clock that had run
+    /// ahead was corrected).
+    pub notes: Vec<String>,
 }
 
 /// Syncs `replica` through `transport` until both directions are caught up,
@@ -77,6 +81,7 @@ pub fn sync(replica: &mut Replica, transport: &dyn Transport, options: SyncOptio
                     code: rowsync_proto::ErrorCode::InvalidValue,
                     message: format!("{} change(s) set aside in _rowsync_rejected; first: {reason}", report.rejected),
                     change: None,
+                    max_clock_ms: None,
                 })?;
             }
         }
@@ -88,10 +93,22 @@ pub fn sync(replica: &mut Replica, transport: &dyn Transport, options: SyncOptio
     result
 }
 
-fn sync_round(replica: &Replica, transport: &dyn Transport, options: SyncOptions) -> Result<SyncReport, ClientError> {
+fn sync_round(
+    replica: &mut Replica,
+    transport: &dyn Transport,
+    options: SyncOptions,
+) -> Result<SyncReport, ClientError> {
     let mut report = SyncReport::default();
     stamp_all(replica)?;
-    pull_until_caught_up(replica, transport, options, &mut report)?;
+    let (mut renewed, mut corrected) = (false, false);
+    match pull_until_caught_up(replica, transport, options, &mut report) {
+        Err(ClientError::Refused { code: ErrorCode::SiteReused, .. }) => {
+            renewed = true;
+            renew_identity(replica, &mut report)?;
+            pull_until_caught_up(replica, transport, options, &mut report)?;
+        }
+        other => other?,
+    }
     let mut limit = options.push_limit.max(1);
     let mut bytes = options.push_bytes.max(1);
     while let Some(batch) = next_batch(replica, limit, bytes)? {
@@ -122,6 +139,25 @@ fn sync_round(replica: &Replica, transport: &dyn Transport, options: SyncOptions
                 report.rejections.push(reason);
                 continue;
             }
+            Err(ClientError::Refused { code: ErrorCode::SiteReused, .. }) if !renewed => {
+                renewed = true;
+                renew_identity(replica, &mut report)?;
+                pull_until_caught_up(replica, transport, options, &mut report)?;
+                continue;
+            }
+            Err(error @ ClientError::Refused { code: ErrorCode::ClockSkew, max_clock_ms: Some(max), .. })
+                if !corrected =>
+            {
+                corrected = true;
+                match replica.correct_clock(max)? {
+                    0 => return Err(error),
+                    rows => report.notes.push(format!(
+                        "this device's clock had run ahead of the server's; the writes made meanwhile \
+                         ({rows} row(s)) were re-stamped from the corrected clock"
+                    )),
+                }
+                continue;
+            }
             Err(error) => return Err(error),
         };
         report.acknowledged += acknowledge(replica, &batch, response.acked_seq)? as u64;
@@ -132,6 +168,19 @@ fn sync_round(replica: &Replica, transport: &dyn Transport, options: SyncOptions
     Ok(report)
 }
 
+/// The server found this file to be a copy of a replica: a new device id,
+/// pending writes sent again, and everything pulled again (the other copy's
+/// writes were left out of earlier pulls as this site's own).
+fn renew_identity(replica: &mut Replica, report: &mut SyncReport) -> Result<(), ClientError> {
+    let old = replica.site().clone();
+    let new = replica.take_new_identity()?;
+    report.notes.push(format!(
+        "this file is a copy of a replica (restored from a backup, or copied to another device): it took the \
+         new device id {new} (was {old}), sends its pending writes again and pulls everything again"
+    ));
+    Ok(())
+}
+
 fn pull_until_caught_up(
     replica: &Replica,
     transport: &dyn Transport,
@@ -140,7 +189,9 @@ fn pull_until_caught_up(
 ) -> Result<(), ClientError> {
     let mut cursor = meta_get::<i64>(&replica.conn, key::CURSOR)?.unwrap_or(0) as u64;
     loop {
-        let page = transport.pull(&replica.site, cursor, options.pull_limit)?;
+        let sent_seq = meta_get::<i64>(&replica.conn, key::SENT_SEQ)?.map(|s| s as u64);
+        let request = PullRequest { site: replica.site.clone(), cursor, limit: options.pull_limit, sent_seq };
+        let page = transport.pull(&request)?;
         if page.cursor < cursor {
             return Err(ClientError::Protocol(format!(
                 "the server moved the cursor back from {cursor} to {}",

@@ -5,15 +5,16 @@
 use std::io::Read;
 use std::time::Duration;
 
-use rowsync_proto::{ErrorBody, PullResponse, PushRequest, PushResponse, Schema, SiteId};
+use rowsync_proto::{ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, Schema};
 
 use crate::error::ClientError;
 
 pub trait Transport {
     fn schema(&self) -> Result<Schema, ClientError>;
     fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError>;
-    /// Changes after `cursor`, leaving out states exactly as `site` pushed them.
-    fn pull(&self, site: &SiteId, cursor: u64, limit: u32) -> Result<PullResponse, ClientError>;
+    /// Changes after the request's cursor, leaving out states exactly as its
+    /// site pushed them.
+    fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError>;
 }
 
 /// The `/v1` HTTP protocol over ureq.
@@ -68,6 +69,7 @@ impl HttpTransport {
                         code: body.code,
                         message: body.message,
                         change: body.change,
+                        max_clock_ms: body.max_clock_ms,
                     }),
                     Err(_) if status >= 500 => {
                         Err(ClientError::Unreachable { url: self.base.clone(), detail: format!("HTTP {status}") })
@@ -95,7 +97,12 @@ impl Transport for HttpTransport {
         self.answer(self.request("POST", "/v1/push").set("Content-Type", "application/json").send_bytes(&body))
     }
 
-    fn pull(&self, site: &SiteId, cursor: u64, limit: u32) -> Result<PullResponse, ClientError> {
-        self.answer(self.request("GET", &format!("/v1/pull?cursor={cursor}&limit={limit}&site={site}")).call())
+    fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError> {
+        let PullRequest { site, cursor, limit, sent_seq } = request;
+        let mut path = format!("/v1/pull?cursor={cursor}&limit={limit}&site={site}");
+        if let Some(sent) = sent_seq {
+            path.push_str(&format!("&sent={sent}"));
+        }
+        self.answer(self.request("GET", &path).call())
     }
 }

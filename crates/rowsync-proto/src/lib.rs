@@ -8,7 +8,7 @@
 //! - [`Value`]: one SQL value, with an exact JSON form (i64 and f64 round-trip).
 //! - [`Hlc`], [`SiteId`], [`Version`]: hybrid logical clocks and their tie-break.
 //! - [`RowChange`]: the full state of one row as one side knows it.
-//! - [`PushRequest`] / [`PushResponse`], [`PullResponse`]: the `/v1` bodies.
+//! - [`PushRequest`] / [`PushResponse`], [`PullRequest`] / [`PullResponse`]: the `/v1` messages.
 //! - [`Schema`]: the synced tables, served at `GET /v1/schema`.
 //! - [`ErrorBody`] and [`ErrorCode`]: every 4xx/5xx answer.
 
@@ -260,6 +260,14 @@ pub struct PushRequest {
     /// The server records it as the site's high-water mark in the same
     /// transaction that applies the batch.
     pub last_seq: u64,
+    /// The highest site sequence number this replica had sent before this
+    /// batch (absent when it does not know). A server holding writes of the
+    /// site beyond it has them from another copy of the replica (a file
+    /// restored from a backup, or copied to a second device) and refuses the
+    /// batch with `site_reused`: it would otherwise take the new writes for
+    /// repeats of the old ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_seq: Option<u64>,
     pub changes: Vec<PushedChange>,
 }
 
@@ -281,6 +289,22 @@ pub struct PushResponse {
     pub acked_seq: u64,
     /// How many changes of the batch were applied (the rest were repeats).
     pub applied: u64,
+}
+
+/// `GET /v1/pull` parameters, as the client sends them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// The pulling site: states exactly as it pushed them are left out.
+    pub site: SiteId,
+    /// Changes after this position.
+    pub cursor: u64,
+    /// At most this many positions.
+    pub limit: u32,
+    /// The highest sequence number this replica has sent (see
+    /// [`PushRequest::sent_seq`]): a server holding more of the site refuses
+    /// with `site_reused`, since this copy would skip the other copy's
+    /// writes as its own echoes.
+    pub sent_seq: Option<u64>,
 }
 
 /// `GET /v1/pull` answer: changes after `cursor` in commit order.
@@ -318,6 +342,11 @@ pub enum ErrorCode {
     /// A version lies further ahead of the server's clock than it accepts:
     /// the writing device's clock runs ahead. Nothing was applied.
     ClockSkew,
+    /// The server holds writes of this site that this replica never sent:
+    /// the replica file was restored from a backup or copied to another
+    /// device. Nothing was applied; the replica takes a new site id and sends
+    /// its pending writes again.
+    SiteReused,
     /// The route exists but does not take this HTTP method.
     MethodNotAllowed,
     /// The body's `Content-Encoding` is not one the server reads (gzip or none).
@@ -339,4 +368,10 @@ pub struct ErrorBody {
     /// without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<usize>,
+    /// With `clock_skew`: the latest wall time (Unix milliseconds) a
+    /// version may carry right now. Versions beyond it were refused, and so
+    /// never seen by anyone: a replica whose clock has been corrected
+    /// re-stamps them below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_clock_ms: Option<u64>,
 }

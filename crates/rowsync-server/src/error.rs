@@ -17,11 +17,13 @@ pub struct ApiError {
     pub message: String,
     /// The index of the refused change in a push batch.
     pub change: Option<usize>,
+    /// See [`ErrorBody::max_clock_ms`].
+    pub max_clock_ms: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), change: None }
+        ApiError { status, code, message: message.into(), change: None, max_clock_ms: None }
     }
 
     pub fn bad_parameter(message: impl Into<String>) -> ApiError {
@@ -37,7 +39,7 @@ impl From<ChangeError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
-        match err {
+        match &err {
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "store unavailable");
                 ApiError::new(
@@ -46,6 +48,14 @@ impl From<StoreError> for ApiError {
                     "the server's database cannot be reached right now; retry later",
                 )
             }
+            StoreError::SiteReused { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::SiteReused,
+                format!(
+                    "{err}: this replica file was restored from a backup or copied to another device; \
+                     it must take a new device id and send its pending writes again (nothing was applied)"
+                ),
+            ),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::new(
@@ -60,6 +70,8 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { code: self.code, message: self.message, change: self.change })).into_response()
+        let body =
+            ErrorBody { code: self.code, message: self.message, change: self.change, max_clock_ms: self.max_clock_ms };
+        (self.status, Json(body)).into_response()
     }
 }

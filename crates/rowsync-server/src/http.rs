@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::error::ApiError;
-use crate::store::{CheckedChange, Store};
+use crate::store::{CheckedBatch, CheckedChange, Store, StoreError};
 
 /// Default largest request body, after decompression.
 pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -90,7 +90,7 @@ impl<S: Store> AppState<S> {
 fn check_clock(state: &RowState, now_ms: u64, max_ahead: Duration, index: usize) -> Result<(), ApiError> {
     let limit = now_ms.saturating_add(max_ahead.as_millis() as u64);
     if let Some(ahead) = state.versions().map(|v| v.hlc.millis()).filter(|&ms| ms > limit).max() {
-        return Err(ApiError::new(
+        let mut error = ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::ClockSkew,
             format!(
@@ -100,7 +100,9 @@ fn check_clock(state: &RowState, now_ms: u64, max_ahead: Duration, index: usize)
                 (ahead - now_ms) / 1000,
                 max_ahead.as_secs()
             ),
-        ));
+        );
+        error.max_clock_ms = Some(limit);
+        return Err(error);
     }
     Ok(())
 }
@@ -240,9 +242,15 @@ async fn push<S: Store>(State(state): State<AppState<S>>, body: Body) -> Result<
         check_clock(&change.state, now_ms, state.max_clock_ahead, index).map_err(refused)?;
         checked.push(CheckedChange { seq: pushed.seq, change });
     }
-    let response = state.store.push(&state.schema, &request.site, request.last_seq, &checked).await?;
+    let count = checked.len() as u64;
+    let batch =
+        CheckedBatch { site: request.site, last_seq: request.last_seq, sent_seq: request.sent_seq, changes: checked };
+    let response = state.store.push(&state.schema, &batch).await.map_err(|e| match e {
+        StoreError::SiteReused { .. } => refused(e.into()),
+        other => other.into(),
+    })?;
     state.metrics.pushes.fetch_add(1, Ordering::Relaxed);
-    state.metrics.pushed_changes.fetch_add(checked.len() as u64, Ordering::Relaxed);
+    state.metrics.pushed_changes.fetch_add(count, Ordering::Relaxed);
     state.metrics.applied_changes.fetch_add(response.applied, Ordering::Relaxed);
     Ok(Json(response))
 }
@@ -257,6 +265,9 @@ struct PullParams {
     wait: u64,
     /// The pulling site: states exactly as it pushed them are left out.
     site: Option<SiteId>,
+    /// The highest sequence number the pulling site has sent: checked like
+    /// a push's `sent_seq`.
+    sent: Option<u64>,
 }
 
 async fn pull<S: Store>(
@@ -271,6 +282,12 @@ async fn pull<S: Store>(
     let limit = params.limit.unwrap_or(DEFAULT_PULL_LIMIT);
     if limit == 0 || limit > MAX_PULL_LIMIT {
         return Err(ApiError::bad_parameter(format!("limit must be between 1 and {MAX_PULL_LIMIT}")));
+    }
+    if let (Some(site), Some(sent)) = (&params.site, params.sent) {
+        let mark = state.store.site_mark(site).await?;
+        if mark > sent {
+            return Err(StoreError::SiteReused { mark, sent }.into());
+        }
     }
     let wait = Duration::from_secs(params.wait).min(MAX_WAIT);
     let deadline = Instant::now() + wait;

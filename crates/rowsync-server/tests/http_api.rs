@@ -59,7 +59,7 @@ fn contact(id: &str, name: Value, age: Value, seq: u64) -> PushedChange {
 
 fn batch(changes: Vec<PushedChange>) -> String {
     let last_seq = changes.iter().map(|c| c.seq).max().unwrap_or(0);
-    serde_json::to_string(&PushRequest { site: site(), last_seq, changes }).unwrap()
+    serde_json::to_string(&PushRequest { site: site(), last_seq, sent_seq: None, changes }).unwrap()
 }
 
 async fn pulled(router: &Router) -> PullResponse {

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 
 use rowsync_client::{sync, ClientError, HttpTransport, SyncOptions, Transport};
-use rowsync_proto::{PullResponse, PushRequest, PushResponse, SiteId, Value};
+use rowsync_proto::{PullRequest, PullResponse, PushRequest, PushResponse, SiteId, Value};
 use rowsync_server::http::PAGE_BYTES;
 use rowsync_testkit::{on_every_store, text, Device, TestServer, TestStore, CONTACTS_SCHEMA};
 use tempfile::TempDir;
@@ -48,8 +48,8 @@ impl Transport for Measured {
         self.inner.push(request)
     }
 
-    fn pull(&self, site: &SiteId, cursor: u64, limit: u32) -> Result<PullResponse, ClientError> {
-        self.inner.pull(site, cursor, limit)
+    fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError> {
+        self.inner.pull(request)
     }
 }
 
@@ -127,7 +127,8 @@ fn pull_pages_are_bounded_by_bytes() {
         let mut pages = 0;
         let mut rows = 0;
         loop {
-            let page = plain.pull(&stranger, cursor, 1_000).unwrap();
+            let page =
+                plain.pull(&PullRequest { site: stranger.clone(), cursor, limit: 1_000, sent_seq: None }).unwrap();
             let bytes: usize = page.changes.iter().map(|c| serde_json::to_vec(c).unwrap().len()).sum();
             let first = page.changes.first().map_or(0, |c| serde_json::to_vec(c).unwrap().len());
             assert!(bytes - first <= PAGE_BYTES, "a page of {} rows and {bytes} bytes", page.changes.len());

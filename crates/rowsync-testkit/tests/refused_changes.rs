@@ -65,11 +65,9 @@ impl rowsync_client::Transport for SecondPushLost {
 
     fn pull(
         &self,
-        site: &rowsync_proto::SiteId,
-        cursor: u64,
-        limit: u32,
+        request: &rowsync_proto::PullRequest,
     ) -> Result<rowsync_proto::PullResponse, rowsync_client::ClientError> {
-        self.inner.pull(site, cursor, limit)
+        self.inner.pull(request)
     }
 }
 

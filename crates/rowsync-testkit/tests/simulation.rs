@@ -22,7 +22,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rowsync_client::{sync, ClientError, HttpTransport, SyncOptions, Transport};
-use rowsync_proto::{ConflictStrategy, PullResponse, PushRequest, PushResponse, Schema, SiteId, Value, Version};
+use rowsync_proto::{ConflictStrategy, PullRequest, PullResponse, PushRequest, PushResponse, Schema, Value, Version};
 use rowsync_testkit::{run_seeded, Device, Regression, TestServer, TestStore, CONTACTS_SCHEMA};
 use tempfile::TempDir;
 
@@ -111,14 +111,14 @@ impl Transport for FaultyTransport<'_> {
         }
     }
 
-    fn pull(&self, site: &SiteId, cursor: u64, limit: u32) -> Result<PullResponse, ClientError> {
+    fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError> {
         match self.roll() {
             0..=9 => Err(self.lost()),
             10..=14 => {
-                let _ = self.inner.pull(site, cursor, limit);
+                let _ = self.inner.pull(request);
                 Err(self.lost())
             }
-            _ => self.inner.pull(site, cursor, limit),
+            _ => self.inner.pull(request),
         }
     }
 }

@@ -78,3 +78,51 @@ fn skew_on(store: &TestStore) {
 fn clocks_ahead_are_refused_and_clocks_behind_still_win_later_edits() {
     on_every_store(skew_on);
 }
+
+/// Regression: after a clock that ran hours ahead was corrected, the hybrid
+/// clock kept the reading from the future, so every later write was refused
+/// too, for hours. Refused versions were seen by nobody: they are re-stamped
+/// from the corrected clock, in order, and the writes go through.
+fn corrected_clock_on(store: &TestStore) {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start_configured(store, dir.path(), CONTACTS_SCHEMA, |config| {
+        config.max_clock_ahead = Duration::from_secs(600);
+    });
+    let device = Device::init(dir.path(), "device", &server.url());
+    let other = Device::init(dir.path(), "other", &server.url());
+    device.exec("INSERT INTO contacts VALUES ('before', 'On time', NULL, NULL);");
+    device.sync().unwrap();
+
+    device.replica().set_clock_offset(2 * HOUR_MS).unwrap();
+    device.exec("INSERT INTO contacts VALUES ('x', 'From the future', NULL, NULL);");
+    device.exec("UPDATE contacts SET email = 'first' WHERE id = 'before';");
+    assert!(matches!(device.sync(), Err(rowsync_client::ClientError::Refused { code: ErrorCode::ClockSkew, .. })));
+    // Still ahead: still refused, nothing changes.
+    assert!(device.sync().is_err());
+
+    // The clock is corrected; a write made afterwards goes through, and so
+    // do the refused ones, in the order they were made.
+    device.replica().set_clock_offset(0).unwrap();
+    device.exec("UPDATE contacts SET email = 'second' WHERE id = 'before';");
+    let report = device.sync().unwrap();
+    assert!(report.notes.iter().any(|n| n.contains("clock")), "{report:?}");
+    assert_eq!(device.pending(), 0);
+    assert_eq!(
+        server.rows("SELECT id, email FROM contacts ORDER BY id"),
+        vec![vec![text("before"), text("second")], vec![text("x"), rowsync_proto::Value::Null]],
+        "{}",
+        store.name()
+    );
+    // Versions are back in the present: another device's later edit wins.
+    other.sync().unwrap();
+    other.exec("UPDATE contacts SET name = 'Edited later' WHERE id = 'x';");
+    other.sync().unwrap();
+    device.sync().unwrap();
+    assert_eq!(device.rows("SELECT name FROM contacts WHERE id = 'x'"), vec![vec![text("Edited later")]]);
+    assert_eq!(server.rows("SELECT name FROM contacts WHERE id = 'x'"), vec![vec![text("Edited later")]]);
+}
+
+#[test]
+fn a_clock_corrected_after_running_ahead_is_accepted_again() {
+    on_every_store(corrected_clock_on);
+}

@@ -46,6 +46,13 @@ pub enum StoreError {
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(String),
+    /// A push from a replica that reuses its site's sequence numbers: the
+    /// server applied writes of the site up to `mark`, but this copy had sent
+    /// only up to `sent`. Nothing was applied.
+    #[error(
+        "the server holds writes of this device up to sequence number {mark}, but this replica sent only up to {sent}"
+    )]
+    SiteReused { mark: u64, sent: u64 },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -163,6 +170,16 @@ pub struct CheckedChange {
     pub change: DecodedChange,
 }
 
+/// A push batch whose changes were checked against the schema.
+#[derive(Debug, Clone)]
+pub struct CheckedBatch {
+    pub site: SiteId,
+    pub last_seq: u64,
+    /// See [`rowsync_proto::PushRequest::sent_seq`].
+    pub sent_seq: Option<u64>,
+    pub changes: Vec<CheckedChange>,
+}
+
 /// The operations every server database supports.
 pub trait Store: Send + Sync + 'static {
     /// Creates the bookkeeping and the schema's tables when missing, and
@@ -172,13 +189,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies one push batch in one transaction, skipping changes at or below
     /// the site's high-water mark and recording the new mark in the same
-    /// transaction.
+    /// transaction; refuses the batch ([`StoreError::SiteReused`]) when the
+    /// mark is above what the replica says it sent.
     fn push(
         &self,
         schema: &Schema,
-        site: &SiteId,
-        last_seq: u64,
-        changes: &[CheckedChange],
+        batch: &CheckedBatch,
     ) -> impl Future<Output = Result<PushResponse, StoreError>> + Send;
 
     /// The row states changed after `cursor`, oldest first, at most `limit`
@@ -193,6 +209,10 @@ pub trait Store: Send + Sync + 'static {
         max_bytes: usize,
         site: Option<&SiteId>,
     ) -> impl Future<Output = Result<PullPage, StoreError>> + Send;
+
+    /// The site's high-water mark: the highest of its sequence numbers
+    /// applied (0 for a site never seen).
+    fn site_mark(&self, site: &SiteId) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Whether the database answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -23,7 +23,7 @@ use sqlx::{PgPool, Postgres};
 
 use super::plan::{row_values, IncomingRow, RowId, RowWrite};
 use super::push::{push_batch, PushTransaction};
-use super::{decode_stored, CheckedChange, PoolSettings, PullPage, Store, StoreError};
+use super::{decode_stored, CheckedBatch, PoolSettings, PullPage, Store, StoreError};
 
 const BOOKKEEPING: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS rowsync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -207,15 +207,9 @@ impl Store for PostgresStore {
         Ok(schema)
     }
 
-    async fn push(
-        &self,
-        schema: &Schema,
-        site: &SiteId,
-        last_seq: u64,
-        changes: &[CheckedChange],
-    ) -> Result<PushResponse, StoreError> {
+    async fn push(&self, schema: &Schema, batch: &CheckedBatch) -> Result<PushResponse, StoreError> {
         let tx = PostgresPush(self.pool.begin().await?);
-        push_batch(tx, schema, site, last_seq, changes, self.push_delay).await
+        push_batch(tx, schema, batch, self.push_delay).await
     }
 
     async fn pull(
@@ -237,6 +231,11 @@ impl Store for PostgresStore {
         };
         let rows = sqlx::query_as(PULL_RANGE).bind(site).bind(cursor as i64).bind(last).fetch_all(&self.pool).await?;
         Ok(super::page_from_rows(rows, last, more))
+    }
+
+    async fn site_mark(&self, site: &SiteId) -> Result<u64, StoreError> {
+        let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&self.pool).await?;
+        Ok(hwm.unwrap_or(0) as u64)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ use rowsync_core::RowState;
 use rowsync_proto::{PushResponse, Schema, SiteId, Table};
 
 use super::plan::{fold_batch, plan_writes, IncomingRow, RowId, RowWrite};
-use super::{CheckedChange, StoreError};
+use super::{CheckedBatch, StoreError};
 
 /// The statements of one push transaction, in a store's dialect.
 pub(crate) trait PushTransaction: Send {
@@ -72,15 +72,20 @@ pub(crate) trait PushTransaction: Send {
 pub(crate) async fn push_batch<T: PushTransaction>(
     mut tx: T,
     schema: &Schema,
-    site: &SiteId,
-    last_seq: u64,
-    changes: &[CheckedChange],
+    batch: &CheckedBatch,
     delay: Option<Duration>,
 ) -> Result<PushResponse, StoreError> {
+    let (site, last_seq) = (&batch.site, batch.last_seq);
     // Taken first and held to commit.
     let position = tx.lock_position().await?;
     let hwm = tx.site_mark(site).await?;
-    let (incoming, applied) = fold_batch(changes, hwm);
+    // A copy of the replica (restored from a backup, or copied to another
+    // device) reuses the site's sequence numbers: its new writes would be
+    // skipped as repeats and acknowledged away.
+    if let Some(sent) = batch.sent_seq.filter(|&sent| hwm > sent) {
+        return Err(StoreError::SiteReused { mark: hwm, sent });
+    }
+    let (incoming, applied) = fold_batch(&batch.changes, hwm);
     let mut stored = tx.load_states(schema, &incoming).await?;
     let writes = plan_writes(schema, incoming, &mut stored, position)?;
     if !writes.is_empty() {
