@@ -19,7 +19,7 @@ use rusqlite::{Transaction, TransactionBehavior};
 use crate::conflicts;
 use crate::error::ClientError;
 use crate::replica::{key, meta_set, Replica};
-use crate::stamp::{load_clock, load_clocks, save_clock, save_clocks, stamp_rest, Clocks};
+use crate::stamp::{load_clock, load_clocks, save_clock, save_clocks, stamp_rest, Clocks, LiveRows};
 use crate::values::{stored_key, to_sql};
 
 /// Applies one page and stores its cursor. Returns how many rows changed locally.
@@ -29,6 +29,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
     let newest_before: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |row| row.get(0))?;
     let mut clock = load_clock(&tx)?;
     let mut changed_rows = 0;
+    let mut live = LiveRows::default();
     for change in &page.changes {
         let decoded = decode_change(&replica.schema, change)
             .map_err(|e| ClientError::Protocol(format!("pulled change does not fit the schema: {e}")))?;
@@ -53,6 +54,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
             hold_displaced(replica, &tx, decoded.table, &decoded.key, &mut clocks, &outcome.taken)?;
         }
         let key_params: Vec<SqlValue> = decoded.key.iter().map(to_sql).collect();
+        live.moved(table_id, was_visible, state.is_visible());
         match (was_visible, state.is_visible()) {
             (true, true) if !outcome.taken.is_empty() => {
                 let sql = update_columns(table, Dialect::Sqlite, &outcome.taken);
@@ -87,6 +89,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         }
         changed_rows += 1;
     }
+    live.save(&tx)?;
     save_clock(&tx, &clock)?;
     meta_set(&tx, key::CURSOR, page.cursor as i64)?;
     tx.execute("DELETE FROM _rowsync_outbox WHERE id > ?", [newest_before])?;

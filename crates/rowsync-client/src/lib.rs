@@ -15,6 +15,7 @@
 //! - [`conflicts`]: open conflicts of manual-strategy tables, and resolving them.
 //! - [`sync`]: one full sync round (pull, push, pull) over a transport.
 //! - [`lock`]: one sync at a time per replica file.
+//! - [`audit`]: checking before each sync that capture saw every write (table rebuilds, REPLACE).
 //! - [`recover`]: new versions for pending writes after a reused identity or a clock that ran ahead.
 //! - [`error`]: [`ClientError`], grouped by whose fault it is.
 //!
@@ -22,6 +23,7 @@
 //! chunk of stamping), so the application never waits long for the lock.
 
 pub mod apply;
+pub mod audit;
 pub mod conflicts;
 pub mod error;
 pub mod lock;

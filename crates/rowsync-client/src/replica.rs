@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rowsync_core::capture::{capture_triggers, METADATA_SQL};
+use rowsync_core::capture::{capture_triggers, METADATA_SQL, MIGRATE_TABLES};
 use rowsync_core::ddl::{create_table, delete_row, select_row, sqlite_declared_type, upsert_row, Dialect};
 use rowsync_proto::{ConflictStrategy, Schema, SiteId};
 use rusqlite::types::FromSql;
@@ -114,6 +114,7 @@ impl Replica {
         let mut conn = open_connection(path)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(METADATA_SQL)?;
+        migrate(&tx)?;
         if let Some(stored) = meta_get::<String>(&tx, key::SCHEMA)? {
             let stored: Schema = serde_json::from_str(&stored).map_err(|e| ClientError::Corrupt(e.to_string()))?;
             if !stored.same_shape(schema) {
@@ -179,8 +180,9 @@ impl Replica {
         if !has_meta {
             return Err(ClientError::NotAReplica { path: display });
         }
-        // Tables added by later versions (a no-op when all exist).
+        // Tables and columns added by later versions (a no-op when all exist).
         conn.execute_batch(METADATA_SQL)?;
+        migrate(&conn)?;
         let schema: String =
             meta_get(&conn, key::SCHEMA)?.ok_or_else(|| ClientError::NotAReplica { path: display.clone() })?;
         let schema: Schema =
@@ -350,16 +352,52 @@ impl Replica {
     }
 }
 
+/// Columns of the metadata tables added after files were first made.
+fn migrate(conn: &Connection) -> Result<(), ClientError> {
+    let has: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('_rowsync_tables') WHERE name = 'live')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(MIGRATE_TABLES)?;
+    }
+    Ok(())
+}
+
 /// Creates a missing table, or checks that an existing one has exactly the
 /// server's columns, types and key.
 fn check_or_create_table(conn: &Connection, table: &rowsync_proto::Table) -> Result<(), ClientError> {
-    let mut statement = conn.prepare("SELECT name, type, pk FROM pragma_table_info(?) ORDER BY cid")?;
+    let problems = match table_problems(conn, table)? {
+        None => {
+            conn.execute_batch(&create_table(table, Dialect::Sqlite))?;
+            return Ok(());
+        }
+        Some(problems) => problems,
+    };
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ClientError::SchemaMismatch(format!(
+            "local table {} differs from the server: {}",
+            table.name,
+            problems.join("; ")
+        )))
+    }
+}
+
+/// How the local table differs from the synced one: its columns, their
+/// types and its key (`None` when there is no such table).
+pub(crate) fn table_problems(
+    conn: &Connection,
+    table: &rowsync_proto::Table,
+) -> Result<Option<Vec<String>>, ClientError> {
+    let mut statement = conn.prepare_cached("SELECT name, type, pk FROM pragma_table_info(?) ORDER BY cid")?;
     let local: Vec<(String, String, i64)> = statement
         .query_map([&table.name], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
         .collect::<Result<_, _>>()?;
     if local.is_empty() {
-        conn.execute_batch(&create_table(table, Dialect::Sqlite))?;
-        return Ok(());
+        return Ok(None);
     }
     let mut problems = Vec::new();
     for column in &table.columns {
@@ -394,13 +432,5 @@ fn check_or_create_table(conn: &Connection, table: &rowsync_proto::Table) -> Res
             server_key.join(", ")
         ));
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ClientError::SchemaMismatch(format!(
-            "local table {} differs from the server: {}",
-            table.name,
-            problems.join("; ")
-        )))
-    }
+    Ok(Some(problems))
 }

@@ -157,9 +157,7 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
         .collect::<Result<_, _>>()?;
     let Some(last_id) = entries.last().map(|e| e.0) else { return Ok(0) };
 
-    // Per touched row: its key, its versions, and (manual tables) the
-    // columns written, whose open conflicts the writes settle here.
-    let mut touched: HashMap<(i64, String), (SqlValue, Clocks, BTreeSet<usize>)> = HashMap::new();
+    let mut touched: HashMap<(i64, String), Touched> = HashMap::new();
     for (id, table_id, stored_key, op, at, bits) in entries.iter().filter(|e| e.3 != OP_SET_ASIDE) {
         let table_index = *replica
             .table_index
@@ -167,11 +165,12 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
             .ok_or_else(|| ClientError::Corrupt(format!("outbox entry {id} names unknown table id {table_id}")))?;
         let table = &replica.schema.tables[table_index];
         let hlc = clock.tick(julian_to_millis(*at).saturating_add_signed(offset));
-        let (_, clocks, written) = match touched.entry(key_token(*table_id, stored_key)) {
+        let Touched { clocks, written, .. } = match touched.entry(key_token(*table_id, stored_key)) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
                 let clocks = load_clocks(conn, *table_id, stored_key)?.unwrap_or_default();
-                entry.insert((stored_key.clone(), clocks, BTreeSet::new()))
+                let was_visible = clocks.is_visible();
+                entry.insert(Touched { key: stored_key.clone(), clocks, written: BTreeSet::new(), was_visible })
             }
         };
         let version = Version { hlc, site: replica.site.clone() };
@@ -180,7 +179,9 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
             written.extend(columns);
         }
     }
-    for ((table_id, _), (stored_key, clocks, written)) in &touched {
+    let mut live = LiveRows::default();
+    for ((table_id, _), Touched { key: stored_key, clocks, written, was_visible }) in &touched {
+        live.moved(*table_id, *was_visible, clocks.is_visible());
         save_clocks(conn, *table_id, stored_key, clocks)?;
         if !written.is_empty() {
             // The server closes them when the writes arrive.
@@ -189,9 +190,45 @@ pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Resu
             crate::conflicts::close(conn, *table_id, stored_key, table, &written)?;
         }
     }
+    live.save(conn)?;
     save_clock(conn, &clock)?;
     meta_set(conn, key::STAMPED_ID, last_id)?;
     Ok(entries.len())
+}
+
+/// Changes to the number of rows rowsync believes each table holds (kept in
+/// `_rowsync_tables.live`, compared with the table's own count to notice
+/// deletes no trigger saw; see `audit`).
+#[derive(Debug, Default)]
+pub(crate) struct LiveRows(HashMap<i64, i64>);
+
+impl LiveRows {
+    /// A row of table `table_id` went from visible or not to visible or not.
+    pub fn moved(&mut self, table_id: i64, was: bool, is: bool) {
+        if was != is {
+            *self.0.entry(table_id).or_default() += if is { 1 } else { -1 };
+        }
+    }
+
+    pub fn save(self, conn: &Connection) -> Result<(), ClientError> {
+        let mut update =
+            conn.prepare_cached("UPDATE _rowsync_tables SET live = live + ? WHERE id = ? AND live IS NOT NULL")?;
+        for (table_id, delta) in self.0.into_iter().filter(|(_, delta)| *delta != 0) {
+            update.execute(params![delta, table_id])?;
+        }
+        Ok(())
+    }
+}
+
+/// A row touched by the entries being stamped.
+struct Touched {
+    key: SqlValue,
+    clocks: Clocks,
+    /// Manual tables: the columns written, whose open conflicts the writes
+    /// settle here.
+    written: BTreeSet<usize>,
+    /// Whether the row was visible before these entries.
+    was_visible: bool,
 }
 
 /// Records the versions of one write; returns the columns it wrote (every

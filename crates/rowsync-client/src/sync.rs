@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::apply::apply_page;
+use crate::audit::{audit_against_server, check_capture};
 use crate::error::ClientError;
 use crate::lock::SyncLock;
 use rowsync_proto::{ErrorCode, PullRequest};
@@ -100,6 +101,9 @@ fn sync_round(
 ) -> Result<SyncReport, ClientError> {
     let mut report = SyncReport::default();
     stamp_all(replica)?;
+    // Capture is checked, not trusted: writes it missed are queued first.
+    report.notes.extend(check_capture(replica)?);
+    report.notes.extend(audit_against_server(replica, transport, options.pull_limit)?);
     let (mut renewed, mut corrected) = (false, false);
     match pull_until_caught_up(replica, transport, options, &mut report) {
         Err(ClientError::Refused { code: ErrorCode::SiteReused, .. }) => {

@@ -41,7 +41,9 @@ CREATE TABLE IF NOT EXISTS _rowsync_meta (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _rowsync_tables (
   id INTEGER PRIMARY KEY,
-  name TEXT NOT NULL UNIQUE
+  name TEXT NOT NULL UNIQUE,
+  live INTEGER,
+  audit INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS _rowsync_outbox (
   id INTEGER PRIMARY KEY,
@@ -76,6 +78,15 @@ CREATE TABLE IF NOT EXISTS _rowsync_rejected (
 );
 ";
 
+/// The columns `_rowsync_tables` gained after files were first made: the
+/// number of rows rowsync believes the table holds (`NULL`: not counted
+/// yet), and whether writes may have escaped capture and must be audited
+/// against the server (see `rowsync-client`'s `audit`).
+pub const MIGRATE_TABLES: &str = "
+ALTER TABLE _rowsync_tables ADD COLUMN live INTEGER;
+ALTER TABLE _rowsync_tables ADD COLUMN audit INTEGER NOT NULL DEFAULT 0;
+";
+
 /// SQL expression (over `NEW` or `OLD`) giving a row's key as the outbox
 /// stores it: the value itself for a one-column key, a JSON array otherwise.
 pub fn key_expression(table: &Table, row: &str) -> String {
@@ -103,6 +114,16 @@ fn key_unchanged(table: &Table) -> String {
     let parts: Vec<String> =
         table.primary_key.iter().map(|&i| format!("OLD.\"{0}\" IS NEW.\"{0}\"", table.columns[i].name)).collect();
     parts.join(" AND ")
+}
+
+/// The capture triggers of a table as SQLite keeps them in
+/// `sqlite_master.sql` (without `IF NOT EXISTS`), to tell whether the ones in
+/// a file are still exactly rowsync's.
+pub fn stored_capture_triggers(table: &Table, id: i64) -> Vec<String> {
+    capture_triggers(table, id)
+        .into_iter()
+        .map(|sql| sql.replacen("CREATE TRIGGER IF NOT EXISTS ", "CREATE TRIGGER ", 1))
+        .collect()
 }
 
 /// Names of the capture triggers of a table.

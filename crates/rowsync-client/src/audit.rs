@@ -1,0 +1,241 @@
+//! Checking, before each sync, that capture saw every write.
+//!
+//! Capture lives in triggers on the app's own tables, and the app runs any
+//! SQL it likes on its file. Two common things escape the triggers:
+//! - **A table rebuild** (`CREATE TABLE t_new …; INSERT INTO t_new SELECT …;
+//!   DROP TABLE t; ALTER TABLE t_new RENAME TO t`) drops the triggers with
+//!   the old table: every later write to `t` goes unrecorded.
+//! - **`INSERT OR REPLACE`** that collides on a UNIQUE index of the app's
+//!   deletes the other row without firing the delete trigger (SQLite fires
+//!   delete triggers for REPLACE only under `recursive_triggers`, which
+//!   rowsync cannot set on the app's connection).
+//!
+//! So capture is checked rather than trusted. Each sync first compares every
+//! synced table's triggers with rowsync's (the SQL text SQLite keeps) and its
+//! columns with the schema, and the table's row count with the number of
+//! rows rowsync believes it holds (`_rowsync_tables.live`, kept by stamping
+//! and applying). Then:
+//! - columns that no longer match stop the sync with what differs;
+//! - missing or altered triggers are installed again, and since writes made
+//!   meanwhile went unrecorded, every row is compared with what rowsync
+//!   knows: rows it does not know are queued as inserts, rows it knows that
+//!   are gone as deletes; and (they leave no local trace) updates are found
+//!   by comparing each cell with the server's copy wherever both hold the
+//!   same version ([`audit_against_server`], resumed after a crash);
+//! - a count that differs (a REPLACE) gets the same row comparison, which
+//!   queues the deletes no trigger saw.
+//!
+//! Found writes are queued as ordinary outbox entries, stamped now, and
+//! reported in the sync's notes.
+
+use std::collections::HashSet;
+
+use rowsync_core::capture::{
+    capture_triggers, key_expression, stored_capture_triggers, trigger_names, OP_DELETE, OP_INSERT, OP_UPDATE,
+    OVERFLOW_BIT,
+};
+use rowsync_core::change::decode_change;
+use rowsync_proto::{PullRequest, SiteId, Table};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::error::ClientError;
+use crate::replica::{table_problems, Replica};
+use crate::stamp::{load_clocks, stamp_rest, Clocks};
+use crate::transport::Transport;
+use crate::values::{key_token, stored_key};
+
+/// Checks capture on every synced table, repairs what can be repaired here,
+/// and returns what it found, for the user to read.
+pub(crate) fn check_capture(replica: &Replica) -> Result<Vec<String>, ClientError> {
+    let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
+    // Every recorded write gets its version first, so that rowsync's view
+    // of which rows exist is complete.
+    stamp_rest(replica, &tx)?;
+    let mut notes = Vec::new();
+    for (index, table) in replica.schema.tables.iter().enumerate() {
+        let table_id = replica.table_ids[index];
+        let problems = table_problems(&tx, table)?.unwrap_or_else(|| vec!["the table is missing".into()]);
+        let triggers_intact = triggers_intact(&tx, table, table_id)?;
+        if !problems.is_empty() {
+            let triggers = if triggers_intact { "" } else { " Its capture triggers are gone too (was it rebuilt?)." };
+            return Err(ClientError::SchemaMismatch(format!(
+                "table {} of {} no longer matches the synced schema: {}.{triggers} Nothing was synced. Give the \
+                 table back the server's columns (see `rowsync status`), then sync again: rowsync re-installs its \
+                 capture and finds the writes made meanwhile",
+                table.name,
+                replica.path,
+                problems.join("; ")
+            )));
+        }
+        if !triggers_intact {
+            for name in trigger_names(table) {
+                tx.execute_batch(&format!("DROP TRIGGER IF EXISTS \"{name}\""))?;
+            }
+            for trigger in capture_triggers(table, table_id) {
+                tx.execute_batch(&trigger)?;
+            }
+            tx.execute("UPDATE _rowsync_tables SET audit = 1 WHERE id = ?", [table_id])?;
+            let (inserts, deletes) = compare_rows(replica, &tx, index)?;
+            notes.push(format!(
+                "the capture triggers of table {} were missing or altered (was the table rebuilt?): installed \
+                 again; {inserts} insert(s) and {deletes} delete(s) made meanwhile were found and queued, and \
+                 updates are looked for by comparing with the server",
+                table.name
+            ));
+            continue;
+        }
+        let believed: Option<i64> =
+            tx.query_row("SELECT live FROM _rowsync_tables WHERE id = ?", [table_id], |row| row.get(0))?;
+        let actual: i64 = tx.query_row(&format!("SELECT count(*) FROM \"{}\"", table.name), [], |row| row.get(0))?;
+        if believed != Some(actual) {
+            let (inserts, deletes) = compare_rows(replica, &tx, index)?;
+            if inserts + deletes > 0 {
+                notes.push(format!(
+                    "{deletes} row(s) of table {} were deleted and {inserts} inserted without the capture \
+                     triggers seeing it (INSERT OR REPLACE over a UNIQUE index of the app?): queued now",
+                    table.name
+                ));
+            }
+        }
+    }
+    stamp_rest(replica, &tx)?;
+    tx.commit()?;
+    Ok(notes)
+}
+
+/// Whether the table carries exactly rowsync's four capture triggers.
+fn triggers_intact(conn: &Connection, table: &Table, table_id: i64) -> Result<bool, ClientError> {
+    let mut found = conn.prepare_cached("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?")?;
+    for (name, expected) in trigger_names(table).iter().zip(stored_capture_triggers(table, table_id)) {
+        let sql: Option<String> = found.query_row([name], |row| row.get(0)).optional()?;
+        if sql.as_deref() != Some(expected.as_str()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Compares the rows of schema table `index` with the rows rowsync believes
+/// exist, queues an insert for each row it did not know and a delete for
+/// each row that is gone, and counts the table afresh. Returns (inserts,
+/// deletes) queued.
+fn compare_rows(replica: &Replica, conn: &Connection, index: usize) -> Result<(usize, usize), ClientError> {
+    let table = &replica.schema.tables[index];
+    let table_id = replica.table_ids[index];
+    let mut believed: Vec<SqlValue> = Vec::new();
+    {
+        let mut rows = conn.prepare_cached("SELECT pk, clocks FROM _rowsync_rows WHERE tbl = ?")?;
+        let mut rows = rows.query([table_id])?;
+        while let Some(row) = rows.next()? {
+            let json: String = row.get(1)?;
+            let clocks: Clocks =
+                serde_json::from_str(&json).map_err(|e| ClientError::Corrupt(format!("row clocks: {e}")))?;
+            if clocks.is_visible() {
+                believed.push(row.get(0)?);
+            }
+        }
+    }
+    let key = key_expression(table, &format!("\"{}\"", table.name));
+    let present: Vec<SqlValue> = conn
+        .prepare(&format!("SELECT {key} FROM \"{}\"", table.name))?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let known: HashSet<(i64, String)> = believed.iter().map(|k| key_token(table_id, k)).collect();
+    let here: HashSet<(i64, String)> = present.iter().map(|k| key_token(table_id, k)).collect();
+    let mut queue = conn
+        .prepare_cached("INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) VALUES (?, ?, ?, julianday('now'), ?)")?;
+    let mut deletes = 0;
+    for gone in believed.iter().filter(|k| !here.contains(&key_token(table_id, k))) {
+        queue.execute(params![table_id, gone, OP_DELETE, 0])?;
+        deletes += 1;
+    }
+    let mut inserts = 0;
+    for new in present.iter().filter(|k| !known.contains(&key_token(table_id, k))) {
+        queue.execute(params![table_id, new, OP_INSERT, -1])?;
+        inserts += 1;
+    }
+    // Stamping the queued entries moves the count by as many as they change;
+    // start it from the count that will then be right.
+    stamp_rest(replica, conn)?;
+    let count: i64 = conn.query_row(&format!("SELECT count(*) FROM \"{}\"", table.name), [], |row| row.get(0))?;
+    conn.execute("UPDATE _rowsync_tables SET live = ? WHERE id = ?", params![count, table_id])?;
+    Ok((inserts, deletes))
+}
+
+/// Tables whose triggers were missing: finds the updates made while they
+/// were, by comparing every cell with the server's copy of the row wherever
+/// the server holds the very version rowsync last knew for it (a differing
+/// value there can only be a write no trigger saw), and queues them. Runs
+/// to the end before anything is pushed; a sync interrupted here does it
+/// again. Returns what it found.
+pub(crate) fn audit_against_server(
+    replica: &Replica,
+    transport: &dyn Transport,
+    limit: u32,
+) -> Result<Vec<String>, ClientError> {
+    let audited: Vec<usize> = {
+        let mut statement = replica.conn.prepare("SELECT id FROM _rowsync_tables WHERE audit = 1")?;
+        let ids: Vec<i64> = statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+        ids.iter().filter_map(|id| replica.table_index.get(id).copied()).collect()
+    };
+    if audited.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut updates = vec![0usize; replica.schema.tables.len()];
+    // A site that is nobody's origin: no state is left out as an echo.
+    let everything = SiteId::server();
+    let mut cursor = 0;
+    loop {
+        let request = PullRequest { site: everything.clone(), cursor, limit, sent_seq: None };
+        let page = transport.pull(&request)?;
+        let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
+        stamp_rest(replica, &tx)?;
+        for change in &page.changes {
+            let decoded = decode_change(&replica.schema, change)
+                .map_err(|e| ClientError::Protocol(format!("pulled change does not fit the schema: {e}")))?;
+            if !audited.contains(&decoded.table) {
+                continue;
+            }
+            let table_id = replica.table_ids[decoded.table];
+            let local_key = stored_key(&tx, &decoded.key)?;
+            let Some(clocks) = load_clocks(&tx, table_id, &local_key)? else { continue };
+            let Some(row) = replica.read_row(&tx, decoded.table, &decoded.key)? else { continue };
+            let mut bits = 0i64;
+            for (column, cell) in decoded.state.cells.iter().enumerate() {
+                let Some((value, version)) = cell else { continue };
+                if clocks.cells.get(column).and_then(Option::as_ref) == Some(version) && !row[column].same_as(value) {
+                    bits |= 1i64 << column.min(OVERFLOW_BIT);
+                }
+            }
+            if bits != 0 && clocks.is_visible() {
+                tx.execute(
+                    "INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) VALUES (?, ?, ?, julianday('now'), ?)",
+                    params![table_id, local_key, OP_UPDATE, bits],
+                )?;
+                updates[decoded.table] += 1;
+            }
+        }
+        stamp_rest(replica, &tx)?;
+        if !page.more {
+            for &index in &audited {
+                tx.execute("UPDATE _rowsync_tables SET audit = 0 WHERE id = ?", [replica.table_ids[index]])?;
+            }
+        }
+        tx.commit()?;
+        if !page.more {
+            break;
+        }
+        cursor = page.cursor;
+    }
+    Ok(audited
+        .iter()
+        .map(|&index| {
+            format!(
+                "table {}: {} row(s) updated while its capture triggers were missing were found by comparing \
+                 with the server, and queued",
+                replica.schema.tables[index].name, updates[index]
+            )
+        })
+        .collect())
+}
