@@ -10,17 +10,20 @@
 //! transaction) are deleted before commit: no pulled change echoes into the
 //! outbox.
 
+use std::collections::HashSet;
+
+use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::change::decode_change;
 use rowsync_core::ddl::{update_columns, Dialect};
 use rowsync_proto::{ConflictStrategy, PullResponse, Value};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Transaction, TransactionBehavior};
+use rusqlite::{params, Transaction, TransactionBehavior};
 
 use crate::conflicts;
 use crate::error::ClientError;
 use crate::replica::{key, meta_set, Replica};
 use crate::stamp::{load_clock, load_clocks, save_clock, save_clocks, stamp_rest, Clocks, LiveRows};
-use crate::values::{stored_key, to_sql};
+use crate::values::{key_token, stored_key, to_sql};
 
 /// Applies one page and stores its cursor. Returns how many rows changed locally.
 pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, ClientError> {
@@ -30,6 +33,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
     let mut clock = load_clock(&tx)?;
     let mut changed_rows = 0;
     let mut live = LiveRows::default();
+    let mut unpushed = None;
     for change in &page.changes {
         let decoded = decode_change(&replica.schema, change)
             .map_err(|e| ClientError::Protocol(format!("pulled change does not fit the schema: {e}")))?;
@@ -41,6 +45,15 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         let local_key = stored_key(&tx, &decoded.key)?;
         let mut clocks = load_clocks(&tx, table_id, &local_key)?.unwrap_or_default();
         let mut state = clocks.to_state(table.columns.len());
+        // A row an earlier page deleted while it had local writes not yet
+        // pushed: they are held in its clocks, and part of its state.
+        let held_while_deleted = !clocks.is_visible() && !clocks.held.is_empty();
+        if held_while_deleted {
+            for (&index, cell) in &clocks.held {
+                state.cells[index] = Some(cell.clone());
+            }
+            clocks.held.clear();
+        }
         let manual = table.conflict == ConflictStrategy::Manual;
         if manual {
             state.conflicts = conflicts::load(&tx, table_id, &local_key, table)?;
@@ -55,6 +68,30 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         }
         let key_params: Vec<SqlValue> = decoded.key.iter().map(to_sql).collect();
         live.moved(table_id, was_visible, state.is_visible());
+        // Local writes not pushed yet still go out when a pulled delete
+        // removes their row (so a later revival shows them whatever the
+        // order the two reached the server in): the row is held whole.
+        let mut hold = Vec::new();
+        let deleted_here = was_visible && !state.is_visible();
+        if deleted_here && unpushed.is_none() {
+            unpushed = Some(unpushed_rows(&tx, newest_before)?);
+        }
+        if deleted_here && unpushed.as_ref().is_some_and(|rows| rows.contains(&key_token(table_id, &local_key))) {
+            if let Some(row) = replica.read_row(&tx, decoded.table, &decoded.key)? {
+                let fallback = clocks.alive.clone();
+                for (index, value) in row.into_iter().enumerate().filter(|(i, _)| !table.is_key_column(*i)) {
+                    let cell = match &state.cells[index] {
+                        Some(taken) if outcome.taken.contains(&index) => Some(taken.clone()),
+                        _ => {
+                            clocks.cells.get(index).cloned().flatten().or_else(|| fallback.clone()).map(|v| (value, v))
+                        }
+                    };
+                    hold.extend(cell.map(|cell| (index, cell)));
+                }
+            }
+        } else if held_while_deleted && !state.is_visible() {
+            hold = state.cells.iter().enumerate().filter_map(|(i, c)| c.clone().map(|c| (i, c))).collect();
+        }
         match (was_visible, state.is_visible()) {
             (true, true) if !outcome.taken.is_empty() => {
                 let sql = update_columns(table, Dialect::Sqlite, &outcome.taken);
@@ -78,10 +115,11 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
             _ => {}
         }
         let mut new_clocks = Clocks::from_state(&state);
-        if manual && state.is_visible() {
+        if manual && (state.is_visible() || !hold.is_empty()) {
             new_clocks.pending = clocks.pending;
             new_clocks.held = clocks.held;
         }
+        new_clocks.held.extend(hold);
         save_clocks(&tx, table_id, &local_key, &new_clocks)?;
         if manual {
             let open = if state.is_visible() { state.conflicts.as_slice() } else { &[] };
@@ -95,6 +133,14 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
     tx.execute("DELETE FROM _rowsync_outbox WHERE id > ?", [newest_before])?;
     tx.commit()?;
     Ok(changed_rows)
+}
+
+/// The rows with outbox entries not yet acknowledged (at or below `newest`).
+fn unpushed_rows(conn: &rusqlite::Connection, newest: i64) -> Result<HashSet<(i64, String)>, ClientError> {
+    let mut statement = conn.prepare("SELECT DISTINCT tbl, pk FROM _rowsync_outbox WHERE op != ? AND id <= ?")?;
+    let rows = statement.query_map(params![OP_SET_ASIDE, newest], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.map(|row| row.map(|(table_id, key): (i64, SqlValue)| key_token(table_id, &key)).map_err(ClientError::from))
+        .collect()
 }
 
 /// Manual tables: a local write not yet pushed must reach the server even

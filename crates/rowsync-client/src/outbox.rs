@@ -129,7 +129,14 @@ fn read_change(
                 state.cells[i] = version.map(|v| (value, v));
             }
         }
-        None => state.cells.iter_mut().for_each(|c| *c = None),
+        // Gone here: a pulled delete removed it while it had local writes
+        // not pushed yet, and they go out with its last values (see apply).
+        None => {
+            state.cells.iter_mut().for_each(|c| *c = None);
+            for (index, cell) in &clocks.held {
+                state.cells[*index] = Some(cell.clone());
+            }
+        }
     }
     if table.conflict == ConflictStrategy::Manual {
         for (index, (value, version)) in &clocks.held {
@@ -164,6 +171,7 @@ pub fn acknowledge(replica: &Replica, batch: &Batch, acked_seq: u64) -> Result<u
     ])?;
     tx.prepare_cached("DELETE FROM _rowsync_outbox WHERE id < ?")?.execute([batch.last_id])?;
     settle_pending(replica, &tx, batch)?;
+    release_held(replica, &tx, batch)?;
     tx.commit()?;
     Ok(deleted + marked)
 }
@@ -190,6 +198,24 @@ fn settle_pending(replica: &Replica, conn: &rusqlite::Connection, batch: &Batch)
             clocks.held.remove(&column);
         }
         save_clocks(conn, *table_id, stored_key, &clocks)?;
+    }
+    Ok(())
+}
+
+/// Rows deleted here by a pull while holding unpushed writes (other than
+/// under the manual strategy, which settles its own): once acknowledged,
+/// the held values are on the server and need not be kept.
+fn release_held(replica: &Replica, conn: &rusqlite::Connection, batch: &Batch) -> Result<(), ClientError> {
+    for (table_id, stored_key) in &batch.rows {
+        let Some(&index) = replica.table_index.get(table_id) else { continue };
+        if replica.schema.tables[index].conflict == ConflictStrategy::Manual {
+            continue;
+        }
+        let Some(mut clocks) = load_clocks(conn, *table_id, stored_key)? else { continue };
+        if !clocks.held.is_empty() && !clocks.is_visible() {
+            clocks.held.clear();
+            save_clocks(conn, *table_id, stored_key, &clocks)?;
+        }
     }
     Ok(())
 }

@@ -41,9 +41,11 @@ pub struct Clocks {
     /// (what the server compares to tell an edit from a concurrent one).
     #[serde(rename = "p", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pending: BTreeMap<usize, Pending>,
-    /// Manual tables only: pending local writes that a newer pulled value
-    /// displaced from the row before they could be pushed. They are pushed
-    /// in place of the row's value, so the server can record the conflict.
+    /// Local writes displaced before they could be pushed, pushed in their
+    /// place. Manual tables: pending writes a newer pulled value displaced
+    /// from the row, so that the server can record the conflict. Any table:
+    /// the whole row, when a pulled delete removed it while it had writes
+    /// not pushed yet (so those writes still reach the server).
     #[serde(rename = "h", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub held: BTreeMap<usize, (Value, Version)>,
 }
@@ -244,6 +246,11 @@ fn stamp_one(table: &Table, clocks: &mut Clocks, op: i64, bits: i64, version: Ve
         return (0..width).collect();
     }
     clocks.cells.resize(width, None);
+    if !was_visible && table.conflict != ConflictStrategy::Manual {
+        // Writes held when a pull deleted the row: this write replaces the
+        // whole row.
+        clocks.held.clear();
+    }
     // An update of a row rowsync has no versions for (or that it believed
     // deleted) is treated as writing the whole row.
     // Under the row strategy every write writes the whole row.
