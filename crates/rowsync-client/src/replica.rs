@@ -134,7 +134,8 @@ impl Replica {
             if known.is_some() {
                 continue;
             }
-            tx.execute("INSERT INTO _rowsync_tables (name) VALUES (?)", [&table.name])?;
+            // Nothing stamped yet: stamping the rows queued below counts them.
+            tx.execute("INSERT INTO _rowsync_tables (name, live) VALUES (?, 0)", [&table.name])?;
             let id = tx.last_insert_rowid();
             for trigger in capture_triggers(table, id) {
                 tx.execute_batch(&trigger)?;

@@ -10,11 +10,11 @@
 //! - `rowsync_sites`: per replica, the high-water mark of applied site sequences.
 //!
 //! A pull returns the rows whose position lies after the cursor, in position
-//! order, in two steps: the positions and sizes of at most `limit` rows, to
-//! bound the page by bytes too ([`page_extent`]), then the states of that
-//! range. Positions are handed out in commit order, so nothing commits
-//! inside the range between the two steps; a row changed meanwhile has
-//! moved past it and comes in a later page. A row changed again moves to a new position, so the change log
+//! order: at most `limit` rows with the size of each state, and the states
+//! themselves unless they are large; the page is then cut to its byte budget
+//! ([`page_extent`]) and the large states it keeps are read one by one. So
+//! memory stays bounded however large rows are, and small rows still come
+//! in one query. A row changed again moves to a new position, so the change log
 //! compacts itself: a puller never receives a row's superseded states.
 
 mod mysql;
@@ -130,6 +130,12 @@ pub(crate) fn decode_stored(schema: &Schema, name: &str, json: &str) -> Result<(
     Ok((index, state))
 }
 
+/// States larger than this (in bytes) are not read with the rest of a pull
+/// page but one by one, once the page is known to include them: a page of
+/// `limit` rows then holds at most `limit` times this much in memory before
+/// it is cut to its byte budget.
+pub(crate) const INLINE_STATE: i64 = 16 * 1024;
+
 /// How far a pull page reaches: given the `(position, size in bytes)` of
 /// the rows after the cursor (fetched with one row more than `limit`, to
 /// learn whether more follow), the last position of the page and whether
@@ -149,10 +155,38 @@ pub(crate) fn page_extent(sizes: &[(i64, i64)], limit: u32, max_bytes: usize) ->
     Some((last, taken < sizes.len()))
 }
 
-/// A pull page from the `(position, state or NULL for an echo)` rows of its
-/// extent.
-pub(crate) fn page_from_rows(rows: Vec<(i64, Option<String>)>, last: i64, more: bool) -> PullPage {
-    PullPage { states: rows.into_iter().filter_map(|(_, state)| state).collect(), cursor: last as u64, more }
+/// One row of a pull query: its position, the size of its state (0 for an
+/// echo), and the state unless it is an echo or larger than [`INLINE_STATE`].
+pub(crate) type PulledRow = (i64, i64, Option<String>);
+
+/// Cuts the rows of a pull query (fetched with one row more than `limit`)
+/// to a page, fetching the large states it includes with `large`, by
+/// position. A large state whose row moved on meanwhile (it changed again)
+/// is left out: it comes later, at its new position.
+pub(crate) async fn page_from_rows<F, Fut>(
+    rows: Vec<PulledRow>,
+    cursor: u64,
+    limit: u32,
+    max_bytes: usize,
+    mut large: F,
+) -> Result<PullPage, StoreError>
+where
+    F: FnMut(i64) -> Fut,
+    Fut: Future<Output = Result<Option<String>, StoreError>>,
+{
+    let sizes: Vec<(i64, i64)> = rows.iter().map(|(pos, size, _)| (*pos, *size)).collect();
+    let Some((last, more)) = page_extent(&sizes, limit, max_bytes) else {
+        return Ok(PullPage { states: Vec::new(), cursor, more: false });
+    };
+    let mut states = Vec::new();
+    for (pos, size, state) in rows.into_iter().take_while(|(pos, _, _)| *pos <= last) {
+        match state {
+            Some(state) => states.push(state),
+            None if size > INLINE_STATE => states.extend(large(pos).await?),
+            None => {}
+        }
+    }
+    Ok(PullPage { states, cursor: last as u64, more })
 }
 
 /// A page of changes as raw JSON row states, ready to be sent as they are.

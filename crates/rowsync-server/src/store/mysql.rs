@@ -61,11 +61,12 @@ const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm) VALUES (?, ?) \
 const HAS_SIZE: &str = "SELECT count(*) FROM information_schema.columns \
      WHERE table_schema = DATABASE() AND table_name = 'rowsync_rows' AND column_name = 'size'";
 const ADD_SIZE: &str = "ALTER TABLE rowsync_rows ADD COLUMN size BIGINT";
-/// A pull page in two steps (see the module docs of `store`).
-const PULL_SIZES: &str = "SELECT pos, CASE WHEN origin = ? THEN 0 ELSE coalesce(size, length(state)) END \
+/// A pull page (see the module docs of `store`): position, size and, unless
+/// it is an echo or large, the state of at most `limit` rows.
+const PULL: &str = "SELECT pos, CASE WHEN origin = ? THEN 0 ELSE coalesce(size, length(state)) END, \
+     CASE WHEN origin = ? OR coalesce(size, length(state)) > ? THEN NULL ELSE state END \
      FROM rowsync_rows WHERE pos > ? ORDER BY pos LIMIT ?";
-const PULL_RANGE: &str = "SELECT pos, CASE WHEN origin = ? THEN NULL ELSE state END FROM rowsync_rows \
-     WHERE pos > ? AND pos <= ? ORDER BY pos";
+const PULL_ONE: &str = "SELECT state FROM rowsync_rows WHERE pos = ?";
 
 fn select_states(rows: usize) -> String {
     let pairs = vec!["(?, ?)"; rows].join(", ");
@@ -180,17 +181,18 @@ impl Store for MysqlStore {
         site: Option<&SiteId>,
     ) -> Result<PullPage, StoreError> {
         let site = site.map(SiteId::as_str);
-        let sizes: Vec<(i64, i64)> = sqlx::query_as(PULL_SIZES)
+        let rows: Vec<super::PulledRow> = sqlx::query_as(PULL)
             .bind(site)
+            .bind(site)
+            .bind(super::INLINE_STATE)
             .bind(cursor as i64)
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let Some((last, more)) = super::page_extent(&sizes, limit, max_bytes) else {
-            return Ok(PullPage { states: Vec::new(), cursor, more: false });
-        };
-        let rows = sqlx::query_as(PULL_RANGE).bind(site).bind(cursor as i64).bind(last).fetch_all(&self.pool).await?;
-        Ok(super::page_from_rows(rows, last, more))
+        super::page_from_rows(rows, cursor, limit, max_bytes, |pos| async move {
+            Ok(sqlx::query_scalar(PULL_ONE).bind(pos).fetch_optional(&self.pool).await?)
+        })
+        .await
     }
 
     async fn site_mark(&self, site: &SiteId) -> Result<u64, StoreError> {

@@ -46,11 +46,12 @@ const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = $1 WHERE id =
 const SELECT_HWM: &str = "SELECT hwm FROM rowsync_sites WHERE site = $1";
 const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm) VALUES ($1, $2) \
      ON CONFLICT (site) DO UPDATE SET hwm = GREATEST(rowsync_sites.hwm, excluded.hwm)";
-/// A pull page in two steps (see the module docs of `store`).
-const PULL_SIZES: &str = "SELECT pos, CASE WHEN origin = $1 THEN 0 ELSE coalesce(size, octet_length(state)) END \
-     FROM rowsync_rows WHERE pos > $2 ORDER BY pos LIMIT $3";
-const PULL_RANGE: &str = "SELECT pos, CASE WHEN origin = $1 THEN NULL ELSE state END FROM rowsync_rows \
-     WHERE pos > $2 AND pos <= $3 ORDER BY pos";
+/// A pull page (see the module docs of `store`): position, size and, unless
+/// it is an echo or large, the state of at most `limit` rows.
+const PULL: &str = "SELECT pos, CASE WHEN origin = $1 THEN 0 ELSE coalesce(size, octet_length(state)) END, \
+     CASE WHEN origin = $1 OR coalesce(size, octet_length(state)) > $2 THEN NULL ELSE state END \
+     FROM rowsync_rows WHERE pos > $3 ORDER BY pos LIMIT $4";
+const PULL_ONE: &str = "SELECT state FROM rowsync_rows WHERE pos = $1";
 
 /// Whole-batch statements over arrays (`unnest`): one short statement per
 /// step whatever the batch size, where a multi-row VALUES list of hundreds of
@@ -220,17 +221,17 @@ impl Store for PostgresStore {
         site: Option<&SiteId>,
     ) -> Result<PullPage, StoreError> {
         let site = site.map(SiteId::as_str);
-        let sizes: Vec<(i64, i64)> = sqlx::query_as(PULL_SIZES)
+        let rows: Vec<super::PulledRow> = sqlx::query_as(PULL)
             .bind(site)
+            .bind(super::INLINE_STATE)
             .bind(cursor as i64)
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let Some((last, more)) = super::page_extent(&sizes, limit, max_bytes) else {
-            return Ok(PullPage { states: Vec::new(), cursor, more: false });
-        };
-        let rows = sqlx::query_as(PULL_RANGE).bind(site).bind(cursor as i64).bind(last).fetch_all(&self.pool).await?;
-        Ok(super::page_from_rows(rows, last, more))
+        super::page_from_rows(rows, cursor, limit, max_bytes, |pos| async move {
+            Ok(sqlx::query_scalar(PULL_ONE).bind(pos).fetch_optional(&self.pool).await?)
+        })
+        .await
     }
 
     async fn site_mark(&self, site: &SiteId) -> Result<u64, StoreError> {

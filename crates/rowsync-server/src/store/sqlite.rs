@@ -42,13 +42,12 @@ const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 
 /// when pulled).
 const HAS_SIZE: &str = "SELECT count(*) FROM pragma_table_info('rowsync_rows') WHERE name = 'size'";
 const ADD_SIZE: &str = "ALTER TABLE rowsync_rows ADD COLUMN size INTEGER";
-/// A pull page in two steps (see the module docs of `store`). Echoes
-/// (states exactly as the pulling site pushed them) weigh nothing and come
-/// back without their state: the cursor moves past them, nothing is sent.
-const PULL_SIZES: &str = "SELECT pos, CASE WHEN origin = ? THEN 0 ELSE coalesce(size, length(state)) END \
+/// A pull page (see the module docs of `store`): position, size and, unless
+/// it is an echo or large, the state of at most `limit` rows.
+const PULL: &str = "SELECT pos, CASE WHEN origin = ? THEN 0 ELSE coalesce(size, length(state)) END, \
+     CASE WHEN origin = ? OR coalesce(size, length(state)) > ? THEN NULL ELSE state END \
      FROM rowsync_rows WHERE pos > ? ORDER BY pos LIMIT ?";
-const PULL_RANGE: &str = "SELECT pos, CASE WHEN origin = ? THEN NULL ELSE state END FROM rowsync_rows \
-     WHERE pos > ? AND pos <= ? ORDER BY pos";
+const PULL_ONE: &str = "SELECT state FROM rowsync_rows WHERE pos = ?";
 
 /// Reads the stored states of `rows` rows: parameters are (table, key) pairs.
 fn select_states(rows: usize) -> String {
@@ -151,17 +150,18 @@ impl Store for SqliteStore {
         site: Option<&SiteId>,
     ) -> Result<PullPage, StoreError> {
         let site = site.map(SiteId::as_str);
-        let sizes: Vec<(i64, i64)> = sqlx::query_as(PULL_SIZES)
+        let rows: Vec<super::PulledRow> = sqlx::query_as(PULL)
             .bind(site)
+            .bind(site)
+            .bind(super::INLINE_STATE)
             .bind(cursor as i64)
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let Some((last, more)) = super::page_extent(&sizes, limit, max_bytes) else {
-            return Ok(PullPage { states: Vec::new(), cursor, more: false });
-        };
-        let rows = sqlx::query_as(PULL_RANGE).bind(site).bind(cursor as i64).bind(last).fetch_all(&self.pool).await?;
-        Ok(super::page_from_rows(rows, last, more))
+        super::page_from_rows(rows, cursor, limit, max_bytes, |pos| async move {
+            Ok(sqlx::query_scalar(PULL_ONE).bind(pos).fetch_optional(&self.pool).await?)
+        })
+        .await
     }
 
     async fn site_mark(&self, site: &SiteId) -> Result<u64, StoreError> {
