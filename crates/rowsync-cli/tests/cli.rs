@@ -164,3 +164,38 @@ fn the_demo_tells_its_story_and_checks_it() {
     assert!(text.contains("laptop, phone and server hold identical contacts: yes"), "{text}");
     assert!(text.contains("it synced everywhere and closed the conflict"), "{text}");
 }
+
+/// What sync finds and mends on the way (here a row deleted by INSERT OR
+/// REPLACE, which fires no delete trigger) is said in `note:` lines; a
+/// second sync of the same file waits for the first rather than racing it.
+#[test]
+fn sync_says_what_it_mended_and_waits_for_another_sync_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = serve(dir.path(), port);
+    let local = dir.path().join("laptop.db");
+    let local = local.to_str().unwrap();
+    assert!(rowsync(&["init", local, "--server", &format!("http://127.0.0.1:{port}")]).status.success());
+    let app = rusqlite::Connection::open(local).unwrap();
+    app.execute_batch(
+        "CREATE UNIQUE INDEX by_phone ON contacts (phone);
+         INSERT INTO contacts VALUES ('a', 'Ada', '111');",
+    )
+    .unwrap();
+    assert!(rowsync(&["sync", local]).status.success());
+    app.execute("INSERT OR REPLACE INTO contacts VALUES ('b', 'Bo', '111')", []).unwrap();
+
+    // Two syncs at once: both succeed, one after the other.
+    let first = Command::new(ROWSYNC).args(["sync", local]).spawn().unwrap();
+    let second = rowsync(&["sync", local]);
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success() && second.status.success(), "{}", stderr(&second));
+    let status = rowsync(&["status", local, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["pending_changes"], 0);
+
+    app.execute("INSERT OR REPLACE INTO contacts VALUES ('c', 'Cy', '111')", []).unwrap();
+    let output = rowsync(&["sync", local]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("note: 1 row(s) of table contacts were deleted"), "{}", stdout(&output));
+}

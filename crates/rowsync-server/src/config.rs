@@ -11,7 +11,7 @@ use rowsync_proto::{ConflictStrategy, Schema};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::http::{app, AppState, DEFAULT_BODY_LIMIT};
+use crate::http::{app, AppState, DEFAULT_BODY_LIMIT, DEFAULT_MAX_CLOCK_AHEAD};
 use crate::store::{MysqlStore, PoolSettings, PostgresStore, SqliteStore, Store, StoreError};
 
 /// Where the server's source of truth lives.
@@ -91,10 +91,6 @@ pub struct ServerConfig {
     /// [`DEFAULT_MAX_CLOCK_AHEAD`]).
     pub max_clock_ahead: Duration,
 }
-
-/// Versions further ahead of the server's clock than this are refused: a
-/// device whose clock runs ahead would otherwise win every later conflict.
-pub const DEFAULT_MAX_CLOCK_AHEAD: Duration = Duration::from_secs(600);
 
 impl ServerConfig {
     pub fn new(database: DatabaseUrl, schema: Option<Schema>) -> ServerConfig {

@@ -33,6 +33,9 @@ pub const MAX_PULL_LIMIT: u32 = 10_000;
 /// Bytes of row states in a pull page beyond its first row: one huge row
 /// comes alone, and memory stays bounded on both sides however large rows are.
 pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Versions further ahead of the server's clock than this are refused: a
+/// device whose clock runs ahead would otherwise win every later conflict.
+pub const DEFAULT_MAX_CLOCK_AHEAD: Duration = Duration::from_secs(600);
 /// Longest long-poll wait a client may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How much of a body over the limit is read and thrown away, and for how
@@ -80,7 +83,7 @@ impl<S: Store> AppState<S> {
             store: Arc::new(store),
             schema: Arc::new(schema),
             metrics: Arc::default(),
-            max_clock_ahead: crate::config::DEFAULT_MAX_CLOCK_AHEAD,
+            max_clock_ahead: DEFAULT_MAX_CLOCK_AHEAD,
             body_limit: DEFAULT_BODY_LIMIT,
         }
     }
