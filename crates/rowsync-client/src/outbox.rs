@@ -96,7 +96,13 @@ pub fn next_batch(replica: &Replica, max_entries: usize, max_bytes: usize) -> Re
     meta_set(&tx, key::SENT_SEQ, sent_seq.unwrap_or(0).max(last_seq as i64))?;
     tx.commit()?;
     Ok(Some(Batch {
-        request: PushRequest { site: replica.site.clone(), last_seq, sent_seq: sent_seq.map(|s| s as u64), changes },
+        request: PushRequest {
+            site: replica.site.clone(),
+            last_seq,
+            sent_seq: sent_seq.map(|s| s as u64),
+            batch: Some(rand::random()),
+            changes,
+        },
         last_id,
         rows,
     }))

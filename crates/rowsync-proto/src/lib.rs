@@ -268,6 +268,12 @@ pub struct PushRequest {
     /// repeats of the old ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_seq: Option<u64>,
+    /// A random id of this request, the same in every copy of it. The server
+    /// remembers the last one it applied for the site, so that a copy of
+    /// that very request (a retry or a duplicate on the network) is answered
+    /// as a repeat, not taken for another copy of the replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u64>,
     pub changes: Vec<PushedChange>,
 }
 

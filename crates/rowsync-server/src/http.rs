@@ -246,8 +246,13 @@ async fn push<S: Store>(State(state): State<AppState<S>>, body: Body) -> Result<
         checked.push(CheckedChange { seq: pushed.seq, change });
     }
     let count = checked.len() as u64;
-    let batch =
-        CheckedBatch { site: request.site, last_seq: request.last_seq, sent_seq: request.sent_seq, changes: checked };
+    let batch = CheckedBatch {
+        site: request.site,
+        last_seq: request.last_seq,
+        sent_seq: request.sent_seq,
+        batch: request.batch,
+        changes: checked,
+    };
     let response = state.store.push(&state.schema, &batch).await.map_err(|e| match e {
         StoreError::SiteReused { .. } => refused(e.into()),
         other => other.into(),

@@ -59,7 +59,7 @@ fn contact(id: &str, name: Value, age: Value, seq: u64) -> PushedChange {
 
 fn batch(changes: Vec<PushedChange>) -> String {
     let last_seq = changes.iter().map(|c| c.seq).max().unwrap_or(0);
-    serde_json::to_string(&PushRequest { site: site(), last_seq, sent_seq: None, changes }).unwrap()
+    serde_json::to_string(&PushRequest { site: site(), last_seq, sent_seq: None, batch: None, changes }).unwrap()
 }
 
 async fn pulled(router: &Router) -> PullResponse {
@@ -101,6 +101,37 @@ async fn the_same_batch_sent_twice_is_applied_once() {
     assert_eq!(second["applied"], 0, "a retried batch must not be applied again");
     assert_eq!(second["acked_seq"], 1);
     assert_eq!(pulled(&router).await.changes.len(), 1, "no duplicate in the change log");
+}
+
+/// A copy of the replica (a file restored from a backup, or copied to a
+/// second device) reuses sequence numbers the server holds: refused with
+/// `site_reused`, nothing applied. The very same request delivered twice (a
+/// retry, a network duplicate) is a repeat, not a copy.
+#[tokio::test]
+async fn a_copy_of_a_replica_is_refused_and_a_duplicate_request_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(&dir, 1 << 20).await;
+    let request = |id: &str, last_seq: u64, sent_seq: Option<u64>, batch: u64| {
+        let changes = vec![contact(id, Value::Text("x".into()), Value::Null, last_seq)];
+        serde_json::to_string(&PushRequest { site: site(), last_seq, sent_seq, batch: Some(batch), changes }).unwrap()
+    };
+    let original = request("a", 2, Some(1), 70);
+    let (status, _) = call(&router, post(original.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, again) = call(&router, post(original)).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["applied"], 0);
+
+    // The copy had sent up to 1 too, and writes its own seq 2.
+    let (status, body) = call(&router, post(request("b", 2, Some(1), 71))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "site_reused");
+    assert_eq!(pulled(&router).await.changes.len(), 1, "nothing of the copy was applied");
+
+    // A pull from the copy is refused the same way.
+    let pull = format!("/v1/pull?cursor=0&site={}&sent=1", site());
+    let (status, body) = call(&router, Request::get(pull).body(Body::empty()).unwrap()).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("site_reused")));
 }
 
 async fn assert_refused(router: &Router, request: Request<Body>, status: StatusCode, code: &str, needle: &str) {

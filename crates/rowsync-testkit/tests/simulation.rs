@@ -386,11 +386,23 @@ fn check_conflicts(server: &TestServer, devices: &[Device], written: &[Written],
 }
 
 /// Seeds that once found a bug, replayed in every run.
-const REGRESSIONS: &[Regression] = &[Regression {
-    seed: 1940317800191002341,
-    found: "a device's later write of the kept value closed its own conflict on the server \
-            without moving the cell's version, so replicas kept the conflict forever",
-}];
+const REGRESSIONS: &[Regression] = &[
+    Regression {
+        seed: 1940317800191002341,
+        found: "a device's later write of the kept value closed its own conflict on the server \
+                without moving the cell's version, so replicas kept the conflict forever",
+    },
+    Regression {
+        seed: 11424678497116775006,
+        found: "a push delivered twice was taken, the second time, for a copy of the replica \
+                (site_reused): its own sent_seq predated its first delivery",
+    },
+    Regression {
+        seed: 12485181826415342401,
+        found: "the same, seen as a manual-strategy write that never reached the server under \
+                its version (the needless new device id re-versioned it)",
+    },
+];
 
 #[test]
 fn seeded_simulation_with_lost_duplicated_and_stale_messages_converges() {

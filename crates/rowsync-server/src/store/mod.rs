@@ -211,6 +211,8 @@ pub struct CheckedBatch {
     pub last_seq: u64,
     /// See [`rowsync_proto::PushRequest::sent_seq`].
     pub sent_seq: Option<u64>,
+    /// See [`rowsync_proto::PushRequest::batch`].
+    pub batch: Option<u64>,
     pub changes: Vec<CheckedChange>,
 }
 

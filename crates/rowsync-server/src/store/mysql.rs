@@ -25,7 +25,7 @@ use sqlx::query::Query;
 use sqlx::{Executor, MySql, MySqlPool};
 
 use super::plan::{row_values, IncomingRow, RowId, RowWrite};
-use super::push::{push_batch, PushTransaction};
+use super::push::{push_batch, PushTransaction, SiteMark};
 use super::{decode_stored, CheckedBatch, PoolSettings, PullPage, Store, StoreError};
 
 const CHARSET: &str = "DEFAULT CHARSET=utf8mb4";
@@ -42,7 +42,7 @@ fn bookkeeping() -> [String; 5] {
              UNIQUE KEY rowsync_rows_pos (pos)) {CHARSET}"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS rowsync_sites (site CHAR(32) {EXACT} PRIMARY KEY, hwm BIGINT NOT NULL) {CHARSET}"
+            "CREATE TABLE IF NOT EXISTS rowsync_sites (site CHAR(32) {EXACT} PRIMARY KEY, hwm BIGINT NOT NULL, batch BIGINT) {CHARSET}"
         ),
     ]
 }
@@ -54,13 +54,15 @@ const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (`key`, value) VALUES ('sc
 const LOCK_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1 FOR UPDATE";
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 1";
 const SELECT_HWM: &str = "SELECT hwm FROM rowsync_sites WHERE site = ?";
-const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm) VALUES (?, ?) \
-     ON DUPLICATE KEY UPDATE hwm = GREATEST(hwm, VALUES(hwm))";
-/// Databases made before states had a size get the column (NULL: measured
-/// when pulled). MySQL has no `ADD COLUMN IF NOT EXISTS`.
-const HAS_SIZE: &str = "SELECT count(*) FROM information_schema.columns \
-     WHERE table_schema = DATABASE() AND table_name = 'rowsync_rows' AND column_name = 'size'";
-const ADD_SIZE: &str = "ALTER TABLE rowsync_rows ADD COLUMN size BIGINT";
+const SELECT_MARK: &str = "SELECT hwm, batch FROM rowsync_sites WHERE site = ?";
+const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch) VALUES (?, ?, ?) \
+     ON DUPLICATE KEY UPDATE hwm = GREATEST(hwm, VALUES(hwm)), batch = VALUES(batch)";
+/// Columns added to the bookkeeping after databases were first made:
+/// states' sizes (NULL: measured when pulled) and the id of each site's last
+/// request applied. MySQL has no `ADD COLUMN IF NOT EXISTS`.
+const ADDED_COLUMNS: [(&str, &str); 2] = [("rowsync_rows", "size"), ("rowsync_sites", "batch")];
+const HAS_COLUMN: &str = "SELECT count(*) FROM information_schema.columns \
+     WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?";
 /// A pull page (see the module docs of `store`): position, size and, unless
 /// it is an echo or large, the state of at most `limit` rows.
 const PULL: &str = "SELECT pos, CASE WHEN origin = ? THEN 0 ELSE coalesce(size, length(state)) END, \
@@ -147,9 +149,11 @@ impl Store for MysqlStore {
             for statement in bookkeeping() {
                 sqlx::query(&statement).execute(&mut *conn).await?;
             }
-            let has_size: i64 = sqlx::query_scalar(HAS_SIZE).fetch_one(&mut *conn).await?;
-            if has_size == 0 {
-                sqlx::query(ADD_SIZE).execute(&mut *conn).await?;
+            for (table, column) in ADDED_COLUMNS {
+                let has: i64 = sqlx::query_scalar(HAS_COLUMN).bind(table).bind(column).fetch_one(&mut *conn).await?;
+                if has == 0 {
+                    sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} BIGINT")).execute(&mut *conn).await?;
+                }
             }
             let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *conn).await?;
             let (schema, fresh) = super::reconcile_schema(schema, stored)?;
@@ -215,9 +219,10 @@ impl PushTransaction for MysqlPush {
         Ok(sqlx::query_scalar(LOCK_POSITION).fetch_one(&mut *self.0).await?)
     }
 
-    async fn site_mark(&mut self, site: &SiteId) -> Result<u64, StoreError> {
-        let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
-        Ok(hwm.unwrap_or(0) as u64)
+    async fn site_mark(&mut self, site: &SiteId) -> Result<SiteMark, StoreError> {
+        let row: Option<(i64, Option<i64>)> =
+            sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
+        Ok(row.map_or(SiteMark::default(), |(hwm, batch)| SiteMark { hwm: hwm as u64, batch: batch.map(|b| b as u64) }))
     }
 
     async fn load_states(
@@ -287,9 +292,14 @@ impl PushTransaction for MysqlPush {
         Ok(())
     }
 
-    async fn record(&mut self, last_position: i64, site: &SiteId, mark: u64) -> Result<(), StoreError> {
+    async fn record(&mut self, last_position: i64, site: &SiteId, mark: SiteMark) -> Result<(), StoreError> {
         sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *self.0).await?;
-        sqlx::query(UPSERT_HWM).bind(site.as_str()).bind(mark as i64).execute(&mut *self.0).await?;
+        sqlx::query(UPSERT_HWM)
+            .bind(site.as_str())
+            .bind(mark.hwm as i64)
+            .bind(mark.batch.map(|b| b as i64))
+            .execute(&mut *self.0)
+            .await?;
         Ok(())
     }
 

@@ -22,10 +22,10 @@ use sqlx::query::Query;
 use sqlx::{PgPool, Postgres};
 
 use super::plan::{row_values, IncomingRow, RowId, RowWrite};
-use super::push::{push_batch, PushTransaction};
+use super::push::{push_batch, PushTransaction, SiteMark};
 use super::{decode_stored, CheckedBatch, PoolSettings, PullPage, Store, StoreError};
 
-const BOOKKEEPING: [&str; 7] = [
+const BOOKKEEPING: [&str; 8] = [
     "CREATE TABLE IF NOT EXISTS rowsync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rowsync_positions (id INTEGER PRIMARY KEY CHECK (id = 1), last BIGINT NOT NULL)",
     "INSERT INTO rowsync_positions (id, last) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
@@ -33,8 +33,10 @@ const BOOKKEEPING: [&str; 7] = [
      state TEXT NOT NULL, origin TEXT, size BIGINT, PRIMARY KEY (tbl, pk))",
     "CREATE UNIQUE INDEX IF NOT EXISTS rowsync_rows_pos ON rowsync_rows (pos)",
     "CREATE TABLE IF NOT EXISTS rowsync_sites (site TEXT PRIMARY KEY, hwm BIGINT NOT NULL)",
-    // Databases made before states had a size (NULL: measured when pulled).
+    // Added after databases were first made: states' sizes (NULL: measured
+    // when pulled), the id of each site's last request applied.
     "ALTER TABLE rowsync_rows ADD COLUMN IF NOT EXISTS size BIGINT",
+    "ALTER TABLE rowsync_sites ADD COLUMN IF NOT EXISTS batch BIGINT",
 ];
 
 /// Serializes concurrent installs from several servers starting at once.
@@ -44,8 +46,9 @@ const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (key, value) VALUES ('sche
 const LOCK_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1 FOR UPDATE";
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = $1 WHERE id = 1";
 const SELECT_HWM: &str = "SELECT hwm FROM rowsync_sites WHERE site = $1";
-const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm) VALUES ($1, $2) \
-     ON CONFLICT (site) DO UPDATE SET hwm = GREATEST(rowsync_sites.hwm, excluded.hwm)";
+const SELECT_MARK: &str = "SELECT hwm, batch FROM rowsync_sites WHERE site = $1";
+const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch) VALUES ($1, $2, $3) \
+     ON CONFLICT (site) DO UPDATE SET hwm = GREATEST(rowsync_sites.hwm, excluded.hwm), batch = excluded.batch";
 /// A pull page (see the module docs of `store`): position, size and, unless
 /// it is an echo or large, the state of at most `limit` rows.
 const PULL: &str = "SELECT pos, CASE WHEN origin = $1 THEN 0 ELSE coalesce(size, octet_length(state)) END, \
@@ -278,9 +281,10 @@ impl PushTransaction for PostgresPush {
         Ok(sqlx::query_scalar(LOCK_POSITION).fetch_one(&mut *self.0).await?)
     }
 
-    async fn site_mark(&mut self, site: &SiteId) -> Result<u64, StoreError> {
-        let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
-        Ok(hwm.unwrap_or(0) as u64)
+    async fn site_mark(&mut self, site: &SiteId) -> Result<SiteMark, StoreError> {
+        let row: Option<(i64, Option<i64>)> =
+            sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
+        Ok(row.map_or(SiteMark::default(), |(hwm, batch)| SiteMark { hwm: hwm as u64, batch: batch.map(|b| b as u64) }))
     }
 
     async fn load_states(
@@ -323,9 +327,14 @@ impl PushTransaction for PostgresPush {
         self.execute_arrays(&delete_rows_unnest(table), columns, rows.iter().map(|w| w.key.clone())).await
     }
 
-    async fn record(&mut self, last_position: i64, site: &SiteId, mark: u64) -> Result<(), StoreError> {
+    async fn record(&mut self, last_position: i64, site: &SiteId, mark: SiteMark) -> Result<(), StoreError> {
         sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *self.0).await?;
-        sqlx::query(UPSERT_HWM).bind(site.as_str()).bind(mark as i64).execute(&mut *self.0).await?;
+        sqlx::query(UPSERT_HWM)
+            .bind(site.as_str())
+            .bind(mark.hwm as i64)
+            .bind(mark.batch.map(|b| b as i64))
+            .execute(&mut *self.0)
+            .await?;
         Ok(())
     }
 

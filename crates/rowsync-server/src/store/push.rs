@@ -18,14 +18,23 @@ use rowsync_proto::{PushResponse, Schema, SiteId, Table};
 use super::plan::{fold_batch, plan_writes, IncomingRow, RowId, RowWrite};
 use super::{CheckedBatch, StoreError};
 
+/// What the server keeps of a site: the highest sequence number applied,
+/// and the id of the last request applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SiteMark {
+    pub hwm: u64,
+    pub batch: Option<u64>,
+}
+
 /// The statements of one push transaction, in a store's dialect.
 pub(crate) trait PushTransaction: Send {
     /// Locks the position counter until commit; returns the last position
     /// handed out.
     fn lock_position(&mut self) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
-    /// The site's high-water mark (0 for a site never seen).
-    fn site_mark(&mut self, site: &SiteId) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The site's high-water mark (0 for a site never seen) and the id of
+    /// the last request of it applied.
+    fn site_mark(&mut self, site: &SiteId) -> impl Future<Output = Result<SiteMark, StoreError>> + Send;
 
     /// The stored states of `rows` (rows never stored are absent).
     fn load_states(
@@ -60,7 +69,7 @@ pub(crate) trait PushTransaction: Send {
         &mut self,
         last_position: i64,
         site: &SiteId,
-        mark: u64,
+        mark: SiteMark,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -78,11 +87,13 @@ pub(crate) async fn push_batch<T: PushTransaction>(
     let (site, last_seq) = (&batch.site, batch.last_seq);
     // Taken first and held to commit.
     let position = tx.lock_position().await?;
-    let hwm = tx.site_mark(site).await?;
+    let SiteMark { hwm, batch: last_batch } = tx.site_mark(site).await?;
     // A copy of the replica (restored from a backup, or copied to another
     // device) reuses the site's sequence numbers: its new writes would be
-    // skipped as repeats and acknowledged away.
-    if let Some(sent) = batch.sent_seq.filter(|&sent| hwm > sent) {
+    // skipped as repeats and acknowledged away. (A copy of the last request
+    // applied, a retry or a duplicate on the network, is a repeat.)
+    let repeat = batch.batch.is_some() && batch.batch == last_batch;
+    if let Some(sent) = batch.sent_seq.filter(|&sent| hwm > sent && !repeat) {
         return Err(StoreError::SiteReused { mark: hwm, sent });
     }
     let (incoming, applied) = fold_batch(&batch.changes, hwm);
@@ -103,7 +114,7 @@ pub(crate) async fn push_batch<T: PushTransaction>(
     }
     let last_position = writes.last().map_or(position, |w| w.position);
     let acked = hwm.max(last_seq);
-    tx.record(last_position, site, acked).await?;
+    tx.record(last_position, site, SiteMark { hwm: acked, batch: batch.batch.or(last_batch) }).await?;
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }

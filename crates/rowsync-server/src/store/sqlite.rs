@@ -18,7 +18,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, Sql
 use sqlx::{Sqlite, SqlitePool};
 
 use super::plan::{row_values, IncomingRow, RowId, RowWrite};
-use super::push::{push_batch, PushTransaction};
+use super::push::{push_batch, PushTransaction, SiteMark};
 use super::{decode_stored, CheckedBatch, PullPage, Store, StoreError};
 
 const BOOKKEEPING: [&str; 6] = [
@@ -28,20 +28,23 @@ const BOOKKEEPING: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS rowsync_rows (tbl TEXT NOT NULL, pk TEXT NOT NULL, pos INTEGER NOT NULL, \
      state TEXT NOT NULL, origin TEXT, size INTEGER, PRIMARY KEY (tbl, pk))",
     "CREATE UNIQUE INDEX IF NOT EXISTS rowsync_rows_pos ON rowsync_rows (pos)",
-    "CREATE TABLE IF NOT EXISTS rowsync_sites (site TEXT PRIMARY KEY, hwm INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rowsync_sites (site TEXT PRIMARY KEY, hwm INTEGER NOT NULL, batch INTEGER)",
 ];
 
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'";
 const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (key, value) VALUES ('schema', ?)";
 const SELECT_HWM: &str = "SELECT hwm FROM rowsync_sites WHERE site = ?";
-const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm) VALUES (?, ?) \
-     ON CONFLICT (site) DO UPDATE SET hwm = MAX(hwm, excluded.hwm)";
+const SELECT_MARK: &str = "SELECT hwm, batch FROM rowsync_sites WHERE site = ?";
+const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch) VALUES (?, ?, ?) \
+     ON CONFLICT (site) DO UPDATE SET hwm = MAX(hwm, excluded.hwm), batch = excluded.batch";
 const SELECT_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1";
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 1";
-/// Databases made before states had a size get the column (NULL: measured
-/// when pulled).
-const HAS_SIZE: &str = "SELECT count(*) FROM pragma_table_info('rowsync_rows') WHERE name = 'size'";
-const ADD_SIZE: &str = "ALTER TABLE rowsync_rows ADD COLUMN size INTEGER";
+/// Columns added to the bookkeeping after databases were first made:
+/// states' sizes (NULL: measured when pulled) and the id of each site's last
+/// request applied.
+const ADDED_COLUMNS: [(&str, &str, &str); 2] =
+    [("rowsync_rows", "size", "INTEGER"), ("rowsync_sites", "batch", "INTEGER")];
+const HAS_COLUMN: &str = "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?";
 /// A pull page (see the module docs of `store`): position, size and, unless
 /// it is an echo or large, the state of at most `limit` rows.
 const PULL: &str = "SELECT pos, CASE WHEN origin = ? THEN 0 ELSE coalesce(size, length(state)) END, \
@@ -118,9 +121,11 @@ impl Store for SqliteStore {
         for statement in BOOKKEEPING {
             sqlx::query(statement).execute(&mut *tx).await?;
         }
-        let has_size: i64 = sqlx::query_scalar(HAS_SIZE).fetch_one(&mut *tx).await?;
-        if has_size == 0 {
-            sqlx::query(ADD_SIZE).execute(&mut *tx).await?;
+        for (table, column, ty) in ADDED_COLUMNS {
+            let has: i64 = sqlx::query_scalar(HAS_COLUMN).bind(table).bind(column).fetch_one(&mut *tx).await?;
+            if has == 0 {
+                sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}")).execute(&mut *tx).await?;
+            }
         }
         let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
         let (schema, fresh) = super::reconcile_schema(schema, stored)?;
@@ -185,9 +190,10 @@ impl PushTransaction for SqlitePush {
         Ok(sqlx::query_scalar(SELECT_POSITION).fetch_one(&mut *self.0).await?)
     }
 
-    async fn site_mark(&mut self, site: &SiteId) -> Result<u64, StoreError> {
-        let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
-        Ok(hwm.unwrap_or(0) as u64)
+    async fn site_mark(&mut self, site: &SiteId) -> Result<SiteMark, StoreError> {
+        let row: Option<(i64, Option<i64>)> =
+            sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
+        Ok(row.map_or(SiteMark::default(), |(hwm, batch)| SiteMark { hwm: hwm as u64, batch: batch.map(|b| b as u64) }))
     }
 
     async fn load_states(
@@ -256,9 +262,14 @@ impl PushTransaction for SqlitePush {
         Ok(())
     }
 
-    async fn record(&mut self, last_position: i64, site: &SiteId, mark: u64) -> Result<(), StoreError> {
+    async fn record(&mut self, last_position: i64, site: &SiteId, mark: SiteMark) -> Result<(), StoreError> {
         sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *self.0).await?;
-        sqlx::query(UPSERT_HWM).bind(site.as_str()).bind(mark as i64).execute(&mut *self.0).await?;
+        sqlx::query(UPSERT_HWM)
+            .bind(site.as_str())
+            .bind(mark.hwm as i64)
+            .bind(mark.batch.map(|b| b as i64))
+            .execute(&mut *self.0)
+            .await?;
         Ok(())
     }
 
