@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::change::decode_change;
 use rowsync_core::ddl::{update_columns, Dialect};
+use rowsync_core::RowState;
 use rowsync_proto::{ConflictStrategy, PullResponse, Value};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Transaction, TransactionBehavior};
@@ -69,28 +70,19 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         let key_params: Vec<SqlValue> = decoded.key.iter().map(to_sql).collect();
         live.moved(table_id, was_visible, state.is_visible());
         // Local writes not pushed yet still go out when a pulled delete
-        // removes their row (so a later revival shows them whatever the
+        // removes their row (so that a later revival shows them, whatever the
         // order the two reached the server in): the row is held whole.
-        let mut hold = Vec::new();
         let deleted_here = was_visible && !state.is_visible();
         if deleted_here && unpushed.is_none() {
             unpushed = Some(unpushed_rows(&tx, newest_before)?);
         }
-        if deleted_here && unpushed.as_ref().is_some_and(|rows| rows.contains(&key_token(table_id, &local_key))) {
-            if let Some(row) = replica.read_row(&tx, decoded.table, &decoded.key)? {
-                let fallback = clocks.alive.clone();
-                for (index, value) in row.into_iter().enumerate().filter(|(i, _)| !table.is_key_column(*i)) {
-                    let cell = match &state.cells[index] {
-                        Some(taken) if outcome.taken.contains(&index) => Some(taken.clone()),
-                        _ => {
-                            clocks.cells.get(index).cloned().flatten().or_else(|| fallback.clone()).map(|v| (value, v))
-                        }
-                    };
-                    hold.extend(cell.map(|cell| (index, cell)));
-                }
+        let unpushed_here = unpushed.as_ref().is_some_and(|rows| rows.contains(&key_token(table_id, &local_key)));
+        let mut hold = Vec::new();
+        if (deleted_here && unpushed_here) || (held_while_deleted && !state.is_visible()) {
+            if deleted_here {
+                local_values(replica, &tx, decoded.table, &decoded.key, &mut state, &outcome.taken)?;
             }
-        } else if held_while_deleted && !state.is_visible() {
-            hold = state.cells.iter().enumerate().filter_map(|(i, c)| c.clone().map(|c| (i, c))).collect();
+            hold = state.cells.iter().enumerate().filter_map(|(i, c)| Some((i, c.clone()?))).collect();
         }
         match (was_visible, state.is_visible()) {
             (true, true) if !outcome.taken.is_empty() => {
@@ -133,6 +125,30 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
     tx.execute("DELETE FROM _rowsync_outbox WHERE id > ?", [newest_before])?;
     tx.commit()?;
     Ok(changed_rows)
+}
+
+/// Puts the row's local values into the cells of `state` it did not take
+/// from the pulled state (merging looks at versions only, and those cells
+/// hold placeholders).
+fn local_values(
+    replica: &Replica,
+    conn: &rusqlite::Connection,
+    table_index: usize,
+    key: &[Value],
+    state: &mut RowState,
+    taken: &[usize],
+) -> Result<(), ClientError> {
+    let Some(row) = replica.read_row(conn, table_index, key)? else { return Ok(()) };
+    let table = &replica.schema.tables[table_index];
+    let fallback = state.alive.clone();
+    for (index, value) in row.into_iter().enumerate() {
+        if table.is_key_column(index) || taken.contains(&index) {
+            continue;
+        }
+        let version = state.cells[index].take().map(|(_, version)| version).or_else(|| fallback.clone());
+        state.cells[index] = version.map(|version| (value, version));
+    }
+    Ok(())
 }
 
 /// The rows with outbox entries not yet acknowledged (at or below `newest`).
