@@ -1,5 +1,5 @@
-//! One sync round: pull until caught up, push until the outbox is empty,
-//! then pull what arrived meanwhile. Every step works in bounded pages and
+//! One sync round: check capture, pull until caught up, push until the
+//! outbox is empty, then pull what arrived meanwhile. Every step works in bounded pages and
 //! batches, so a large backlog never sits in memory whole.
 
 use std::time::Duration;
@@ -58,16 +58,17 @@ pub struct SyncReport {
     pub pull_pages: u64,
     pub push_batches: u64,
     pub cursor: u64,
-    /// What the round found and mended on the way, for the user to read
-    /// (a copied replica file took a new device id, a clock that had run
-    /// ahead was corrected).
+    /// What the round found and mended on the way, for the user to read:
+    /// writes the capture triggers missed, a copied replica file that took a
+    /// new device id, a clock that had run ahead and was corrected.
     pub notes: Vec<String>,
 }
 
 /// Syncs `replica` through `transport` until both directions are caught up,
-/// holding the file's sync lock (see [`crate::lock`]). It first takes on the server's conflict strategies (they may change
-/// between syncs). The outcome (success, or the error and when) is recorded
-/// for `status`.
+/// holding the file's sync lock (see [`crate::lock`]). It first takes on the
+/// server's conflict strategies (they may change between syncs) and checks
+/// that capture saw every write (see [`crate::audit`]). The outcome
+/// (success, or the error and when) is recorded for `status`.
 pub fn sync(replica: &mut Replica, transport: &dyn Transport, options: SyncOptions) -> Result<SyncReport, ClientError> {
     // One sync at a time per file; waiting for another is not a sync error.
     let _lock = SyncLock::acquire(std::path::Path::new(&replica.path), options.lock_wait)?;
