@@ -1,6 +1,7 @@
 //! One sync round: check capture, pull until caught up, push until the
-//! outbox is empty, then pull what arrived meanwhile. Every step works in bounded pages and
-//! batches, so a large backlog never sits in memory whole.
+//! outbox is empty, then pull what arrived meanwhile. Every step works in
+//! pages and batches bounded by rows and bytes, so a large backlog never
+//! sits in memory whole.
 
 use std::time::Duration;
 
