@@ -31,8 +31,8 @@
 use std::collections::HashSet;
 
 use rowsync_core::capture::{
-    capture_triggers, key_expression, stored_capture_triggers, trigger_names, OP_DELETE, OP_INSERT, OP_UPDATE,
-    OVERFLOW_BIT,
+    capture_triggers, key_expression, stored_capture_triggers, trigger_names, TriggerForm, OP_DELETE, OP_INSERT,
+    OP_UPDATE, OVERFLOW_BIT,
 };
 use rowsync_core::change::decode_change;
 use rowsync_proto::{PullRequest, SiteId, Table};
@@ -40,7 +40,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::error::ClientError;
-use crate::replica::{table_problems, Replica};
+use crate::replica::{table_problems, trigger_form, Replica};
 use crate::stamp::{load_clocks, stamp_rest, Clocks};
 use crate::transport::Transport;
 use crate::values::{key_token, stored_key};
@@ -56,9 +56,14 @@ pub(crate) fn check_capture(replica: &Replica) -> Result<Vec<String>, ClientErro
     for (index, table) in replica.schema.tables.iter().enumerate() {
         let table_id = replica.table_ids[index];
         let problems = table_problems(&tx, table)?.unwrap_or_else(|| vec!["the table is missing".into()]);
-        let triggers_intact = triggers_intact(&tx, table, table_id)?;
+        let form = trigger_form(&tx, table)?;
+        let triggers = triggers_of(&tx, table, table_id, form)?;
         if !problems.is_empty() {
-            let triggers = if triggers_intact { "" } else { " Its capture triggers are gone too (was it rebuilt?)." };
+            let triggers = if triggers == Triggers::Missing {
+                " Its capture triggers are gone too (was it rebuilt?)."
+            } else {
+                ""
+            };
             return Err(ClientError::SchemaMismatch(format!(
                 "table {} of {} no longer matches the synced schema: {}.{triggers} Nothing was synced. Give the \
                  table back the server's columns (see `rowsync status`), then sync again: rowsync re-installs its \
@@ -68,13 +73,15 @@ pub(crate) fn check_capture(replica: &Replica) -> Result<Vec<String>, ClientErro
                 problems.join("; ")
             )));
         }
-        if !triggers_intact {
+        if triggers != Triggers::Intact {
             for name in trigger_names(table) {
                 tx.execute_batch(&format!("DROP TRIGGER IF EXISTS \"{name}\""))?;
             }
-            for trigger in capture_triggers(table, table_id) {
+            for trigger in capture_triggers(table, table_id, form) {
                 tx.execute_batch(&trigger)?;
             }
+        }
+        if triggers == Triggers::Missing {
             tx.execute("UPDATE _rowsync_tables SET audit = 1 WHERE id = ?", [table_id])?;
             let (inserts, deletes) = compare_rows(replica, &tx, index)?;
             notes.push(format!(
@@ -104,16 +111,38 @@ pub(crate) fn check_capture(replica: &Replica) -> Result<Vec<String>, ClientErro
     Ok(notes)
 }
 
-/// Whether the table carries exactly rowsync's four capture triggers.
-fn triggers_intact(conn: &Connection, table: &Table, table_id: i64) -> Result<bool, ClientError> {
+/// What a table carries of rowsync's capture triggers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Triggers {
+    /// Exactly today's four.
+    Intact,
+    /// The four an earlier rowsync installed: they captured every write
+    /// (where they could not, the app's write failed), so replacing them is
+    /// all there is to do.
+    Outdated,
+    /// Missing or altered: writes may have escaped them.
+    Missing,
+}
+
+fn triggers_of(conn: &Connection, table: &Table, table_id: i64, form: TriggerForm) -> Result<Triggers, ClientError> {
     let mut found = conn.prepare_cached("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?")?;
-    for (name, expected) in trigger_names(table).iter().zip(stored_capture_triggers(table, table_id)) {
-        let sql: Option<String> = found.query_row([name], |row| row.get(0)).optional()?;
-        if sql.as_deref() != Some(expected.as_str()) {
-            return Ok(false);
-        }
+    let mut stored = Vec::new();
+    for name in trigger_names(table) {
+        stored.push(found.query_row([name], |row| row.get::<_, String>(0)).optional()?);
     }
-    Ok(true)
+    let matches = |form| {
+        stored_capture_triggers(table, table_id, form)
+            .iter()
+            .zip(&stored)
+            .all(|(want, have)| have.as_ref() == Some(want))
+    };
+    Ok(if matches(form) {
+        Triggers::Intact
+    } else if matches(TriggerForm::Legacy) {
+        Triggers::Outdated
+    } else {
+        Triggers::Missing
+    })
 }
 
 /// Compares the rows of schema table `index` with the rows rowsync believes
@@ -136,7 +165,7 @@ fn compare_rows(replica: &Replica, conn: &Connection, index: usize) -> Result<(u
             }
         }
     }
-    let key = key_expression(table, &format!("\"{}\"", table.name));
+    let key = key_expression(table, &format!("\"{}\"", table.name), trigger_form(conn, table)?);
     let present: Vec<SqlValue> = conn
         .prepare(&format!("SELECT {key} FROM \"{}\"", table.name))?
         .query_map([], |row| row.get(0))?

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rowsync_core::capture::{capture_triggers, METADATA_SQL, MIGRATE_TABLES};
+use rowsync_core::capture::{capture_triggers, TriggerForm, METADATA_SQL, MIGRATE_TABLES};
 use rowsync_core::ddl::{create_table, delete_row, select_row, sqlite_declared_type, upsert_row, Dialect};
 use rowsync_proto::{ConflictStrategy, Schema, SiteId};
 use rusqlite::types::FromSql;
@@ -137,11 +137,12 @@ impl Replica {
             // Nothing stamped yet: stamping the rows queued below counts them.
             tx.execute("INSERT INTO _rowsync_tables (name, live) VALUES (?, 0)", [&table.name])?;
             let id = tx.last_insert_rowid();
-            for trigger in capture_triggers(table, id) {
+            let form = trigger_form(&tx, table)?;
+            for trigger in capture_triggers(table, id, form) {
                 tx.execute_batch(&trigger)?;
             }
             // Rows that were there before rowsync are queued as inserts.
-            let key = rowsync_core::capture::key_expression(table, &format!("\"{}\"", table.name));
+            let key = rowsync_core::capture::key_expression(table, &format!("\"{}\"", table.name), form);
             tx.execute(
                 &format!(
                     "INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) SELECT ?, {key}, {}, julianday('now'), -1 FROM \"{}\"",
@@ -385,6 +386,23 @@ fn check_or_create_table(conn: &Connection, table: &rowsync_proto::Table) -> Res
             problems.join("; ")
         )))
     }
+}
+
+/// The form of the capture triggers the local table needs: whether its
+/// one-column key may hold NULL (SQLite allows it in a non-INTEGER PRIMARY
+/// KEY column not declared NOT NULL; an INTEGER PRIMARY KEY is the rowid).
+pub(crate) fn trigger_form(conn: &Connection, table: &rowsync_proto::Table) -> Result<TriggerForm, ClientError> {
+    let nullable_key = match table.primary_key.as_slice() {
+        [key] => conn
+            .prepare_cached("SELECT \"notnull\", upper(type) FROM pragma_table_info(?) WHERE name = ?")?
+            .query_row(params![table.name, table.columns[*key].name], |row| {
+                Ok(!row.get::<_, bool>(0)? && row.get::<_, String>(1)? != "INTEGER")
+            })
+            .optional()?
+            .unwrap_or(false),
+        _ => false,
+    };
+    Ok(TriggerForm::Current { nullable_key })
 }
 
 /// How the local table differs from the synced one: its columns, their

@@ -1,7 +1,8 @@
 //! Conversions between SQLite values and wire values, and the way keys are
-//! stored in the outbox (the value itself for a one-column key, SQLite's
-//! `json_array` text for a composite key).
+//! stored in the outbox (the value itself for a one-column key, or a marker
+//! for NULL; SQLite's `json_array` text for a composite key).
 
+use rowsync_core::capture::NULL_KEY;
 use rowsync_proto::{Table, Value};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::Connection;
@@ -33,7 +34,10 @@ pub fn to_sql(value: &Value) -> SqlValue {
 /// A stored outbox key back into key values.
 pub fn key_values(table: &Table, stored: &SqlValue) -> Result<Vec<Value>, ClientError> {
     if table.primary_key.len() == 1 {
-        return Ok(vec![from_sql(ValueRef::from(stored))]);
+        return Ok(vec![match stored {
+            SqlValue::Text(text) if text == NULL_KEY => Value::Null,
+            stored => from_sql(ValueRef::from(stored)),
+        }]);
     }
     let SqlValue::Text(json) = stored else {
         return Err(ClientError::Corrupt(format!("composite key of {} is not JSON text", table.name)));
@@ -69,8 +73,10 @@ fn from_hex(hex: &str) -> Option<Vec<u8>> {
 /// Key values into the outbox's stored form, computed by SQLite itself with
 /// the triggers' own expression, so that it is byte for byte what they write.
 pub fn stored_key(conn: &Connection, key: &[Value]) -> Result<SqlValue, ClientError> {
-    if let [single] = key {
-        return Ok(to_sql(single));
+    match key {
+        [Value::Null] => return Ok(SqlValue::Text(NULL_KEY.into())),
+        [single] => return Ok(to_sql(single)),
+        _ => {}
     }
     let parts: Vec<String> = (1..=key.len()).map(|i| format!("?{i}")).collect();
     let mut statement = conn.prepare_cached(&format!("SELECT {}", rowsync_core::capture::composite_key(&parts)))?;

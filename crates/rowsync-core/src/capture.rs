@@ -87,15 +87,36 @@ ALTER TABLE _rowsync_tables ADD COLUMN live INTEGER;
 ALTER TABLE _rowsync_tables ADD COLUMN audit INTEGER NOT NULL DEFAULT 0;
 ";
 
-/// SQL expression (over `NEW` or `OLD`) giving a row's key as the outbox
-/// stores it: the value itself for a one-column key, a JSON array otherwise.
-pub fn key_expression(table: &Table, row: &str) -> String {
+/// How capture triggers are written: today's form, or the one earlier
+/// rowsync versions installed (to recognise their triggers as rowsync's,
+/// and replace them without suspecting that writes escaped them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TriggerForm {
+    /// Today's. `nullable_key`: the table's one-column key may hold NULL
+    /// (SQLite lets a non-INTEGER PRIMARY KEY column do so unless it is
+    /// NOT NULL), so a NULL key is recorded as [`NULL_KEY`]: the outbox
+    /// cannot hold NULL, and the app's write must not fail because of it.
+    Current { nullable_key: bool },
+    /// Before blob parts of composite keys were written as objects.
+    Legacy,
+}
+
+/// How the outbox records a NULL one-column key (a lone NUL character, which
+/// no synced key can be: the server refuses NUL in text). Such a row is
+/// refused by the server and set aside with the reason.
+pub const NULL_KEY: &str = "\0";
+
+/// SQL expression (over `NEW` or `OLD`, or the table's own name) giving a
+/// row's key as the outbox stores it: the value itself for a one-column key,
+/// a JSON array otherwise.
+pub fn key_expression(table: &Table, row: &str, form: TriggerForm) -> String {
     let parts: Vec<String> =
         table.primary_key.iter().map(|&i| format!("{row}.\"{}\"", table.columns[i].name)).collect();
-    if parts.len() == 1 {
-        parts.into_iter().next().unwrap_or_default()
-    } else {
-        composite_key(&parts)
+    match (parts.as_slice(), form) {
+        ([single], TriggerForm::Current { nullable_key: true }) => format!("ifnull({single}, char(0))"),
+        ([single], _) => single.clone(),
+        (_, TriggerForm::Legacy) => format!("json_array({})", parts.join(", ")),
+        (_, TriggerForm::Current { .. }) => composite_key(&parts),
     }
 }
 
@@ -119,8 +140,8 @@ fn key_unchanged(table: &Table) -> String {
 /// The capture triggers of a table as SQLite keeps them in
 /// `sqlite_master.sql` (without `IF NOT EXISTS`), to tell whether the ones in
 /// a file are still exactly rowsync's.
-pub fn stored_capture_triggers(table: &Table, id: i64) -> Vec<String> {
-    capture_triggers(table, id)
+pub fn stored_capture_triggers(table: &Table, id: i64, form: TriggerForm) -> Vec<String> {
+    capture_triggers(table, id, form)
         .into_iter()
         .map(|sql| sql.replacen("CREATE TRIGGER IF NOT EXISTS ", "CREATE TRIGGER ", 1))
         .collect()
@@ -132,7 +153,7 @@ pub fn trigger_names(table: &Table) -> [String; 4] {
 }
 
 /// The capture triggers of one table, whose id in `_rowsync_tables` is `id`.
-pub fn capture_triggers(table: &Table, id: i64) -> Vec<String> {
+pub fn capture_triggers(table: &Table, id: i64, form: TriggerForm) -> Vec<String> {
     let [ins, upd, key, del] = trigger_names(table);
     let name = &table.name;
     let now = "julianday('now')";
@@ -150,8 +171,8 @@ pub fn capture_triggers(table: &Table, id: i64) -> Vec<String> {
         })
         .collect();
     let changed = if changed.is_empty() { "0".to_string() } else { changed.join(" | ") };
-    let new_key = key_expression(table, "NEW");
-    let old_key = key_expression(table, "OLD");
+    let new_key = key_expression(table, "NEW", form);
+    let old_key = key_expression(table, "OLD", form);
     let same_key = key_unchanged(table);
     // `UPDATE OF` lets SQLite skip this trigger for the common UPDATE whose
     // SET list leaves the key alone (measured: 4 points of update throughput).
@@ -195,7 +216,7 @@ mod tests {
     #[test]
     fn triggers_for_a_single_key_table() {
         let schema = parse_schema("CREATE TABLE c (id TEXT PRIMARY KEY, name TEXT, phone TEXT);").unwrap();
-        let sql = capture_triggers(&schema.tables[0], 7);
+        let sql = capture_triggers(&schema.tables[0], 7, TriggerForm::Current { nullable_key: false });
         assert_eq!(
             sql[0],
             "CREATE TRIGGER IF NOT EXISTS \"_rowsync_c_ins\" AFTER INSERT ON \"c\" BEGIN \
@@ -214,7 +235,7 @@ mod tests {
     #[test]
     fn composite_keys_are_json_arrays() {
         let schema = parse_schema("CREATE TABLE m (a TEXT, b INTEGER, PRIMARY KEY (a, b));").unwrap();
-        let sql = capture_triggers(&schema.tables[0], 2);
+        let sql = capture_triggers(&schema.tables[0], 2, TriggerForm::Current { nullable_key: true });
         assert!(
             sql[0].contains(
                 "json_array(CASE WHEN typeof(NEW.\"a\") = 'blob' THEN json_object('blob', hex(NEW.\"a\")) ELSE NEW.\"a\" END, "
@@ -224,6 +245,15 @@ mod tests {
         );
         assert!(sql[1].contains("OLD.\"a\" IS NEW.\"a\" AND OLD.\"b\" IS NEW.\"b\""));
         assert!(sql[1].contains(", 2, julianday('now'), 0)"), "{}", sql[1]);
+    }
+
+    #[test]
+    fn a_key_column_that_may_hold_null_records_null_as_a_marker() {
+        let schema = parse_schema("CREATE TABLE c (id TEXT PRIMARY KEY, name TEXT);").unwrap();
+        let sql = capture_triggers(&schema.tables[0], 7, TriggerForm::Current { nullable_key: true });
+        assert!(sql[0].contains("VALUES (7, ifnull(NEW.\"id\", char(0)), 1,"), "{}", sql[0]);
+        let legacy = capture_triggers(&schema.tables[0], 7, TriggerForm::Legacy);
+        assert!(legacy[0].contains("VALUES (7, NEW.\"id\", 1,"), "{}", legacy[0]);
     }
 
     #[test]

@@ -128,3 +128,55 @@ fn replace_on(store: &TestStore) {
 fn a_row_deleted_by_insert_or_replace_is_deleted_everywhere() {
     on_every_store(replace_on);
 }
+
+/// Triggers an earlier rowsync installed are recognised as rowsync's: they
+/// are replaced by today's without suspecting that writes escaped them.
+#[test]
+fn triggers_of_an_earlier_version_are_replaced_quietly() {
+    use rowsync_core::capture::{capture_triggers, trigger_names, TriggerForm};
+    let dir = TempDir::new().unwrap();
+    let schema = "CREATE TABLE visits (person TEXT, day TEXT, note TEXT, PRIMARY KEY (person, day));";
+    let server = TestServer::start(dir.path(), schema);
+    let device = Device::init(dir.path(), "device", &server.url());
+    // As an older rowsync left the file.
+    let table = &server.schema.tables[0];
+    for name in trigger_names(table) {
+        device.exec(&format!("DROP TRIGGER \"{name}\";"));
+    }
+    for trigger in capture_triggers(table, 1, TriggerForm::Legacy) {
+        device.exec(&trigger);
+    }
+    device.exec("INSERT INTO visits VALUES ('ada', '2026-12-01', 'tea');");
+    let report = device.sync().unwrap();
+    assert!(report.notes.is_empty(), "{report:?}");
+    assert_eq!(server.rows("SELECT note FROM visits"), vec![vec![text("tea")]]);
+    // Today's triggers now: a blob key part no longer fails the app's write.
+    device.exec("INSERT INTO visits VALUES (x'01', '2026-12-02', 'blob');");
+}
+
+/// SQLite lets a TEXT PRIMARY KEY hold NULL unless it is declared NOT NULL.
+/// Such a write once failed in the capture trigger ("NOT NULL constraint
+/// failed: _rowsync_outbox.pk"); it succeeds, and the server's refusal of a
+/// NULL key sets it aside with the reason while the rest syncs.
+#[test]
+fn a_null_key_in_an_apps_own_table_never_fails_the_apps_write() {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
+    let path = dir.path().join("app.db");
+    let app = rusqlite::Connection::open(&path).unwrap();
+    app.execute_batch("CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, phone TEXT);")
+        .unwrap();
+    let transport = rowsync_client::HttpTransport::new(&server.url(), None);
+    let schema = rowsync_client::Transport::schema(&transport).unwrap();
+    rowsync_client::Replica::init(&path, &server.url(), &schema, None).unwrap();
+    app.execute_batch(
+        "INSERT INTO contacts (name) VALUES ('no key'); INSERT INTO contacts VALUES ('a', 'Ada', NULL, NULL);",
+    )
+    .unwrap();
+    let device = Device { name: "app".into(), path };
+    let report = device.sync().unwrap();
+    assert_eq!(report.rejected, 1, "{report:?}");
+    assert!(report.rejections[0].contains("column id: is NOT NULL but the value is null"), "{:?}", report.rejections);
+    assert_eq!(server.rows("SELECT id FROM contacts"), vec![vec![text("a")]]);
+    assert_eq!(device.replica().status().unwrap().pending_changes, 0);
+}
