@@ -22,7 +22,7 @@ use rusqlite::{params, Transaction, TransactionBehavior};
 
 use crate::conflicts;
 use crate::error::ClientError;
-use crate::replica::{key, meta_set, Replica};
+use crate::replica::{key, meta_get, meta_set, Replica};
 use crate::stamp::{load_clock, load_clocks, save_clock, save_clocks, stamp_rest, Clocks, LiveRows};
 use crate::values::{key_token, stored_key, to_sql};
 
@@ -32,6 +32,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
     stamp_rest(replica, &tx)?;
     let newest_before: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |row| row.get(0))?;
     let mut clock = load_clock(&tx)?;
+    let mut observed: i64 = meta_get(&tx, key::OBSERVED)?.unwrap_or(0);
     let mut changed_rows = 0;
     let mut live = LiveRows::default();
     let mut unpushed = None;
@@ -40,6 +41,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
             .map_err(|e| ClientError::Protocol(format!("pulled change does not fit the schema: {e}")))?;
         for version in decoded.state.versions() {
             clock.observe(version.hlc);
+            observed = observed.max(version.hlc.0 as i64);
         }
         let table = &replica.schema.tables[decoded.table];
         let table_id = replica.table_ids[decoded.table];
@@ -121,6 +123,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
     }
     live.save(&tx)?;
     save_clock(&tx, &clock)?;
+    meta_set(&tx, key::OBSERVED, observed)?;
     meta_set(&tx, key::CURSOR, page.cursor as i64)?;
     tx.execute("DELETE FROM _rowsync_outbox WHERE id > ?", [newest_before])?;
     tx.commit()?;

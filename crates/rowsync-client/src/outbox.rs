@@ -17,9 +17,16 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Transaction, TransactionBehavior};
 
 use crate::error::ClientError;
-use crate::replica::{key, meta_get, meta_set, Replica};
+use crate::replica::{key, known_batches, meta_get, set_known_batches, Replica};
 use crate::stamp::{load_clocks, save_clocks, stamp_pending, stamp_rest, STAMP_CHUNK};
 use crate::values::{key_token, key_values};
+
+/// How many ids of requests sent since the last acknowledged one a replica
+/// remembers. Past that many failed attempts in a row, an attempt the server
+/// applied may be forgotten, and the replica then takes itself for a copy:
+/// it takes a new device id and sends its pending writes again (needless,
+/// but nothing is lost).
+const MAX_KNOWN_BATCHES: usize = 32;
 
 /// A push batch and the outbox entries it covers.
 #[derive(Debug, Clone)]
@@ -89,20 +96,18 @@ pub fn next_batch(replica: &Replica, max_entries: usize, max_bytes: usize) -> Re
         tx.commit()?;
         return Ok(None);
     };
-    // Recorded before the batch leaves: a server holding more of this site
-    // than was ever sent from here is talking to another copy of the file.
+    // Recorded before the request leaves: if the server applied it, its id
+    // is one this replica knows (see `PushRequest::known`).
     let last_seq = (offset + last_id) as u64;
-    let sent_seq: Option<i64> = meta_get(&tx, key::SENT_SEQ)?;
-    meta_set(&tx, key::SENT_SEQ, sent_seq.unwrap_or(0).max(last_seq as i64))?;
+    let id: u64 = rand::random();
+    let known = known_batches(&tx)?;
+    let mut now_known = known.clone().unwrap_or_default();
+    now_known.push(id);
+    let skip = now_known.len().saturating_sub(MAX_KNOWN_BATCHES);
+    set_known_batches(&tx, &now_known[skip..])?;
     tx.commit()?;
     Ok(Some(Batch {
-        request: PushRequest {
-            site: replica.site.clone(),
-            last_seq,
-            sent_seq: sent_seq.map(|s| s as u64),
-            batch: Some(rand::random()),
-            changes,
-        },
+        request: PushRequest { site: replica.site.clone(), last_seq, batch: Some(id), known, changes },
         last_id,
         rows,
     }))
@@ -176,6 +181,9 @@ pub fn acknowledge(replica: &Replica, batch: &Batch, acked_seq: u64) -> Result<u
         OP_SET_ASIDE
     ])?;
     tx.prepare_cached("DELETE FROM _rowsync_outbox WHERE id < ?")?.execute([batch.last_id])?;
+    if let Some(id) = batch.request.batch {
+        set_known_batches(&tx, &[id])?;
+    }
     settle_pending(replica, &tx, batch)?;
     release_held(replica, &tx, batch)?;
     tx.commit()?;

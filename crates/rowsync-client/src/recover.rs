@@ -4,7 +4,7 @@
 //! - **A reused identity.** A replica file restored from a backup, or copied
 //!   to a second device, carries the site id and sequence numbers of the
 //!   original, and its new writes would be taken for repeats of writes the
-//!   server already has (`site_reused`, see `PushRequest::sent_seq`). It
+//!   server already has (`site_reused`, see `PushRequest::known`). It
 //!   takes a new site id; its pending writes keep their clock readings and
 //!   take the new site, so they are told apart from whatever the other copy
 //!   wrote, and they are sent again. Earlier pulls left the other copy's
@@ -26,7 +26,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use crate::error::ClientError;
-use crate::replica::{key, meta_get, meta_set, Replica};
+use crate::replica::{key, meta_get, meta_set, set_known_batches, Replica};
 use crate::stamp::{julian_to_millis, load_clock, save_clock, save_clocks, stamp_rest, Clocks};
 
 /// Every version a row's clocks hold, for reading or rewriting.
@@ -88,7 +88,7 @@ impl Replica {
         meta_set(&tx, key::SITE_ID, new.as_str())?;
         // The new site has sent nothing yet. Earlier pulls left out the other
         // copy's writes as this site's own echoes: pull everything again.
-        tx.execute("DELETE FROM _rowsync_meta WHERE key = ?", [key::SENT_SEQ])?;
+        set_known_batches(&tx, &[])?;
         meta_set(&tx, key::CURSOR, 0)?;
         tx.commit()?;
         self.site = new.clone();
@@ -111,9 +111,11 @@ impl Replica {
             return Ok(0);
         }
         let limit = Hlc(((max_clock_ms + 1) << Hlc::COUNTER_BITS) - 1);
-        // The refused readings, and the newest reading that stays.
+        // The refused readings, and the newest reading that stays: in a row,
+        // or received from the server (a refused write may have outranked
+        // it in its row, but a re-stamped one must still come after it).
         let mut refused = BTreeSet::new();
-        let mut kept = Hlc(0);
+        let mut kept = Hlc(meta_get::<i64>(&tx, key::OBSERVED)?.unwrap_or(0) as u64);
         let all = "SELECT tbl, pk, clocks FROM _rowsync_rows";
         rewrite_rows(&tx, all, |v| {
             if v.site == self.site && v.hlc > limit {

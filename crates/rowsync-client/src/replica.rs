@@ -28,8 +28,12 @@ pub(crate) mod key {
     /// Site sequence number of an outbox entry = this offset + its id.
     pub const SEQ_OFFSET: &str = "seq_offset";
     pub const STAMPED_ID: &str = "stamped_id";
-    /// The highest site sequence number sent to the server so far.
-    pub const SENT_SEQ: &str = "sent_seq";
+    /// The ids of this replica's push requests the server may have applied
+    /// last (JSON array): its last acknowledged one and those sent since.
+    pub const KNOWN_BATCHES: &str = "known_batches";
+    /// The newest clock reading received from the server (never one of
+    /// this site's refused readings: the server refused those).
+    pub const OBSERVED: &str = "observed_clock";
     pub const LAST_SYNC: &str = "last_sync";
     pub const LAST_ERROR: &str = "last_error";
     pub const LAST_ERROR_AT: &str = "last_error_at";
@@ -91,6 +95,18 @@ pub(crate) fn meta_set(conn: &Connection, key: &str, value: impl ToSql) -> Resul
     )?
     .execute(params![key, value])?;
     Ok(())
+}
+
+/// This replica's requests the server may have applied last (`None` in a
+/// file of an earlier version that has not pushed since).
+pub(crate) fn known_batches(conn: &Connection) -> Result<Option<Vec<u64>>, ClientError> {
+    meta_get::<String>(conn, key::KNOWN_BATCHES)?
+        .map(|json| serde_json::from_str(&json).map_err(|e| ClientError::Corrupt(format!("known batches: {e}"))))
+        .transpose()
+}
+
+pub(crate) fn set_known_batches(conn: &Connection, known: &[u64]) -> Result<(), ClientError> {
+    meta_set(conn, key::KNOWN_BATCHES, serde_json::to_string(known).map_err(|e| ClientError::Corrupt(e.to_string()))?)
 }
 
 pub(crate) fn now_text(conn: &Connection) -> Result<String, ClientError> {
@@ -155,6 +171,9 @@ impl Replica {
         if meta_get::<String>(&tx, key::SITE_ID)?.is_none() {
             let site = SiteId::from_bytes(rand::random());
             meta_set(&tx, key::SITE_ID, site.as_str())?;
+            // Known from the start, so that even a copy made before the first
+            // push is told apart (files of earlier versions learn it at theirs).
+            meta_set(&tx, key::KNOWN_BATCHES, "[]")?;
         }
         meta_set(&tx, key::SERVER_URL, server_url)?;
         if let Some(token) = token {

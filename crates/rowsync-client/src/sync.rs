@@ -14,7 +14,7 @@ use crate::lock::SyncLock;
 use rowsync_proto::{ErrorCode, PullRequest};
 
 use crate::outbox::{acknowledge, next_batch, set_aside, stamp_all};
-use crate::replica::{key, meta_get, Replica};
+use crate::replica::{key, known_batches, meta_get, Replica};
 use crate::transport::Transport;
 
 #[derive(Debug, Clone, Copy)]
@@ -195,8 +195,8 @@ fn pull_until_caught_up(
 ) -> Result<(), ClientError> {
     let mut cursor = meta_get::<i64>(&replica.conn, key::CURSOR)?.unwrap_or(0) as u64;
     loop {
-        let sent_seq = meta_get::<i64>(&replica.conn, key::SENT_SEQ)?.map(|s| s as u64);
-        let request = PullRequest { site: replica.site.clone(), cursor, limit: options.pull_limit, sent_seq };
+        let known = known_batches(&replica.conn)?;
+        let request = PullRequest { site: replica.site.clone(), cursor, limit: options.pull_limit, known };
         let page = transport.pull(&request)?;
         if page.cursor < cursor {
             return Err(ClientError::Protocol(format!(

@@ -98,10 +98,11 @@ impl Transport for HttpTransport {
     }
 
     fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError> {
-        let PullRequest { site, cursor, limit, sent_seq } = request;
+        let PullRequest { site, cursor, limit, known } = request;
         let mut path = format!("/v1/pull?cursor={cursor}&limit={limit}&site={site}");
-        if let Some(sent) = sent_seq {
-            path.push_str(&format!("&sent={sent}"));
+        if let Some(known) = known {
+            let ids: Vec<String> = known.iter().map(u64::to_string).collect();
+            path.push_str(&format!("&known={}", ids.join(",")));
         }
         self.answer(self.request("GET", &path).call())
     }

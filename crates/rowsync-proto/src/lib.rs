@@ -260,20 +260,21 @@ pub struct PushRequest {
     /// The server records it as the site's high-water mark in the same
     /// transaction that applies the batch.
     pub last_seq: u64,
-    /// The highest site sequence number this replica had sent before this
-    /// batch (absent when it does not know). A server holding writes of the
-    /// site beyond it has them from another copy of the replica (a file
-    /// restored from a backup, or copied to a second device) and refuses the
-    /// batch with `site_reused`: it would otherwise take the new writes for
-    /// repeats of the old ones.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sent_seq: Option<u64>,
-    /// A random id of this request, the same in every copy of it. The server
-    /// remembers the last one it applied for the site, so that a copy of
-    /// that very request (a retry or a duplicate on the network) is answered
-    /// as a repeat, not taken for another copy of the replica.
+    /// A random id of this request, the same in every copy of it (a retry
+    /// or a duplicate on the network). The server remembers the last one it
+    /// applied for the site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<u64>,
+    /// The ids of this replica's requests the server may have applied last:
+    /// its last acknowledged one and those sent since (empty before its
+    /// first; absent when it does not know). When the last request the server
+    /// applied for the site is none of them (nor this one), another copy of
+    /// the replica (a file restored from a backup, or copied to a second
+    /// device) pushed with the same site id and sequence numbers: the server
+    /// refuses with `site_reused`, since it would otherwise take this copy's
+    /// new writes for repeats of that one's and acknowledge them away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known: Option<Vec<u64>>,
     pub changes: Vec<PushedChange>,
 }
 
@@ -306,11 +307,9 @@ pub struct PullRequest {
     pub cursor: u64,
     /// At most this many positions.
     pub limit: u32,
-    /// The highest sequence number this replica has sent (see
-    /// [`PushRequest::sent_seq`]): a server holding more of the site refuses
-    /// with `site_reused`, since this copy would skip the other copy's
-    /// writes as its own echoes.
-    pub sent_seq: Option<u64>,
+    /// As [`PushRequest::known`]: a copy of a replica would otherwise skip
+    /// the other copy's writes as its own echoes.
+    pub known: Option<Vec<u64>>,
 }
 
 /// `GET /v1/pull` answer: changes after `cursor` in commit order.

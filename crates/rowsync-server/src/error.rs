@@ -48,7 +48,7 @@ impl From<StoreError> for ApiError {
                     "the server's database cannot be reached right now; retry later",
                 )
             }
-            StoreError::SiteReused { .. } => ApiError::new(
+            StoreError::SiteReused => ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::SiteReused,
                 format!(

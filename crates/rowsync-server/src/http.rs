@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::error::ApiError;
-use crate::store::{CheckedBatch, CheckedChange, Store, StoreError};
+use crate::store::{from_another_copy, CheckedBatch, CheckedChange, Store, StoreError};
 
 /// Default largest request body, after decompression.
 pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -249,12 +249,12 @@ async fn push<S: Store>(State(state): State<AppState<S>>, body: Body) -> Result<
     let batch = CheckedBatch {
         site: request.site,
         last_seq: request.last_seq,
-        sent_seq: request.sent_seq,
         batch: request.batch,
+        known: request.known,
         changes: checked,
     };
     let response = state.store.push(&state.schema, &batch).await.map_err(|e| match e {
-        StoreError::SiteReused { .. } => refused(e.into()),
+        StoreError::SiteReused => refused(e.into()),
         other => other.into(),
     })?;
     state.metrics.pushes.fetch_add(1, Ordering::Relaxed);
@@ -273,9 +273,9 @@ struct PullParams {
     wait: u64,
     /// The pulling site: states exactly as it pushed them are left out.
     site: Option<SiteId>,
-    /// The highest sequence number the pulling site has sent: checked like
-    /// a push's `sent_seq`.
-    sent: Option<u64>,
+    /// The ids of the pulling replica's last requests, comma-separated:
+    /// checked like a push's `known`.
+    known: Option<String>,
 }
 
 async fn pull<S: Store>(
@@ -291,10 +291,15 @@ async fn pull<S: Store>(
     if limit == 0 || limit > MAX_PULL_LIMIT {
         return Err(ApiError::bad_parameter(format!("limit must be between 1 and {MAX_PULL_LIMIT}")));
     }
-    if let (Some(site), Some(sent)) = (&params.site, params.sent) {
-        let mark = state.store.site_mark(site).await?;
-        if mark > sent {
-            return Err(StoreError::SiteReused { mark, sent }.into());
+    if let (Some(site), Some(known)) = (&params.site, &params.known) {
+        let known: Vec<u64> = known
+            .split(',')
+            .filter(|id| !id.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|_| ApiError::bad_parameter("known must be request ids separated by commas"))?;
+        if from_another_copy(state.store.last_batch(site).await?, None, Some(&known)) {
+            return Err(StoreError::SiteReused.into());
         }
     }
     let wait = Duration::from_secs(params.wait).min(MAX_WAIT);

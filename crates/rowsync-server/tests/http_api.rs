@@ -59,7 +59,7 @@ fn contact(id: &str, name: Value, age: Value, seq: u64) -> PushedChange {
 
 fn batch(changes: Vec<PushedChange>) -> String {
     let last_seq = changes.iter().map(|c| c.seq).max().unwrap_or(0);
-    serde_json::to_string(&PushRequest { site: site(), last_seq, sent_seq: None, batch: None, changes }).unwrap()
+    serde_json::to_string(&PushRequest { site: site(), last_seq, batch: None, known: None, changes }).unwrap()
 }
 
 async fn pulled(router: &Router) -> PullResponse {
@@ -103,7 +103,7 @@ async fn the_same_batch_sent_twice_is_applied_once() {
     assert_eq!(pulled(&router).await.changes.len(), 1, "no duplicate in the change log");
 }
 
-/// A copy of the replica (a file restored from a backup, or copied to a
+/// A copy of a replica (a file restored from a backup, or copied to a
 /// second device) reuses sequence numbers the server holds: refused with
 /// `site_reused`, nothing applied. The very same request delivered twice (a
 /// retry, a network duplicate) is a repeat, not a copy.
@@ -111,27 +111,38 @@ async fn the_same_batch_sent_twice_is_applied_once() {
 async fn a_copy_of_a_replica_is_refused_and_a_duplicate_request_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let router = router(&dir, 1 << 20).await;
-    let request = |id: &str, last_seq: u64, sent_seq: Option<u64>, batch: u64| {
+    let request = |id: &str, last_seq: u64, known: Vec<u64>, batch: u64| {
         let changes = vec![contact(id, Value::Text("x".into()), Value::Null, last_seq)];
-        serde_json::to_string(&PushRequest { site: site(), last_seq, sent_seq, batch: Some(batch), changes }).unwrap()
+        let known = Some(known);
+        serde_json::to_string(&PushRequest { site: site(), last_seq, batch: Some(batch), known, changes }).unwrap()
     };
-    let original = request("a", 2, Some(1), 70);
+    // Both copies start from a file whose last acknowledged request was 69.
+    let (status, _) = call(&router, post(request("base", 1, vec![], 69))).await;
+    assert_eq!(status, StatusCode::OK);
+    let original = request("a", 2, vec![69], 70);
     let (status, _) = call(&router, post(original.clone())).await;
     assert_eq!(status, StatusCode::OK);
     let (status, again) = call(&router, post(original)).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["applied"], 0);
 
-    // The copy had sent up to 1 too, and writes its own seq 2.
-    let (status, body) = call(&router, post(request("b", 2, Some(1), 71))).await;
+    // The copy knows request 69 too, and writes its own seq 2.
+    let (status, body) = call(&router, post(request("b", 2, vec![69], 71))).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["code"], "site_reused");
-    assert_eq!(pulled(&router).await.changes.len(), 1, "nothing of the copy was applied");
+    assert_eq!(pulled(&router).await.changes.len(), 2, "nothing of the copy was applied");
+    // The original, which sent 70 and has not heard back, goes on.
+    let (status, _) = call(&router, post(request("c", 3, vec![69, 70], 72))).await;
+    assert_eq!(status, StatusCode::OK);
 
-    // A pull from the copy is refused the same way.
-    let pull = format!("/v1/pull?cursor=0&site={}&sent=1", site());
-    let (status, body) = call(&router, Request::get(pull).body(Body::empty()).unwrap()).await;
+    // A pull from the copy is refused the same way; the original's is not.
+    let pull = |known: &str| {
+        Request::get(format!("/v1/pull?cursor=0&site={}&known={known}", site())).body(Body::empty()).unwrap()
+    };
+    let (status, body) = call(&router, pull("69,71")).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("site_reused")));
+    let (status, _) = call(&router, pull("72")).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 async fn assert_refused(router: &Router, request: Request<Body>, status: StatusCode, code: &str, needle: &str) {

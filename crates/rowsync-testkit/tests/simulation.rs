@@ -3,16 +3,17 @@
 //! applied the request), duplicates requests and delivers stale copies of old
 //! pushes late; random inserts, updates and deletes on overlapping rows;
 //! random sync order; device clocks off by up to three hours either way; a
-//! random conflict strategy (field, row or manual). After a final
-//! fault-free round:
+//! random conflict strategy (field, row or manual). Under the field strategy
+//! also replica files copied to a new device mid-run (same device id, same
+//! sequence numbers) and clocks that jump six hours ahead, past the server's
+//! bound, and back. After a final fault-free round:
 //! - every replica equals the server (convergence), open conflicts included;
 //! - every write that was ever made is still there, or its cell holds a
 //!   later version (nothing acknowledged is lost); under the field strategy
-//!   deleted rows too, unless the writing device deleted the row itself
-//!   (the result must not depend on whether a delete arrived first); under
-//!   the manual strategy
-//!   a write is still there, or a side of an open conflict, or followed by a
-//!   later write to its cell.
+//!   deleted rows too, unless the writing device deleted the row itself (the
+//!   result must not depend on whether a delete arrived first); under the
+//!   manual strategy a write is still there, or a side of an open conflict,
+//!   or followed by a later write to its cell.
 //!
 //! The suite runs the regression seeds and the fixed seeds `0..1000`
 //! (`ROWSYNC_SIM_CASES` changes the count); `ROWSYNC_EXPLORE=N` runs N fresh
@@ -25,7 +26,9 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rowsync_client::{sync, ClientError, HttpTransport, SyncOptions, Transport};
-use rowsync_proto::{ConflictStrategy, PullRequest, PullResponse, PushRequest, PushResponse, Schema, Value, Version};
+use rowsync_proto::{
+    ConflictStrategy, ErrorCode, PullRequest, PullResponse, PushRequest, PushResponse, Schema, Value, Version,
+};
 use rowsync_testkit::{run_seeded, Device, Regression, TestServer, TestStore, CONTACTS_SCHEMA};
 use tempfile::TempDir;
 
@@ -72,6 +75,8 @@ impl FaultyTransport<'_> {
                     before: None,
                     seen: Vec::new(),
                     deleted_by_its_device: false,
+                    device: String::new(),
+                    restamped: false,
                 });
             }
         }
@@ -140,13 +145,18 @@ struct Written {
     /// Its own device deleted the row afterwards: if the write had not been
     /// pushed by then, the delete went out instead of it.
     deleted_by_its_device: bool,
+    /// The name of the device that made it.
+    device: String,
+    /// Made while its device's clock ran too far ahead: refused, then
+    /// re-stamped once the clock was corrected, so its version changed.
+    restamped: bool,
 }
 
 fn read_row(device: &Device, key: &str) -> Option<Vec<Value>> {
     device.rows(&format!("SELECT name, email, phone FROM contacts WHERE id = '{key}'")).into_iter().next()
 }
 
-fn random_edit(rng: &mut StdRng, device: &Device, written: &mut Vec<Written>) {
+fn random_edit(rng: &mut StdRng, device: &Device, ahead: bool, written: &mut Vec<Written>) {
     let n = rng.gen_range(0..6);
     let key = format!("k{n}");
     let value = format!("v{}", rng.gen_range(0..100_000));
@@ -164,8 +174,7 @@ fn random_edit(rng: &mut StdRng, device: &Device, written: &mut Vec<Written>) {
     };
     device.exec(&sql);
     let Some(after) = read_row(device, &key) else {
-        let site = device.replica().site().clone();
-        for write in written.iter_mut().filter(|w| w.key == key && w.version.site == site) {
+        for write in written.iter_mut().filter(|w| w.key == key && w.device == device.name) {
             write.deleted_by_its_device = true;
         }
         return;
@@ -184,6 +193,10 @@ fn random_edit(rng: &mut StdRng, device: &Device, written: &mut Vec<Written>) {
                 .flat_map(|c| [c.local.version.clone(), c.remote.version.clone()])
                 .collect();
             let before = before.as_ref().map(|b| b[column].clone());
+            // Past the server's bound: refused, then re-stamped. (Its clock
+            // may still run ahead after the jump ended.)
+            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+            let restamped = ahead || version.hlc.millis() > now_ms + (4 * HOUR_MS) as u64;
             written.push(Written {
                 key: key.clone(),
                 column,
@@ -192,9 +205,18 @@ fn random_edit(rng: &mut StdRng, device: &Device, written: &mut Vec<Written>) {
                 before,
                 seen,
                 deleted_by_its_device: false,
+                device: device.name.clone(),
+                restamped,
             });
         }
     }
+}
+
+/// A consistent copy of a device's replica file, used as a new device.
+fn copy_of(device: &Device, name: &str) -> Device {
+    let path = device.path.with_file_name(format!("{name}.db"));
+    device.plain().execute("VACUUM INTO ?", [path.to_str().unwrap()]).unwrap();
+    Device { name: name.into(), path }
 }
 
 fn server_state(server: &TestServer, key: &str) -> rowsync_core::RowState {
@@ -220,21 +242,42 @@ fn run_case(seed: u64) {
         config.max_clock_ahead = Duration::from_secs(4 * 3600);
     });
     let count = rng.borrow_mut().gen_range(3..=8);
-    let devices: Vec<Device> = (0..count).map(|i| Device::init(dir.path(), &format!("d{i}"), &server.url())).collect();
+    let mut devices: Vec<Device> =
+        (0..count).map(|i| Device::init(dir.path(), &format!("d{i}"), &server.url())).collect();
+    let mut offsets = Vec::new();
     for device in &devices {
         let offset = rng.borrow_mut().gen_range(-3 * HOUR_MS..=3 * HOUR_MS);
         device.replica().set_clock_offset(offset).unwrap();
+        offsets.push(offset);
     }
+    // Under the field strategy, from a second stream (so that other cases
+    // play as they always did): replica files copied to a new device, and
+    // clocks that jump too far ahead and are corrected later.
+    let mut events = StdRng::seed_from_u64(seed ^ 0x5eed_0fd1_5c0d);
+    let disrupted = strategy == ConflictStrategy::Field;
+    let mut ahead = vec![false; devices.len()];
     let options = SyncOptions { pull_limit: 3, push_limit: 4, ..SyncOptions::default() };
     let mut written = Vec::new();
     let delivered = RefCell::new(Vec::new());
     let steps = rng.borrow_mut().gen_range(10..40);
     for _step in 0..steps {
+        if disrupted && devices.len() < 10 && events.gen_bool(0.05) {
+            let source = events.gen_range(0..devices.len());
+            devices.push(copy_of(&devices[source], &format!("d{}", devices.len())));
+            offsets.push(offsets[source]);
+            ahead.push(ahead[source]);
+        }
+        if disrupted && events.gen_bool(0.04) {
+            let jumper = events.gen_range(0..devices.len());
+            ahead[jumper] = !ahead[jumper];
+            let offset = offsets[jumper] + if ahead[jumper] { 6 * HOUR_MS } else { 0 };
+            devices[jumper].replica().set_clock_offset(offset).unwrap();
+        }
         let pick = rng.borrow_mut().gen_range(0..devices.len());
         let device = &devices[pick];
         let edit = rng.borrow_mut().gen_bool(0.6);
         if edit {
-            random_edit(&mut rng.borrow_mut(), device, &mut written);
+            random_edit(&mut rng.borrow_mut(), device, ahead[pick], &mut written);
         } else {
             let mut replica = device.replica();
             let transport = FaultyTransport {
@@ -247,11 +290,16 @@ fn run_case(seed: u64) {
             match sync(&mut replica, &transport, options) {
                 Ok(_) => {}
                 Err(e) if e.is_unreachable() => {}
+                Err(ClientError::Refused { code: ErrorCode::ClockSkew, .. }) if ahead[pick] => {}
                 Err(e) => panic!("sync failed with a fault the client should survive: {e}"),
             }
         }
     }
-    // Stale copies still in flight arrive now, then a fault-free round.
+    // Clocks are corrected, stale copies still in flight arrive, then a
+    // fault-free round.
+    for (i, device) in devices.iter().enumerate() {
+        device.replica().set_clock_offset(offsets[i]).unwrap();
+    }
     let plain = HttpTransport::new(&server.url(), None);
     for old in stale.borrow_mut().drain(..) {
         let _ = plain.push(&old);
@@ -278,16 +326,29 @@ fn run_case(seed: u64) {
     // revived row in any order of arrival); under the row strategy any later
     // write replaces a row whole, an insert whose values never left its
     // device included, so there only rows never deleted are checked.
-    let deleted_keys = |w: &&Written| w.key == "k4" || w.key == "k5";
+    let deleted_keys = |w: &Written| w.key == "k4" || w.key == "k5";
+    let sites: std::collections::HashMap<String, rowsync_proto::SiteId> =
+        devices.iter().map(|d| (d.name.clone(), d.replica().site().clone())).collect();
     let checked = written
         .iter()
-        .filter(|w| !w.deleted_by_its_device)
-        .filter(|w| strategy == ConflictStrategy::Field || !deleted_keys(w));
-    for write in checked {
+        .enumerate()
+        .filter(|(_, w)| !w.deleted_by_its_device)
+        .filter(|(_, w)| strategy == ConflictStrategy::Field || !deleted_keys(w));
+    for (_, write) in checked {
         let state = server_state(&server, &write.key);
         let (value, version) = state.cells[write.column + 1].clone().expect("cell present");
+        // A copy of a replica gives its pending writes its new site, and a
+        // corrected clock gives refused writes a new reading: the first may
+        // be there under either site; the second ranks by a reading not known
+        // here, so the cell must hold the value of some write to it.
+        let renamed = Version { hlc: write.version.hlc, site: sites[&write.device].clone() };
+        let kept = [&write.version, &renamed].iter().any(|v| version > **v || (version == **v && value == write.value));
+        let restamped_and_kept = write.restamped
+            && written
+                .iter()
+                .any(|other| other.key == write.key && other.column == write.column && other.value == value);
         assert!(
-            version > write.version || (version == write.version && value == write.value),
+            kept || restamped_and_kept,
             "write of {:?} to {}.{} at {} was lost: the server holds {:?} at {} (strategy {strategy:?})",
             write.value,
             write.key,

@@ -46,13 +46,10 @@ pub enum StoreError {
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(String),
-    /// A push from a replica that reuses its site's sequence numbers: the
-    /// server applied writes of the site up to `mark`, but this copy had sent
-    /// only up to `sent`. Nothing was applied.
-    #[error(
-        "the server holds writes of this device up to sequence number {mark}, but this replica sent only up to {sent}"
-    )]
-    SiteReused { mark: u64, sent: u64 },
+    /// A request from a copy of a replica: the last request the server
+    /// applied for the site is none this copy knows of. Nothing was applied.
+    #[error("another copy of this replica (same device id) pushed to the server since this one last did")]
+    SiteReused,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -204,15 +201,25 @@ pub struct CheckedChange {
     pub change: DecodedChange,
 }
 
+/// Whether a request comes from another copy of the replica than the one
+/// whose request the server applied last for the site (see
+/// [`rowsync_proto::PushRequest::known`]).
+pub(crate) fn from_another_copy(last: Option<u64>, this: Option<u64>, known: Option<&[u64]>) -> bool {
+    match (last, known) {
+        (Some(last), Some(known)) => this != Some(last) && !known.contains(&last),
+        _ => false,
+    }
+}
+
 /// A push batch whose changes were checked against the schema.
 #[derive(Debug, Clone)]
 pub struct CheckedBatch {
     pub site: SiteId,
     pub last_seq: u64,
-    /// See [`rowsync_proto::PushRequest::sent_seq`].
-    pub sent_seq: Option<u64>,
     /// See [`rowsync_proto::PushRequest::batch`].
     pub batch: Option<u64>,
+    /// See [`rowsync_proto::PushRequest::known`].
+    pub known: Option<Vec<u64>>,
     pub changes: Vec<CheckedChange>,
 }
 
@@ -225,8 +232,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies one push batch in one transaction, skipping changes at or below
     /// the site's high-water mark and recording the new mark in the same
-    /// transaction; refuses the batch ([`StoreError::SiteReused`]) when the
-    /// mark is above what the replica says it sent.
+    /// transaction; refuses the batch ([`StoreError::SiteReused`]) when it
+    /// comes from another copy of the replica than the one that last pushed.
     fn push(
         &self,
         schema: &Schema,
@@ -246,9 +253,9 @@ pub trait Store: Send + Sync + 'static {
         site: Option<&SiteId>,
     ) -> impl Future<Output = Result<PullPage, StoreError>> + Send;
 
-    /// The site's high-water mark: the highest of its sequence numbers
-    /// applied (0 for a site never seen).
-    fn site_mark(&self, site: &SiteId) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The id of the site's last request applied (`None`: none, or sent by a
+    /// client that gives no ids).
+    fn last_batch(&self, site: &SiteId) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
     /// Whether the database answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -53,7 +53,6 @@ const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE `key` = 'schem
 const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (`key`, value) VALUES ('schema', ?)";
 const LOCK_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1 FOR UPDATE";
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 1";
-const SELECT_HWM: &str = "SELECT hwm FROM rowsync_sites WHERE site = ?";
 const SELECT_MARK: &str = "SELECT hwm, batch FROM rowsync_sites WHERE site = ?";
 const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch) VALUES (?, ?, ?) \
      ON DUPLICATE KEY UPDATE hwm = GREATEST(hwm, VALUES(hwm)), batch = VALUES(batch)";
@@ -199,9 +198,10 @@ impl Store for MysqlStore {
         .await
     }
 
-    async fn site_mark(&self, site: &SiteId) -> Result<u64, StoreError> {
-        let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&self.pool).await?;
-        Ok(hwm.unwrap_or(0) as u64)
+    async fn last_batch(&self, site: &SiteId) -> Result<Option<u64>, StoreError> {
+        let row: Option<(i64, Option<i64>)> =
+            sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&self.pool).await?;
+        Ok(row.and_then(|(_, batch)| batch).map(|b| b as u64))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

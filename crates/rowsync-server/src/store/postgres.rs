@@ -45,7 +45,6 @@ const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'
 const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (key, value) VALUES ('schema', $1)";
 const LOCK_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1 FOR UPDATE";
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = $1 WHERE id = 1";
-const SELECT_HWM: &str = "SELECT hwm FROM rowsync_sites WHERE site = $1";
 const SELECT_MARK: &str = "SELECT hwm, batch FROM rowsync_sites WHERE site = $1";
 const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch) VALUES ($1, $2, $3) \
      ON CONFLICT (site) DO UPDATE SET hwm = GREATEST(rowsync_sites.hwm, excluded.hwm), batch = excluded.batch";
@@ -237,9 +236,10 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn site_mark(&self, site: &SiteId) -> Result<u64, StoreError> {
-        let hwm: Option<i64> = sqlx::query_scalar(SELECT_HWM).bind(site.as_str()).fetch_optional(&self.pool).await?;
-        Ok(hwm.unwrap_or(0) as u64)
+    async fn last_batch(&self, site: &SiteId) -> Result<Option<u64>, StoreError> {
+        let row: Option<(i64, Option<i64>)> =
+            sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&self.pool).await?;
+        Ok(row.and_then(|(_, batch)| batch).map(|b| b as u64))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ use rowsync_core::RowState;
 use rowsync_proto::{PushResponse, Schema, SiteId, Table};
 
 use super::plan::{fold_batch, plan_writes, IncomingRow, RowId, RowWrite};
-use super::{CheckedBatch, StoreError};
+use super::{from_another_copy, CheckedBatch, StoreError};
 
 /// What the server keeps of a site: the highest sequence number applied,
 /// and the id of the last request applied.
@@ -90,11 +90,9 @@ pub(crate) async fn push_batch<T: PushTransaction>(
     let SiteMark { hwm, batch: last_batch } = tx.site_mark(site).await?;
     // A copy of the replica (restored from a backup, or copied to another
     // device) reuses the site's sequence numbers: its new writes would be
-    // skipped as repeats and acknowledged away. (A copy of the last request
-    // applied, a retry or a duplicate on the network, is a repeat.)
-    let repeat = batch.batch.is_some() && batch.batch == last_batch;
-    if let Some(sent) = batch.sent_seq.filter(|&sent| hwm > sent && !repeat) {
-        return Err(StoreError::SiteReused { mark: hwm, sent });
+    // skipped as repeats and acknowledged away.
+    if from_another_copy(last_batch, batch.batch, batch.known.as_deref()) {
+        return Err(StoreError::SiteReused);
     }
     let (incoming, applied) = fold_batch(&batch.changes, hwm);
     let mut stored = tx.load_states(schema, &incoming).await?;
