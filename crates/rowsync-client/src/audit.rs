@@ -66,8 +66,8 @@ pub(crate) fn check_capture(replica: &Replica) -> Result<Vec<String>, ClientErro
             };
             return Err(ClientError::SchemaMismatch(format!(
                 "table {} of {} no longer matches the synced schema: {}.{triggers} Nothing was synced. Give the \
-                 table back the server's columns (see `rowsync status`), then sync again: rowsync re-installs its \
-                 capture and finds the writes made meanwhile",
+                 table back the server's columns, then sync again: rowsync re-installs its capture and finds the \
+                 writes made meanwhile",
                 table.name,
                 replica.path,
                 problems.join("; ")
