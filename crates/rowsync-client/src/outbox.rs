@@ -99,7 +99,8 @@ pub fn next_batch(replica: &Replica, max_entries: usize, max_bytes: usize) -> Re
     // Recorded before the request leaves: if the server applied it, its id
     // is one this replica knows (see `PushRequest::known`).
     let last_seq = (offset + last_id) as u64;
-    let id: u64 = rand::random();
+    // 53 bits: exact as a JSON number in every language, JavaScript included.
+    let id: u64 = rand::random::<u64>() >> 11;
     let known = known_batches(&tx)?;
     let mut now_known = known.clone().unwrap_or_default();
     now_known.push(id);
