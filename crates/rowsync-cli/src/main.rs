@@ -243,14 +243,14 @@ fn serve(
                 config.max_clock_ahead = Duration::from_secs(secs);
             }
         }
-        let router = rowsync_server::build(&config).await?;
+        let app = rowsync_server::build(&config).await?;
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         println!("rowsync: serving {} on http://{}", database.redacted(), listener.local_addr()?);
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        rowsync_server::serve_router(router, listener, shutdown).await?;
+        rowsync_server::serve_router(app, listener, shutdown).await?;
         Ok(())
     })
 }

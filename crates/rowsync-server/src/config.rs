@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -11,6 +12,7 @@ use rowsync_proto::{ConflictStrategy, Schema};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::commits::Commits;
 use crate::http::{app, AppState, DEFAULT_BODY_LIMIT, DEFAULT_MAX_CLOCK_AHEAD};
 use crate::store::{MysqlStore, PoolSettings, PostgresStore, SqliteStore, Store, StoreError};
 
@@ -106,8 +108,17 @@ impl ServerConfig {
     }
 }
 
-/// Opens the store, installs the schema, and returns the router ready to serve.
-pub async fn build(config: &ServerConfig) -> Result<Router, StoreError> {
+/// A server ready to serve: its router, and the commits its long-polling
+/// pulls wait on (closed when the server shuts down, so that they answer at
+/// once rather than hold the shutdown up).
+pub struct App {
+    pub router: Router,
+    commits: Arc<Commits>,
+}
+
+/// Opens the store, installs the schema, starts following commits, and
+/// returns the server ready to serve.
+pub async fn build(config: &ServerConfig) -> Result<App, StoreError> {
     match &config.database {
         DatabaseUrl::Sqlite(path) => {
             router_for(SqliteStore::open(path).await?.with_push_delay(config.push_delay), config).await
@@ -123,7 +134,7 @@ pub async fn build(config: &ServerConfig) -> Result<Router, StoreError> {
     }
 }
 
-async fn router_for<S: Store>(store: S, config: &ServerConfig) -> Result<Router, StoreError> {
+async fn router_for<S: Store>(store: S, config: &ServerConfig) -> Result<App, StoreError> {
     let mut schema = store.install(config.schema.as_ref()).await?;
     for table in &mut schema.tables {
         table.conflict = config.conflicts.get(&table.name).copied().unwrap_or_default();
@@ -133,7 +144,10 @@ async fn router_for<S: Store>(store: S, config: &ServerConfig) -> Result<Router,
     }
     let mut state = AppState::new(store, schema);
     state.max_clock_ahead = config.max_clock_ahead;
-    Ok(app(state, config.body_limit))
+    state.commits.committed(state.store.last_position().await?);
+    let commits = state.commits.clone();
+    tokio::spawn(state.store.clone().follow_commits(commits.clone()));
+    Ok(App { router: app(state, config.body_limit), commits })
 }
 
 /// Opens the store, installs the schema, and serves on `listener` until
@@ -143,17 +157,23 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StoreError> {
-    let router = build(&config).await?;
-    serve_router(router, listener, shutdown).await
+    let app = build(&config).await?;
+    serve_router(app, listener, shutdown).await
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `app` on `listener` until `shutdown` completes; pulls waiting for
+/// a commit then answer at once.
 pub async fn serve_router(
-    router: Router,
+    app: App,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StoreError> {
-    axum::serve(listener, router)
+    let commits = app.commits;
+    let shutdown = async move {
+        shutdown.await;
+        commits.close();
+    };
+    axum::serve(listener, app.router)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| StoreError::Unavailable(format!("serving HTTP failed: {e}")))
@@ -194,7 +214,7 @@ impl BackgroundServer {
                         Ok::<_, StoreError>((build(&config).await?, listener))
                     }
                     .await;
-                    let (router, listener) = match prepared {
+                    let (app, listener) = match prepared {
                         Ok(ready) => ready,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -205,7 +225,7 @@ impl BackgroundServer {
                     let shutdown = async {
                         let _ = stop_rx.await;
                     };
-                    if let Err(e) = serve_router(router, listener, shutdown).await {
+                    if let Err(e) = serve_router(app, listener, shutdown).await {
                         tracing::error!(error = %e, "server stopped");
                     }
                 });

@@ -20,8 +20,9 @@ use rowsync_proto::{ErrorCode, PushRequest, PushResponse, Schema, SiteId};
 use serde::Deserialize;
 use tower_http::decompression::RequestDecompressionLayer;
 
+use crate::commits::{Commits, Waited};
 use crate::error::ApiError;
-use crate::store::{from_another_copy, CheckedBatch, CheckedChange, Store, StoreError};
+use crate::store::{from_another_copy, CheckedBatch, CheckedChange, Pushed, Store, StoreError};
 
 /// Default largest request body, after decompression.
 pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -63,6 +64,8 @@ pub struct AppState<S> {
     pub max_clock_ahead: Duration,
     /// The largest request body, after decompression.
     pub body_limit: usize,
+    /// Commits known to this process, which long-polling pulls wait on.
+    pub commits: Arc<Commits>,
 }
 
 impl<S> Clone for AppState<S> {
@@ -73,6 +76,7 @@ impl<S> Clone for AppState<S> {
             metrics: self.metrics.clone(),
             max_clock_ahead: self.max_clock_ahead,
             body_limit: self.body_limit,
+            commits: self.commits.clone(),
         }
     }
 }
@@ -85,6 +89,7 @@ impl<S: Store> AppState<S> {
             metrics: Arc::default(),
             max_clock_ahead: DEFAULT_MAX_CLOCK_AHEAD,
             body_limit: DEFAULT_BODY_LIMIT,
+            commits: Arc::new(Commits::new(0)),
         }
     }
 }
@@ -253,10 +258,11 @@ async fn push<S: Store>(State(state): State<AppState<S>>, body: Body) -> Result<
         known: request.known,
         changes: checked,
     };
-    let response = state.store.push(&state.schema, &batch).await.map_err(|e| match e {
+    let Pushed { response, position } = state.store.push(&state.schema, &batch).await.map_err(|e| match e {
         StoreError::SiteReused => refused(e.into()),
         other => other.into(),
     })?;
+    state.commits.committed(position);
     state.metrics.pushes.fetch_add(1, Ordering::Relaxed);
     state.metrics.pushed_changes.fetch_add(count, Ordering::Relaxed);
     state.metrics.applied_changes.fetch_add(response.applied, Ordering::Relaxed);
@@ -302,15 +308,20 @@ async fn pull<S: Store>(
             return Err(StoreError::SiteReused.into());
         }
     }
-    let wait = Duration::from_secs(params.wait).min(MAX_WAIT);
-    let deadline = Instant::now() + wait;
-    let page = loop {
-        let page = state.store.pull(params.cursor, limit, PAGE_BYTES, params.site.as_ref()).await?;
-        if page.cursor > params.cursor || Instant::now() >= deadline {
-            break page;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    if params.wait > MAX_WAIT.as_secs() {
+        return Err(ApiError::bad_parameter(format!("wait must be between 0 and {} seconds", MAX_WAIT.as_secs())));
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(params.wait);
+    let site = params.site.as_ref();
+    let mut page = state.store.pull(params.cursor, limit, PAGE_BYTES, site).await?;
+    // Nothing yet: wait for a commit past the cursor (costing the database
+    // nothing meanwhile), then pull once.
+    if params.wait > 0
+        && page.cursor == params.cursor
+        && state.commits.wait_past(params.cursor, until).await == Waited::Committed
+    {
+        page = state.store.pull(params.cursor, limit, PAGE_BYTES, site).await?;
+    }
     state.metrics.pulls.fetch_add(1, Ordering::Relaxed);
     state.metrics.pulled_changes.fetch_add(page.states.len() as u64, Ordering::Relaxed);
     // The stored states are already the wire form of a change: splice them in

@@ -8,16 +8,18 @@
 //! # Layout
 //! - [`http`]: the router, handlers and metrics.
 //! - [`error`]: the one HTTP error type (status, stable code, readable message).
-//! - [`store`]: the [`Store`] trait and its adapters (SQLite embedded today).
+//! - [`store`]: the [`Store`] trait and its adapters (SQLite, PostgreSQL, MySQL/MariaDB).
+//! - [`commits`]: waking long-polling pulls when a change commits.
 //! - [`config`]: validated server settings and [`run`].
 
+pub mod commits;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod store;
 
 pub use axum::Router;
-pub use config::{build, run, serve_router, BackgroundServer, DatabaseUrl, ServerConfig};
+pub use config::{build, run, serve_router, App, BackgroundServer, DatabaseUrl, ServerConfig};
 pub use error::ApiError;
 pub use http::{app, AppState};
 pub use store::{PoolSettings, Store, StoreError};

@@ -145,6 +145,35 @@ async fn a_copy_of_a_replica_is_refused_and_a_duplicate_request_is_not() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A pull asked to wait answers as soon as a change after its cursor
+/// commits, and a wait beyond the bound is refused.
+#[tokio::test]
+async fn a_waiting_pull_answers_when_a_change_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(&dir, 1 << 20).await;
+    assert_refused(
+        &router,
+        Request::get("/v1/pull?cursor=0&wait=61").body(Body::empty()).unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+        "wait must be between 0 and 60 seconds",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let waiter = router.clone();
+    let waiting = tokio::spawn(async move {
+        call(&waiter, Request::get("/v1/pull?cursor=0&wait=30").body(Body::empty()).unwrap()).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "nothing to answer yet");
+    let (status, _) = call(&router, post(batch(vec![contact("a", Value::Text("Ann".into()), Value::Null, 1)]))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, page) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["changes"].as_array().unwrap().len(), 1, "{page}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "answered when the push committed");
+}
+
 async fn assert_refused(router: &Router, request: Request<Body>, status: StatusCode, code: &str, needle: &str) {
     let (got, body) = call(router, request).await;
     assert_eq!(got, status, "{body}");

@@ -24,11 +24,14 @@ mod push;
 mod sqlite;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rowsync_core::change::decode_state;
 use rowsync_core::{DecodedChange, RowState};
 use rowsync_proto::{PushResponse, RowChange, Schema, SiteId};
+
+use crate::commits::{Commits, POLL_EVERY};
 
 pub use mysql::MysqlStore;
 pub use postgres::PostgresStore;
@@ -194,6 +197,27 @@ pub struct PullPage {
     pub more: bool,
 }
 
+/// What a push did: the answer for the client, and the last position now
+/// handed out (to wake long-polling pulls).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pushed {
+    pub response: PushResponse,
+    pub position: u64,
+}
+
+/// Reads the position counter every `every` while pulls wait, and tells
+/// `commits` (see [`Store::follow_commits`]).
+pub(crate) async fn poll_commits<S: Store>(store: &S, commits: &Commits, every: impl Fn() -> Duration) {
+    loop {
+        commits.someone_waits().await;
+        match store.last_position().await {
+            Ok(position) => commits.committed(position),
+            Err(error) => tracing::debug!(%error, "reading the position counter"),
+        }
+        tokio::time::sleep(every()).await;
+    }
+}
+
 /// A change of a push batch, already checked against the schema.
 #[derive(Debug, Clone)]
 pub struct CheckedChange {
@@ -234,11 +258,7 @@ pub trait Store: Send + Sync + 'static {
     /// the site's high-water mark and recording the new mark in the same
     /// transaction; refuses the batch ([`StoreError::SiteReused`]) when it
     /// comes from another copy of the replica than the one that last pushed.
-    fn push(
-        &self,
-        schema: &Schema,
-        batch: &CheckedBatch,
-    ) -> impl Future<Output = Result<PushResponse, StoreError>> + Send;
+    fn push(&self, schema: &Schema, batch: &CheckedBatch) -> impl Future<Output = Result<Pushed, StoreError>> + Send;
 
     /// The row states changed after `cursor`, oldest first, at most `limit`
     /// positions and, beyond the first, `max_bytes` bytes of states (see
@@ -256,6 +276,21 @@ pub trait Store: Send + Sync + 'static {
     /// The id of the site's last request applied (`None`: none, or sent by a
     /// client that gives no ids).
     fn last_batch(&self, site: &SiteId) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// The last position handed out (committed: it is written by the push
+    /// that took it, in its transaction).
+    fn last_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Tells `commits` of the positions other server processes on the same
+    /// database commit, for as long as the server runs. By default one
+    /// cheap read of the position counter every [`POLL_EVERY`], only while
+    /// pulls wait.
+    fn follow_commits(self: Arc<Self>, commits: Arc<Commits>) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async move { poll_commits(&*self, &commits, || POLL_EVERY).await }
+    }
 
     /// Whether the database answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

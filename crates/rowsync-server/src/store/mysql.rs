@@ -19,14 +19,14 @@ use std::collections::HashMap;
 
 use rowsync_core::ddl::{self, Dialect};
 use rowsync_core::RowState;
-use rowsync_proto::{ColumnType, PushResponse, Schema, SiteId, Table, Value};
+use rowsync_proto::{ColumnType, Schema, SiteId, Table, Value};
 use sqlx::mysql::{MySqlArguments, MySqlPoolOptions};
 use sqlx::query::Query;
 use sqlx::{Executor, MySql, MySqlPool};
 
 use super::plan::{row_values, IncomingRow, RowId, RowWrite};
 use super::push::{push_batch, PushTransaction, SiteMark};
-use super::{decode_stored, CheckedBatch, PoolSettings, PullPage, Store, StoreError};
+use super::{decode_stored, CheckedBatch, PoolSettings, PullPage, Pushed, Store, StoreError};
 
 const CHARSET: &str = "DEFAULT CHARSET=utf8mb4";
 const EXACT: &str = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
@@ -52,6 +52,7 @@ const INSTALL_UNLOCK: &str = "SELECT RELEASE_LOCK('rowsync_install')";
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE `key` = 'schema'";
 const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (`key`, value) VALUES ('schema', ?)";
 const LOCK_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1 FOR UPDATE";
+const CURRENT_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1";
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 1";
 const SELECT_MARK: &str = "SELECT hwm, batch FROM rowsync_sites WHERE site = ?";
 const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch) VALUES (?, ?, ?) \
@@ -171,7 +172,7 @@ impl Store for MysqlStore {
         result
     }
 
-    async fn push(&self, schema: &Schema, batch: &CheckedBatch) -> Result<PushResponse, StoreError> {
+    async fn push(&self, schema: &Schema, batch: &CheckedBatch) -> Result<Pushed, StoreError> {
         let tx = MysqlPush(self.pool.begin().await?);
         push_batch(tx, schema, batch, self.push_delay).await
     }
@@ -202,6 +203,11 @@ impl Store for MysqlStore {
         let row: Option<(i64, Option<i64>)> =
             sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&self.pool).await?;
         Ok(row.and_then(|(_, batch)| batch).map(|b| b as u64))
+    }
+
+    async fn last_position(&self) -> Result<u64, StoreError> {
+        let last: i64 = sqlx::query_scalar(CURRENT_POSITION).fetch_one(&self.pool).await?;
+        Ok(last as u64)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -13,17 +13,22 @@
 //! Pulls take no lock at all.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rowsync_core::ddl::{self, Dialect};
 use rowsync_core::RowState;
-use rowsync_proto::{ColumnType, PushResponse, Schema, SiteId, Table, Value};
-use sqlx::postgres::{PgArguments, PgPoolOptions};
+use rowsync_proto::{ColumnType, Schema, SiteId, Table, Value};
+use sqlx::postgres::{PgArguments, PgListener, PgPoolOptions};
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres};
 
 use super::plan::{row_values, IncomingRow, RowId, RowWrite};
 use super::push::{push_batch, PushTransaction, SiteMark};
-use super::{decode_stored, CheckedBatch, PoolSettings, PullPage, Store, StoreError};
+use crate::commits::{Commits, POLL_EVERY};
+
+use super::{decode_stored, CheckedBatch, PoolSettings, PullPage, Pushed, Store, StoreError};
 
 const BOOKKEEPING: [&str; 8] = [
     "CREATE TABLE IF NOT EXISTS rowsync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -44,6 +49,14 @@ const INSTALL_LOCK: &str = "SELECT pg_advisory_xact_lock(7152342)";
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'";
 const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (key, value) VALUES ('schema', $1)";
 const LOCK_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1 FOR UPDATE";
+const CURRENT_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1";
+/// The channel on which every push announces the position it commits (see
+/// [`PostgresStore::follow_commits`]).
+const COMMIT_CHANNEL: &str = "rowsync_commits";
+const NOTIFY_COMMIT: &str = "SELECT pg_notify('rowsync_commits', $1)";
+/// While the listening connection works, the position counter is still read
+/// this often as pulls wait, in case a notification was missed.
+const POLL_BESIDE_LISTEN: Duration = Duration::from_secs(1);
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = $1 WHERE id = 1";
 const SELECT_MARK: &str = "SELECT hwm, batch FROM rowsync_sites WHERE site = $1";
 const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch) VALUES ($1, $2, $3) \
@@ -169,6 +182,8 @@ impl ColumnArray {
 pub struct PostgresStore {
     pool: PgPool,
     push_delay: Option<std::time::Duration>,
+    /// Whether the commit listener's connection is up.
+    listening: Arc<AtomicBool>,
 }
 
 impl PostgresStore {
@@ -185,7 +200,31 @@ impl PostgresStore {
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy(url)
             .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?;
-        Ok(PostgresStore { pool, push_delay: None })
+        Ok(PostgresStore { pool, push_delay: None, listening: Arc::default() })
+    }
+}
+
+impl PostgresStore {
+    /// Listens for commits until the connection fails.
+    async fn listen(&self, commits: &Commits) -> Result<(), StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(COMMIT_CHANNEL).await?;
+        self.listening.store(true, Ordering::Relaxed);
+        // Whatever committed before the listening began.
+        commits.committed(self.last_position().await?);
+        let outcome = loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    if let Ok(position) = notification.payload().parse() {
+                        commits.committed(position);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(error) => break Err(error.into()),
+            }
+        };
+        self.listening.store(false, Ordering::Relaxed);
+        outcome
     }
 }
 
@@ -210,7 +249,7 @@ impl Store for PostgresStore {
         Ok(schema)
     }
 
-    async fn push(&self, schema: &Schema, batch: &CheckedBatch) -> Result<PushResponse, StoreError> {
+    async fn push(&self, schema: &Schema, batch: &CheckedBatch) -> Result<Pushed, StoreError> {
         let tx = PostgresPush(self.pool.begin().await?);
         push_batch(tx, schema, batch, self.push_delay).await
     }
@@ -240,6 +279,28 @@ impl Store for PostgresStore {
         let row: Option<(i64, Option<i64>)> =
             sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&self.pool).await?;
         Ok(row.and_then(|(_, batch)| batch).map(|b| b as u64))
+    }
+
+    /// PostgreSQL tells every listener of a push's position when it commits
+    /// (LISTEN/NOTIFY): one connection per server process, whatever the
+    /// number of waiting pulls. The counter is also read now and then while
+    /// pulls wait, and often when the listening connection is down.
+    async fn follow_commits(self: Arc<Self>, commits: Arc<Commits>) {
+        let listen = async {
+            loop {
+                if let Err(error) = self.listen(&commits).await {
+                    tracing::warn!(%error, "listening for commits; reading the position counter meanwhile");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        let every = || if self.listening.load(Ordering::Relaxed) { POLL_BESIDE_LISTEN } else { POLL_EVERY };
+        tokio::join!(listen, super::poll_commits(&*self, &commits, every));
+    }
+
+    async fn last_position(&self) -> Result<u64, StoreError> {
+        let last: i64 = sqlx::query_scalar(CURRENT_POSITION).fetch_one(&self.pool).await?;
+        Ok(last as u64)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -335,6 +396,12 @@ impl PushTransaction for PostgresPush {
             .bind(mark.batch.map(|b| b as i64))
             .execute(&mut *self.0)
             .await?;
+        Ok(())
+    }
+
+    async fn announce(&mut self, position: i64) -> Result<(), StoreError> {
+        // Delivered to every listener when (and only if) the push commits.
+        sqlx::query(NOTIFY_COMMIT).bind(position.to_string()).execute(&mut *self.0).await?;
         Ok(())
     }
 

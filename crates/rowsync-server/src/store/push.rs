@@ -16,7 +16,7 @@ use rowsync_core::RowState;
 use rowsync_proto::{PushResponse, Schema, SiteId, Table};
 
 use super::plan::{fold_batch, plan_writes, IncomingRow, RowId, RowWrite};
-use super::{from_another_copy, CheckedBatch, StoreError};
+use super::{from_another_copy, CheckedBatch, Pushed, StoreError};
 
 /// What the server keeps of a site: the highest sequence number applied,
 /// and the id of the last request applied.
@@ -72,6 +72,12 @@ pub(crate) trait PushTransaction: Send {
         mark: SiteMark,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Announces, in the transaction, that `position` commits with it (for
+    /// stores whose database tells other server processes at commit).
+    fn announce(&mut self, _position: i64) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
+
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -83,7 +89,7 @@ pub(crate) async fn push_batch<T: PushTransaction>(
     schema: &Schema,
     batch: &CheckedBatch,
     delay: Option<Duration>,
-) -> Result<PushResponse, StoreError> {
+) -> Result<Pushed, StoreError> {
     let (site, last_seq) = (&batch.site, batch.last_seq);
     // Taken first and held to commit.
     let position = tx.lock_position().await?;
@@ -113,9 +119,12 @@ pub(crate) async fn push_batch<T: PushTransaction>(
     let last_position = writes.last().map_or(position, |w| w.position);
     let acked = hwm.max(last_seq);
     tx.record(last_position, site, SiteMark { hwm: acked, batch: batch.batch.or(last_batch) }).await?;
+    if !writes.is_empty() {
+        tx.announce(last_position).await?;
+    }
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
     tx.commit().await?;
-    Ok(PushResponse { acked_seq: acked, applied })
+    Ok(Pushed { response: PushResponse { acked_seq: acked, applied }, position: last_position as u64 })
 }

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use rowsync_core::ddl::{self, Dialect};
 use rowsync_core::RowState;
-use rowsync_proto::{PushResponse, Schema, SiteId, Table, Value};
+use rowsync_proto::{Schema, SiteId, Table, Value};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
 use super::plan::{row_values, IncomingRow, RowId, RowWrite};
 use super::push::{push_batch, PushTransaction, SiteMark};
-use super::{decode_stored, CheckedBatch, PullPage, Store, StoreError};
+use super::{decode_stored, CheckedBatch, PullPage, Pushed, Store, StoreError};
 
 const BOOKKEEPING: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS rowsync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -140,7 +140,7 @@ impl Store for SqliteStore {
         Ok(schema)
     }
 
-    async fn push(&self, schema: &Schema, batch: &CheckedBatch) -> Result<PushResponse, StoreError> {
+    async fn push(&self, schema: &Schema, batch: &CheckedBatch) -> Result<Pushed, StoreError> {
         // The write lock up front: positions follow commit order (module docs).
         let tx = SqlitePush(self.pool.begin_with("BEGIN IMMEDIATE").await?);
         push_batch(tx, schema, batch, self.push_delay).await
@@ -172,6 +172,11 @@ impl Store for SqliteStore {
         let row: Option<(i64, Option<i64>)> =
             sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&self.pool).await?;
         Ok(row.and_then(|(_, batch)| batch).map(|b| b as u64))
+    }
+
+    async fn last_position(&self) -> Result<u64, StoreError> {
+        let last: i64 = sqlx::query_scalar(SELECT_POSITION).fetch_one(&self.pool).await?;
+        Ok(last as u64)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

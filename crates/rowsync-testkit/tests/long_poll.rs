@@ -1,0 +1,60 @@
+//! Long-poll: a pull that waits answers as soon as a change after its cursor
+//! commits, also when the change was pushed through another server process
+//! on the same database, and a server shutting down does not wait for it.
+
+use std::time::{Duration, Instant};
+
+use rowsync_proto::PullResponse;
+use rowsync_testkit::{on_every_store, Device, TestServer, TestStore, CONTACTS_SCHEMA};
+use tempfile::TempDir;
+
+/// One pull; an error comes back as its message.
+fn pull(base: &str, cursor: u64, wait: u64) -> Result<PullResponse, String> {
+    let response =
+        ureq::get(&format!("{base}/v1/pull?cursor={cursor}&wait={wait}")).call().map_err(|e| e.to_string())?;
+    Ok(response.into_json().expect("a pull page"))
+}
+
+fn through_another_process_on(store: &TestStore) {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start_on(store, dir.path(), CONTACTS_SCHEMA);
+    let other = server.another_instance();
+    let device = Device::init(dir.path(), "laptop", &server.url());
+    device.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, NULL);");
+    device.sync().unwrap();
+    let cursor = pull(&other.url(), 0, 0).unwrap().cursor;
+
+    // Waiting on one process; the write arrives through the other.
+    let base = other.url();
+    let started = Instant::now();
+    let waiting = std::thread::spawn(move || pull(&base, cursor, 30));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "{}: nothing to answer yet", store.name());
+    device.exec("INSERT INTO contacts VALUES ('b', 'Bo', NULL, NULL);");
+    device.sync().unwrap();
+    let page = waiting.join().unwrap().unwrap();
+    let waited = started.elapsed();
+    assert_eq!(page.changes.len(), 1, "{}", store.name());
+    assert!(page.cursor > cursor);
+    assert!(waited < Duration::from_secs(10), "{}: answered {waited:?} after asking", store.name());
+}
+
+#[test]
+fn a_waiting_pull_answers_when_another_server_process_commits() {
+    on_every_store(through_another_process_on);
+}
+
+#[test]
+fn a_server_shutting_down_answers_its_waiting_pulls() {
+    let dir = TempDir::new().unwrap();
+    let mut server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
+    let base = server.url();
+    let waiting = std::thread::spawn(move || pull(&base, 0, 60));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    server.stop();
+    assert!(started.elapsed() < Duration::from_secs(10), "the shutdown waited {:?}", started.elapsed());
+    if let Ok(page) = waiting.join().unwrap() {
+        assert!(page.changes.is_empty());
+    }
+}
