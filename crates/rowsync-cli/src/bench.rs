@@ -6,12 +6,15 @@
 //! - `sync`: a backlog pushed by one replica and pulled by another through a
 //!   real server on a loopback port, beside a plain batched insert of the
 //!   same rows into a SQLite file.
+//! - `latency`: two devices under their background agents on one server;
+//!   from a commit on one until the row is readable on the other, and the
+//!   CPU the idle agents use.
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rowsync_client::{sync, HttpTransport, Replica, SyncOptions};
+use rowsync_client::{sync, Agent, AgentOptions, HttpTransport, Replica, State, SyncOptions};
 use rowsync_core::ddl::{create_table, Dialect};
 use rowsync_core::parse_schema;
 use rowsync_server::{BackgroundServer, DatabaseUrl, ServerConfig};
@@ -171,4 +174,106 @@ pub fn sync_backlog(rows: usize, database: Option<&str>) -> anyhow::Result<()> {
     );
     println!("  peak resident memory of this process (server and both replicas): {:.0} MB", peak_rss_mb());
     Ok(())
+}
+
+/// Write-to-readable latency between two devices kept in sync by their
+/// background agents, on one server; then the CPU the idle agents use.
+pub fn latency(writes: usize, database: Option<&str>) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let schema = parse_schema(SCHEMA)?;
+    let database = match database {
+        Some(url) => DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--database: {e}"))?,
+        None => DatabaseUrl::Sqlite(dir.path().join("server.db")),
+    };
+    let config = ServerConfig::new(database.clone(), Some(schema.clone()));
+    let server = BackgroundServer::start(config, "127.0.0.1:0".parse()?)
+        .with_context(|| format!("start a server on {} (it needs an empty database)", database.redacted()))?;
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    Replica::init(&a, &server.url(), &schema, None)?;
+    Replica::init(&b, &server.url(), &schema, None)?;
+    let agents = [Agent::start(&a, AgentOptions::default())?, Agent::start(&b, AgentOptions::default())?];
+    let idle = || agents.iter().all(|agent| agent.status().state == State::Idle);
+    wait_until(Duration::from_secs(30), "both agents in sync", idle)?;
+
+    // The app's own connections: a writer on A, a reader on B.
+    let writer = Connection::open(&a)?;
+    writer.busy_timeout(Duration::from_secs(5))?;
+    let reader = Connection::open(&b)?;
+    reader.busy_timeout(Duration::from_secs(5))?;
+    let mut found = reader.prepare("SELECT count(*) FROM items WHERE id = ?")?;
+    let mut latencies = Vec::with_capacity(writes);
+    for i in 0..writes {
+        let id = format!("lat{i:06}");
+        let started = Instant::now();
+        writer.execute("INSERT INTO items (id, name, qty, price) VALUES (?, 'x', 1, 1.0)", [&id])?;
+        loop {
+            if found.query_row([&id], |r| r.get::<_, i64>(0))? == 1 {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("write {i} did not arrive within 30 s");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        latencies.push(started.elapsed());
+        // Writes apart, as a person makes them.
+        std::thread::sleep(Duration::from_millis(20 + (i as u64 * 7) % 30));
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
+
+    wait_until(Duration::from_secs(30), "both agents idle", idle)?;
+    let window = Duration::from_secs(5);
+    let before = agent_cpu();
+    std::thread::sleep(window);
+    let cpu = agent_cpu() - before;
+    for agent in agents {
+        agent.stop()?;
+    }
+    println!(
+        "latency from a commit on device A to readable on device B, both under watch, server on {} (loopback)",
+        database.redacted()
+    );
+    println!("  writes {writes}, one every 20-50 ms");
+    println!("  median {:>7.1} ms   (target <= 20 ms)", at(0.5));
+    println!("  p99    {:>7.1} ms   (target <= 100 ms)", at(0.99));
+    println!("  max    {:>7.1} ms", at(1.0));
+    println!(
+        "  idle CPU of the two agents' threads over {} s: {:.2}% of one core ({:.1} ms)",
+        window.as_secs(),
+        cpu.as_secs_f64() / window.as_secs_f64() * 100.0,
+        cpu.as_secs_f64() * 1000.0
+    );
+    Ok(())
+}
+
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > limit {
+            bail!("not within {} s: {what}", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// CPU time used so far by this process's agent threads (named `rowsync-*`
+/// by the client library), from /proc.
+fn agent_cpu() -> Duration {
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("rowsync-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the command name (which ends with ')'): utime is the 12th, stime the 13th.
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        ticks += fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        ticks += fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Duration::from_secs_f64(ticks as f64 / ticks_per_s)
 }

@@ -7,6 +7,7 @@
 mod bench;
 mod conflicts;
 mod demo;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
-use rowsync_client::{sync, ClientError, HttpTransport, Replica, Side, SyncOptions, Transport};
+use rowsync_client::{sync_showing, ClientError, HttpTransport, Replica, Side, SyncOptions, Transport};
 use rowsync_core::{parse_schema, schema_warnings};
 use rowsync_server::{DatabaseUrl, PoolSettings, ServerConfig};
 
@@ -77,6 +78,15 @@ enum Command {
         /// Outbox entries per push batch.
         #[arg(long, default_value_t = 2000)]
         push_limit: usize,
+    },
+    /// Keep syncing in the foreground: on local writes, on news from the
+    /// server (long-poll), with backoff while offline. Stops on SIGINT or
+    /// SIGTERM.
+    Watch {
+        local: PathBuf,
+        /// One JSON status per line instead of a live status line.
+        #[arg(long)]
+        json: bool,
     },
     /// Show pending changes, cursor, last sync and last error.
     Status {
@@ -140,6 +150,16 @@ enum BenchCommand {
         #[arg(long)]
         database: Option<String>,
     },
+    /// From a commit on one device to readable on another, both under
+    /// their background agents; and the CPU of idle agents.
+    Latency {
+        /// The server's database: an empty one (default: a temporary SQLite file).
+        #[arg(long)]
+        database: Option<String>,
+        /// Writes measured.
+        #[arg(long, default_value_t = 200)]
+        writes: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -187,6 +207,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Sync { local, pull_limit, push_limit } => {
             sync_command(&local, SyncOptions { pull_limit, push_limit, ..SyncOptions::default() })
         }
+        Command::Watch { local, json } => watch::watch(&local, json),
         Command::Status { local, json } => status(&local, json),
         Command::Conflicts { local, json } => conflicts::list(&local, json),
         Command::Resolve { local, id, keep, set } => {
@@ -201,10 +222,13 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench { what, rows } => match what {
             Some(BenchCommand::Capture { rounds }) => bench::capture(rows, rounds),
             Some(BenchCommand::Sync { database }) => bench::sync_backlog(rows, database.as_deref()),
+            Some(BenchCommand::Latency { database, writes }) => bench::latency(writes, database.as_deref()),
             None => {
                 bench::capture(rows, 3)?;
                 println!();
-                bench::sync_backlog(rows, None)
+                bench::sync_backlog(rows, None)?;
+                println!();
+                bench::latency(200, None)
             }
         },
     }
@@ -299,7 +323,10 @@ fn sync_command(local: &Path, options: SyncOptions) -> anyhow::Result<()> {
     let mut replica = Replica::open(local)?;
     let transport = HttpTransport::new(&replica.server_url()?, replica.token()?);
     let started = Instant::now();
-    match sync(&mut replica, &transport, options) {
+    let (progress, mut show) = watch::sync_progress();
+    let result = sync_showing(&mut replica, &transport, options, &mut show);
+    progress.finish_and_clear();
+    match result {
         Ok(report) => {
             let open = replica.status()?.open_conflicts;
             let conflicts = if open > 0 {

@@ -41,7 +41,7 @@ fn serve(dir: &Path, port: u16) -> Server {
 
 #[test]
 fn every_command_answers_help() {
-    for command in ["serve", "init", "sync", "status", "conflicts", "resolve", "demo"] {
+    for command in ["serve", "init", "sync", "watch", "status", "conflicts", "resolve", "demo"] {
         let output = rowsync(&[command, "--help"]);
         assert!(output.status.success(), "{command} --help failed");
         assert!(stdout(&output).contains("Usage: rowsync"), "{command}");
@@ -198,4 +198,59 @@ fn sync_says_what_it_mended_and_waits_for_another_sync_of_the_file() {
     let output = rowsync(&["sync", local]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("note: 1 row(s) of table contacts were deleted"), "{}", stdout(&output));
+}
+
+#[test]
+fn watch_syncs_by_itself_prints_json_lines_and_stops_on_sigterm_with_exit_0() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = serve(dir.path(), port);
+    let url = format!("http://127.0.0.1:{port}");
+    let (laptop, phone) = (dir.path().join("laptop.db"), dir.path().join("phone.db"));
+    let (laptop, phone) = (laptop.to_str().unwrap(), phone.to_str().unwrap());
+    for local in [laptop, phone] {
+        assert!(rowsync(&["init", local, "--server", &url]).status.success());
+    }
+    let mut watch = Command::new(ROWSYNC)
+        .args(["watch", laptop, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut next_state = || -> serde_json::Value {
+        let line = lines.next().expect("a status line").unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+    };
+    while next_state()["state"] != "idle" {}
+
+    // Written by another process, pushed with no command.
+    let conn = rusqlite::Connection::open(phone).unwrap();
+    conn.execute("INSERT INTO contacts VALUES ('k1', 'Kim', '123')", []).unwrap();
+    assert!(rowsync(&["sync", phone]).status.success());
+    let written = rusqlite::Connection::open(laptop).unwrap();
+    written.execute("INSERT INTO contacts VALUES ('k2', 'Lee', NULL)", []).unwrap();
+    let started = std::time::Instant::now();
+    let count = |sql: &str| written.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    while count("SELECT count(*) FROM contacts") < 2 || count("SELECT count(*) FROM _rowsync_outbox WHERE op != 0") > 0
+    {
+        assert!(started.elapsed().as_secs() < 10, "watch did not sync both ways");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(rowsync(&["sync", phone]).status.success());
+    let phone_rows: i64 = conn.query_row("SELECT count(*) FROM contacts", [], |r| r.get(0)).unwrap();
+    assert_eq!(phone_rows, 2);
+
+    let pid = watch.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut last = next_state();
+    while last["state"] != "stopped" {
+        last = next_state();
+    }
+    let status = watch.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+    assert_eq!(last["pending_changes"], 0);
 }

@@ -14,16 +14,20 @@ use std::collections::HashSet;
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::change::decode_change;
+use rowsync_core::clocks::{Clocks, LiveRows};
 use rowsync_core::ddl::{update_columns, Dialect};
 use rowsync_core::RowState;
 use rowsync_proto::{ConflictStrategy, PullResponse, Value};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Transaction, TransactionBehavior};
 
-use crate::conflicts;
+use crate::bookkeeping::{
+    key, load_clock, load_clocks, load_conflicts, meta_get, meta_set, save_clock, save_clocks, save_conflicts,
+    save_live_rows,
+};
 use crate::error::ClientError;
-use crate::replica::{key, meta_get, meta_set, Replica};
-use crate::stamp::{load_clock, load_clocks, save_clock, save_clocks, stamp_rest, Clocks, LiveRows};
+use crate::replica::Replica;
+use crate::stamp::stamp_rest;
 use crate::values::{key_token, stored_key, to_sql};
 
 /// Applies one page and stores its cursor. Returns how many rows changed locally.
@@ -59,7 +63,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         }
         let manual = table.conflict == ConflictStrategy::Manual;
         if manual {
-            state.conflicts = conflicts::load(&tx, table_id, &local_key, table)?;
+            state.conflicts = load_conflicts(&tx, table_id, &local_key, table)?;
         }
         let was_visible = state.is_visible();
         let outcome = state.merge_from(&decoded.state);
@@ -117,11 +121,11 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         save_clocks(&tx, table_id, &local_key, &new_clocks)?;
         if manual {
             let open = if state.is_visible() { state.conflicts.as_slice() } else { &[] };
-            conflicts::save(&tx, table_id, &local_key, table, open)?;
+            save_conflicts(&tx, table_id, &local_key, table, open)?;
         }
         changed_rows += 1;
     }
-    live.save(&tx)?;
+    save_live_rows(&tx, &live)?;
     save_clock(&tx, &clock)?;
     meta_set(&tx, key::OBSERVED, observed)?;
     meta_set(&tx, key::CURSOR, page.cursor as i64)?;
@@ -165,7 +169,7 @@ fn unpushed_rows(conn: &rusqlite::Connection, newest: i64) -> Result<HashSet<(i6
 /// Manual tables: a local write not yet pushed must reach the server even
 /// when a newer pulled value takes its place in the row, or the server could
 /// not record the conflict. Such writes are held in the row's clocks and
-/// pushed in place of the row's value (see `stamp::Clocks::held`).
+/// pushed in place of the row's value (see `rowsync_core::clocks::Clocks::held`).
 fn hold_displaced(
     replica: &Replica,
     conn: &rusqlite::Connection,

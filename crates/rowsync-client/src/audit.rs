@@ -35,13 +35,15 @@ use rowsync_core::capture::{
     OP_UPDATE, OVERFLOW_BIT,
 };
 use rowsync_core::change::decode_change;
+use rowsync_core::clocks::Clocks;
 use rowsync_proto::{PullRequest, SiteId, Table};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use crate::bookkeeping::load_clocks;
 use crate::error::ClientError;
 use crate::replica::{table_problems, trigger_form, Replica};
-use crate::stamp::{load_clocks, stamp_rest, Clocks};
+use crate::stamp::stamp_rest;
 use crate::transport::Transport;
 use crate::values::{key_token, stored_key};
 

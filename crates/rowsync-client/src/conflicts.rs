@@ -12,9 +12,8 @@
 //! Any other local write to that column settles it the same way.
 
 use rowsync_core::capture::{OP_UPDATE, OVERFLOW_BIT};
-use rowsync_core::change::{check_value, decode_conflict, encode_conflict};
+use rowsync_core::change::check_value;
 use rowsync_core::ddl::{update_columns, Dialect};
-use rowsync_core::CellConflict;
 use rowsync_proto::{Conflict, ConflictStrategy, Table, Value, Version, Written};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
@@ -22,7 +21,7 @@ use serde::Serialize;
 
 use crate::error::ClientError;
 use crate::replica::Replica;
-use crate::stamp::stamp_rest;
+use crate::stamp::{stamp_all, stamp_rest};
 use crate::values::{key_values, to_sql};
 
 /// An open conflict as this replica sees it.
@@ -66,65 +65,12 @@ pub enum Resolution {
     Set(Vec<(String, Value)>),
 }
 
-pub(crate) fn load(
-    conn: &Connection,
-    table_id: i64,
-    key: &SqlValue,
-    table: &Table,
-) -> Result<Vec<CellConflict>, ClientError> {
-    let mut statement = conn.prepare_cached("SELECT body FROM _rowsync_conflicts WHERE tbl = ? AND pk = ?")?;
-    let bodies: Vec<String> =
-        statement.query_map(params![table_id, key], |row| row.get(0))?.collect::<Result<_, _>>()?;
-    bodies
-        .iter()
-        .map(|body| {
-            let conflict: Conflict =
-                serde_json::from_str(body).map_err(|e| ClientError::Corrupt(format!("stored conflict: {e}")))?;
-            decode_conflict(table, &conflict).map_err(|e| ClientError::Corrupt(format!("stored conflict: {e}")))
-        })
-        .collect()
-}
-
-/// Replaces the stored conflicts of one row.
-pub(crate) fn save(
-    conn: &Connection,
-    table_id: i64,
-    key: &SqlValue,
-    table: &Table,
-    conflicts: &[CellConflict],
-) -> Result<(), ClientError> {
-    conn.prepare_cached("DELETE FROM _rowsync_conflicts WHERE tbl = ? AND pk = ?")?.execute(params![table_id, key])?;
-    let mut insert =
-        conn.prepare_cached("INSERT INTO _rowsync_conflicts (id, tbl, pk, col, body) VALUES (?, ?, ?, ?, ?)")?;
-    for conflict in conflicts {
-        let wire = encode_conflict(table, conflict);
-        let body = serde_json::to_string(&wire).map_err(|e| ClientError::Corrupt(e.to_string()))?;
-        insert.execute(params![wire.id, table_id, key, wire.column, body])?;
-    }
-    Ok(())
-}
-
-/// Drops the conflicts on `columns` of one row (a local write settled them).
-pub(crate) fn close(
-    conn: &Connection,
-    table_id: i64,
-    key: &SqlValue,
-    table: &Table,
-    columns: &[usize],
-) -> Result<(), ClientError> {
-    let mut delete = conn.prepare_cached("DELETE FROM _rowsync_conflicts WHERE tbl = ? AND pk = ? AND col = ?")?;
-    for &index in columns {
-        delete.execute(params![table_id, key, table.columns[index].name])?;
-    }
-    Ok(())
-}
-
 impl Replica {
     /// The open conflicts of this replica, by table, row and column. Local
     /// writes are stamped first, so a conflict the app has settled by
     /// writing the column is no longer listed.
     pub fn conflicts(&self) -> Result<Vec<OpenConflict>, ClientError> {
-        crate::outbox::stamp_all(self)?;
+        stamp_all(self)?;
         let mut statement =
             self.conn.prepare("SELECT tbl, pk, body FROM _rowsync_conflicts ORDER BY tbl, pk, col, id")?;
         let rows: Vec<(i64, SqlValue, String)> =
@@ -162,7 +108,7 @@ impl Replica {
     /// The open conflict `id` names (an unambiguous prefix of at least 4
     /// hex digits will do), as `resolve` would find it.
     pub fn find_conflict(&self, id: &str) -> Result<OpenConflict, ClientError> {
-        crate::outbox::stamp_all(self)?;
+        stamp_all(self)?;
         Ok(self.lookup(&self.conn, id)?.2)
     }
 

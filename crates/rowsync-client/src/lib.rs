@@ -7,13 +7,17 @@
 //! pushes the local changes in batches.
 //!
 //! # Layout
-//! - [`replica`]: opening and initializing a replica file, metadata, status.
+//! - `bookkeeping`: storing the replica's metadata tables (meta values, row versions, open conflicts).
+//! - [`replica`]: opening and initializing a replica file; its schema and settings.
+//! - [`status`]: what `rowsync status` shows.
 //! - [`stamp`]: turning recorded writes into versioned changes (the hybrid clock's send rule).
 //! - [`outbox`]: building push batches and dropping what the server acknowledged.
 //! - [`apply`]: merging a pulled page into the file, cursor included, in one transaction.
 //! - [`transport`]: the [`Transport`] trait and its HTTP implementation.
 //! - [`conflicts`]: open conflicts of manual-strategy tables, and resolving them.
-//! - [`sync`]: one full sync round (pull, push, pull) over a transport.
+//! - `driver`: runs the steps the sync engine ([`rowsync_core::engine`]) decides on, on the file and a transport.
+//! - [`sync`]: one full sync round (pull, push, pull) over a transport: the engine driven until caught up.
+//! - [`agent`]: the background agent: syncs by itself on its own threads, noticing local commits and remote news.
 //! - [`lock`]: one sync at a time per replica file.
 //! - [`audit`]: checking before each sync that capture saw every write (table rebuilds, REPLACE).
 //! - [`recover`]: new versions for pending writes after a reused identity or a clock that ran ahead.
@@ -22,23 +26,30 @@
 //! Every write transaction rowsync opens is bounded (a page, a batch, a
 //! chunk of stamping), so the application never waits long for the lock.
 
+pub mod agent;
 pub mod apply;
 pub mod audit;
+mod bookkeeping;
 pub mod conflicts;
+mod driver;
 pub mod error;
 pub mod lock;
 pub mod outbox;
 pub mod recover;
 pub mod replica;
 pub mod stamp;
+pub mod status;
 pub mod sync;
 pub mod transport;
 mod values;
 
+pub use agent::{Agent, AgentOptions, AgentStatus};
 pub use conflicts::{OpenConflict, Resolution, Side};
 pub use error::ClientError;
-pub use replica::{Replica, Status};
-pub use sync::{sync, SyncOptions, SyncReport};
+pub use replica::Replica;
+pub use rowsync_core::engine::{Backoff, State};
+pub use status::Status;
+pub use sync::{sync, sync_showing, SyncOptions, SyncReport};
 pub use transport::{HttpTransport, Transport};
 pub use values::{from_sql, to_sql};
 

@@ -16,9 +16,10 @@ use rowsync_proto::{ConflictStrategy, PushRequest, PushedChange, RowChange};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Transaction, TransactionBehavior};
 
+use crate::bookkeeping::{key, known_batches, load_clocks, meta_get, now_text, save_clocks, set_known_batches};
 use crate::error::ClientError;
-use crate::replica::{key, known_batches, meta_get, set_known_batches, Replica};
-use crate::stamp::{load_clocks, save_clocks, stamp_pending, stamp_rest, STAMP_CHUNK};
+use crate::replica::Replica;
+use crate::stamp::stamp_rest;
 use crate::values::{key_token, key_values};
 
 /// How many ids of requests sent since the last acknowledged one a replica
@@ -36,19 +37,6 @@ pub struct Batch {
     pub last_id: i64,
     /// The stored table id and key of each change, in the same order.
     pub rows: Vec<(i64, SqlValue)>,
-}
-
-/// Stamps what is pending, in bounded transactions, so that later
-/// transactions only have a little left to do.
-pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
-    loop {
-        let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
-        let stamped = stamp_pending(replica, &tx, STAMP_CHUNK)?;
-        tx.commit()?;
-        if stamped < STAMP_CHUNK {
-            return Ok(());
-        }
-    }
 }
 
 /// The next batch of at most `max_entries` outbox entries, or `None` when the
@@ -246,7 +234,7 @@ pub fn set_aside(replica: &Replica, batch: &Batch, change: usize, reason: &str) 
         )));
     };
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
-    let now = crate::replica::now_text(&tx)?;
+    let now = now_text(&tx)?;
     let offset: i64 = meta_get(&tx, key::SEQ_OFFSET)?.unwrap_or(0);
     tx.execute(
         "INSERT INTO _rowsync_rejected (tbl, pk, op, seq, reason, at) \

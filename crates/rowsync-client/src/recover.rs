@@ -20,14 +20,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rowsync_core::clocks::{julian_to_millis, Clocks};
 use rowsync_core::Clock;
 use rowsync_proto::{Hlc, SiteId, Version};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
+use crate::bookkeeping::{key, load_clock, meta_get, meta_set, save_clock, save_clocks, set_known_batches};
 use crate::error::ClientError;
-use crate::replica::{key, meta_get, meta_set, set_known_batches, Replica};
-use crate::stamp::{julian_to_millis, load_clock, save_clock, save_clocks, stamp_rest, Clocks};
+use crate::replica::Replica;
+use crate::stamp::stamp_rest;
 
 /// Every version a row's clocks hold, for reading or rewriting.
 fn versions_mut(clocks: &mut Clocks) -> impl Iterator<Item = &mut Version> {

@@ -11,34 +11,10 @@ use std::time::Duration;
 use rowsync_core::capture::{capture_triggers, TriggerForm, METADATA_SQL, MIGRATE_TABLES};
 use rowsync_core::ddl::{create_table, delete_row, select_row, sqlite_declared_type, upsert_row, Dialect};
 use rowsync_proto::{ConflictStrategy, Schema, SiteId};
-use rusqlite::types::FromSql;
-use rusqlite::{params, Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior};
-use serde::Serialize;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use crate::bookkeeping::{key, meta_get, meta_set, now_text};
 use crate::error::ClientError;
-
-/// Keys of `_rowsync_meta`.
-pub(crate) mod key {
-    pub const SITE_ID: &str = "site_id";
-    pub const SERVER_URL: &str = "server_url";
-    pub const TOKEN: &str = "token";
-    pub const SCHEMA: &str = "schema";
-    pub const CURSOR: &str = "cursor";
-    pub const CLOCK: &str = "clock";
-    /// Site sequence number of an outbox entry = this offset + its id.
-    pub const SEQ_OFFSET: &str = "seq_offset";
-    pub const STAMPED_ID: &str = "stamped_id";
-    /// The ids of this replica's push requests the server may have applied
-    /// last (JSON array): its last acknowledged one and those sent since.
-    pub const KNOWN_BATCHES: &str = "known_batches";
-    /// The newest clock reading received from the server (never one of
-    /// this site's refused readings: the server refused those).
-    pub const OBSERVED: &str = "observed_clock";
-    pub const LAST_SYNC: &str = "last_sync";
-    pub const LAST_ERROR: &str = "last_error";
-    pub const LAST_ERROR_AT: &str = "last_error_at";
-    pub const CLOCK_OFFSET_MS: &str = "clock_offset_ms";
-}
 
 /// How long rowsync waits for the application's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,55 +38,6 @@ pub(crate) struct RowSql {
     pub select: String,
     pub upsert: String,
     pub delete: String,
-}
-
-/// What `rowsync status` shows.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Status {
-    pub path: String,
-    pub site_id: String,
-    pub server_url: String,
-    /// Local writes not yet acknowledged by the server.
-    pub pending_changes: u64,
-    /// Local changes the server refused, kept in `_rowsync_rejected`.
-    pub rejected_changes: u64,
-    /// Open conflicts of manual-strategy tables (`rowsync conflicts` lists them).
-    pub open_conflicts: u64,
-    pub cursor: u64,
-    pub last_sync: Option<String>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<String>,
-}
-
-pub(crate) fn meta_get<T: FromSql>(conn: &Connection, key: &str) -> Result<Option<T>, ClientError> {
-    Ok(conn
-        .prepare_cached("SELECT value FROM _rowsync_meta WHERE key = ?")?
-        .query_row([key], |row| row.get(0))
-        .optional()?)
-}
-
-pub(crate) fn meta_set(conn: &Connection, key: &str, value: impl ToSql) -> Result<(), ClientError> {
-    conn.prepare_cached(
-        "INSERT INTO _rowsync_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(params![key, value])?;
-    Ok(())
-}
-
-/// This replica's requests the server may have applied last (`None` in a
-/// file of an earlier version that has not pushed since).
-pub(crate) fn known_batches(conn: &Connection) -> Result<Option<Vec<u64>>, ClientError> {
-    meta_get::<String>(conn, key::KNOWN_BATCHES)?
-        .map(|json| serde_json::from_str(&json).map_err(|e| ClientError::Corrupt(format!("known batches: {e}"))))
-        .transpose()
-}
-
-pub(crate) fn set_known_batches(conn: &Connection, known: &[u64]) -> Result<(), ClientError> {
-    meta_set(conn, key::KNOWN_BATCHES, serde_json::to_string(known).map_err(|e| ClientError::Corrupt(e.to_string()))?)
-}
-
-pub(crate) fn now_text(conn: &Connection) -> Result<String, ClientError> {
-    Ok(conn.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |row| row.get(0))?)
 }
 
 fn open_connection(path: &Path) -> Result<Connection, ClientError> {
@@ -301,53 +228,6 @@ impl Replica {
     /// Writes made through it are captured like any other.
     pub fn connection(&self) -> &Connection {
         &self.conn
-    }
-
-    /// Pending changes, open conflicts, cursor, last sync and last error.
-    /// Local writes are stamped first, so that open conflicts the app has
-    /// settled by writing are not counted.
-    pub fn status(&self) -> Result<Status, ClientError> {
-        crate::outbox::stamp_all(self)?;
-        let pending: i64 = self.conn.query_row(
-            "SELECT count(*) FROM _rowsync_outbox WHERE op != ?",
-            [rowsync_core::capture::OP_SET_ASIDE],
-            |row| row.get(0),
-        )?;
-        Ok(Status {
-            path: self.path.clone(),
-            site_id: self.site.to_string(),
-            server_url: self.server_url()?,
-            pending_changes: pending as u64,
-            rejected_changes: self
-                .conn
-                .query_row("SELECT count(*) FROM _rowsync_rejected", [], |row| row.get::<_, i64>(0))?
-                as u64,
-            open_conflicts: self
-                .conn
-                .query_row("SELECT count(*) FROM _rowsync_conflicts", [], |row| row.get::<_, i64>(0))?
-                as u64,
-            cursor: meta_get::<i64>(&self.conn, key::CURSOR)?.unwrap_or(0) as u64,
-            last_sync: meta_get(&self.conn, key::LAST_SYNC)?,
-            last_error: meta_get(&self.conn, key::LAST_ERROR)?,
-            last_error_at: meta_get(&self.conn, key::LAST_ERROR_AT)?,
-        })
-    }
-
-    /// The version of the write that produced a cell's current value here,
-    /// after stamping what is pending (`None` when the row is not visible).
-    pub fn cell_version(
-        &self,
-        table: &str,
-        key: &[rowsync_proto::Value],
-        column: &str,
-    ) -> Result<Option<rowsync_proto::Version>, ClientError> {
-        let unknown = || ClientError::SchemaMismatch(format!("no column {table}.{column} in the schema"));
-        let index = self.schema.table_index(table).ok_or_else(unknown)?;
-        let column = self.schema.tables[index].column_index(column).ok_or_else(unknown)?;
-        crate::outbox::stamp_all(self)?;
-        let stored = crate::values::stored_key(&self.conn, key)?;
-        let clocks = crate::stamp::load_clocks(&self.conn, self.table_ids[index], &stored)?;
-        Ok(clocks.and_then(|c| c.cells.get(column).cloned().flatten()))
     }
 
     /// Shifts the wall clock this replica versions its writes by, in

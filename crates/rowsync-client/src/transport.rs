@@ -98,12 +98,25 @@ impl Transport for HttpTransport {
     }
 
     fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError> {
-        let PullRequest { site, cursor, limit, known } = request;
-        let mut path = format!("/v1/pull?cursor={cursor}&limit={limit}&site={site}");
-        if let Some(known) = known {
-            let ids: Vec<String> = known.iter().map(u64::to_string).collect();
-            path.push_str(&format!("&known={}", ids.join(",")));
-        }
+        self.answer(self.request("GET", &pull_path(request)).call())
+    }
+}
+
+impl HttpTransport {
+    /// A pull that waits at the server up to `wait` (whole seconds, at most
+    /// the server's bound) for a change after the cursor (long-poll).
+    pub fn pull_waiting(&self, request: &PullRequest, wait: Duration) -> Result<PullResponse, ClientError> {
+        let path = format!("{}&wait={}", pull_path(request), wait.as_secs());
         self.answer(self.request("GET", &path).call())
     }
+}
+
+fn pull_path(request: &PullRequest) -> String {
+    let PullRequest { site, cursor, limit, known } = request;
+    let mut path = format!("/v1/pull?cursor={cursor}&limit={limit}&site={site}");
+    if let Some(known) = known {
+        let ids: Vec<String> = known.iter().map(u64::to_string).collect();
+        path.push_str(&format!("&known={}", ids.join(",")));
+    }
+    path
 }

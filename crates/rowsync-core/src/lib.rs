@@ -8,13 +8,17 @@
 //! - [`ddl`]: the `CREATE TABLE` text each database gets for a synced table.
 //! - [`capture`]: the SQL text of the replica's metadata tables and capture triggers.
 //! - [`clock`]: the hybrid logical clock's send and receive rules.
+//! - [`clocks`]: a replica's versions of one row, and recording a local write in them.
 //! - [`merge`]: a row's state and the merge of two states (last writer wins per cell).
 //! - [`change`]: checking a wire change against the schema and turning it into a row state.
+//! - [`engine`]: a replica's sync decisions as a state machine (what to run next, retries, status).
 
 pub mod capture;
 pub mod change;
 pub mod clock;
+pub mod clocks;
 pub mod ddl;
+pub mod engine;
 pub mod merge;
 pub mod schema;
 

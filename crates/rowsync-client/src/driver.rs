@@ -1,0 +1,130 @@
+//! The driver: runs the steps the sync engine decides on
+//! ([`rowsync_core::engine`]) on the replica file and over a transport, and
+//! tells the engine how each went. It decides nothing itself; each step is
+//! one bounded piece of work (a page, a batch, a check) in its own
+//! transactions.
+
+use rowsync_core::engine::{Done, Event, Failure, Step};
+use rowsync_proto::PullRequest;
+
+use crate::apply::apply_page;
+use crate::audit::{audit_against_server, check_capture};
+use crate::bookkeeping::{key, known_batches, meta_get};
+use crate::error::ClientError;
+use crate::outbox::{acknowledge, next_batch, set_aside, Batch};
+use crate::replica::Replica;
+use crate::stamp::stamp_all;
+use crate::transport::Transport;
+
+pub(crate) struct Driver<'a> {
+    replica: &'a mut Replica,
+    transport: &'a dyn Transport,
+    /// The last batch pushed (refused changes are set aside from it).
+    batch: Option<Batch>,
+    /// Changes per page when comparing tables with the server.
+    pull_limit: u32,
+    /// The error behind the last failed step, for callers that return it.
+    pub last_error: Option<ClientError>,
+}
+
+impl<'a> Driver<'a> {
+    pub fn new(replica: &'a mut Replica, transport: &'a dyn Transport, pull_limit: u32) -> Driver<'a> {
+        Driver { replica, transport, batch: None, pull_limit, last_error: None }
+    }
+
+    pub fn replica(&self) -> &Replica {
+        self.replica
+    }
+
+    /// Runs `step`; the event says how it went.
+    pub fn run(&mut self, step: &Step) -> Event {
+        let mut sent = 0;
+        match self.try_run(step, &mut sent) {
+            Ok(done) => Event::Done(done),
+            Err(error) => {
+                let failure = failure(&error, sent);
+                self.last_error = Some(error);
+                Event::Failed(failure)
+            }
+        }
+    }
+
+    fn try_run(&mut self, step: &Step, sent: &mut usize) -> Result<Done, ClientError> {
+        let replica = &mut *self.replica;
+        Ok(match step {
+            Step::Prepare => {
+                let schema = self.transport.schema()?;
+                replica.adopt_schema(&schema)?;
+                stamp_all(replica)?;
+                // Capture is checked, not trusted: writes it missed are queued first.
+                let mut notes = check_capture(replica)?;
+                notes.extend(audit_against_server(replica, self.transport, self.pull_limit)?);
+                Done::Prepared { notes, pending: replica.counts()?.pending }
+            }
+            Step::Stamp => {
+                stamp_all(replica)?;
+                Done::Stamped { pending: replica.counts()?.pending }
+            }
+            Step::Pull { limit } => {
+                let cursor = meta_get::<i64>(&replica.conn, key::CURSOR)?.unwrap_or(0) as u64;
+                let known = known_batches(&replica.conn)?;
+                let request = PullRequest { site: replica.site.clone(), cursor, limit: *limit, known };
+                let page = self.transport.pull(&request)?;
+                if page.cursor < cursor {
+                    return Err(ClientError::Protocol(format!(
+                        "the server moved the cursor back from {cursor} to {}",
+                        page.cursor
+                    )));
+                }
+                let applied = apply_page(replica, &page)? as u64;
+                Done::Pulled { changes: page.changes.len() as u64, applied, cursor: page.cursor, more: page.more }
+            }
+            Step::Push { limit, bytes } => {
+                self.batch = next_batch(replica, *limit, *bytes)?;
+                let Some(batch) = &self.batch else { return Ok(Done::NothingToPush) };
+                *sent = batch.request.changes.len();
+                let response = self.transport.push(&batch.request)?;
+                let acknowledged = acknowledge(replica, batch, response.acked_seq)? as u64;
+                Done::Pushed { changes: batch.request.changes.len() as u64, acknowledged }
+            }
+            Step::SetAside { change, reason } => {
+                let batch = self.batch.as_ref().ok_or_else(|| {
+                    ClientError::Protocol("the server refused a change of a push that was not sent".into())
+                })?;
+                set_aside(replica, batch, *change, reason)?;
+                Done::SetAside
+            }
+            Step::RenewIdentity => {
+                let old = replica.site().clone();
+                let new = replica.take_new_identity()?;
+                Done::Renewed {
+                    note: format!(
+                        "this file is a copy of a replica (restored from a backup, or copied to another device): it \
+                         took the new device id {new} (was {old}), sends its pending writes again and pulls \
+                         everything again"
+                    ),
+                }
+            }
+            Step::CorrectClock { max_clock_ms } => {
+                Done::ClockCorrected { rows: replica.correct_clock(*max_clock_ms)? as u64 }
+            }
+        })
+    }
+}
+
+/// What the engine needs to know of an error. `sent` is the number of
+/// changes of the push it refused.
+pub(crate) fn failure(error: &ClientError, sent: usize) -> Failure {
+    match error {
+        ClientError::Unreachable { .. } => Failure::Unreachable { detail: error.to_string() },
+        ClientError::Refused { code, message, change, max_clock_ms, .. } => Failure::Refused {
+            code: *code,
+            message: message.clone(),
+            change: *change,
+            max_clock_ms: *max_clock_ms,
+            sent,
+        },
+        ClientError::Busy { .. } => Failure::Busy { detail: error.to_string() },
+        _ => Failure::Other { detail: error.to_string() },
+    }
+}
