@@ -1,17 +1,20 @@
 //! The contacts app of the mission, written only against rowsync's public
 //! client API. The app itself is ordinary SQLite code: it reads and writes
 //! the `contacts` table with its own connection; rowsync captures the writes
-//! and syncs them when asked.
+//! and its background agent syncs them by itself (see `tui`).
 //!
 //! ```text
 //! cargo run -p contacts -- laptop.db init http://127.0.0.1:7878
+//! cargo run -p contacts -- laptop.db          # the interactive app
 //! cargo run -p contacts -- laptop.db add "Ada Lovelace" ada@example.org "+44 20 7946 0100"
 //! cargo run -p contacts -- laptop.db set-phone <id> "+44 20 7946 0999"
 //! cargo run -p contacts -- laptop.db list
 //! cargo run -p contacts -- laptop.db sync
 //! ```
 
-use std::path::PathBuf;
+mod tui;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use rowsync_client::{new_key, sync, HttpTransport, Replica, SyncOptions, Transport};
@@ -26,9 +29,13 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [db] = args.as_slice() {
+        return tui::run(Path::new(db));
+    }
     let [db, command, rest @ ..] = args.as_slice() else {
         bail!(
-            "usage: contacts DB (init URL | add NAME [EMAIL] [PHONE] | set-phone ID PHONE | delete ID | list | sync)"
+            "usage: contacts DB [init URL | add NAME [EMAIL] [PHONE] | set-phone ID PHONE | delete ID | list | sync] \
+             (with no command: the interactive app)"
         );
     };
     let db = PathBuf::from(db);
@@ -79,7 +86,7 @@ fn run() -> anyhow::Result<()> {
 }
 
 /// The app's own connection: plain SQLite, nothing of rowsync loaded.
-fn app(db: &PathBuf) -> anyhow::Result<Connection> {
+fn app(db: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open(db).with_context(|| format!("open {}", db.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
