@@ -244,13 +244,29 @@ fn watch_syncs_by_itself_prints_json_lines_and_stops_on_sigterm_with_exit_0() {
     let phone_rows: i64 = conn.query_row("SELECT count(*) FROM contacts", [], |r| r.get(0)).unwrap();
     assert_eq!(phone_rows, 2);
 
+    // SIGTERM in the middle of a large push: exit 0, nothing lost, and the
+    // next start sends the rest.
+    written.execute_batch("BEGIN").unwrap();
+    for i in 0..20_000 {
+        written.execute("INSERT INTO contacts VALUES (?, 'bulk', NULL)", [format!("b{i:05}")]).unwrap();
+    }
+    written.execute_batch("COMMIT").unwrap();
+    while next_state()["state"] != "syncing" {}
     let pid = watch.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let mut last = next_state();
-    while last["state"] != "stopped" {
-        last = next_state();
-    }
+    while next_state()["state"] != "stopped" {}
     let status = watch.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
-    assert_eq!(last["pending_changes"], 0);
+
+    let mut again = Command::new(ROWSYNC).args(["watch", laptop, "--json"]).stdout(Stdio::null()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while count("SELECT count(*) FROM _rowsync_outbox WHERE op != 0") > 0 {
+        assert!(started.elapsed().as_secs() < 60, "the next start did not send the rest");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(Command::new("kill").args(["-INT", &again.id().to_string()]).status().unwrap().success());
+    assert_eq!(again.wait().unwrap().code(), Some(0), "SIGINT is a clean stop");
+    assert!(rowsync(&["sync", phone]).status.success());
+    let phone_rows: i64 = conn.query_row("SELECT count(*) FROM contacts", [], |r| r.get(0)).unwrap();
+    assert_eq!(phone_rows, 20_002);
 }
