@@ -119,13 +119,18 @@ async fn plain_server_insert(database: &DatabaseUrl, rows: usize) -> anyhow::Res
     Ok(secs)
 }
 
+/// The server database named by `--database`, or a new SQLite file in `dir`.
+fn bench_database(url: Option<&str>, dir: &std::path::Path) -> anyhow::Result<DatabaseUrl> {
+    match url {
+        Some(url) => DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--database: {e}")),
+        None => Ok(DatabaseUrl::Sqlite(dir.join("server.db"))),
+    }
+}
+
 pub fn sync_backlog(rows: usize, database: Option<&str>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let schema = parse_schema(SCHEMA)?;
-    let database = match database {
-        Some(url) => DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--database: {e}"))?,
-        None => DatabaseUrl::Sqlite(dir.path().join("server.db")),
-    };
+    let database = bench_database(database, dir.path())?;
 
     let plain = Connection::open(dir.path().join("plain.db"))?;
     plain.pragma_update(None, "journal_mode", "WAL")?;
@@ -181,10 +186,7 @@ pub fn sync_backlog(rows: usize, database: Option<&str>) -> anyhow::Result<()> {
 pub fn latency(writes: usize, database: Option<&str>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let schema = parse_schema(SCHEMA)?;
-    let database = match database {
-        Some(url) => DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--database: {e}"))?,
-        None => DatabaseUrl::Sqlite(dir.path().join("server.db")),
-    };
+    let database = bench_database(database, dir.path())?;
     let config = ServerConfig::new(database.clone(), Some(schema.clone()));
     let server = BackgroundServer::start(config, "127.0.0.1:0".parse()?)
         .with_context(|| format!("start a server on {} (it needs an empty database)", database.redacted()))?;

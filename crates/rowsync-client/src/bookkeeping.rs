@@ -27,8 +27,9 @@ pub(crate) mod key {
     /// The ids of this replica's push requests the server may have applied
     /// last (JSON array): its last acknowledged one and those sent since.
     pub const KNOWN_BATCHES: &str = "known_batches";
-    /// The newest clock reading received from the server (never one of
-    /// this site's refused readings: the server refused those).
+    /// The newest reading a re-stamped write must come after: received
+    /// from the server (never one of this site's refused readings: the
+    /// server refused those), or given to writes re-stamped earlier.
     pub const OBSERVED: &str = "observed_clock";
     pub const LAST_SYNC: &str = "last_sync";
     pub const LAST_ERROR: &str = "last_error";

@@ -2,7 +2,8 @@
 //! ([`rowsync_core::engine`]) on the replica file and over a transport, and
 //! tells the engine how each went. It decides nothing itself; each step is
 //! one bounded piece of work (a page, a batch, a check) in its own
-//! transactions.
+//! transactions. `sync` and the agent drive the engine with it; so can a
+//! simulation, on its own clock.
 
 use rowsync_core::engine::{Done, Event, Failure, Step};
 use rowsync_proto::PullRequest;
@@ -16,7 +17,8 @@ use crate::replica::Replica;
 use crate::stamp::stamp_all;
 use crate::transport::Transport;
 
-pub(crate) struct Driver<'a> {
+/// Runs an engine's steps on one replica over one transport.
+pub struct Driver<'a> {
     replica: &'a mut Replica,
     transport: &'a dyn Transport,
     /// The last batch pushed (refused changes are set aside from it).
@@ -28,10 +30,13 @@ pub(crate) struct Driver<'a> {
 }
 
 impl<'a> Driver<'a> {
+    /// A driver; `pull_limit` is the page size when tables are compared
+    /// with the server.
     pub fn new(replica: &'a mut Replica, transport: &'a dyn Transport, pull_limit: u32) -> Driver<'a> {
         Driver { replica, transport, batch: None, pull_limit, last_error: None }
     }
 
+    /// The replica the steps run on.
     pub fn replica(&self) -> &Replica {
         self.replica
     }
@@ -114,7 +119,7 @@ impl<'a> Driver<'a> {
 
 /// What the engine needs to know of an error. `sent` is the number of
 /// changes of the push it refused.
-pub(crate) fn failure(error: &ClientError, sent: usize) -> Failure {
+pub fn failure(error: &ClientError, sent: usize) -> Failure {
     match error {
         ClientError::Unreachable { .. } => Failure::Unreachable { detail: error.to_string() },
         ClientError::Refused { code, message, change, max_clock_ms, .. } => Failure::Refused {

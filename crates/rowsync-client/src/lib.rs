@@ -15,7 +15,7 @@
 //! - [`apply`]: merging a pulled page into the file, cursor included, in one transaction.
 //! - [`transport`]: the [`Transport`] trait and its HTTP implementation.
 //! - [`conflicts`]: open conflicts of manual-strategy tables, and resolving them.
-//! - `driver`: runs the steps the sync engine ([`rowsync_core::engine`]) decides on, on the file and a transport.
+//! - [`driver`]: runs the steps the sync engine ([`rowsync_core::engine`]) decides on, on the file and a transport.
 //! - [`sync`]: one full sync round (pull, push, pull) over a transport: the engine driven until caught up.
 //! - [`agent`]: the background agent: syncs by itself on its own threads, noticing local commits and remote news.
 //! - [`lock`]: one sync at a time per replica file.
@@ -31,7 +31,7 @@ pub mod apply;
 pub mod audit;
 mod bookkeeping;
 pub mod conflicts;
-mod driver;
+pub mod driver;
 pub mod error;
 pub mod lock;
 pub mod outbox;
@@ -45,6 +45,7 @@ mod values;
 
 pub use agent::{Agent, AgentOptions, AgentStatus};
 pub use conflicts::{OpenConflict, Resolution, Side};
+pub use driver::Driver;
 pub use error::ClientError;
 pub use replica::Replica;
 pub use rowsync_core::engine::{Backoff, State};

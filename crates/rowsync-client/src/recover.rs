@@ -142,6 +142,11 @@ impl Replica {
             Some(Version { hlc: *new, site: site.clone() })
         })?;
         save_clock(&tx, &clock)?;
+        // The server may hold these readings now: a later correction must
+        // map above them even once the rows have moved on (otherwise two
+        // writes could get one version, and the server would take the
+        // second for a repeat of the first).
+        meta_set(&tx, key::OBSERVED, clock.last().0 as i64)?;
         tx.commit()?;
         Ok(rows.max(1))
     }

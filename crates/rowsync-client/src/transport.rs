@@ -55,35 +55,42 @@ impl HttpTransport {
                     url: self.base.clone(),
                     detail: format!("the answer broke off: {e}"),
                 })?;
-                serde_json::from_slice(&body)
-                    .map_err(|e| ClientError::Protocol(format!("unreadable answer from {}: {e}", self.base)))
+                read_answer(&self.base, 200, &body)
             }
             Err(ureq::Error::Status(status, response)) => {
-                let text = response.into_string().unwrap_or_default();
-                match serde_json::from_str::<ErrorBody>(&text) {
-                    Ok(body) if status == 503 => {
-                        Err(ClientError::Unreachable { url: self.base.clone(), detail: body.message })
-                    }
-                    Ok(body) => Err(ClientError::Refused {
-                        status,
-                        code: body.code,
-                        message: body.message,
-                        change: body.change,
-                        max_clock_ms: body.max_clock_ms,
-                    }),
-                    Err(_) if status >= 500 => {
-                        Err(ClientError::Unreachable { url: self.base.clone(), detail: format!("HTTP {status}") })
-                    }
-                    Err(_) => Err(ClientError::Protocol(format!(
-                        "HTTP {status} from {} is not a rowsync answer; is this a rowsync server?",
-                        self.base
-                    ))),
-                }
+                let mut body = Vec::new();
+                let _ = response.into_reader().read_to_end(&mut body);
+                read_answer(&self.base, status, &body)
             }
             Err(ureq::Error::Transport(e)) => {
                 Err(ClientError::Unreachable { url: self.base.clone(), detail: e.to_string() })
             }
         }
+    }
+}
+
+/// What an answer of the `/v1` API with HTTP `status` and `body`, from the
+/// server at `base`, means to a client: the value asked for, or the error.
+pub fn read_answer<T: serde::de::DeserializeOwned>(base: &str, status: u16, body: &[u8]) -> Result<T, ClientError> {
+    if (200..300).contains(&status) {
+        return serde_json::from_slice(body)
+            .map_err(|e| ClientError::Protocol(format!("unreadable answer from {base}: {e}")));
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(body) if status == 503 => Err(ClientError::Unreachable { url: base.to_string(), detail: body.message }),
+        Ok(body) => Err(ClientError::Refused {
+            status,
+            code: body.code,
+            message: body.message,
+            change: body.change,
+            max_clock_ms: body.max_clock_ms,
+        }),
+        Err(_) if status >= 500 => {
+            Err(ClientError::Unreachable { url: base.to_string(), detail: format!("HTTP {status}") })
+        }
+        Err(_) => Err(ClientError::Protocol(format!(
+            "HTTP {status} from {base} is not a rowsync answer; is this a rowsync server?"
+        ))),
     }
 }
 
@@ -111,7 +118,8 @@ impl HttpTransport {
     }
 }
 
-fn pull_path(request: &PullRequest) -> String {
+/// The path and query of a pull request.
+pub fn pull_path(request: &PullRequest) -> String {
     let PullRequest { site, cursor, limit, known } = request;
     let mut path = format!("/v1/pull?cursor={cursor}&limit={limit}&site={site}");
     if let Some(known) = known {

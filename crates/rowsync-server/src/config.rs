@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::commits::Commits;
-use crate::http::{app, AppState, DEFAULT_BODY_LIMIT, DEFAULT_MAX_CLOCK_AHEAD};
+use crate::http::{app, AppState, WallClock, DEFAULT_BODY_LIMIT, DEFAULT_MAX_CLOCK_AHEAD};
 use crate::store::{MysqlStore, PoolSettings, PostgresStore, SqliteStore, Store, StoreError};
 
 /// Where the server's source of truth lives.
@@ -92,6 +92,8 @@ pub struct ServerConfig {
     /// How far ahead of the server's clock a version may be (see
     /// [`DEFAULT_MAX_CLOCK_AHEAD`]).
     pub max_clock_ahead: Duration,
+    /// The clock versions are checked against (the system's by default).
+    pub clock: WallClock,
 }
 
 impl ServerConfig {
@@ -104,6 +106,7 @@ impl ServerConfig {
             push_delay: None,
             conflicts: BTreeMap::new(),
             max_clock_ahead: DEFAULT_MAX_CLOCK_AHEAD,
+            clock: WallClock::default(),
         }
     }
 }
@@ -144,6 +147,7 @@ async fn router_for<S: Store>(store: S, config: &ServerConfig) -> Result<App, St
     }
     let mut state = AppState::new(store, schema);
     state.max_clock_ahead = config.max_clock_ahead;
+    state.clock = config.clock.clone();
     state.commits.committed(state.store.last_position().await?);
     let commits = state.commits.clone();
     tokio::spawn(state.store.clone().follow_commits(commits.clone()));

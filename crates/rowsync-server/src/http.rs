@@ -55,6 +55,31 @@ pub struct Metrics {
     refused: AtomicU64,
 }
 
+/// The server's wall clock, in milliseconds since the Unix epoch: the
+/// system's, or one a simulation sets (its time is an input there too).
+#[derive(Clone, Default)]
+pub struct WallClock(Option<Arc<dyn Fn() -> u64 + Send + Sync>>);
+
+impl WallClock {
+    /// A clock that reads `now`.
+    pub fn from_fn(now: impl Fn() -> u64 + Send + Sync + 'static) -> WallClock {
+        WallClock(Some(Arc::new(now)))
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        match &self.0 {
+            Some(now) => now(),
+            None => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+}
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "WallClock(set)" } else { "WallClock(system)" })
+    }
+}
+
 /// What every handler shares.
 pub struct AppState<S> {
     pub store: Arc<S>,
@@ -62,6 +87,8 @@ pub struct AppState<S> {
     pub metrics: Arc<Metrics>,
     /// How far ahead of this server's clock a version may be.
     pub max_clock_ahead: Duration,
+    /// This server's clock.
+    pub clock: WallClock,
     /// The largest request body, after decompression.
     pub body_limit: usize,
     /// Commits known to this process, which long-polling pulls wait on.
@@ -75,6 +102,7 @@ impl<S> Clone for AppState<S> {
             schema: self.schema.clone(),
             metrics: self.metrics.clone(),
             max_clock_ahead: self.max_clock_ahead,
+            clock: self.clock.clone(),
             body_limit: self.body_limit,
             commits: self.commits.clone(),
         }
@@ -88,6 +116,7 @@ impl<S: Store> AppState<S> {
             schema: Arc::new(schema),
             metrics: Arc::default(),
             max_clock_ahead: DEFAULT_MAX_CLOCK_AHEAD,
+            clock: WallClock::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             commits: Arc::new(Commits::new(0)),
         }
@@ -232,7 +261,7 @@ async fn push<S: Store>(State(state): State<AppState<S>>, body: Body) -> Result<
         )));
     }
     let mut checked = Vec::with_capacity(request.changes.len());
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now_ms = state.clock.now_ms();
     for (index, pushed) in request.changes.iter().enumerate() {
         if pushed.seq > request.last_seq {
             return Err(refused(ApiError::new(

@@ -21,5 +21,5 @@ pub mod store;
 pub use axum::Router;
 pub use config::{build, run, serve_router, App, BackgroundServer, DatabaseUrl, ServerConfig};
 pub use error::ApiError;
-pub use http::{app, AppState};
+pub use http::{app, AppState, WallClock};
 pub use store::{PoolSettings, Store, StoreError};

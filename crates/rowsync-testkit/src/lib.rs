@@ -4,11 +4,13 @@
 //! devices (replica files) written to through plain SQLite connections with
 //! no rowsync code loaded, the way an application would.
 
+mod in_process;
 pub mod seeded;
 mod stores;
 
+pub use in_process::InProcessServer;
 pub use seeded::{run_seeded, Regression};
-pub use stores::{server_stores, test_stores, TestStore};
+pub use stores::{query_database, server_stores, test_stores, TestStore};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
