@@ -1,7 +1,9 @@
 //! `rowsync demo`: the mission in one command. A server on the embedded
 //! store, two devices (a laptop and a phone) editing the same contacts while
-//! the server is down, then sync, and both devices side by side; last, a
-//! table under the manual strategy, where a conflict is handed to the user.
+//! the server is down, then sync, and both devices side by side; then a
+//! table under the manual strategy, where a conflict is handed to the user;
+//! last, both devices under their background agents, a write arriving by
+//! itself.
 //!
 //! The devices write through plain SQLite connections, as an app would;
 //! rowsync's capture triggers do the rest.
@@ -9,10 +11,12 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::thread::sleep;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rowsync_client::{new_key, sync, HttpTransport, Replica, Resolution, Side, SyncOptions, Transport};
+use rowsync_client::{
+    new_key, sync, Agent, AgentOptions, HttpTransport, Replica, Resolution, Side, State, SyncOptions, Transport,
+};
 use rowsync_core::parse_schema;
 use rowsync_server::{BackgroundServer, DatabaseUrl, ServerConfig};
 use rusqlite::{params, Connection};
@@ -193,7 +197,44 @@ pub fn run() -> anyhow::Result<()> {
     if !same {
         anyhow::bail!("the devices did not converge");
     }
-    ask_the_user(&mut laptop, &mut phone)
+    ask_the_user(&mut laptop, &mut phone)?;
+    by_itself(dir.path(), &laptop, &phone)
+}
+
+/// Both devices under their background agents: a write on one is on the
+/// other moments later, with no sync command.
+fn by_itself(dir: &Path, laptop: &Device, phone: &Device) -> anyhow::Result<()> {
+    println!("\n[8] both devices under their background agents (what `rowsync watch` runs):");
+    let start = |device: &Device| Agent::start(&dir.join(format!("{}.db", device.name)), AgentOptions::default());
+    let (on_laptop, on_phone) = (start(laptop)?, start(phone)?);
+    let started = Instant::now();
+    while [&on_laptop, &on_phone].iter().any(|a| a.status().state != State::Idle) {
+        if started.elapsed() > Duration::from_secs(10) {
+            anyhow::bail!("the agents did not get in sync: {:?}", on_phone.status().state);
+        }
+        sleep(Duration::from_millis(5));
+    }
+    let id = new_key();
+    let started = Instant::now();
+    laptop
+        .app
+        .execute("INSERT INTO contacts (id, name, email) VALUES (?, 'Dorothy Vaughan', 'dv@example.org')", [&id])?;
+    let arrived = |conn: &Connection| -> rusqlite::Result<bool> {
+        conn.query_row("SELECT count(*) FROM contacts WHERE id = ?", [&id], |r| r.get::<_, i64>(0)).map(|n| n == 1)
+    };
+    while !arrived(&phone.app)? {
+        if started.elapsed() > Duration::from_secs(10) {
+            anyhow::bail!("the laptop's write did not reach the phone by itself: this is a bug in rowsync");
+        }
+        sleep(Duration::from_micros(200));
+    }
+    println!(
+        "    laptop: INSERT Dorothy Vaughan; the phone could read it {:.1} ms later, with no sync command",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    on_laptop.stop()?;
+    on_phone.stop()?;
+    Ok(())
 }
 
 /// The notes table is under the manual strategy: the server kept the

@@ -163,6 +163,7 @@ fn the_demo_tells_its_story_and_checks_it() {
     let text = stdout(&output);
     assert!(text.contains("laptop, phone and server hold identical contacts: yes"), "{text}");
     assert!(text.contains("it synced everywhere and closed the conflict"), "{text}");
+    assert!(text.contains("the phone could read it") && text.contains("with no sync command"), "{text}");
 }
 
 /// What sync finds and mends on the way (here a row deleted by INSERT OR

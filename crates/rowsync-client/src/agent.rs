@@ -86,6 +86,12 @@ struct Shared {
 }
 
 impl Shared {
+    /// Changes the status without telling subscribers (the engine's next
+    /// status, which always follows, carries the change).
+    fn note(&self, update: impl FnOnce(&mut AgentStatus)) {
+        update(&mut self.status.lock().expect("status lock"));
+    }
+
     fn publish(&self, update: impl FnOnce(&mut AgentStatus)) {
         let status = {
             let mut status = self.status.lock().expect("status lock");
@@ -248,7 +254,7 @@ fn drive(
                     lock = None;
                     let notes = report.notes.clone();
                     record(driver.replica(), &Ok(report));
-                    shared.publish(|s| {
+                    shared.note(|s| {
                         s.last_sync_unix_ms = Some(unix_ms());
                         s.notes = notes;
                     });
