@@ -28,8 +28,8 @@ pub(crate) mod key {
     /// last (JSON array): its last acknowledged one and those sent since.
     pub const KNOWN_BATCHES: &str = "known_batches";
     /// The newest reading a re-stamped write must come after: received
-    /// from the server (never one of this site's refused readings: the
-    /// server refused those), or given to writes re-stamped earlier.
+    /// from the server, or held by it (this site's acknowledged writes, and
+    /// writes re-stamped earlier); never one of this site's refused readings.
     pub const OBSERVED: &str = "observed_clock";
     pub const LAST_SYNC: &str = "last_sync";
     pub const LAST_ERROR: &str = "last_error";

@@ -16,7 +16,9 @@ use rowsync_proto::{ConflictStrategy, PushRequest, PushedChange, RowChange};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Transaction, TransactionBehavior};
 
-use crate::bookkeeping::{key, known_batches, load_clocks, meta_get, now_text, save_clocks, set_known_batches};
+use crate::bookkeeping::{
+    key, known_batches, load_clocks, meta_get, meta_set, now_text, save_clocks, set_known_batches,
+};
 use crate::error::ClientError;
 use crate::replica::Replica;
 use crate::stamp::stamp_rest;
@@ -175,6 +177,14 @@ pub fn acknowledge(replica: &Replica, batch: &Batch, acked_seq: u64) -> Result<u
     }
     settle_pending(replica, &tx, batch)?;
     release_held(replica, &tx, batch)?;
+    // The server holds these readings now: should the clock run ahead and
+    // its writes be re-stamped, the new readings must come after them even
+    // once these rows have been written over here (see `correct_clock`).
+    let sent = batch.request.changes.iter().flat_map(|c| c.row.versions()).filter(|v| v.site == batch.request.site);
+    if let Some(newest) = sent.map(|v| v.hlc.0 as i64).max() {
+        let observed: i64 = meta_get(&tx, key::OBSERVED)?.unwrap_or(0);
+        meta_set(&tx, key::OBSERVED, observed.max(newest))?;
+    }
     tx.commit()?;
     Ok(deleted + marked)
 }

@@ -238,6 +238,12 @@ pub struct RowChange {
 }
 
 impl RowChange {
+    /// Every version the change carries.
+    pub fn versions(&self) -> impl Iterator<Item = &Version> {
+        let cells = self.cells.iter().filter_map(|c| c.version.as_ref());
+        cells.chain(self.alive.as_ref()).chain(self.version.as_ref()).chain(self.deleted.as_ref())
+    }
+
     /// About how many bytes the change takes in its JSON form: an estimate
     /// for bounding batches by size, not an exact count.
     pub fn wire_size(&self) -> usize {

@@ -51,3 +51,28 @@ fn a_second_clock_correction_never_reuses_a_version_of_the_first() {
         assert_eq!(server.rows("SELECT name FROM contacts"), vec![vec![text(name)]], "the server lost {name:?}");
     }
 }
+
+/// The same with a first write pushed while the clock was right: its reading
+/// is on the server, and no row here holds it any more once the row is
+/// written over whole.
+#[test]
+fn a_clock_correction_never_reuses_the_version_of_a_write_the_server_holds() {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
+    let device = Device::init(dir.path(), "laptop", &server.url());
+    let (mut replica, app) = (device.replica(), device.plain());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    freeze(replica.connection(), now);
+    freeze(&app, now);
+    let transport = HttpTransport::new(&server.url(), None);
+    let mut sync_now = || sync(&mut replica, &transport, SyncOptions::default());
+
+    app.execute("INSERT INTO contacts VALUES ('1', 'Ada', NULL, NULL)", []).unwrap();
+    sync_now().unwrap();
+    device.replica().set_clock_offset(6 * HOUR_MS).unwrap();
+    app.execute("INSERT OR REPLACE INTO contacts VALUES ('1', 'Ada L.', NULL, NULL)", []).unwrap();
+    assert!(matches!(sync_now(), Err(ClientError::Refused { code: ErrorCode::ClockSkew, .. })));
+    device.replica().set_clock_offset(0).unwrap();
+    sync_now().unwrap();
+    assert_eq!(server.rows("SELECT name FROM contacts"), vec![vec![text("Ada L.")]], "the server lost the later write");
+}
