@@ -4,7 +4,7 @@
 //! repeat of the first and keep the first (found by the simulation once its
 //! clock became virtual).
 
-use rowsync_client::{sync, ClientError, HttpTransport, SyncOptions};
+use rowsync_client::{sync, ClientError, HttpTransport, Replica, SyncOptions};
 use rowsync_proto::ErrorCode;
 use rowsync_testkit::{text, Device, TestServer, CONTACTS_SCHEMA};
 use rusqlite::functions::FunctionFlags;
@@ -22,16 +22,32 @@ fn freeze(conn: &Connection, ms: u64) {
     .unwrap();
 }
 
+/// A server and a device whose clock stands still (both its connections).
+struct Frozen {
+    server: TestServer,
+    device: Device,
+    replica: Replica,
+    app: Connection,
+    transport: HttpTransport,
+}
+
+impl Frozen {
+    fn start(dir: &std::path::Path) -> Frozen {
+        let server = TestServer::start(dir, CONTACTS_SCHEMA);
+        let device = Device::init(dir, "laptop", &server.url());
+        let (replica, app) = (device.replica(), device.plain());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        freeze(replica.connection(), now);
+        freeze(&app, now);
+        let transport = HttpTransport::new(&server.url(), None);
+        Frozen { server, device, replica, app, transport }
+    }
+}
+
 #[test]
 fn a_second_clock_correction_never_reuses_a_version_of_the_first() {
     let dir = TempDir::new().unwrap();
-    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
-    let device = Device::init(dir.path(), "laptop", &server.url());
-    let (mut replica, app) = (device.replica(), device.plain());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    freeze(replica.connection(), now);
-    freeze(&app, now);
-    let transport = HttpTransport::new(&server.url(), None);
+    let Frozen { server, device, mut replica, app, transport } = Frozen::start(dir.path());
     let mut sync_now = || sync(&mut replica, &transport, SyncOptions::default());
 
     for (sql, name) in [
@@ -58,13 +74,7 @@ fn a_second_clock_correction_never_reuses_a_version_of_the_first() {
 #[test]
 fn a_clock_correction_never_reuses_the_version_of_a_write_the_server_holds() {
     let dir = TempDir::new().unwrap();
-    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
-    let device = Device::init(dir.path(), "laptop", &server.url());
-    let (mut replica, app) = (device.replica(), device.plain());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    freeze(replica.connection(), now);
-    freeze(&app, now);
-    let transport = HttpTransport::new(&server.url(), None);
+    let Frozen { server, device, mut replica, app, transport } = Frozen::start(dir.path());
     let mut sync_now = || sync(&mut replica, &transport, SyncOptions::default());
 
     app.execute("INSERT INTO contacts VALUES ('1', 'Ada', NULL, NULL)", []).unwrap();
