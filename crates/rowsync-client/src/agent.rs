@@ -113,8 +113,9 @@ impl Agent {
     /// Starts keeping the replica at `path` in sync with its server.
     pub fn start(path: &Path, options: AgentOptions) -> Result<Agent, ClientError> {
         let replica = Replica::open(path)?;
-        let transport = HttpTransport::new(&replica.server_url()?, replica.token()?);
-        let listener = HttpTransport::new(&replica.server_url()?, replica.token()?);
+        let (url, token) = (replica.server_url()?, replica.token()?);
+        // One connection for the steps, one for the long-poll beside them.
+        let (transport, listener) = (HttpTransport::new(&url, token.clone()), HttpTransport::new(&url, token));
         let watcher = Watcher::open(path)?;
         let counts = replica.counts()?;
         let shared = Arc::new(Shared {

@@ -64,11 +64,11 @@ impl<'a> Driver<'a> {
                 // Capture is checked, not trusted: writes it missed are queued first.
                 let mut notes = check_capture(replica)?;
                 notes.extend(audit_against_server(replica, self.transport, self.pull_limit)?);
-                Done::Prepared { notes, pending: replica.counts()?.pending }
+                Done::Prepared { notes, pending: replica.pending()? }
             }
             Step::Stamp => {
                 stamp_all(replica)?;
-                Done::Stamped { pending: replica.counts()?.pending }
+                Done::Stamped { pending: replica.pending()? }
             }
             Step::Pull { limit } => {
                 let cursor = meta_get::<i64>(&replica.conn, key::CURSOR)?.unwrap_or(0) as u64;

@@ -58,16 +58,21 @@ impl Replica {
         })
     }
 
-    /// Pending changes (recorded writes not yet acknowledged, stamped or
-    /// not), refused changes and open conflicts.
+    /// Recorded writes not yet acknowledged, stamped or not.
+    pub(crate) fn pending(&self) -> Result<u64, ClientError> {
+        let sql = "SELECT count(*) FROM _rowsync_outbox WHERE op != ?";
+        Ok(self.conn.query_row(sql, [OP_SET_ASIDE], |row| row.get::<_, i64>(0))? as u64)
+    }
+
+    /// Pending changes, refused changes and open conflicts.
     pub(crate) fn counts(&self) -> Result<Counts, ClientError> {
-        let count = |sql: &str| -> Result<u64, ClientError> {
-            Ok(self.conn.query_row(sql, [OP_SET_ASIDE], |row| row.get::<_, i64>(0))? as u64)
+        let count = |table: &str| -> Result<u64, ClientError> {
+            Ok(self.conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get::<_, i64>(0))? as u64)
         };
         Ok(Counts {
-            pending: count("SELECT count(*) FROM _rowsync_outbox WHERE op != ?1")?,
-            rejected: count("SELECT count(*) FROM _rowsync_rejected WHERE ?1 IS NOT NULL")?,
-            conflicts: count("SELECT count(*) FROM _rowsync_conflicts WHERE ?1 IS NOT NULL")?,
+            pending: self.pending()?,
+            rejected: count("_rowsync_rejected")?,
+            conflicts: count("_rowsync_conflicts")?,
         })
     }
 

@@ -43,7 +43,8 @@ impl Default for SyncOptions {
 pub type SyncReport = Report;
 
 impl SyncOptions {
-    /// The engine's settings for these options (`continuous`: for the agent).
+    /// The engine's settings for these options (the rest as the engine's
+    /// defaults; the agent adjusts its own).
     pub(crate) fn engine_config(&self) -> Config {
         Config {
             pull_limit: self.pull_limit,

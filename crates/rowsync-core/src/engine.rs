@@ -399,11 +399,6 @@ impl Engine {
         }
     }
 
-    /// Whether a step is in flight.
-    pub fn is_running(&self) -> bool {
-        self.running.is_some()
-    }
-
     pub fn handle(&mut self, now: u64, event: Event) -> Vec<Action> {
         let mut actions = VecDeque::new();
         if self.stopped {

@@ -68,11 +68,6 @@ impl Commits {
         });
     }
 
-    /// The newest committed position known here.
-    pub fn newest(&self) -> u64 {
-        *self.newest.borrow()
-    }
-
     /// How many pulls wait now.
     pub fn waiting(&self) -> usize {
         self.waiters.load(Ordering::Relaxed)

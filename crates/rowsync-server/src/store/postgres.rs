@@ -53,7 +53,7 @@ const CURRENT_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1"
 /// The channel on which every push announces the position it commits (see
 /// [`PostgresStore::follow_commits`]).
 const COMMIT_CHANNEL: &str = "rowsync_commits";
-const NOTIFY_COMMIT: &str = "SELECT pg_notify('rowsync_commits', $1)";
+const NOTIFY_COMMIT: &str = "SELECT pg_notify($1, $2)";
 /// While the listening connection works, the position counter is still read
 /// this often as pulls wait, in case a notification was missed.
 const POLL_BESIDE_LISTEN: Duration = Duration::from_secs(1);
@@ -401,7 +401,7 @@ impl PushTransaction for PostgresPush {
 
     async fn announce(&mut self, position: i64) -> Result<(), StoreError> {
         // Delivered to every listener when (and only if) the push commits.
-        sqlx::query(NOTIFY_COMMIT).bind(position.to_string()).execute(&mut *self.0).await?;
+        sqlx::query(NOTIFY_COMMIT).bind(COMMIT_CHANNEL).bind(position.to_string()).execute(&mut *self.0).await?;
         Ok(())
     }
 
