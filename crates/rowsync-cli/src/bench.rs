@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use rowsync_client::{sync, Agent, AgentOptions, HttpTransport, Replica, State, SyncOptions};
 use rowsync_core::ddl::{create_table, Dialect};
 use rowsync_core::parse_schema;
+use rowsync_proto::Schema;
 use rowsync_server::{BackgroundServer, DatabaseUrl, ServerConfig};
 use rusqlite::Connection;
 
@@ -142,14 +143,12 @@ pub fn sync_backlog(rows: usize, database: Option<&str>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let plain_server_secs = runtime.block_on(plain_server_insert(&database, rows))?;
 
-    let config = ServerConfig::new(database.clone(), Some(schema.clone()));
-    let server = BackgroundServer::start(config, "127.0.0.1:0".parse()?)
-        .with_context(|| format!("start a server on {} (it needs an empty database)", database.redacted()))?;
+    let (server, token) = bench_server(&database, &schema)?;
     let url = server.url();
-    let mut sender = Replica::init(&dir.path().join("sender.db"), &url, &schema, None)?;
-    let mut receiver = Replica::init(&dir.path().join("receiver.db"), &url, &schema, None)?;
+    let mut sender = Replica::init(&dir.path().join("sender.db"), &url, &schema, Some(&token))?;
+    let mut receiver = Replica::init(&dir.path().join("receiver.db"), &url, &schema, Some(&token))?;
     insert_rows(sender.connection(), rows)?;
-    let transport = HttpTransport::new(&url, None);
+    let transport = HttpTransport::new(&url, Some(token));
     let options = SyncOptions::default();
 
     let started = Instant::now();
@@ -181,18 +180,28 @@ pub fn sync_backlog(rows: usize, database: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A server as deployed (tokens checked on every request), on a loopback
+/// port, and a token for it. Only the rate limit is off: it is a policy
+/// against abuse, and the figures are of sync itself.
+fn bench_server(database: &DatabaseUrl, schema: &Schema) -> anyhow::Result<(BackgroundServer, String)> {
+    let mut config = ServerConfig::new(database.clone(), Some(schema.clone()));
+    config.limits.requests_per_second = None;
+    let token = crate::tokens::issue(database, "bench")?;
+    let server = BackgroundServer::start(config, "127.0.0.1:0".parse()?)
+        .with_context(|| format!("start a server on {} (it needs an empty database)", database.redacted()))?;
+    Ok((server, token))
+}
+
 /// Write-to-readable latency between two devices kept in sync by their
 /// background agents, on one server; then the CPU the idle agents use.
 pub fn latency(writes: usize, database: Option<&str>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let schema = parse_schema(SCHEMA)?;
     let database = bench_database(database, dir.path())?;
-    let config = ServerConfig::new(database.clone(), Some(schema.clone()));
-    let server = BackgroundServer::start(config, "127.0.0.1:0".parse()?)
-        .with_context(|| format!("start a server on {} (it needs an empty database)", database.redacted()))?;
+    let (server, token) = bench_server(&database, &schema)?;
     let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
-    Replica::init(&a, &server.url(), &schema, None)?;
-    Replica::init(&b, &server.url(), &schema, None)?;
+    Replica::init(&a, &server.url(), &schema, Some(&token))?;
+    Replica::init(&b, &server.url(), &schema, Some(&token))?;
     let agents = [Agent::start(&a, AgentOptions::default())?, Agent::start(&b, AgentOptions::default())?];
     let idle = || agents.iter().all(|agent| agent.status().state == State::Idle);
     wait_until(Duration::from_secs(30), "both agents in sync", idle)?;

@@ -39,17 +39,17 @@ struct Device {
 }
 
 impl Device {
-    fn new(dir: &Path, name: &'static str, url: &str) -> anyhow::Result<Device> {
+    fn new(dir: &Path, name: &'static str, url: &str, token: &str) -> anyhow::Result<Device> {
         let path = dir.join(format!("{name}.db"));
-        let schema = HttpTransport::new(url, None).schema()?;
-        let replica = Replica::init(&path, url, &schema, None)?;
+        let schema = HttpTransport::new(url, Some(token.to_string())).schema()?;
+        let replica = Replica::init(&path, url, &schema, Some(token))?;
         let app = Connection::open(&path)?;
         app.busy_timeout(Duration::from_secs(10))?;
         Ok(Device { name, replica, app })
     }
 
     fn sync(&mut self) -> Result<rowsync_client::SyncReport, rowsync_client::ClientError> {
-        let transport = HttpTransport::new(&self.replica.server_url()?, None);
+        let transport = HttpTransport::new(&self.replica.server_url()?, self.replica.token()?);
         sync(&mut self.replica, &transport, SyncOptions::default())
     }
 
@@ -80,9 +80,12 @@ pub fn run() -> anyhow::Result<()> {
     let url = server.url();
     println!("rowsync demo: two devices, one server, offline edits and conflicts\n");
     println!("[1] server running at {url} (embedded SQLite store in {})", dir.path().display());
+    // Both devices are Ada's: one user, one token (`rowsync token create`).
+    let token = crate::tokens::issue(&config.database, "ada")?;
+    println!("    it asks every request for a token; Ada's devices share hers ({}…)", &token[..12]);
 
-    let mut laptop = Device::new(dir.path(), "laptop", &url)?;
-    let mut phone = Device::new(dir.path(), "phone", &url)?;
+    let mut laptop = Device::new(dir.path(), "laptop", &url, &token)?;
+    let mut phone = Device::new(dir.path(), "phone", &url, &token)?;
     let (ada, grace, linus) = (new_key(), new_key(), new_key());
     for (id, name, email, tel) in [
         (&ada, "Ada Lovelace", "ada@example.org", "+44 20 7946 0100"),

@@ -2,11 +2,13 @@
 //! libraries' configuration, and handed over; no sync logic lives here.
 //!
 //! Exit codes: 0 success, 1 error, 2 bad usage, 3 server unreachable
-//! (`sync`; local changes stay queued).
+//! (`sync`; local changes stay queued), 4 the server refused the replica's
+//! token.
 
 mod bench;
 mod conflicts;
 mod demo;
+mod tokens;
 mod watch;
 
 use std::net::SocketAddr;
@@ -16,12 +18,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
+use rowsync_client::transport::cleartext_warning;
 use rowsync_client::{sync_showing, ClientError, HttpTransport, Replica, Side, SyncOptions, Transport};
 use rowsync_core::{parse_schema, schema_warnings};
-use rowsync_server::{DatabaseUrl, PoolSettings, ServerConfig};
+use rowsync_server::{Auth, DatabaseUrl, Limits, PoolSettings, ServerConfig};
 
 /// Exit code when the server cannot be reached.
 const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code when the server refuses the replica's token.
+const EXIT_UNAUTHORIZED: u8 = 4;
 
 #[derive(Parser)]
 #[command(name = "rowsync", version, about = "Offline-first sync for SQLite files", propagate_version = true)]
@@ -53,10 +58,15 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7878")]
         listen: SocketAddr,
-        /// Largest request body accepted, in MiB after decompression. A row
-        /// larger than this can never be pushed: clients set it aside.
-        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
-        max_body_mib: u32,
+        /// Largest request body accepted, in MiB, as sent and after
+        /// decompression. A row larger than this can never be pushed:
+        /// clients set it aside. (The settings file can set the two apart.)
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        max_body_mib: Option<u32>,
+        /// Serve without tokens: anyone who reaches the server reads and
+        /// writes everything. Refused unless --listen is a loopback address.
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
     /// Make a SQLite file a replica of a server's schema.
     Init {
@@ -65,8 +75,10 @@ enum Command {
         /// The server's base URL, such as http://127.0.0.1:7878.
         #[arg(long)]
         server: String,
-        /// Access token sent with every request.
-        #[arg(long)]
+        /// The token sent with every request (make one with `rowsync token
+        /// create`); kept in the replica. Running init again with a new
+        /// token replaces it.
+        #[arg(long, env = "ROWSYNC_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
     /// Pull and push until both directions are caught up.
@@ -117,6 +129,12 @@ enum Command {
         /// be among them). VALUE is read as the column's type; NULL is SQL NULL.
         #[arg(long, value_name = "COLUMN=VALUE", num_args = 1..)]
         set: Vec<String>,
+    },
+    /// Make, list and revoke the tokens a server accepts (on its database;
+    /// the server may be running).
+    Token {
+        #[command(subcommand)]
+        what: tokens::TokenCommand,
     },
     /// Show the whole offline-first story on the embedded server.
     Demo,
@@ -173,12 +191,11 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let unreachable = error.downcast_ref::<ClientError>().is_some_and(ClientError::is_unreachable);
             eprintln!("rowsync: {}", one_line(&error));
-            if unreachable {
-                ExitCode::from(EXIT_UNREACHABLE)
-            } else {
-                ExitCode::FAILURE
+            match error.downcast_ref::<ClientError>() {
+                Some(e) if e.is_unreachable() => ExitCode::from(EXIT_UNREACHABLE),
+                Some(e) if e.is_unauthorized() => ExitCode::from(EXIT_UNAUTHORIZED),
+                _ => ExitCode::FAILURE,
             }
         }
     }
@@ -198,10 +215,12 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { database, schema, config, listen, pool_size, db_timeout, max_body_mib } => {
+        Command::Serve { database, schema, config, listen, pool_size, db_timeout, max_body_mib, insecure_no_auth } => {
             let pool =
                 PoolSettings { max_connections: pool_size.max(1), acquire_timeout: Duration::from_secs(db_timeout) };
-            serve(&database, schema.as_deref(), config, listen, pool, max_body_mib as usize * 1024 * 1024)
+            let auth = if insecure_no_auth { Auth::Off } else { Auth::Tokens };
+            let body_bytes = max_body_mib.map(|mib| mib as usize * 1024 * 1024);
+            serve(&database, schema.as_deref(), config, listen, pool, body_bytes, auth)
         }
         Command::Init { local, server, token } => init(&local, &server, token),
         Command::Sync { local, pull_limit, push_limit } => {
@@ -218,6 +237,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             conflicts::resolve(&local, &id, how)
         }
+        Command::Token { what } => tokens::run(what),
         Command::Demo => demo::run(),
         Command::Bench { what, rows } => match what {
             Some(BenchCommand::Capture { rounds }) => bench::capture(rows, rounds),
@@ -240,8 +260,12 @@ fn serve(
     config: Option<PathBuf>,
     listen: SocketAddr,
     pool: PoolSettings,
-    body_limit: usize,
+    body_bytes: Option<usize>,
+    auth: Auth,
 ) -> anyhow::Result<()> {
+    if auth == Auth::Off {
+        rowsync_server::check_insecure_listen(listen).map_err(|e| anyhow!(e))?;
+    }
     let database = DatabaseUrl::parse(database).map_err(|e| anyhow!("--database: {e}"))?;
     let settings = config.map(|path| read_settings(&path)).transpose()?;
     let schema = match schema {
@@ -260,17 +284,33 @@ fn serve(
     runtime.block_on(async move {
         let mut config = ServerConfig::new(database.clone(), schema);
         config.pool = pool;
-        config.body_limit = body_limit;
+        config.auth = auth;
         if let Some(settings) = settings {
-            config.conflicts = settings.tables.into_iter().map(|(name, t)| (name, t.conflict)).collect();
+            for (name, table) in settings.tables {
+                if let Some(conflict) = table.conflict {
+                    config.conflicts.insert(name.clone(), conflict);
+                }
+                if let Some(owner) = table.owner {
+                    config.owners.insert(name, owner);
+                }
+            }
             if let Some(secs) = settings.max_clock_ahead_secs {
                 config.max_clock_ahead = Duration::from_secs(secs);
             }
+            config.limits = settings.limits.into_limits()?;
+        }
+        if let Some(bytes) = body_bytes {
+            config.limits.body_bytes = bytes;
+            config.limits.compressed_body_bytes = bytes;
         }
         let app = rowsync_server::build(&config).await?;
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-        println!("rowsync: serving {} on http://{}", database.redacted(), listener.local_addr()?);
+        let tokens = match auth {
+            Auth::Tokens => "tokens required",
+            Auth::Off => "WITHOUT TOKENS (--insecure-no-auth): anyone who reaches it reads and writes everything",
+        };
+        println!("rowsync: serving {} on http://{} ({tokens})", database.redacted(), listener.local_addr()?);
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
@@ -286,13 +326,67 @@ struct Settings {
     /// Versions further ahead of the server's clock are refused.
     max_clock_ahead_secs: Option<u64>,
     #[serde(default)]
+    limits: LimitSettings,
+    #[serde(default)]
     tables: std::collections::BTreeMap<String, TableSettings>,
 }
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TableSettings {
-    conflict: rowsync_proto::ConflictStrategy,
+    conflict: Option<rowsync_proto::ConflictStrategy>,
+    /// Makes the table private: the column holding each row's owner.
+    owner: Option<String>,
+}
+
+/// `[limits]` of the settings file; what is left out keeps its default.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitSettings {
+    body_mib: Option<u32>,
+    compressed_body_mib: Option<u32>,
+    push_changes: Option<usize>,
+    page_changes: Option<u32>,
+    wait_secs: Option<u64>,
+    /// 0: no limit.
+    requests_per_second: Option<u32>,
+    burst: Option<u32>,
+}
+
+impl LimitSettings {
+    fn into_limits(self) -> anyhow::Result<Limits> {
+        let mut limits = Limits::default();
+        let positive = |name: &str, value: u64| {
+            if value == 0 {
+                Err(anyhow!("limits.{name} must be at least 1"))
+            } else {
+                Ok(value)
+            }
+        };
+        if let Some(mib) = self.body_mib {
+            limits.body_bytes = positive("body_mib", mib.into())? as usize * 1024 * 1024;
+        }
+        if let Some(mib) = self.compressed_body_mib {
+            limits.compressed_body_bytes = positive("compressed_body_mib", mib.into())? as usize * 1024 * 1024;
+        }
+        if let Some(n) = self.push_changes {
+            limits.push_changes = positive("push_changes", n as u64)? as usize;
+        }
+        if let Some(n) = self.page_changes {
+            limits.page_changes = positive("page_changes", n.into())? as u32;
+        }
+        if let Some(secs) = self.wait_secs {
+            limits.wait = Duration::from_secs(secs);
+        }
+        if let Some(rate) = self.requests_per_second {
+            limits.requests_per_second = std::num::NonZeroU32::new(rate);
+        }
+        if let Some(burst) = self.burst {
+            limits.burst =
+                std::num::NonZeroU32::new(burst).ok_or_else(|| anyhow!("limits.burst must be at least 1"))?;
+        }
+        Ok(limits)
+    }
 }
 
 fn read_settings(path: &Path) -> anyhow::Result<Settings> {
@@ -302,6 +396,7 @@ fn read_settings(path: &Path) -> anyhow::Result<Settings> {
 }
 
 fn init(local: &Path, server: &str, token: Option<String>) -> anyhow::Result<()> {
+    warn_cleartext(server, token.is_some());
     let transport = HttpTransport::new(server, token.clone());
     let schema = transport.schema()?;
     for warning in schema_warnings(&schema) {
@@ -319,9 +414,18 @@ fn init(local: &Path, server: &str, token: Option<String>) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Warns on stderr when a token would cross the network unencrypted.
+pub fn warn_cleartext(server: &str, has_token: bool) {
+    if let Some(warning) = cleartext_warning(server, has_token) {
+        eprintln!("rowsync: warning: {warning}");
+    }
+}
+
 fn sync_command(local: &Path, options: SyncOptions) -> anyhow::Result<()> {
     let mut replica = Replica::open(local)?;
-    let transport = HttpTransport::new(&replica.server_url()?, replica.token()?);
+    let (server, token) = (replica.server_url()?, replica.token()?);
+    warn_cleartext(&server, token.is_some());
+    let transport = HttpTransport::new(&server, token);
     let started = Instant::now();
     let (progress, mut show) = watch::sync_progress();
     let result = sync_showing(&mut replica, &transport, options, &mut show);
@@ -357,6 +461,12 @@ fn sync_command(local: &Path, options: SyncOptions) -> anyhow::Result<()> {
             let pending = replica.status().map(|s| s.pending_changes).unwrap_or(0);
             let hint = if error.is_unreachable() {
                 format!("{pending} change(s) stay queued; run sync again when the server is back")
+            } else if error.is_unauthorized() {
+                format!(
+                    "{pending} change(s) stay queued; give the replica a valid token with \
+                     `rowsync init {} --server URL --token TOKEN`",
+                    local.display()
+                )
             } else {
                 format!("{pending} change(s) stay queued")
             };

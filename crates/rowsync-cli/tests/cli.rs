@@ -32,16 +32,17 @@ fn assert_one_line_error(output: &Output, needle: &str) {
     assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err:?}");
 }
 
+/// A server without tokens (tokens are tested in `tokens_cli.rs`).
 fn serve(dir: &Path, port: u16) -> Server {
     let schema = dir.join("schema.sql");
     std::fs::write(&schema, "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, phone TEXT);").unwrap();
     let database = format!("sqlite://{}", dir.join("server.db").display());
-    common::serve(&["--database", &database, "--schema", schema.to_str().unwrap()], port)
+    common::serve(&["--database", &database, "--schema", schema.to_str().unwrap(), "--insecure-no-auth"], port)
 }
 
 #[test]
 fn every_command_answers_help() {
-    for command in ["serve", "init", "sync", "watch", "status", "conflicts", "resolve", "demo"] {
+    for command in ["serve", "init", "sync", "watch", "status", "conflicts", "resolve", "token", "demo"] {
         let output = rowsync(&[command, "--help"]);
         assert!(output.status.success(), "{command} --help failed");
         assert!(stdout(&output).contains("Usage: rowsync"), "{command}");

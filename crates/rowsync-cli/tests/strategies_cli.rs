@@ -45,7 +45,15 @@ fn serve(dir: &Path, database: &str) -> (Server, String) {
     let port = common::free_port();
     let schema = dir.join("schema.sql");
     let settings = dir.join("rowsync.toml");
-    let args = ["--database", database, "--schema", schema.to_str().unwrap(), "--config", settings.to_str().unwrap()];
+    let args = [
+        "--database",
+        database,
+        "--schema",
+        schema.to_str().unwrap(),
+        "--config",
+        settings.to_str().unwrap(),
+        "--insecure-no-auth",
+    ];
     (common::serve(&args, port), format!("http://127.0.0.1:{port}"))
 }
 

@@ -19,6 +19,11 @@ pub enum ClientError {
         /// With `clock_skew`: the latest wall time a version may carry now.
         max_clock_ms: Option<u64>,
     },
+    /// The server refused this replica's credentials (no token, or one that
+    /// is malformed, unknown, expired or revoked). Nothing was applied; give
+    /// the replica a valid token (`rowsync init … --token`).
+    #[error("the server at {url} refused this replica's token: {message}")]
+    Unauthorized { url: String, message: String },
     /// The server answered something that is not rowsync's protocol.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
@@ -51,5 +56,10 @@ impl ClientError {
     /// True when the server could not be reached: try again later.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, ClientError::Unreachable { .. })
+    }
+
+    /// True when the server refused the replica's token.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, ClientError::Unauthorized { .. })
     }
 }

@@ -5,6 +5,8 @@
 use std::io::Read;
 use std::time::Duration;
 
+use rowsync_proto::ErrorCode;
+
 use rowsync_proto::{ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, Schema};
 
 use crate::error::ClientError;
@@ -42,10 +44,32 @@ impl HttpTransport {
         }
     }
 
+    /// Sends a request (a JSON `body`, if any) and reads the answer. A 429
+    /// is waited out as its `Retry-After` says, a few times, before it
+    /// counts as a failure: a request the server turned away was not
+    /// applied, so sending it again is safe.
     fn answer<T: serde::de::DeserializeOwned>(
         &self,
-        result: Result<ureq::Response, ureq::Error>,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
     ) -> Result<T, ClientError> {
+        let mut retries = 0;
+        let result = loop {
+            let request = self.request(method, path);
+            let result = match body {
+                Some(body) => request.set("Content-Type", "application/json").send_bytes(body),
+                None => request.call(),
+            };
+            match &result {
+                Err(ureq::Error::Status(429, response)) if retries < RATE_LIMIT_RETRIES => {
+                    let seconds = response.header("Retry-After").and_then(|v| v.trim().parse::<u64>().ok());
+                    std::thread::sleep(Duration::from_secs(seconds.unwrap_or(1).clamp(1, 60)));
+                    retries += 1;
+                }
+                _ => break result,
+            }
+        };
         match result {
             Ok(response) => {
                 // Read the whole body first: parsing from the socket reader
@@ -69,6 +93,9 @@ impl HttpTransport {
     }
 }
 
+/// How many times a request turned away for its rate (429) is sent again.
+const RATE_LIMIT_RETRIES: usize = 5;
+
 /// What an answer of the `/v1` API with HTTP `status` and `body`, from the
 /// server at `base`, means to a client: the value asked for, or the error.
 pub fn read_answer<T: serde::de::DeserializeOwned>(base: &str, status: u16, body: &[u8]) -> Result<T, ClientError> {
@@ -78,6 +105,9 @@ pub fn read_answer<T: serde::de::DeserializeOwned>(base: &str, status: u16, body
     }
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(body) if status == 503 => Err(ClientError::Unreachable { url: base.to_string(), detail: body.message }),
+        Ok(body) if status == 401 || body.code == ErrorCode::Unauthorized => {
+            Err(ClientError::Unauthorized { url: base.to_string(), message: body.message })
+        }
         Ok(body) => Err(ClientError::Refused {
             status,
             code: body.code,
@@ -96,16 +126,16 @@ pub fn read_answer<T: serde::de::DeserializeOwned>(base: &str, status: u16, body
 
 impl Transport for HttpTransport {
     fn schema(&self) -> Result<Schema, ClientError> {
-        self.answer(self.request("GET", "/v1/schema").call())
+        self.answer("GET", "/v1/schema", None)
     }
 
     fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError> {
         let body = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.answer(self.request("POST", "/v1/push").set("Content-Type", "application/json").send_bytes(&body))
+        self.answer("POST", "/v1/push", Some(&body))
     }
 
     fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError> {
-        self.answer(self.request("GET", &pull_path(request)).call())
+        self.answer("GET", &pull_path(request), None)
     }
 }
 
@@ -114,7 +144,7 @@ impl HttpTransport {
     /// the server's bound) for a change after the cursor (long-poll).
     pub fn pull_waiting(&self, request: &PullRequest, wait: Duration) -> Result<PullResponse, ClientError> {
         let path = format!("{}&wait={}", pull_path(request), wait.as_secs());
-        self.answer(self.request("GET", &path).call())
+        self.answer("GET", &path, None)
     }
 }
 
@@ -127,4 +157,40 @@ pub fn pull_path(request: &PullRequest) -> String {
         path.push_str(&format!("&known={}", ids.join(",")));
     }
     path
+}
+
+/// A warning when a token would cross the network unencrypted: sent over
+/// plain `http://` to a host other than this machine.
+pub fn cleartext_warning(url: &str, has_token: bool) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (has_token && !loopback).then(|| {
+        format!(
+            "the token goes to {host} over plain http://, unencrypted: anyone on the way can read it and use it; \
+             serve with --tls-cert/--tls-key and use an https:// URL"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cleartext_warning;
+
+    #[test]
+    fn tokens_over_plain_http_to_other_hosts_are_warned_of() {
+        assert!(cleartext_warning("http://sync.example.org:7878", true).is_some());
+        assert!(cleartext_warning("http://10.0.0.5/", true).is_some());
+        for quiet in ["http://127.0.0.1:7878", "http://localhost:1", "http://[::1]:7878/x", "https://sync.example.org"]
+        {
+            assert_eq!(cleartext_warning(quiet, true), None, "{quiet}");
+        }
+        assert_eq!(cleartext_warning("http://sync.example.org", false), None, "no token, nothing to leak");
+    }
 }

@@ -169,7 +169,13 @@ pub fn parse_schema(sql: &str) -> Result<Schema, SchemaError> {
             }
             column.not_null = true;
         }
-        schema.tables.push(Table { name: table_name, columns, primary_key, conflict: ConflictStrategy::Field });
+        schema.tables.push(Table {
+            name: table_name,
+            columns,
+            primary_key,
+            conflict: ConflictStrategy::Field,
+            owner: None,
+        });
     }
     if schema.tables.is_empty() {
         return Err(SchemaError {

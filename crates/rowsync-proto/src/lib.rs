@@ -362,6 +362,15 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The body's `Content-Encoding` is not one the server reads (gzip or none).
     UnsupportedEncoding,
+    /// The request carries no valid token (missing, malformed, unknown,
+    /// expired or revoked). Nothing was applied.
+    Unauthorized,
+    /// The token is valid but its user may not do this (a row another user
+    /// owns, a device registered by another user). Nothing was applied.
+    Forbidden,
+    /// Too many requests with this token; the `Retry-After` header says when
+    /// to come back. Nothing was applied.
+    RateLimited,
     /// A bug or unexpected failure on the server.
     Internal,
     /// A code this version does not know (sent by a newer server).

@@ -64,6 +64,12 @@ pub struct Table {
     pub primary_key: Vec<usize>,
     #[serde(default)]
     pub conflict: ConflictStrategy,
+    /// A private table's owner column (an index into `columns`): each row
+    /// belongs to the user the server wrote into it, and only that user
+    /// reads or writes it. Shared tables have none. Set by the server's
+    /// settings, like `conflict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<usize>,
 }
 
 impl Table {
@@ -91,7 +97,8 @@ impl Schema {
         self.tables.iter().position(|t| t.name == name)
     }
 
-    /// The same tables, columns and keys, whatever the conflict strategies.
+    /// The same tables, columns and keys, whatever the conflict strategies
+    /// and owners.
     pub fn same_shape(&self, other: &Schema) -> bool {
         self.tables.len() == other.tables.len()
             && self

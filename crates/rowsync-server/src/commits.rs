@@ -68,6 +68,11 @@ impl Commits {
         });
     }
 
+    /// The newest committed position known.
+    pub fn newest(&self) -> u64 {
+        *self.newest.borrow()
+    }
+
     /// How many pulls wait now.
     pub fn waiting(&self) -> usize {
         self.waiters.load(Ordering::Relaxed)

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use rowsync_proto::{ConflictStrategy, Schema};
+use rowsync_proto::{ColumnType, ConflictStrategy, Schema, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::auth::check_user;
 use crate::commits::Commits;
-use crate::http::{app, AppState, WallClock, DEFAULT_BODY_LIMIT, DEFAULT_MAX_CLOCK_AHEAD};
-use crate::store::{MysqlStore, PoolSettings, PostgresStore, SqliteStore, Store, StoreError};
+use crate::http::{app, AppState, Auth, Limits, WallClock, DEFAULT_MAX_CLOCK_AHEAD};
+use crate::store::{decode_stored, MysqlStore, PoolSettings, PostgresStore, SqliteStore, Store, StoreError};
 
 /// Where the server's source of truth lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,13 +83,17 @@ pub struct ServerConfig {
     pub database: DatabaseUrl,
     /// The schema from `--schema`; `None` serves the one stored earlier.
     pub schema: Option<Schema>,
-    pub body_limit: usize,
+    /// Whether requests must show a token (they must, by default).
+    pub auth: Auth,
+    pub limits: Limits,
     pub pool: PoolSettings,
     /// Fault injection for tests: a sleep inside every push transaction.
     pub push_delay: Option<Duration>,
     /// Conflict strategy per table; tables not named use field-level
     /// last-writer-wins.
     pub conflicts: BTreeMap<String, ConflictStrategy>,
+    /// The private tables, each with its owner column.
+    pub owners: BTreeMap<String, String>,
     /// How far ahead of the server's clock a version may be (see
     /// [`DEFAULT_MAX_CLOCK_AHEAD`]).
     pub max_clock_ahead: Duration,
@@ -101,10 +106,12 @@ impl ServerConfig {
         ServerConfig {
             database,
             schema,
-            body_limit: DEFAULT_BODY_LIMIT,
+            auth: Auth::default(),
+            limits: Limits::default(),
             pool: PoolSettings::default(),
             push_delay: None,
             conflicts: BTreeMap::new(),
+            owners: BTreeMap::new(),
             max_clock_ahead: DEFAULT_MAX_CLOCK_AHEAD,
             clock: WallClock::default(),
         }
@@ -139,19 +146,98 @@ pub async fn build(config: &ServerConfig) -> Result<App, StoreError> {
 
 async fn router_for<S: Store>(store: S, config: &ServerConfig) -> Result<App, StoreError> {
     let mut schema = store.install(config.schema.as_ref()).await?;
-    for table in &mut schema.tables {
-        table.conflict = config.conflicts.get(&table.name).copied().unwrap_or_default();
-    }
-    if let Some(unknown) = config.conflicts.keys().find(|name| schema.table(name).is_none()) {
-        return Err(StoreError::Conflict(format!("the settings name table {unknown}, which the schema does not have")));
-    }
+    apply_settings(&mut schema, config).map_err(StoreError::Conflict)?;
+    claim_unowned_rows(&store, &schema).await?;
     let mut state = AppState::new(store, schema);
     state.max_clock_ahead = config.max_clock_ahead;
     state.clock = config.clock.clone();
+    state.auth = config.auth;
+    state.limits = config.limits.clone();
     state.commits.committed(state.store.last_position().await?);
     let commits = state.commits.clone();
     tokio::spawn(state.store.clone().follow_commits(commits.clone()));
-    Ok(App { router: app(state, config.body_limit), commits })
+    Ok(App { router: app(state), commits })
+}
+
+/// Gives the schema's tables their conflict strategies and owners from the
+/// settings, and checks that the settings fit the schema.
+fn apply_settings(schema: &mut Schema, config: &ServerConfig) -> Result<(), String> {
+    let named = config.conflicts.keys().chain(config.owners.keys());
+    if let Some(unknown) = named.into_iter().find(|name| schema.table(name).is_none()) {
+        return Err(format!("the settings name table {unknown}, which the schema does not have"));
+    }
+    if config.auth == Auth::Off {
+        if let Some(table) = config.owners.keys().next() {
+            return Err(format!(
+                "table {table} is private (it has an owner column), and private tables need tokens: \
+                 run the server without --insecure-no-auth"
+            ));
+        }
+    }
+    for table in &mut schema.tables {
+        table.conflict = config.conflicts.get(&table.name).copied().unwrap_or_default();
+        table.owner = match config.owners.get(&table.name) {
+            None => None,
+            Some(column) => {
+                let index = table.column_index(column).ok_or_else(|| {
+                    format!("the owner column of table {} is {column}, which the table does not have", table.name)
+                })?;
+                if table.is_key_column(index) || table.columns[index].ty != ColumnType::Text {
+                    return Err(format!(
+                        "the owner column of table {} must be a TEXT column outside the primary key; {column} is not",
+                        table.name
+                    ));
+                }
+                Some(index)
+            }
+        };
+    }
+    Ok(())
+}
+
+/// Records an owner for the rows of private tables written while they were
+/// shared: the user their owner column names, or nobody (the empty name,
+/// which no token has) when it names no valid user.
+async fn claim_unowned_rows<S: Store>(store: &S, schema: &Schema) -> Result<(), StoreError> {
+    for table in &schema.tables {
+        let Some(column) = table.owner else { continue };
+        let rows = store.unowned_rows(&table.name).await?;
+        if rows.is_empty() {
+            continue;
+        }
+        let mut owners = Vec::with_capacity(rows.len());
+        for (key, json) in rows {
+            let (_, state) = decode_stored(schema, &table.name, &json)?;
+            let owner = match &state.cells[column] {
+                Some((Value::Text(user), _)) if check_user(user).is_ok() => user.clone(),
+                _ => String::new(),
+            };
+            owners.push((key, owner));
+        }
+        let nobody = owners.iter().filter(|(_, owner)| owner.is_empty()).count();
+        tracing::warn!(
+            table = %table.name,
+            rows = owners.len(),
+            without_valid_owner = nobody,
+            "the table became private: its rows now belong to the user their owner column names \
+             (rows naming no valid user belong to nobody)"
+        );
+        store.set_owners(&table.name, &owners).await?;
+    }
+    Ok(())
+}
+
+/// Whether the server may run without tokens on `listen`: only when it
+/// listens on a loopback address, which no other machine reaches.
+pub fn check_insecure_listen(listen: SocketAddr) -> Result<(), String> {
+    if listen.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "--insecure-no-auth lets anyone read and write everything, so it is refused on {listen}, which other \
+             machines can reach; listen on 127.0.0.1 (or ::1), or make tokens with `rowsync token create`"
+        ))
+    }
 }
 
 /// Opens the store, installs the schema, and serves on `listener` until

@@ -2,7 +2,7 @@
 //! [`ErrorCode`], and never shows internals (database messages are logged,
 //! not returned).
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rowsync_core::ChangeError;
@@ -19,11 +19,13 @@ pub struct ApiError {
     pub change: Option<usize>,
     /// See [`ErrorBody::max_clock_ms`].
     pub max_clock_ms: Option<u64>,
+    /// A 401: the answer names the scheme to authenticate with.
+    pub authenticate: bool,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), change: None, max_clock_ms: None }
+        ApiError { status, code, message: message.into(), change: None, max_clock_ms: None, authenticate: false }
     }
 
     pub fn bad_parameter(message: impl Into<String>) -> ApiError {
@@ -56,6 +58,24 @@ impl From<StoreError> for ApiError {
                      it must take a new device id and send its pending writes again (nothing was applied)"
                 ),
             ),
+            StoreError::NotOwner { change } => {
+                let mut error = ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::Forbidden,
+                    format!(
+                        "change {change}: this key is taken by a row that is not yours (keys of a private table are \
+                         shared by all its users: make new keys random, such as UUIDs); nothing was applied"
+                    ),
+                );
+                error.change = Some(*change);
+                error
+            }
+            StoreError::ForeignSite => ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "this replica's device id is registered to another user: a replica file belongs to the user who \
+                 first synced it; make a new replica (rowsync init) for this user",
+            ),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::new(
@@ -72,6 +92,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body =
             ErrorBody { code: self.code, message: self.message, change: self.change, max_clock_ms: self.max_clock_ms };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.authenticate {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }

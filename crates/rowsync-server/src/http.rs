@@ -1,48 +1,98 @@
-//! The `/v1` HTTP API. Handlers check every input against the schema before
-//! the store sees it; the store then applies it in one transaction.
+//! The `/v1` HTTP API. Every request but `/health` first shows a token
+//! ([`crate::auth`]) and passes the rate limit; handlers then check every
+//! input against the schema and the [`Limits`] before the store sees it; the
+//! store applies it in one transaction.
 
+use std::io::Read;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::map_response;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{from_fn_with_state, map_response, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
 use rowsync_core::change::decode_change;
 use rowsync_core::RowState;
 use rowsync_proto::{ErrorCode, PushRequest, PushResponse, Schema, SiteId};
 use serde::Deserialize;
-use tower_http::decompression::RequestDecompressionLayer;
 
+use crate::auth::{bearer, judge, parse, Refusal};
 use crate::commits::{Commits, Waited};
 use crate::error::ApiError;
 use crate::store::{from_another_copy, CheckedBatch, CheckedChange, Pushed, Store, StoreError};
 
-/// Default largest request body, after decompression.
-pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
-/// Most changes accepted in one push.
-pub const MAX_PUSH_CHANGES: usize = 50_000;
 /// Default and largest pull page.
 pub const DEFAULT_PULL_LIMIT: u32 = 1_000;
-pub const MAX_PULL_LIMIT: u32 = 10_000;
 /// Bytes of row states in a pull page beyond its first row: one huge row
 /// comes alone, and memory stays bounded on both sides however large rows are.
 pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Versions further ahead of the server's clock than this are refused: a
 /// device whose clock runs ahead would otherwise win every later conflict.
 pub const DEFAULT_MAX_CLOCK_AHEAD: Duration = Duration::from_secs(600);
-/// Longest long-poll wait a client may ask for.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How much of a body over the limit is read and thrown away, and for how
 /// long, before the 413 goes out (see [`read_body`]).
 const DRAIN_LIMIT: usize = 256 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Whether requests must show a token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Auth {
+    /// Every request but `/health` carries a valid token (the default).
+    #[default]
+    Tokens,
+    /// Nobody is asked who they are (`--insecure-no-auth`): for a server
+    /// that only its own machine reaches. No table may be private then.
+    Off,
+}
+
+/// Bounds on what one request may ask of the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request body after decompression.
+    pub body_bytes: usize,
+    /// The largest request body as sent (gzip-compressed or not).
+    pub compressed_body_bytes: usize,
+    /// The most changes in one push.
+    pub push_changes: usize,
+    /// The largest pull page a client may ask for.
+    pub page_changes: u32,
+    /// The longest long-poll wait a client may ask for.
+    pub wait: Duration,
+    /// Requests per second per token, sustained (`None`: no limit). Each
+    /// server process counts its own.
+    pub requests_per_second: Option<NonZeroU32>,
+    /// Requests a token may make at once beyond that rate.
+    pub burst: NonZeroU32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            body_bytes: 32 * 1024 * 1024,
+            compressed_body_bytes: 32 * 1024 * 1024,
+            push_changes: 50_000,
+            page_changes: 10_000,
+            wait: Duration::from_secs(60),
+            requests_per_second: NonZeroU32::new(200),
+            burst: NonZeroU32::new(400).expect("not zero"),
+        }
+    }
+}
+
+/// Who sent a request, as its token says (`None` without tokens).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub user: Option<String>,
+}
 
 /// Counters exposed at `/metrics`.
 #[derive(Debug, Default)]
@@ -89,10 +139,12 @@ pub struct AppState<S> {
     pub max_clock_ahead: Duration,
     /// This server's clock.
     pub clock: WallClock,
-    /// The largest request body, after decompression.
-    pub body_limit: usize,
+    pub auth: Auth,
+    pub limits: Limits,
     /// Commits known to this process, which long-polling pulls wait on.
     pub commits: Arc<Commits>,
+    /// Requests per token (made by [`app`] from `limits`).
+    limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
 }
 
 impl<S> Clone for AppState<S> {
@@ -103,13 +155,16 @@ impl<S> Clone for AppState<S> {
             metrics: self.metrics.clone(),
             max_clock_ahead: self.max_clock_ahead,
             clock: self.clock.clone(),
-            body_limit: self.body_limit,
+            auth: self.auth,
+            limits: self.limits.clone(),
             commits: self.commits.clone(),
+            limiter: self.limiter.clone(),
         }
     }
 }
 
 impl<S: Store> AppState<S> {
+    /// A server state with the defaults: tokens required, default limits.
     pub fn new(store: S, schema: Schema) -> AppState<S> {
         AppState {
             store: Arc::new(store),
@@ -117,8 +172,10 @@ impl<S: Store> AppState<S> {
             metrics: Arc::default(),
             max_clock_ahead: DEFAULT_MAX_CLOCK_AHEAD,
             clock: WallClock::default(),
-            body_limit: DEFAULT_BODY_LIMIT,
+            auth: Auth::default(),
+            limits: Limits::default(),
             commits: Arc::new(Commits::new(0)),
+            limiter: None,
         }
     }
 }
@@ -144,20 +201,79 @@ fn check_clock(state: &RowState, now_ms: u64, max_ahead: Duration, index: usize)
     Ok(())
 }
 
-/// The server's router. `body_limit` bounds a request body after
-/// decompression.
-pub fn app<S: Store>(mut state: AppState<S>, body_limit: usize) -> Router {
-    state.body_limit = body_limit;
-    Router::new()
+/// The server's router.
+pub fn app<S: Store>(mut state: AppState<S>) -> Router {
+    state.limiter = state
+        .limits
+        .requests_per_second
+        .map(|rate| Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(state.limits.burst))));
+    let guarded = Router::new()
         .route("/v1/schema", get(get_schema::<S>))
         .route("/v1/push", post(push::<S>))
         .route("/v1/pull", get(pull::<S>))
-        .route("/health", get(health::<S>))
         .route("/metrics", get(metrics::<S>))
+        .route_layer(from_fn_with_state(state.clone(), authenticate::<S>));
+    Router::new()
+        .merge(guarded)
+        .route("/health", get(health::<S>))
         .fallback(not_found)
-        .layer(RequestDecompressionLayer::new())
         .layer(map_response(json_errors))
         .with_state(state)
+}
+
+/// Lets a request through only with a valid token (unless tokens are off)
+/// and within its token's rate; tells the handler who sent it.
+async fn authenticate<S: Store>(State(state): State<AppState<S>>, mut request: Request, next: Next) -> Response {
+    let caller = match state.auth {
+        Auth::Off => Caller::default(),
+        Auth::Tokens => match identify(&state, request.headers()).await {
+            Ok((caller, token_id)) => {
+                if let Some(wait) = over_rate(&state, token_id) {
+                    return too_many(wait);
+                }
+                caller
+            }
+            Err(error) => return error.into_response(),
+        },
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// The caller a request's token names, and the token's id.
+async fn identify<S: Store>(state: &AppState<S>, headers: &HeaderMap) -> Result<(Caller, String), ApiError> {
+    let refused = |refusal: Refusal| {
+        let mut error = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, refusal.to_string());
+        error.authenticate = true;
+        error
+    };
+    let token = bearer(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)).map_err(refused)?;
+    let (id, secret) = parse(token).map_err(refused)?;
+    let record = state.store.find_token(id).await?;
+    let user = judge(record.as_ref(), secret, state.clock.now_ms()).map_err(refused)?;
+    Ok((Caller { user: Some(user.to_string()) }, id.to_string()))
+}
+
+/// How long a token over its rate must wait, if it is over.
+fn over_rate<S>(state: &AppState<S>, token_id: String) -> Option<Duration> {
+    let limiter = state.limiter.as_ref()?;
+    if limiter.len() > 100_000 {
+        limiter.retain_recent();
+    }
+    let refused = limiter.check_key(&token_id).err()?;
+    Some(refused.wait_time_from(DefaultClock::default().now()))
+}
+
+fn too_many(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RateLimited,
+        format!("too many requests with this token; retry in {} ms", wait.as_millis()),
+    )
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
 }
 
 async fn not_found() -> ApiError {
@@ -199,24 +315,60 @@ async fn json_errors(response: Response) -> Response {
     answer
 }
 
-/// Reads a request body of at most `limit` bytes (after decompression).
+/// Reads a request body within the limits: as sent, at most
+/// `compressed_body_bytes`; gzip-decoded (when its `Content-Encoding` says
+/// gzip), at most `body_bytes`. Decoding stops at the limit, so a small
+/// body that would inflate to gigabytes (a gzip bomb) costs no more than
+/// one that inflates to the limit.
+async fn read_body(headers: &HeaderMap, body: Body, limits: &Limits) -> Result<Vec<u8>, ApiError> {
+    let encoding = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let gzip = match encoding.as_deref() {
+        None | Some("identity") | Some("") => false,
+        Some("gzip" | "x-gzip") => true,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedEncoding,
+                "unsupported Content-Encoding: send the body as it is, or gzip-compressed",
+            ))
+        }
+    };
+    if !gzip {
+        return read_raw(body, limits.body_bytes.min(limits.compressed_body_bytes)).await;
+    }
+    let compressed = read_raw(body, limits.compressed_body_bytes).await?;
+    let mut bytes = Vec::new();
+    let mut decoder = flate2::read::MultiGzDecoder::new(&compressed[..]).take(limits.body_bytes as u64 + 1);
+    decoder.read_to_end(&mut bytes).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedBody, format!("the body is not valid gzip: {e}"))
+    })?;
+    if bytes.len() > limits.body_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyTooLarge,
+            format!(
+                "the request body inflates to more than the {} bytes this server accepts after decompression",
+                limits.body_bytes
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Reads a request body of at most `limit` bytes as sent.
 ///
 /// A body over the limit is still read to its end and thrown away (up to
 /// [`DRAIN_LIMIT`] more bytes, for at most [`DRAIN_TIME`]) before the 413
 /// goes out: most HTTP clients send the whole body before they read the
 /// answer, and would see a broken connection instead of the 413 if the
 /// server closed it early.
-async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+async fn read_raw(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut bytes = Vec::new();
     let mut total = 0usize;
     let started = Instant::now();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::MalformedBody,
-                format!("the body could not be read (is its gzip encoding damaged?): {e}"),
-            )
+            ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedBody, format!("the body could not be read: {e}"))
         })?;
         let Ok(data) = frame.into_data() else { continue };
         total = total.saturating_add(data.len());
@@ -233,7 +385,7 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::BodyTooLarge,
-            format!("the request body is larger than the {limit} bytes this server accepts (after decompression)"),
+            format!("the request body is larger than the {limit} bytes this server accepts"),
         ));
     }
     Ok(bytes)
@@ -243,21 +395,27 @@ async fn get_schema<S: Store>(State(state): State<AppState<S>>) -> Json<Schema> 
     Json((*state.schema).clone())
 }
 
-async fn push<S: Store>(State(state): State<AppState<S>>, body: Body) -> Result<Json<PushResponse>, ApiError> {
+async fn push<S: Store>(
+    State(state): State<AppState<S>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PushResponse>, ApiError> {
     let refused = |e: ApiError| {
         state.metrics.refused.fetch_add(1, Ordering::Relaxed);
         e
     };
-    let bytes = read_body(body, state.body_limit).await.map_err(refused)?;
+    let bytes = read_body(&headers, body, &state.limits).await.map_err(refused)?;
     let request: PushRequest = serde_json::from_slice(&bytes).map_err(|e| {
         refused(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedBody, format!("not a push request: {e}")))
     })?;
     drop(bytes);
-    if request.changes.len() > MAX_PUSH_CHANGES {
+    let most = state.limits.push_changes;
+    if request.changes.len() > most {
         return Err(refused(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::BodyTooLarge,
-            format!("a push carries at most {MAX_PUSH_CHANGES} changes, this one has {}", request.changes.len()),
+            format!("a push carries at most {most} changes, this one has {}", request.changes.len()),
         )));
     }
     let mut checked = Vec::with_capacity(request.changes.len());
@@ -282,13 +440,14 @@ async fn push<S: Store>(State(state): State<AppState<S>>, body: Body) -> Result<
     let count = checked.len() as u64;
     let batch = CheckedBatch {
         site: request.site,
+        user: caller.user,
         last_seq: request.last_seq,
         batch: request.batch,
         known: request.known,
         changes: checked,
     };
     let Pushed { response, position } = state.store.push(&state.schema, &batch).await.map_err(|e| match e {
-        StoreError::SiteReused => refused(e.into()),
+        StoreError::SiteReused | StoreError::NotOwner { .. } | StoreError::ForeignSite => refused(e.into()),
         other => other.into(),
     })?;
     state.commits.committed(position);
@@ -315,6 +474,7 @@ struct PullParams {
 
 async fn pull<S: Store>(
     State(state): State<AppState<S>>,
+    Extension(caller): Extension<Caller>,
     params: Result<Query<PullParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_parameter(e.body_text()))?;
@@ -322,34 +482,50 @@ async fn pull<S: Store>(
     if params.cursor > i64::MAX as u64 {
         return Err(ApiError::bad_parameter(format!("cursor must be between 0 and {}", i64::MAX)));
     }
-    let limit = params.limit.unwrap_or(DEFAULT_PULL_LIMIT);
-    if limit == 0 || limit > MAX_PULL_LIMIT {
-        return Err(ApiError::bad_parameter(format!("limit must be between 1 and {MAX_PULL_LIMIT}")));
+    let limit = params.limit.unwrap_or(DEFAULT_PULL_LIMIT.min(state.limits.page_changes));
+    if limit == 0 || limit > state.limits.page_changes {
+        return Err(ApiError::bad_parameter(format!("limit must be between 1 and {}", state.limits.page_changes)));
     }
-    if let (Some(site), Some(known)) = (&params.site, &params.known) {
-        let known: Vec<u64> = known
-            .split(',')
-            .filter(|id| !id.is_empty())
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .map_err(|_| ApiError::bad_parameter("known must be request ids separated by commas"))?;
-        if from_another_copy(state.store.last_batch(site).await?, None, Some(&known)) {
-            return Err(StoreError::SiteReused.into());
+    let most_wait = state.limits.wait.as_secs();
+    if params.wait > most_wait {
+        return Err(ApiError::bad_parameter(format!("wait must be between 0 and {most_wait} seconds")));
+    }
+    if let Some(site) = &params.site {
+        let mark = state.store.site(site).await?.unwrap_or_default();
+        // Another user's device: what the server keeps of it is not this
+        // caller's to see (nor to probe through `known`).
+        if let (Some(owner), Some(user)) = (&mark.user, &caller.user) {
+            if owner != user {
+                return Err(StoreError::ForeignSite.into());
+            }
+        }
+        if let Some(known) = &params.known {
+            let known: Vec<u64> = known
+                .split(',')
+                .filter(|id| !id.is_empty())
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|_| ApiError::bad_parameter("known must be request ids separated by commas"))?;
+            if from_another_copy(mark.batch, None, Some(&known)) {
+                return Err(StoreError::SiteReused.into());
+            }
         }
     }
-    if params.wait > MAX_WAIT.as_secs() {
-        return Err(ApiError::bad_parameter(format!("wait must be between 0 and {} seconds", MAX_WAIT.as_secs())));
-    }
     let until = tokio::time::Instant::now() + Duration::from_secs(params.wait);
-    let site = params.site.as_ref();
-    let mut page = state.store.pull(params.cursor, limit, PAGE_BYTES, site).await?;
-    // Nothing yet: wait for a commit past the cursor (costing the database
-    // nothing meanwhile), then pull once.
-    if params.wait > 0
+    let (site, user) = (params.site.as_ref(), caller.user.as_deref());
+    // Every position up to `seen` is committed and was read by the last pull.
+    let mut seen = state.commits.newest();
+    let mut page = state.store.pull(params.cursor, limit, PAGE_BYTES, site, user).await?;
+    // Nothing for this caller yet: wait for a commit past what was read
+    // (costing the database nothing meanwhile), then pull again. A commit of
+    // rows the caller may not see leaves the page empty: wait on, so that
+    // neither the answer nor its timing tells of other users' writes.
+    while params.wait > 0
         && page.cursor == params.cursor
-        && state.commits.wait_past(params.cursor, until).await == Waited::Committed
+        && state.commits.wait_past(seen.max(params.cursor), until).await == Waited::Committed
     {
-        page = state.store.pull(params.cursor, limit, PAGE_BYTES, site).await?;
+        seen = state.commits.newest();
+        page = state.store.pull(params.cursor, limit, PAGE_BYTES, site, user).await?;
     }
     state.metrics.pulls.fetch_add(1, Ordering::Relaxed);
     state.metrics.pulled_changes.fetch_add(page.states.len() as u64, Ordering::Relaxed);

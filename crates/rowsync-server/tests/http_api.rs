@@ -10,16 +10,20 @@ use rowsync_proto::{
     Cell, Hlc, PullResponse, PushRequest, PushResponse, PushedChange, RowChange, SiteId, Value, Version,
 };
 use rowsync_server::store::{SqliteStore, Store};
-use rowsync_server::{app, AppState, Router};
+use rowsync_server::{app, AppState, Auth, Router};
 use serde_json::json;
 use tower::ServiceExt;
 
 const SCHEMA: &str = "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, age INTEGER);";
 
+/// A router without tokens (they are tested in `security.rs`).
 async fn router(dir: &tempfile::TempDir, body_limit: usize) -> Router {
     let store = SqliteStore::open(&dir.path().join("server.db")).await.unwrap();
     let schema = store.install(Some(&parse_schema(SCHEMA).unwrap())).await.unwrap();
-    app(AppState::new(store, schema), body_limit)
+    let mut state = AppState::new(store, schema);
+    state.auth = Auth::Off;
+    state.limits.body_bytes = body_limit;
+    app(state)
 }
 
 async fn call(router: &Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {

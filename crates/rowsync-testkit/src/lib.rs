@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use rowsync_client::{sync, ClientError, HttpTransport, Replica, SyncOptions, SyncReport, Transport};
 use rowsync_core::parse_schema;
 use rowsync_proto::{Schema, Value};
-use rowsync_server::{BackgroundServer, DatabaseUrl, ServerConfig};
+use rowsync_server::tokens::{manage_tokens, TokenAnswer, TokenCommand};
+use rowsync_server::{Auth, BackgroundServer, DatabaseUrl, ServerConfig};
 use rusqlite::Connection;
 
 /// The contacts table of the mission, with text keys.
@@ -75,6 +76,9 @@ impl TestServer {
         let database = store.fresh_database(dir);
         let mut config = ServerConfig::new(database.clone(), Some(schema.clone()));
         config.pool.acquire_timeout = std::time::Duration::from_secs(2);
+        // Tokens are tested where they are the subject (`configure` turns
+        // them on); elsewhere the loopback server asks for none.
+        config.auth = Auth::Off;
         configure(&mut config);
         let mut server = TestServer {
             database,
@@ -125,6 +129,22 @@ impl TestServer {
         self.running = Some(self.instance(self.addr));
     }
 
+    /// A new token for `user` (lifetime: for ever without one), made on the
+    /// server's database as `rowsync token create` makes it.
+    pub fn token(&self, user: &str, lifetime: Option<std::time::Duration>) -> String {
+        let command = TokenCommand::Create { user, lifetime };
+        match block_on(manage_tokens(&self.database, command, now_ms())) {
+            Ok(TokenAnswer::Created(new)) => new.token,
+            other => panic!("a token for {user}: {other:?}"),
+        }
+    }
+
+    /// Revokes every token of `user`.
+    pub fn revoke(&self, user: &str) {
+        let command = TokenCommand::Revoke(rowsync_server::store::Revoke::User(user));
+        block_on(manage_tokens(&self.database, command, now_ms())).expect("revoked");
+    }
+
     /// Rows of the server's database, read directly (not through rowsync).
     pub fn rows(&self, sql: &str) -> Vec<Vec<Value>> {
         stores::query_database(&self.database, sql)
@@ -140,9 +160,15 @@ pub struct Device {
 impl Device {
     /// `rowsync init` of a new file in `dir` against `server_url`.
     pub fn init(dir: &Path, name: &str, server_url: &str) -> Device {
+        Device::init_with_token(dir, name, server_url, None)
+    }
+
+    /// `rowsync init --token` of a new file in `dir` against `server_url`.
+    pub fn init_with_token(dir: &Path, name: &str, server_url: &str, token: Option<&str>) -> Device {
         let path = dir.join(format!("{name}.db"));
-        let schema = HttpTransport::new(server_url, None).schema().expect("schema from server");
-        Replica::init(&path, server_url, &schema, None).expect("init replica");
+        let transport = HttpTransport::new(server_url, token.map(str::to_string));
+        let schema = transport.schema().expect("schema from server");
+        Replica::init(&path, server_url, &schema, token).expect("init replica");
         Device { name: name.into(), path }
     }
 
@@ -169,7 +195,7 @@ impl Device {
 
     pub fn sync_with(&self, options: SyncOptions) -> Result<SyncReport, ClientError> {
         let mut replica = self.replica();
-        let transport = HttpTransport::new(&replica.server_url()?, None);
+        let transport = HttpTransport::new(&replica.server_url()?, replica.token()?);
         sync(&mut replica, &transport, options)
     }
 
@@ -202,6 +228,14 @@ pub fn query_rows(conn: &Connection, sql: &str) -> Vec<Vec<Value>> {
         .query_map([], |row| (0..width).map(|i| row.get_ref(i).map(rowsync_client::from_sql)).collect())
         .expect("query");
     rows.collect::<Result<_, _>>().expect("rows")
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(future)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Shorthand for a text value.

@@ -14,7 +14,7 @@ use tempfile::TempDir;
 fn a_body_over_the_limit_gets_a_413_even_from_a_client_that_sends_it_whole() {
     let dir = TempDir::new().unwrap();
     let server = TestServer::start_configured(&TestStore::Sqlite, dir.path(), CONTACTS_SCHEMA, |config| {
-        config.body_limit = 64 * 1024;
+        config.limits.body_bytes = 64 * 1024;
     });
     // ureq writes the whole body before reading the answer, as most clients do.
     let body = vec![b' '; 16 * 1024 * 1024];
@@ -89,7 +89,7 @@ fn a_backlog_of_large_rows_goes_out_in_batches_bounded_by_bytes() {
 fn a_row_larger_than_the_server_accepts_is_set_aside_and_the_rest_syncs() {
     let dir = TempDir::new().unwrap();
     let server = TestServer::start_configured(&TestStore::Sqlite, dir.path(), FILES, |config| {
-        config.body_limit = 1024 * 1024;
+        config.limits.body_bytes = 1024 * 1024;
     });
     let device = Device::init(dir.path(), "device", &server.url());
     let app = device.plain();

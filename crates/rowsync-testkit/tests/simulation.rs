@@ -424,6 +424,7 @@ fn run_case(seed: u64) {
     let schema = rowsync_core::parse_schema(CONTACTS_SCHEMA).unwrap();
     let database = DatabaseUrl::Sqlite(dir.path().join("server.db"));
     let mut config = ServerConfig::new(database.clone(), Some(schema.clone()));
+    config.auth = rowsync_server::Auth::Off;
     config.conflicts.insert("contacts".into(), strategy);
     config.max_clock_ahead = Duration::from_secs(4 * 3600);
     let clock = VirtualClock::new();

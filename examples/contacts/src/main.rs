@@ -4,7 +4,7 @@
 //! and its background agent syncs them by itself (see `tui`).
 //!
 //! ```text
-//! cargo run -p contacts -- laptop.db init http://127.0.0.1:7878
+//! cargo run -p contacts -- laptop.db init http://127.0.0.1:7878 [TOKEN]   # or $ROWSYNC_TOKEN
 //! cargo run -p contacts -- laptop.db          # the interactive app
 //! cargo run -p contacts -- laptop.db add "Ada Lovelace" ada@example.org "+44 20 7946 0100"
 //! cargo run -p contacts -- laptop.db set-phone <id> "+44 20 7946 0999"
@@ -34,15 +34,16 @@ fn run() -> anyhow::Result<()> {
     }
     let [db, command, rest @ ..] = args.as_slice() else {
         bail!(
-            "usage: contacts DB [init URL | add NAME [EMAIL] [PHONE] | set-phone ID PHONE | delete ID | list | sync] \
+            "usage: contacts DB [init URL [TOKEN] | add NAME [EMAIL] [PHONE] | set-phone ID PHONE | delete ID | list | sync] \
              (with no command: the interactive app)"
         );
     };
     let db = PathBuf::from(db);
     match (command.as_str(), rest) {
-        ("init", [url]) => {
-            let schema = HttpTransport::new(url, None).schema()?;
-            Replica::init(&db, url, &schema, None)?;
+        ("init", [url, token @ ..]) if token.len() <= 1 => {
+            let token = token.first().cloned().or_else(|| std::env::var("ROWSYNC_TOKEN").ok());
+            let schema = HttpTransport::new(url, token.clone()).schema()?;
+            Replica::init(&db, url, &schema, token.as_deref())?;
             println!("{} now syncs with {url}", db.display());
         }
         ("add", [name, more @ ..]) => {

@@ -31,7 +31,9 @@ use rowsync_core::change::decode_state;
 use rowsync_core::{DecodedChange, RowState};
 use rowsync_proto::{PushResponse, RowChange, Schema, SiteId};
 
+use crate::auth::TokenRecord;
 use crate::commits::{Commits, POLL_EVERY};
+pub use push::SiteMark;
 
 pub use mysql::MysqlStore;
 pub use postgres::PostgresStore;
@@ -53,6 +55,13 @@ pub enum StoreError {
     /// applied for the site is none this copy knows of. Nothing was applied.
     #[error("another copy of this replica (same device id) pushed to the server since this one last did")]
     SiteReused,
+    /// A change of a push batch (its index given) writes a private row of
+    /// another user. Nothing was applied.
+    #[error("change {change}: this row belongs to another user")]
+    NotOwner { change: usize },
+    /// The device id was first used by another user. Nothing was applied.
+    #[error("this device id is registered to another user")]
+    ForeignSite,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -218,6 +227,28 @@ pub(crate) async fn poll_commits<S: Store>(store: &S, commits: &Commits, every: 
     }
 }
 
+/// A row of `rowsync_tokens`: id, user, hash, created, expires, revoked.
+pub(crate) type TokenRow = (String, String, String, i64, Option<i64>, Option<i64>);
+
+pub(crate) fn token_from_row((id, user, hash, created, expires, revoked): TokenRow) -> TokenRecord {
+    TokenRecord {
+        id,
+        user,
+        hash,
+        created_ms: created as u64,
+        expires_ms: expires.map(|ms| ms as u64),
+        revoked_ms: revoked.map(|ms| ms as u64),
+    }
+}
+
+/// Which tokens to revoke.
+#[derive(Clone, Copy, Debug)]
+pub enum Revoke<'a> {
+    Id(&'a str),
+    /// Every token of a user.
+    User(&'a str),
+}
+
 /// A change of a push batch, already checked against the schema.
 #[derive(Debug, Clone)]
 pub struct CheckedChange {
@@ -239,6 +270,8 @@ pub(crate) fn from_another_copy(last: Option<u64>, this: Option<u64>, known: Opt
 #[derive(Debug, Clone)]
 pub struct CheckedBatch {
     pub site: SiteId,
+    /// The token's user (`None` when the server runs without tokens).
+    pub user: Option<String>,
     pub last_seq: u64,
     /// See [`rowsync_proto::PushRequest::batch`].
     pub batch: Option<u64>,
@@ -249,6 +282,10 @@ pub struct CheckedBatch {
 
 /// The operations every server database supports.
 pub trait Store: Send + Sync + 'static {
+    /// Creates the bookkeeping tables when missing, and nothing else:
+    /// enough to manage tokens before any schema is installed.
+    fn prepare(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Creates the bookkeeping and the schema's tables when missing, and
     /// returns the schema the database serves: `schema` when given (it must
     /// match one installed earlier), otherwise the one installed earlier.
@@ -264,18 +301,43 @@ pub trait Store: Send + Sync + 'static {
     /// positions and, beyond the first, `max_bytes` bytes of states (see
     /// [`page_extent`]). With `site`, states that are exactly what that site
     /// pushed are left out (it has them already); the cursor still moves
-    /// past them.
+    /// past them. Private rows are left out unless `user` owns them, and the
+    /// cursor stops at the last row the page holds: it tells nothing of
+    /// other users' rows.
     fn pull(
         &self,
         cursor: u64,
         limit: u32,
         max_bytes: usize,
         site: Option<&SiteId>,
+        user: Option<&str>,
     ) -> impl Future<Output = Result<PullPage, StoreError>> + Send;
 
-    /// The id of the site's last request applied (`None`: none, or sent by a
-    /// client that gives no ids).
-    fn last_batch(&self, site: &SiteId) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    /// What the server keeps of a site, if it has pushed.
+    fn site(&self, site: &SiteId) -> impl Future<Output = Result<Option<SiteMark>, StoreError>> + Send;
+
+    /// Stores a new token.
+    fn save_token(&self, token: &TokenRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The token with this id, revoked and expired ones included.
+    fn find_token(&self, id: &str) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// Every token, oldest first.
+    fn list_tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
+
+    /// Revokes tokens not yet revoked; returns how many.
+    fn revoke_tokens(&self, which: Revoke<'_>, now_ms: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The rows of `table` with no owner recorded, as (key, state): rows
+    /// written while the table was shared, before it became private.
+    fn unowned_rows(&self, table: &str) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
+
+    /// Records the owners of rows of `table`, given as (key, owner).
+    fn set_owners(
+        &self,
+        table: &str,
+        owners: &[(String, String)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The last position handed out (committed: it is written by the push
     /// that took it, in its transaction).

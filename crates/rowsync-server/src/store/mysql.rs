@@ -18,20 +18,25 @@
 use std::collections::HashMap;
 
 use rowsync_core::ddl::{self, Dialect};
-use rowsync_core::RowState;
 use rowsync_proto::{ColumnType, Schema, SiteId, Table, Value};
 use sqlx::mysql::{MySqlArguments, MySqlPoolOptions};
 use sqlx::query::Query;
 use sqlx::{Executor, MySql, MySqlPool};
 
-use super::plan::{row_values, IncomingRow, RowId, RowWrite};
-use super::push::{push_batch, PushTransaction, SiteMark};
-use super::{decode_stored, CheckedBatch, PoolSettings, PullPage, Pushed, Store, StoreError};
+use super::plan::{row_values, IncomingRow, RowId, RowWrite, Stored};
+use super::push::{push_batch, MarkRow, PushTransaction, SiteMark};
+use super::{
+    decode_stored, token_from_row, CheckedBatch, PoolSettings, PullPage, Pushed, Revoke, Store, StoreError, TokenRow,
+};
+use crate::auth::TokenRecord;
 
 const CHARSET: &str = "DEFAULT CHARSET=utf8mb4";
 const EXACT: &str = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
+/// Token ids, hashes and user names are ASCII (checked before they are
+/// stored); this collation compares them exactly and reads back as text.
+const ASCII: &str = "CHARACTER SET ascii COLLATE ascii_general_ci";
 
-fn bookkeeping() -> [String; 5] {
+fn bookkeeping() -> [String; 6] {
     [
         format!("CREATE TABLE IF NOT EXISTS rowsync_meta (`key` VARCHAR(64) PRIMARY KEY, value LONGTEXT NOT NULL) {CHARSET}"),
         "CREATE TABLE IF NOT EXISTS rowsync_positions (id INT PRIMARY KEY, last BIGINT NOT NULL)".to_string(),
@@ -44,6 +49,10 @@ fn bookkeeping() -> [String; 5] {
         format!(
             "CREATE TABLE IF NOT EXISTS rowsync_sites (site CHAR(32) {EXACT} PRIMARY KEY, hwm BIGINT NOT NULL, batch BIGINT) {CHARSET}"
         ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS rowsync_tokens (id CHAR(16) {ASCII} PRIMARY KEY, usr VARCHAR(64) {ASCII} NOT NULL, \
+             hash CHAR(64) {ASCII} NOT NULL, created BIGINT NOT NULL, expires BIGINT, revoked BIGINT) {CHARSET}"
+        ),
     ]
 }
 
@@ -54,32 +63,46 @@ const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (`key`, value) VALUES ('sc
 const LOCK_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1 FOR UPDATE";
 const CURRENT_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1";
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 1";
-const SELECT_MARK: &str = "SELECT hwm, batch FROM rowsync_sites WHERE site = ?";
-const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch) VALUES (?, ?, ?) \
-     ON DUPLICATE KEY UPDATE hwm = GREATEST(hwm, VALUES(hwm)), batch = VALUES(batch)";
+const SELECT_MARK: &str = "SELECT hwm, batch, usr FROM rowsync_sites WHERE site = ?";
+const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch, usr) VALUES (?, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE hwm = GREATEST(hwm, VALUES(hwm)), batch = VALUES(batch), usr = VALUES(usr)";
 /// Columns added to the bookkeeping after databases were first made:
-/// states' sizes (NULL: measured when pulled) and the id of each site's last
-/// request applied. MySQL has no `ADD COLUMN IF NOT EXISTS`.
-const ADDED_COLUMNS: [(&str, &str); 2] = [("rowsync_rows", "size"), ("rowsync_sites", "batch")];
+/// states' sizes (NULL: measured when pulled), the id of each site's last
+/// request applied, the owner of each private row and the user of each
+/// site. MySQL has no `ADD COLUMN IF NOT EXISTS`.
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+    ("rowsync_rows", "size", "BIGINT"),
+    ("rowsync_sites", "batch", "BIGINT"),
+    ("rowsync_rows", "owner", "VARCHAR(64) CHARACTER SET ascii COLLATE ascii_general_ci"),
+    ("rowsync_sites", "usr", "VARCHAR(64) CHARACTER SET ascii COLLATE ascii_general_ci"),
+];
 const HAS_COLUMN: &str = "SELECT count(*) FROM information_schema.columns \
      WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?";
 /// A pull page (see the module docs of `store`): position, size and, unless
 /// it is an echo or large, the state of at most `limit` rows.
 const PULL: &str = "SELECT pos, CASE WHEN origin = ? THEN 0 ELSE coalesce(size, length(state)) END, \
      CASE WHEN origin = ? OR coalesce(size, length(state)) > ? THEN NULL ELSE state END \
-     FROM rowsync_rows WHERE pos > ? ORDER BY pos LIMIT ?";
+     FROM rowsync_rows WHERE pos > ? AND (owner IS NULL OR owner = ?) ORDER BY pos LIMIT ?";
 const PULL_ONE: &str = "SELECT state FROM rowsync_rows WHERE pos = ?";
+const INSERT_TOKEN: &str = "INSERT INTO rowsync_tokens (id, usr, hash, created, expires) VALUES (?, ?, ?, ?, ?)";
+const SELECT_TOKEN: &str = "SELECT id, usr, hash, created, expires, revoked FROM rowsync_tokens WHERE id = ?";
+const SELECT_TOKENS: &str = "SELECT id, usr, hash, created, expires, revoked FROM rowsync_tokens ORDER BY created, id";
+const REVOKE_TOKEN: &str = "UPDATE rowsync_tokens SET revoked = ? WHERE revoked IS NULL AND id = ?";
+const REVOKE_USER: &str = "UPDATE rowsync_tokens SET revoked = ? WHERE revoked IS NULL AND usr = ?";
+const SELECT_UNOWNED: &str = "SELECT pk, state FROM rowsync_rows WHERE tbl = ? AND owner IS NULL";
+const SET_OWNER: &str = "UPDATE rowsync_rows SET owner = ? WHERE tbl = ? AND pk = ?";
 
 fn select_states(rows: usize) -> String {
     let pairs = vec!["(?, ?)"; rows].join(", ");
-    format!("SELECT tbl, pk, state FROM rowsync_rows WHERE (tbl, pk) IN ({pairs})")
+    format!("SELECT tbl, pk, state, owner FROM rowsync_rows WHERE (tbl, pk) IN ({pairs})")
 }
 
 fn upsert_states(rows: usize) -> String {
-    let tuples = vec!["(?, ?, ?, ?, ?, ?)"; rows].join(", ");
+    let tuples = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
     format!(
-        "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin, size) VALUES {tuples} \
-         ON DUPLICATE KEY UPDATE pos = VALUES(pos), state = VALUES(state), origin = VALUES(origin), size = VALUES(size)"
+        "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin, size, owner) VALUES {tuples} \
+         ON DUPLICATE KEY UPDATE pos = VALUES(pos), state = VALUES(state), origin = VALUES(origin), size = VALUES(size), \
+         owner = VALUES(owner)"
     )
 }
 
@@ -139,22 +162,35 @@ impl MysqlStore {
     }
 }
 
+async fn create_bookkeeping(conn: &mut sqlx::MySqlConnection) -> Result<(), StoreError> {
+    for statement in bookkeeping() {
+        sqlx::query(&statement).execute(&mut *conn).await?;
+    }
+    for (table, column, ty) in ADDED_COLUMNS {
+        let has: i64 = sqlx::query_scalar(HAS_COLUMN).bind(table).bind(column).fetch_one(&mut *conn).await?;
+        if has == 0 {
+            sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}")).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
 impl Store for MysqlStore {
+    async fn prepare(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query(INSTALL_LOCK).execute(&mut *conn).await?;
+        let result = create_bookkeeping(&mut conn).await;
+        sqlx::query(INSTALL_UNLOCK).execute(&mut *conn).await?;
+        result
+    }
+
     async fn install(&self, schema: Option<&Schema>) -> Result<Schema, StoreError> {
         // DDL commits implicitly in MySQL, so a named lock (not a
         // transaction) keeps servers starting together from racing.
         let mut conn = self.pool.acquire().await?;
         sqlx::query(INSTALL_LOCK).execute(&mut *conn).await?;
         let result = async {
-            for statement in bookkeeping() {
-                sqlx::query(&statement).execute(&mut *conn).await?;
-            }
-            for (table, column) in ADDED_COLUMNS {
-                let has: i64 = sqlx::query_scalar(HAS_COLUMN).bind(table).bind(column).fetch_one(&mut *conn).await?;
-                if has == 0 {
-                    sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} BIGINT")).execute(&mut *conn).await?;
-                }
-            }
+            create_bookkeeping(&mut conn).await?;
             let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *conn).await?;
             let (schema, fresh) = super::reconcile_schema(schema, stored)?;
             if fresh {
@@ -183,6 +219,7 @@ impl Store for MysqlStore {
         limit: u32,
         max_bytes: usize,
         site: Option<&SiteId>,
+        user: Option<&str>,
     ) -> Result<PullPage, StoreError> {
         let site = site.map(SiteId::as_str);
         let rows: Vec<super::PulledRow> = sqlx::query_as(PULL)
@@ -190,6 +227,7 @@ impl Store for MysqlStore {
             .bind(site)
             .bind(super::INLINE_STATE)
             .bind(cursor as i64)
+            .bind(user)
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
@@ -199,10 +237,52 @@ impl Store for MysqlStore {
         .await
     }
 
-    async fn last_batch(&self, site: &SiteId) -> Result<Option<u64>, StoreError> {
-        let row: Option<(i64, Option<i64>)> =
-            sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&self.pool).await?;
-        Ok(row.and_then(|(_, batch)| batch).map(|b| b as u64))
+    async fn site(&self, site: &SiteId) -> Result<Option<SiteMark>, StoreError> {
+        let row: Option<MarkRow> = sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&self.pool).await?;
+        Ok(row.map(SiteMark::from_row))
+    }
+
+    async fn save_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        sqlx::query(INSERT_TOKEN)
+            .bind(&token.id)
+            .bind(&token.user)
+            .bind(&token.hash)
+            .bind(token.created_ms as i64)
+            .bind(token.expires_ms.map(|ms| ms as i64))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row: Option<TokenRow> = sqlx::query_as(SELECT_TOKEN).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(token_from_row))
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows: Vec<TokenRow> = sqlx::query_as(SELECT_TOKENS).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(token_from_row).collect())
+    }
+
+    async fn revoke_tokens(&self, which: Revoke<'_>, now_ms: u64) -> Result<u64, StoreError> {
+        let (sql, value) = match which {
+            Revoke::Id(id) => (REVOKE_TOKEN, id),
+            Revoke::User(user) => (REVOKE_USER, user),
+        };
+        Ok(sqlx::query(sql).bind(now_ms as i64).bind(value).execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn unowned_rows(&self, table: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows: Vec<(Vec<u8>, String)> = sqlx::query_as(SELECT_UNOWNED).bind(table).fetch_all(&self.pool).await?;
+        rows.into_iter().map(|(key, state)| Ok((utf8(key)?, state))).collect()
+    }
+
+    async fn set_owners(&self, table: &str, owners: &[(String, String)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (key, owner) in owners {
+            sqlx::query(SET_OWNER).bind(owner).bind(table).bind(key).execute(&mut *tx).await?;
+        }
+        Ok(tx.commit().await?)
     }
 
     async fn last_position(&self) -> Result<u64, StoreError> {
@@ -226,34 +306,33 @@ impl PushTransaction for MysqlPush {
     }
 
     async fn site_mark(&mut self, site: &SiteId) -> Result<SiteMark, StoreError> {
-        let row: Option<(i64, Option<i64>)> =
-            sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
-        Ok(row.map_or(SiteMark::default(), |(hwm, batch)| SiteMark { hwm: hwm as u64, batch: batch.map(|b| b as u64) }))
+        let row: Option<MarkRow> = sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
+        Ok(row.map(SiteMark::from_row).unwrap_or_default())
     }
 
     async fn load_states(
         &mut self,
         schema: &Schema,
         rows: &[IncomingRow],
-    ) -> Result<HashMap<RowId, RowState>, StoreError> {
+    ) -> Result<HashMap<RowId, Stored>, StoreError> {
         let mut stored = HashMap::with_capacity(rows.len());
         for chunk in rows.chunks(ddl::rows_per_statement(2)) {
             let sql = select_states(chunk.len());
-            let mut query = sqlx::query_as::<_, (Vec<u8>, Vec<u8>, String)>(&sql);
+            let mut query = sqlx::query_as::<_, (Vec<u8>, Vec<u8>, String, Option<String>)>(&sql);
             for row in chunk {
                 query = query.bind(schema.tables[row.id.0].name.as_str()).bind(row.id.1.as_str());
             }
-            for (table, key, json) in query.fetch_all(&mut *self.0).await? {
+            for (table, key, json, owner) in query.fetch_all(&mut *self.0).await? {
                 let (table, key) = (utf8(table)?, utf8(key)?);
                 let (index, state) = decode_stored(schema, &table, &json)?;
-                stored.insert((index, key), state);
+                stored.insert((index, key), Stored { state, owner });
             }
         }
         Ok(stored)
     }
 
     async fn save_states(&mut self, schema: &Schema, site: &SiteId, writes: &[RowWrite]) -> Result<(), StoreError> {
-        for chunk in writes.chunks(ddl::rows_per_statement(6)) {
+        for chunk in writes.chunks(ddl::rows_per_statement(7)) {
             let sql = upsert_states(chunk.len());
             let mut query = sqlx::query(&sql);
             for write in chunk {
@@ -263,7 +342,8 @@ impl PushTransaction for MysqlPush {
                     .bind(write.position)
                     .bind(write.state_json.as_str())
                     .bind(write.echo.then_some(site.as_str()))
-                    .bind(write.state_json.len() as i64);
+                    .bind(write.state_json.len() as i64)
+                    .bind(write.owner.as_deref());
             }
             query.execute(&mut *self.0).await?;
         }
@@ -304,6 +384,7 @@ impl PushTransaction for MysqlPush {
             .bind(site.as_str())
             .bind(mark.hwm as i64)
             .bind(mark.batch.map(|b| b as i64))
+            .bind(mark.user.as_deref())
             .execute(&mut *self.0)
             .await?;
         Ok(())

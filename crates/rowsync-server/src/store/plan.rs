@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use rowsync_core::change::{conflict_id, encode_change};
 use rowsync_core::RowState;
-use rowsync_proto::{ConflictStrategy, Schema, Value};
+use rowsync_proto::{ConflictStrategy, Hlc, Schema, SiteId, Value, Version};
 
 use super::{CheckedChange, StoreError};
 
@@ -21,6 +21,16 @@ pub struct IncomingRow {
     pub id: RowId,
     pub key: Vec<Value>,
     pub state: RowState,
+    /// The index in the batch of the first change to this row.
+    pub first: usize,
+}
+
+/// What the server holds of a row: its merged state, and its owner when
+/// its table is private.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub state: RowState,
+    pub owner: Option<String>,
 }
 
 /// Folds the changes above the site's high-water mark per row, in the order
@@ -29,7 +39,7 @@ pub fn fold_batch(changes: &[CheckedChange], hwm: u64) -> (Vec<IncomingRow>, u64
     let mut rows: Vec<IncomingRow> = Vec::new();
     let mut index: HashMap<RowId, usize> = HashMap::new();
     let mut applied = 0;
-    for checked in changes.iter().filter(|c| c.seq > hwm) {
+    for (first, checked) in changes.iter().enumerate().filter(|(_, c)| c.seq > hwm) {
         applied += 1;
         let change = &checked.change;
         let id = (change.table, change.key_json.clone());
@@ -42,7 +52,7 @@ pub fn fold_batch(changes: &[CheckedChange], hwm: u64) -> (Vec<IncomingRow>, u64
             }
             None => {
                 index.insert(id.clone(), rows.len());
-                rows.push(IncomingRow { id, key: change.key.clone(), state });
+                rows.push(IncomingRow { id, key: change.key.clone(), state, first });
             }
         }
     }
@@ -60,21 +70,32 @@ pub struct RowWrite {
     /// True when the merged state is exactly what the pushing site sent, so
     /// that site need not pull it back.
     pub echo: bool,
+    /// The row's owner, in a private table.
+    pub owner: Option<String>,
 }
 
 /// Merges each incoming row into its stored state and returns the rows that
-/// changed, with positions after `last_position` in batch order.
+/// changed, with positions after `last_position` in batch order. `user` is
+/// the pushing token's: a private row held (or once held) by another user
+/// refuses the whole batch, and the owner column of every private row it
+/// writes holds `user`, whatever was sent.
 pub fn plan_writes(
     schema: &Schema,
     incoming: Vec<IncomingRow>,
-    stored: &mut HashMap<RowId, RowState>,
+    stored: &mut HashMap<RowId, Stored>,
     last_position: i64,
+    user: Option<&str>,
 ) -> Result<Vec<RowWrite>, StoreError> {
     let mut position = last_position;
     let mut writes = Vec::new();
     for row in incoming {
         let table = &schema.tables[row.id.0];
-        let mut state = stored.remove(&row.id).unwrap_or_else(|| RowState::empty(table.columns.len()));
+        let owner_column = table.owner.filter(|_| user.is_some());
+        let stored_row = stored.remove(&row.id);
+        if owner_column.is_some() && stored_row.as_ref().is_some_and(|s| s.owner.as_deref() != user) {
+            return Err(StoreError::NotOwner { change: row.first });
+        }
+        let mut state = stored_row.map_or_else(|| RowState::empty(table.columns.len()), |s| s.state);
         let outcome = match table.conflict {
             ConflictStrategy::Manual => state.merge_manual(&row.state, |column, other| {
                 conflict_id(&table.name, &row.id.1, &table.columns[column].name, other)
@@ -88,13 +109,30 @@ pub fn plan_writes(
             // Left over from a time the table was under the manual strategy.
             state.conflicts.clear();
         }
+        if let (Some(column), Some(user)) = (owner_column, user) {
+            claim(&mut state, column, user);
+        }
         let echo = state.same_data(&row.state);
         position += 1;
         let state_json = serde_json::to_string(&encode_change(table, row.key.clone(), &state))
             .map_err(|e| StoreError::Database(e.to_string()))?;
-        writes.push(RowWrite { id: row.id, key: row.key, state, state_json, position, echo });
+        let owner = owner_column.and(user).map(str::to_string);
+        writes.push(RowWrite { id: row.id, key: row.key, state, state_json, position, echo, owner });
     }
     Ok(writes)
+}
+
+/// Makes the owner cell of a private row hold `user`. A value the writer
+/// sent instead is overwritten with a version just above it, written by the
+/// server: the writer then pulls the correction, and any later write of its
+/// own comes after it.
+fn claim(state: &mut RowState, column: usize, user: &str) {
+    let owner = Value::Text(user.to_string());
+    if !state.is_visible() || state.cells[column].as_ref().is_some_and(|(value, _)| *value == owner) {
+        return;
+    }
+    let below = state.cells[column].as_ref().map(|(_, v)| v).or(state.alive.as_ref()).map_or(0, |v| v.hlc.0);
+    state.cells[column] = Some((owner, Version { hlc: Hlc(below + 1), site: SiteId::server() }));
 }
 
 /// The values of a visible row in table column order.
@@ -145,9 +183,9 @@ mod tests {
         let schema = parse_schema("CREATE TABLE t (id TEXT PRIMARY KEY, name TEXT);").unwrap();
         let (rows, _) = fold_batch(&[change(1, "a", 5)], 0);
         let mut stored = HashMap::new();
-        stored.insert(rows[0].id.clone(), rows[0].state.clone());
-        assert!(plan_writes(&schema, rows.clone(), &mut stored, 10).unwrap().is_empty());
-        let writes = plan_writes(&schema, rows, &mut HashMap::new(), 10).unwrap();
+        stored.insert(rows[0].id.clone(), Stored { state: rows[0].state.clone(), owner: None });
+        assert!(plan_writes(&schema, rows.clone(), &mut stored, 10, None).unwrap().is_empty());
+        let writes = plan_writes(&schema, rows, &mut HashMap::new(), 10, None).unwrap();
         assert_eq!(writes[0].position, 11);
     }
 }

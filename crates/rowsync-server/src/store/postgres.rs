@@ -18,19 +18,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rowsync_core::ddl::{self, Dialect};
-use rowsync_core::RowState;
 use rowsync_proto::{ColumnType, Schema, SiteId, Table, Value};
 use sqlx::postgres::{PgArguments, PgListener, PgPoolOptions};
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres};
 
-use super::plan::{row_values, IncomingRow, RowId, RowWrite};
-use super::push::{push_batch, PushTransaction, SiteMark};
+use super::plan::{row_values, IncomingRow, RowId, RowWrite, Stored};
+use super::push::{push_batch, MarkRow, PushTransaction, SiteMark};
+use super::{
+    decode_stored, token_from_row, CheckedBatch, PoolSettings, PullPage, Pushed, Revoke, Store, StoreError, TokenRow,
+};
+use crate::auth::TokenRecord;
 use crate::commits::{Commits, POLL_EVERY};
 
-use super::{decode_stored, CheckedBatch, PoolSettings, PullPage, Pushed, Store, StoreError};
-
-const BOOKKEEPING: [&str; 8] = [
+const BOOKKEEPING: [&str; 11] = [
     "CREATE TABLE IF NOT EXISTS rowsync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rowsync_positions (id INTEGER PRIMARY KEY CHECK (id = 1), last BIGINT NOT NULL)",
     "INSERT INTO rowsync_positions (id, last) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
@@ -42,6 +43,11 @@ const BOOKKEEPING: [&str; 8] = [
     // when pulled), the id of each site's last request applied.
     "ALTER TABLE rowsync_rows ADD COLUMN IF NOT EXISTS size BIGINT",
     "ALTER TABLE rowsync_sites ADD COLUMN IF NOT EXISTS batch BIGINT",
+    // Added later still: the owner of each private row, the user of each site.
+    "ALTER TABLE rowsync_rows ADD COLUMN IF NOT EXISTS owner TEXT",
+    "ALTER TABLE rowsync_sites ADD COLUMN IF NOT EXISTS usr TEXT",
+    "CREATE TABLE IF NOT EXISTS rowsync_tokens (id TEXT PRIMARY KEY, usr TEXT NOT NULL, hash TEXT NOT NULL, \
+     created BIGINT NOT NULL, expires BIGINT, revoked BIGINT)",
 ];
 
 /// Serializes concurrent installs from several servers starting at once.
@@ -58,25 +64,34 @@ const NOTIFY_COMMIT: &str = "SELECT pg_notify($1, $2)";
 /// this often as pulls wait, in case a notification was missed.
 const POLL_BESIDE_LISTEN: Duration = Duration::from_secs(1);
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = $1 WHERE id = 1";
-const SELECT_MARK: &str = "SELECT hwm, batch FROM rowsync_sites WHERE site = $1";
-const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch) VALUES ($1, $2, $3) \
-     ON CONFLICT (site) DO UPDATE SET hwm = GREATEST(rowsync_sites.hwm, excluded.hwm), batch = excluded.batch";
+const SELECT_MARK: &str = "SELECT hwm, batch, usr FROM rowsync_sites WHERE site = $1";
+const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch, usr) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (site) DO UPDATE SET hwm = GREATEST(rowsync_sites.hwm, excluded.hwm), batch = excluded.batch, \
+     usr = excluded.usr";
 /// A pull page (see the module docs of `store`): position, size and, unless
 /// it is an echo or large, the state of at most `limit` rows.
 const PULL: &str = "SELECT pos, CASE WHEN origin = $1 THEN 0 ELSE coalesce(size, octet_length(state)) END, \
      CASE WHEN origin = $1 OR coalesce(size, octet_length(state)) > $2 THEN NULL ELSE state END \
-     FROM rowsync_rows WHERE pos > $3 ORDER BY pos LIMIT $4";
+     FROM rowsync_rows WHERE pos > $3 AND (owner IS NULL OR owner = $5) ORDER BY pos LIMIT $4";
 const PULL_ONE: &str = "SELECT state FROM rowsync_rows WHERE pos = $1";
+const INSERT_TOKEN: &str = "INSERT INTO rowsync_tokens (id, usr, hash, created, expires) VALUES ($1, $2, $3, $4, $5)";
+const SELECT_TOKEN: &str = "SELECT id, usr, hash, created, expires, revoked FROM rowsync_tokens WHERE id = $1";
+const SELECT_TOKENS: &str = "SELECT id, usr, hash, created, expires, revoked FROM rowsync_tokens ORDER BY created, id";
+const REVOKE_TOKEN: &str = "UPDATE rowsync_tokens SET revoked = $1 WHERE revoked IS NULL AND id = $2";
+const REVOKE_USER: &str = "UPDATE rowsync_tokens SET revoked = $1 WHERE revoked IS NULL AND usr = $2";
+const SELECT_UNOWNED: &str = "SELECT pk, state FROM rowsync_rows WHERE tbl = $1 AND owner IS NULL";
+const SET_OWNERS: &str = "UPDATE rowsync_rows r SET owner = o.owner \
+     FROM unnest($2::text[], $3::text[]) AS o(pk, owner) WHERE r.tbl = $1 AND r.pk = o.pk";
 
 /// Whole-batch statements over arrays (`unnest`): one short statement per
 /// step whatever the batch size, where a multi-row VALUES list of hundreds of
 /// tuples costs PostgreSQL tens of milliseconds just to plan.
-const SELECT_STATES: &str = "SELECT r.tbl, r.pk, r.state FROM rowsync_rows r \
+const SELECT_STATES: &str = "SELECT r.tbl, r.pk, r.state, r.owner FROM rowsync_rows r \
      JOIN unnest($1::text[], $2::text[]) AS k(tbl, pk) ON r.tbl = k.tbl AND r.pk = k.pk";
-const UPSERT_STATES: &str = "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin, size) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[]) \
+const UPSERT_STATES: &str = "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin, size, owner) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[], $7::text[]) \
      ON CONFLICT (tbl, pk) DO UPDATE SET pos = excluded.pos, state = excluded.state, origin = excluded.origin, \
-     size = excluded.size";
+     size = excluded.size, owner = excluded.owner";
 
 fn array_type(ty: ColumnType) -> &'static str {
     match ty {
@@ -228,13 +243,24 @@ impl PostgresStore {
     }
 }
 
+async fn create_bookkeeping(tx: &mut sqlx::Transaction<'static, Postgres>) -> Result<(), StoreError> {
+    sqlx::query(INSTALL_LOCK).execute(&mut **tx).await?;
+    for statement in BOOKKEEPING {
+        sqlx::query(statement).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl Store for PostgresStore {
+    async fn prepare(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        create_bookkeeping(&mut tx).await?;
+        Ok(tx.commit().await?)
+    }
+
     async fn install(&self, schema: Option<&Schema>) -> Result<Schema, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(INSTALL_LOCK).execute(&mut *tx).await?;
-        for statement in BOOKKEEPING {
-            sqlx::query(statement).execute(&mut *tx).await?;
-        }
+        create_bookkeeping(&mut tx).await?;
         let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
         let (schema, fresh) = super::reconcile_schema(schema, stored)?;
         if fresh {
@@ -260,6 +286,7 @@ impl Store for PostgresStore {
         limit: u32,
         max_bytes: usize,
         site: Option<&SiteId>,
+        user: Option<&str>,
     ) -> Result<PullPage, StoreError> {
         let site = site.map(SiteId::as_str);
         let rows: Vec<super::PulledRow> = sqlx::query_as(PULL)
@@ -267,6 +294,7 @@ impl Store for PostgresStore {
             .bind(super::INLINE_STATE)
             .bind(cursor as i64)
             .bind(i64::from(limit) + 1)
+            .bind(user)
             .fetch_all(&self.pool)
             .await?;
         super::page_from_rows(rows, cursor, limit, max_bytes, |pos| async move {
@@ -275,10 +303,53 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn last_batch(&self, site: &SiteId) -> Result<Option<u64>, StoreError> {
-        let row: Option<(i64, Option<i64>)> =
-            sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&self.pool).await?;
-        Ok(row.and_then(|(_, batch)| batch).map(|b| b as u64))
+    async fn site(&self, site: &SiteId) -> Result<Option<SiteMark>, StoreError> {
+        let row: Option<MarkRow> = sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&self.pool).await?;
+        Ok(row.map(SiteMark::from_row))
+    }
+
+    async fn save_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        sqlx::query(INSERT_TOKEN)
+            .bind(&token.id)
+            .bind(&token.user)
+            .bind(&token.hash)
+            .bind(token.created_ms as i64)
+            .bind(token.expires_ms.map(|ms| ms as i64))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row: Option<TokenRow> = sqlx::query_as(SELECT_TOKEN).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(token_from_row))
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows: Vec<TokenRow> = sqlx::query_as(SELECT_TOKENS).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(token_from_row).collect())
+    }
+
+    async fn revoke_tokens(&self, which: Revoke<'_>, now_ms: u64) -> Result<u64, StoreError> {
+        let (sql, value) = match which {
+            Revoke::Id(id) => (REVOKE_TOKEN, id),
+            Revoke::User(user) => (REVOKE_USER, user),
+        };
+        Ok(sqlx::query(sql).bind(now_ms as i64).bind(value).execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn unowned_rows(&self, table: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(SELECT_UNOWNED).bind(table).fetch_all(&self.pool).await?)
+    }
+
+    async fn set_owners(&self, table: &str, owners: &[(String, String)]) -> Result<(), StoreError> {
+        sqlx::query(SET_OWNERS)
+            .bind(table)
+            .bind(owners.iter().map(|(key, _)| key.as_str()).collect::<Vec<_>>())
+            .bind(owners.iter().map(|(_, owner)| owner.as_str()).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// PostgreSQL tells every listener of a push's position when it commits
@@ -343,24 +414,23 @@ impl PushTransaction for PostgresPush {
     }
 
     async fn site_mark(&mut self, site: &SiteId) -> Result<SiteMark, StoreError> {
-        let row: Option<(i64, Option<i64>)> =
-            sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
-        Ok(row.map_or(SiteMark::default(), |(hwm, batch)| SiteMark { hwm: hwm as u64, batch: batch.map(|b| b as u64) }))
+        let row: Option<MarkRow> = sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
+        Ok(row.map(SiteMark::from_row).unwrap_or_default())
     }
 
     async fn load_states(
         &mut self,
         schema: &Schema,
         rows: &[IncomingRow],
-    ) -> Result<HashMap<RowId, RowState>, StoreError> {
+    ) -> Result<HashMap<RowId, Stored>, StoreError> {
         let tables: Vec<&str> = rows.iter().map(|r| schema.tables[r.id.0].name.as_str()).collect();
         let keys: Vec<&str> = rows.iter().map(|r| r.id.1.as_str()).collect();
-        let found: Vec<(String, String, String)> =
+        let found: Vec<(String, String, String, Option<String>)> =
             sqlx::query_as(SELECT_STATES).bind(tables).bind(keys).fetch_all(&mut *self.0).await?;
         let mut stored = HashMap::with_capacity(found.len());
-        for (table, key, json) in found {
+        for (table, key, json, owner) in found {
             let (index, state) = decode_stored(schema, &table, &json)?;
-            stored.insert((index, key), state);
+            stored.insert((index, key), Stored { state, owner });
         }
         Ok(stored)
     }
@@ -373,6 +443,7 @@ impl PushTransaction for PostgresPush {
             .bind(writes.iter().map(|w| w.state_json.as_str()).collect::<Vec<_>>())
             .bind(writes.iter().map(|w| w.echo.then_some(site.as_str())).collect::<Vec<_>>())
             .bind(writes.iter().map(|w| w.state_json.len() as i64).collect::<Vec<_>>())
+            .bind(writes.iter().map(|w| w.owner.as_deref()).collect::<Vec<_>>())
             .execute(&mut *self.0)
             .await?;
         Ok(())
@@ -394,6 +465,7 @@ impl PushTransaction for PostgresPush {
             .bind(site.as_str())
             .bind(mark.hwm as i64)
             .bind(mark.batch.map(|b| b as i64))
+            .bind(mark.user.as_deref())
             .execute(&mut *self.0)
             .await?;
         Ok(())

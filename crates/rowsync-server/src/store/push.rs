@@ -12,18 +12,28 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use rowsync_core::RowState;
 use rowsync_proto::{PushResponse, Schema, SiteId, Table};
 
-use super::plan::{fold_batch, plan_writes, IncomingRow, RowId, RowWrite};
+use super::plan::{fold_batch, plan_writes, IncomingRow, RowId, RowWrite, Stored};
 use super::{from_another_copy, CheckedBatch, Pushed, StoreError};
 
 /// What the server keeps of a site: the highest sequence number applied,
-/// and the id of the last request applied.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct SiteMark {
+/// the id of the last request applied, and the user it belongs to (the
+/// first user that pushed from it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SiteMark {
     pub hwm: u64,
     pub batch: Option<u64>,
+    pub user: Option<String>,
+}
+
+/// A row of `rowsync_sites`: high-water mark, last request, user.
+pub(crate) type MarkRow = (i64, Option<i64>, Option<String>);
+
+impl SiteMark {
+    pub(crate) fn from_row((hwm, batch, user): MarkRow) -> SiteMark {
+        SiteMark { hwm: hwm as u64, batch: batch.map(|b| b as u64), user }
+    }
 }
 
 /// The statements of one push transaction, in a store's dialect.
@@ -36,12 +46,12 @@ pub(crate) trait PushTransaction: Send {
     /// the last request of it applied.
     fn site_mark(&mut self, site: &SiteId) -> impl Future<Output = Result<SiteMark, StoreError>> + Send;
 
-    /// The stored states of `rows` (rows never stored are absent).
+    /// The stored states and owners of `rows` (rows never stored are absent).
     fn load_states(
         &mut self,
         schema: &Schema,
         rows: &[IncomingRow],
-    ) -> impl Future<Output = Result<HashMap<RowId, RowState>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<HashMap<RowId, Stored>, StoreError>> + Send;
 
     /// Records the new states and positions; `site` is the origin of the
     /// writes that are echoes.
@@ -93,7 +103,14 @@ pub(crate) async fn push_batch<T: PushTransaction>(
     let (site, last_seq) = (&batch.site, batch.last_seq);
     // Taken first and held to commit.
     let position = tx.lock_position().await?;
-    let SiteMark { hwm, batch: last_batch } = tx.site_mark(site).await?;
+    let SiteMark { hwm, batch: last_batch, user: site_user } = tx.site_mark(site).await?;
+    // A device id belongs to the first user that pushed from it: nobody
+    // else's token may push as it (or probe its marks).
+    if let (Some(owner), Some(user)) = (&site_user, &batch.user) {
+        if owner != user {
+            return Err(StoreError::ForeignSite);
+        }
+    }
     // A copy of the replica (restored from a backup, or copied to another
     // device) reuses the site's sequence numbers: its new writes would be
     // skipped as repeats and acknowledged away.
@@ -102,7 +119,7 @@ pub(crate) async fn push_batch<T: PushTransaction>(
     }
     let (incoming, applied) = fold_batch(&batch.changes, hwm);
     let mut stored = tx.load_states(schema, &incoming).await?;
-    let writes = plan_writes(schema, incoming, &mut stored, position)?;
+    let writes = plan_writes(schema, incoming, &mut stored, position, batch.user.as_deref())?;
     if !writes.is_empty() {
         tx.save_states(schema, site, &writes).await?;
     }
@@ -118,7 +135,8 @@ pub(crate) async fn push_batch<T: PushTransaction>(
     }
     let last_position = writes.last().map_or(position, |w| w.position);
     let acked = hwm.max(last_seq);
-    tx.record(last_position, site, SiteMark { hwm: acked, batch: batch.batch.or(last_batch) }).await?;
+    let mark = SiteMark { hwm: acked, batch: batch.batch.or(last_batch), user: site_user.or(batch.user.clone()) };
+    tx.record(last_position, site, mark).await?;
     if !writes.is_empty() {
         tx.announce(last_position).await?;
     }

@@ -11,17 +11,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use rowsync_core::ddl::{self, Dialect};
-use rowsync_core::RowState;
 use rowsync_proto::{Schema, SiteId, Table, Value};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
-use super::plan::{row_values, IncomingRow, RowId, RowWrite};
-use super::push::{push_batch, PushTransaction, SiteMark};
-use super::{decode_stored, CheckedBatch, PullPage, Pushed, Store, StoreError};
+use super::plan::{row_values, IncomingRow, RowId, RowWrite, Stored};
+use super::push::{push_batch, MarkRow, PushTransaction, SiteMark};
+use super::{decode_stored, token_from_row, CheckedBatch, PullPage, Pushed, Revoke, Store, StoreError, TokenRow};
+use crate::auth::TokenRecord;
 
-const BOOKKEEPING: [&str; 6] = [
+const BOOKKEEPING: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS rowsync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rowsync_positions (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO rowsync_positions (id, last) VALUES (1, 0)",
@@ -29,42 +29,56 @@ const BOOKKEEPING: [&str; 6] = [
      state TEXT NOT NULL, origin TEXT, size INTEGER, PRIMARY KEY (tbl, pk))",
     "CREATE UNIQUE INDEX IF NOT EXISTS rowsync_rows_pos ON rowsync_rows (pos)",
     "CREATE TABLE IF NOT EXISTS rowsync_sites (site TEXT PRIMARY KEY, hwm INTEGER NOT NULL, batch INTEGER)",
+    "CREATE TABLE IF NOT EXISTS rowsync_tokens (id TEXT PRIMARY KEY, usr TEXT NOT NULL, hash TEXT NOT NULL, \
+     created INTEGER NOT NULL, expires INTEGER, revoked INTEGER)",
 ];
 
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'";
 const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (key, value) VALUES ('schema', ?)";
-const SELECT_MARK: &str = "SELECT hwm, batch FROM rowsync_sites WHERE site = ?";
-const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch) VALUES (?, ?, ?) \
-     ON CONFLICT (site) DO UPDATE SET hwm = MAX(hwm, excluded.hwm), batch = excluded.batch";
+const SELECT_MARK: &str = "SELECT hwm, batch, usr FROM rowsync_sites WHERE site = ?";
+const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch, usr) VALUES (?, ?, ?, ?) \
+     ON CONFLICT (site) DO UPDATE SET hwm = MAX(hwm, excluded.hwm), batch = excluded.batch, usr = excluded.usr";
 const SELECT_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1";
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 1";
 /// Columns added to the bookkeeping after databases were first made:
-/// states' sizes (NULL: measured when pulled) and the id of each site's last
-/// request applied.
-const ADDED_COLUMNS: [(&str, &str, &str); 2] =
-    [("rowsync_rows", "size", "INTEGER"), ("rowsync_sites", "batch", "INTEGER")];
+/// states' sizes (NULL: measured when pulled), the id of each site's last
+/// request applied, the owner of each private row, the user of each site.
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+    ("rowsync_rows", "size", "INTEGER"),
+    ("rowsync_sites", "batch", "INTEGER"),
+    ("rowsync_rows", "owner", "TEXT"),
+    ("rowsync_sites", "usr", "TEXT"),
+];
 const HAS_COLUMN: &str = "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?";
 /// A pull page (see the module docs of `store`): position, size and, unless
 /// it is an echo or large, the state of at most `limit` rows.
 const PULL: &str = "SELECT pos, CASE WHEN origin = ? THEN 0 ELSE coalesce(size, length(state)) END, \
      CASE WHEN origin = ? OR coalesce(size, length(state)) > ? THEN NULL ELSE state END \
-     FROM rowsync_rows WHERE pos > ? ORDER BY pos LIMIT ?";
+     FROM rowsync_rows WHERE pos > ? AND (owner IS NULL OR owner = ?) ORDER BY pos LIMIT ?";
 const PULL_ONE: &str = "SELECT state FROM rowsync_rows WHERE pos = ?";
+const INSERT_TOKEN: &str = "INSERT INTO rowsync_tokens (id, usr, hash, created, expires) VALUES (?, ?, ?, ?, ?)";
+const SELECT_TOKEN: &str = "SELECT id, usr, hash, created, expires, revoked FROM rowsync_tokens WHERE id = ?";
+const SELECT_TOKENS: &str = "SELECT id, usr, hash, created, expires, revoked FROM rowsync_tokens ORDER BY created, id";
+const REVOKE_TOKEN: &str = "UPDATE rowsync_tokens SET revoked = ? WHERE revoked IS NULL AND id = ?";
+const REVOKE_USER: &str = "UPDATE rowsync_tokens SET revoked = ? WHERE revoked IS NULL AND usr = ?";
+const SELECT_UNOWNED: &str = "SELECT pk, state FROM rowsync_rows WHERE tbl = ? AND owner IS NULL";
+const SET_OWNER: &str = "UPDATE rowsync_rows SET owner = ? WHERE tbl = ? AND pk = ?";
 
-/// Reads the stored states of `rows` rows: parameters are (table, key) pairs.
+/// Reads the stored states and owners of `rows` rows: parameters are
+/// (table, key) pairs.
 fn select_states(rows: usize) -> String {
     let pairs = vec!["(?, ?)"; rows].join(", ");
-    format!("SELECT tbl, pk, state FROM rowsync_rows WHERE (tbl, pk) IN ({pairs})")
+    format!("SELECT tbl, pk, state, owner FROM rowsync_rows WHERE (tbl, pk) IN ({pairs})")
 }
 
 /// Writes the states of `rows` rows: parameters are (table, key, position,
-/// state, origin, size).
+/// state, origin, size, owner).
 fn upsert_states(rows: usize) -> String {
-    let tuples = vec!["(?, ?, ?, ?, ?, ?)"; rows].join(", ");
+    let tuples = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
     format!(
-        "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin, size) VALUES {tuples} \
+        "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin, size, owner) VALUES {tuples} \
          ON CONFLICT (tbl, pk) DO UPDATE SET pos = excluded.pos, state = excluded.state, origin = excluded.origin, \
-         size = excluded.size"
+         size = excluded.size, owner = excluded.owner"
     )
 }
 
@@ -114,18 +128,29 @@ fn bind_value<'q>(
     }
 }
 
+async fn create_bookkeeping(tx: &mut sqlx::Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+    for statement in BOOKKEEPING {
+        sqlx::query(statement).execute(&mut **tx).await?;
+    }
+    for (table, column, ty) in ADDED_COLUMNS {
+        let has: i64 = sqlx::query_scalar(HAS_COLUMN).bind(table).bind(column).fetch_one(&mut **tx).await?;
+        if has == 0 {
+            sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}")).execute(&mut **tx).await?;
+        }
+    }
+    Ok(())
+}
+
 impl Store for SqliteStore {
+    async fn prepare(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        create_bookkeeping(&mut tx).await?;
+        Ok(tx.commit().await?)
+    }
+
     async fn install(&self, schema: Option<&Schema>) -> Result<Schema, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for statement in BOOKKEEPING {
-            sqlx::query(statement).execute(&mut *tx).await?;
-        }
-        for (table, column, ty) in ADDED_COLUMNS {
-            let has: i64 = sqlx::query_scalar(HAS_COLUMN).bind(table).bind(column).fetch_one(&mut *tx).await?;
-            if has == 0 {
-                sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}")).execute(&mut *tx).await?;
-            }
-        }
+        create_bookkeeping(&mut tx).await?;
         let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
         let (schema, fresh) = super::reconcile_schema(schema, stored)?;
         if fresh {
@@ -152,6 +177,7 @@ impl Store for SqliteStore {
         limit: u32,
         max_bytes: usize,
         site: Option<&SiteId>,
+        user: Option<&str>,
     ) -> Result<PullPage, StoreError> {
         let site = site.map(SiteId::as_str);
         let rows: Vec<super::PulledRow> = sqlx::query_as(PULL)
@@ -159,6 +185,7 @@ impl Store for SqliteStore {
             .bind(site)
             .bind(super::INLINE_STATE)
             .bind(cursor as i64)
+            .bind(user)
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
@@ -168,10 +195,51 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn last_batch(&self, site: &SiteId) -> Result<Option<u64>, StoreError> {
-        let row: Option<(i64, Option<i64>)> =
-            sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&self.pool).await?;
-        Ok(row.and_then(|(_, batch)| batch).map(|b| b as u64))
+    async fn site(&self, site: &SiteId) -> Result<Option<SiteMark>, StoreError> {
+        let row: Option<MarkRow> = sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&self.pool).await?;
+        Ok(row.map(SiteMark::from_row))
+    }
+
+    async fn save_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        sqlx::query(INSERT_TOKEN)
+            .bind(&token.id)
+            .bind(&token.user)
+            .bind(&token.hash)
+            .bind(token.created_ms as i64)
+            .bind(token.expires_ms.map(|ms| ms as i64))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row: Option<TokenRow> = sqlx::query_as(SELECT_TOKEN).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(token_from_row))
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows: Vec<TokenRow> = sqlx::query_as(SELECT_TOKENS).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(token_from_row).collect())
+    }
+
+    async fn revoke_tokens(&self, which: Revoke<'_>, now_ms: u64) -> Result<u64, StoreError> {
+        let (sql, value) = match which {
+            Revoke::Id(id) => (REVOKE_TOKEN, id),
+            Revoke::User(user) => (REVOKE_USER, user),
+        };
+        Ok(sqlx::query(sql).bind(now_ms as i64).bind(value).execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn unowned_rows(&self, table: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(SELECT_UNOWNED).bind(table).fetch_all(&self.pool).await?)
+    }
+
+    async fn set_owners(&self, table: &str, owners: &[(String, String)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (key, owner) in owners {
+            sqlx::query(SET_OWNER).bind(owner).bind(table).bind(key).execute(&mut *tx).await?;
+        }
+        Ok(tx.commit().await?)
     }
 
     async fn last_position(&self) -> Result<u64, StoreError> {
@@ -196,33 +264,32 @@ impl PushTransaction for SqlitePush {
     }
 
     async fn site_mark(&mut self, site: &SiteId) -> Result<SiteMark, StoreError> {
-        let row: Option<(i64, Option<i64>)> =
-            sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
-        Ok(row.map_or(SiteMark::default(), |(hwm, batch)| SiteMark { hwm: hwm as u64, batch: batch.map(|b| b as u64) }))
+        let row: Option<MarkRow> = sqlx::query_as(SELECT_MARK).bind(site.as_str()).fetch_optional(&mut *self.0).await?;
+        Ok(row.map(SiteMark::from_row).unwrap_or_default())
     }
 
     async fn load_states(
         &mut self,
         schema: &Schema,
         rows: &[IncomingRow],
-    ) -> Result<HashMap<RowId, RowState>, StoreError> {
+    ) -> Result<HashMap<RowId, Stored>, StoreError> {
         let mut stored = HashMap::with_capacity(rows.len());
         for chunk in rows.chunks(ddl::rows_per_statement(2)) {
             let sql = select_states(chunk.len());
-            let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);
+            let mut query = sqlx::query_as::<_, (String, String, String, Option<String>)>(&sql);
             for row in chunk {
                 query = query.bind(&schema.tables[row.id.0].name).bind(&row.id.1);
             }
-            for (table, key, json) in query.fetch_all(&mut *self.0).await? {
+            for (table, key, json, owner) in query.fetch_all(&mut *self.0).await? {
                 let (index, state) = decode_stored(schema, &table, &json)?;
-                stored.insert((index, key), state);
+                stored.insert((index, key), Stored { state, owner });
             }
         }
         Ok(stored)
     }
 
     async fn save_states(&mut self, schema: &Schema, site: &SiteId, writes: &[RowWrite]) -> Result<(), StoreError> {
-        for chunk in writes.chunks(ddl::rows_per_statement(6)) {
+        for chunk in writes.chunks(ddl::rows_per_statement(7)) {
             let sql = upsert_states(chunk.len());
             let mut query = sqlx::query(&sql);
             for write in chunk {
@@ -232,7 +299,8 @@ impl PushTransaction for SqlitePush {
                     .bind(write.position)
                     .bind(&write.state_json)
                     .bind(write.echo.then_some(site.as_str()))
-                    .bind(write.state_json.len() as i64);
+                    .bind(write.state_json.len() as i64)
+                    .bind(write.owner.as_deref());
             }
             query.execute(&mut *self.0).await?;
         }
@@ -273,6 +341,7 @@ impl PushTransaction for SqlitePush {
             .bind(site.as_str())
             .bind(mark.hwm as i64)
             .bind(mark.batch.map(|b| b as i64))
+            .bind(mark.user.as_deref())
             .execute(&mut *self.0)
             .await?;
         Ok(())
