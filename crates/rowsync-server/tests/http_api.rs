@@ -326,3 +326,60 @@ async fn gzip_bodies_are_accepted_and_health_and_metrics_answer() {
     let (_, metrics) = call(&router, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     assert!(metrics.as_str().unwrap().contains("rowsync_applied_changes_total 1"));
 }
+
+/// Hostile bodies: each gets a clear 4xx with a stable code, nothing is
+/// applied, and the server answers the next good request.
+#[tokio::test]
+async fn hostile_payloads_get_a_clear_4xx_and_the_server_stays_healthy() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(&dir, 1 << 20).await;
+
+    // A gzip bomb: 64 KiB that inflate to 64 MiB, decoded only to the limit.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![b' '; 1 << 20];
+    for _ in 0..64 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "the bomb itself is under the limit");
+    let request = Request::post("/v1/push").header("content-encoding", "gzip").body(Body::from(bomb)).unwrap();
+    assert_refused(&router, request, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "inflates").await;
+
+    // Nesting deeper than the JSON reader follows.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let body = batch(vec![contact("n", Value::Text("N".into()), Value::Null, 1)]).replace("\"N\"", &deep);
+    assert_refused(&router, post(body), StatusCode::BAD_REQUEST, "malformed_body", "recursion").await;
+
+    // Bytes that are not UTF-8.
+    let mut body = batch(vec![contact("u", Value::Text("U".into()), Value::Null, 1)]).into_bytes();
+    let at = body.iter().position(|&b| b == b'U').unwrap();
+    body[at] = 0xff;
+    assert_refused(&router, post(body), StatusCode::BAD_REQUEST, "malformed_body", "").await;
+
+    // A number no column holds, and a key of the wrong type.
+    let body = batch(vec![contact("big", Value::Text("B".into()), Value::Integer(1), 1)])
+        .replace("\"value\":1", "\"value\":123456789012345678901234567890");
+    let (status, answer) = call(&router, post(body)).await;
+    assert!(status.is_client_error(), "{status} {answer}");
+    let mut wrong_key = contact("k", Value::Text("K".into()), Value::Null, 1);
+    wrong_key.row.key = vec![Value::Integer(7)];
+    let (status, answer) = call(&router, post(batch(vec![wrong_key]))).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_value")),
+        "{answer}"
+    );
+    assert!(answer["message"].as_str().unwrap().contains("column id: expected TEXT"), "{answer}");
+
+    // SQL in a column name.
+    let mut injected = contact("i", Value::Text("I".into()), Value::Null, 1);
+    injected.row.cells[0].column = "name\" = 'x'; DROP TABLE contacts; --".into();
+    assert_refused(&router, post(batch(vec![injected])), StatusCode::UNPROCESSABLE_ENTITY, "unknown_column", "").await;
+
+    assert!(pulled(&router).await.changes.is_empty(), "nothing applied");
+    let (status, _) = call(&router, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&router, post(batch(vec![contact("ok", Value::Text("Ok".into()), Value::Null, 1)]))).await;
+    assert_eq!(status, StatusCode::OK);
+}
