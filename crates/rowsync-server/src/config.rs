@@ -356,3 +356,43 @@ impl Drop for BackgroundServer {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(auth: Auth, owners: &[(&str, &str)]) -> Result<Schema, String> {
+        let mut schema = rowsync_core::parse_schema(
+            "CREATE TABLE contacts (id TEXT PRIMARY KEY, owner TEXT, age INTEGER); CREATE TABLE tags (id TEXT PRIMARY KEY);",
+        )
+        .unwrap();
+        let mut config = ServerConfig::new(DatabaseUrl::Sqlite("unused.db".into()), None);
+        config.auth = auth;
+        config.owners = owners.iter().map(|(t, c)| (t.to_string(), c.to_string())).collect();
+        apply_settings(&mut schema, &config).map(|()| schema)
+    }
+
+    #[test]
+    fn an_owner_column_must_be_a_text_column_outside_the_key_of_a_known_table() {
+        let schema = settings(Auth::Tokens, &[("contacts", "owner")]).unwrap();
+        assert_eq!((schema.tables[0].owner, schema.tables[1].owner), (Some(1), None));
+        for (owners, needle) in [
+            (&[("contacts", "nobody")][..], "which the table does not have"),
+            (&[("contacts", "age")][..], "must be a TEXT column outside the primary key"),
+            (&[("contacts", "id")][..], "must be a TEXT column outside the primary key"),
+            (&[("nope", "owner")][..], "table nope"),
+        ] {
+            let error = settings(Auth::Tokens, owners).unwrap_err();
+            assert!(error.contains(needle), "{owners:?}: {error}");
+        }
+        let error = settings(Auth::Off, &[("contacts", "owner")]).unwrap_err();
+        assert!(error.contains("private tables need tokens"), "{error}");
+    }
+
+    #[test]
+    fn no_tokens_only_on_loopback() {
+        assert!(check_insecure_listen("127.0.0.1:7878".parse().unwrap()).is_ok());
+        assert!(check_insecure_listen("[::1]:7878".parse().unwrap()).is_ok());
+        assert!(check_insecure_listen("0.0.0.0:7878".parse().unwrap()).is_err());
+    }
+}

@@ -490,25 +490,24 @@ async fn pull<S: Store>(
     if params.wait > most_wait {
         return Err(ApiError::bad_parameter(format!("wait must be between 0 and {most_wait} seconds")));
     }
-    if let Some(site) = &params.site {
+    if let (Some(site), Some(known)) = (&params.site, &params.known) {
+        let known: Vec<u64> = known
+            .split(',')
+            .filter(|id| !id.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|_| ApiError::bad_parameter("known must be request ids separated by commas"))?;
         let mark = state.store.site(site).await?.unwrap_or_default();
         // Another user's device: what the server keeps of it is not this
-        // caller's to see (nor to probe through `known`).
+        // caller's to probe. (Without `known`, another's site id only
+        // leaves out, among the caller's own rows, those it pushed.)
         if let (Some(owner), Some(user)) = (&mark.user, &caller.user) {
             if owner != user {
                 return Err(StoreError::ForeignSite.into());
             }
         }
-        if let Some(known) = &params.known {
-            let known: Vec<u64> = known
-                .split(',')
-                .filter(|id| !id.is_empty())
-                .map(str::parse)
-                .collect::<Result<_, _>>()
-                .map_err(|_| ApiError::bad_parameter("known must be request ids separated by commas"))?;
-            if from_another_copy(mark.batch, None, Some(&known)) {
-                return Err(StoreError::SiteReused.into());
-            }
+        if from_another_copy(mark.batch, None, Some(&known)) {
+            return Err(StoreError::SiteReused.into());
         }
     }
     let until = tokio::time::Instant::now() + Duration::from_secs(params.wait);
