@@ -239,3 +239,36 @@ fn a_token_over_its_rate_is_told_when_to_come_back_and_the_client_waits() {
     device.sync().expect("and again");
     assert_eq!(server.rows("SELECT id FROM tags"), vec![vec![text("t")]]);
 }
+
+#[test]
+fn a_shared_table_made_private_gives_each_row_to_the_user_it_names() {
+    on_every_store(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = TestServer::start_configured(store, dir.path(), SCHEMA, |config| {
+            config.auth = Auth::Tokens;
+            config.limits.requests_per_second = None;
+        });
+        let (alice_token, bob_token) = (server.token("alice", None), server.token("bob", None));
+        let alice = Device::init_with_token(dir.path(), "alice", &server.url(), Some(&alice_token));
+        alice.exec(
+            "INSERT INTO contacts VALUES ('a1', 'alice', 'Ann'); INSERT INTO contacts VALUES ('b1', 'bob', 'Bo');
+             INSERT INTO contacts VALUES ('x1', 'Not A User!', 'Xi');",
+        );
+        alice.sync().unwrap();
+
+        server.reconfigure(|config| {
+            config.owners.insert("contacts".into(), "owner".into());
+        });
+        let bob = Device::init_with_token(dir.path(), "bob", &server.url(), Some(&bob_token));
+        bob.sync().unwrap();
+        assert_eq!(bob.rows("SELECT id FROM contacts"), vec![vec![text("b1")]], "only the row naming him");
+        bob.exec(
+            "UPDATE contacts SET name = 'Bob' WHERE id = 'b1'; INSERT INTO contacts VALUES ('x1', 'bob', 'Mine');",
+        );
+        assert_eq!(bob.sync().unwrap().rejected, 1, "a row naming no valid user belongs to nobody");
+        let alice2 = Device::init_with_token(dir.path(), "alice2", &server.url(), Some(&alice_token));
+        alice2.sync().unwrap();
+        assert_eq!(alice2.rows("SELECT id FROM contacts"), vec![vec![text("a1")]]);
+        assert_eq!(server.rows("SELECT name FROM contacts WHERE id = 'b1'"), vec![vec![text("Bob")]]);
+    });
+}
