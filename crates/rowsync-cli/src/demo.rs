@@ -49,7 +49,7 @@ impl Device {
     }
 
     fn sync(&mut self) -> Result<rowsync_client::SyncReport, rowsync_client::ClientError> {
-        let transport = HttpTransport::new(&self.replica.server_url()?, self.replica.token()?);
+        let transport = HttpTransport::connect(&self.replica.server_access()?)?;
         sync(&mut self.replica, &transport, SyncOptions::default())
     }
 

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use rowsync_client::transport::cleartext_warning;
-use rowsync_client::{sync_showing, ClientError, HttpTransport, Replica, Side, SyncOptions, Transport};
+use rowsync_client::{sync_showing, ClientError, HttpTransport, Replica, ServerAccess, Side, SyncOptions, Transport};
 use rowsync_core::{parse_schema, schema_warnings};
-use rowsync_server::{Auth, DatabaseUrl, Limits, PoolSettings, ServerConfig};
+use rowsync_server::{Auth, DatabaseUrl, Limits, PoolSettings, ServerConfig, Tls};
 
 /// Exit code when the server cannot be reached.
 const EXIT_UNREACHABLE: u8 = 3;
@@ -67,6 +67,13 @@ enum Command {
         /// writes everything. Refused unless --listen is a loopback address.
         #[arg(long)]
         insecure_no_auth: bool,
+        /// Serve HTTPS with this certificate chain (PEM, the server's own
+        /// certificate first).
+        #[arg(long, requires = "tls_key", value_name = "FILE")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, requires = "tls_cert", value_name = "FILE")]
+        tls_key: Option<PathBuf>,
     },
     /// Make a SQLite file a replica of a server's schema.
     Init {
@@ -80,6 +87,11 @@ enum Command {
         /// token replaces it.
         #[arg(long, env = "ROWSYNC_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Trust only the CA certificate(s) in this PEM file for the
+        /// server's HTTPS, instead of the system's roots (for a server
+        /// whose certificate your own CA made). Kept in the replica.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// Pull and push until both directions are caught up.
     Sync {
@@ -215,14 +227,29 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { database, schema, config, listen, pool_size, db_timeout, max_body_mib, insecure_no_auth } => {
+        Command::Serve {
+            database,
+            schema,
+            config,
+            listen,
+            pool_size,
+            db_timeout,
+            max_body_mib,
+            insecure_no_auth,
+            tls_cert,
+            tls_key,
+        } => {
             let pool =
                 PoolSettings { max_connections: pool_size.max(1), acquire_timeout: Duration::from_secs(db_timeout) };
             let auth = if insecure_no_auth { Auth::Off } else { Auth::Tokens };
             let body_bytes = max_body_mib.map(|mib| mib as usize * 1024 * 1024);
-            serve(&database, schema.as_deref(), config, listen, pool, body_bytes, auth)
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(Tls::from_pem_files(&cert, &key)?),
+                _ => None,
+            };
+            serve(&database, schema.as_deref(), config, Listen { addr: listen, tls }, pool, body_bytes, auth)
         }
-        Command::Init { local, server, token } => init(&local, &server, token),
+        Command::Init { local, server, token, ca_file } => init(&local, &server, token, ca_file.as_deref()),
         Command::Sync { local, pull_limit, push_limit } => {
             sync_command(&local, SyncOptions { pull_limit, push_limit, ..SyncOptions::default() })
         }
@@ -254,11 +281,17 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// Where `rowsync serve` listens, and with which certificate.
+struct Listen {
+    addr: SocketAddr,
+    tls: Option<Tls>,
+}
+
 fn serve(
     database: &str,
     schema: Option<&Path>,
     config: Option<PathBuf>,
-    listen: SocketAddr,
+    Listen { addr: listen, tls }: Listen,
     pool: PoolSettings,
     body_bytes: Option<usize>,
     auth: Auth,
@@ -285,6 +318,8 @@ fn serve(
         let mut config = ServerConfig::new(database.clone(), schema);
         config.pool = pool;
         config.auth = auth;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        config.tls = tls;
         if let Some(settings) = settings {
             for (name, table) in settings.tables {
                 if let Some(conflict) = table.conflict {
@@ -310,7 +345,7 @@ fn serve(
             Auth::Tokens => "tokens required",
             Auth::Off => "WITHOUT TOKENS (--insecure-no-auth): anyone who reaches it reads and writes everything",
         };
-        println!("rowsync: serving {} on http://{} ({tokens})", database.redacted(), listener.local_addr()?);
+        println!("rowsync: serving {} on {scheme}://{} ({tokens})", database.redacted(), listener.local_addr()?);
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
@@ -395,14 +430,23 @@ fn read_settings(path: &Path) -> anyhow::Result<Settings> {
     toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))
 }
 
-fn init(local: &Path, server: &str, token: Option<String>) -> anyhow::Result<()> {
+fn init(local: &Path, server: &str, token: Option<String>, ca_file: Option<&Path>) -> anyhow::Result<()> {
     warn_cleartext(server, token.is_some());
-    let transport = HttpTransport::new(server, token.clone());
+    let ca_pem = ca_file
+        .map(|path| std::fs::read_to_string(path).with_context(|| format!("cannot read --ca-file {}", path.display())))
+        .transpose()?;
+    let access = ServerAccess { url: server.to_string(), token: token.clone(), ca_pem };
+    // Only a CA can make connect fail: name the file it came from.
+    let transport = HttpTransport::connect(&access)
+        .map_err(|e| anyhow!("--ca-file {}: {e}", ca_file.unwrap_or(Path::new("")).display()))?;
     let schema = transport.schema()?;
     for warning in schema_warnings(&schema) {
         eprintln!("rowsync: warning: {warning}");
     }
     let replica = Replica::init(local, server, &schema, token.as_deref())?;
+    if let Some(pem) = &access.ca_pem {
+        replica.trust_ca(pem)?;
+    }
     let status = replica.status()?;
     let tables: Vec<&str> = schema.tables.iter().map(|t| t.name.as_str()).collect();
     println!(
@@ -423,9 +467,9 @@ pub fn warn_cleartext(server: &str, has_token: bool) {
 
 fn sync_command(local: &Path, options: SyncOptions) -> anyhow::Result<()> {
     let mut replica = Replica::open(local)?;
-    let (server, token) = (replica.server_url()?, replica.token()?);
-    warn_cleartext(&server, token.is_some());
-    let transport = HttpTransport::new(&server, token);
+    let access = replica.server_access()?;
+    warn_cleartext(&access.url, access.token.is_some());
+    let transport = HttpTransport::connect(&access)?;
     let started = Instant::now();
     let (progress, mut show) = watch::sync_progress();
     let result = sync_showing(&mut replica, &transport, options, &mut show);

@@ -113,9 +113,9 @@ impl Agent {
     /// Starts keeping the replica at `path` in sync with its server.
     pub fn start(path: &Path, options: AgentOptions) -> Result<Agent, ClientError> {
         let replica = Replica::open(path)?;
-        let (url, token) = (replica.server_url()?, replica.token()?);
+        let access = replica.server_access()?;
         // One connection for the steps, one for the long-poll beside them.
-        let (transport, listener) = (HttpTransport::new(&url, token.clone()), HttpTransport::new(&url, token));
+        let (transport, listener) = (HttpTransport::connect(&access)?, HttpTransport::connect(&access)?);
         let watcher = Watcher::open(path)?;
         let counts = replica.counts()?;
         let shared = Arc::new(Shared {

@@ -18,6 +18,9 @@ pub(crate) mod key {
     pub const SITE_ID: &str = "site_id";
     pub const SERVER_URL: &str = "server_url";
     pub const TOKEN: &str = "token";
+    /// The certificates (PEM) trusted for the server's HTTPS instead of
+    /// the system's roots.
+    pub const CA_PEM: &str = "ca_pem";
     pub const SCHEMA: &str = "schema";
     pub const CURSOR: &str = "cursor";
     pub const CLOCK: &str = "clock";

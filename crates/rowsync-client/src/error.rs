@@ -24,6 +24,17 @@ pub enum ClientError {
     /// the replica a valid token (`rowsync init … --token`).
     #[error("the server at {url} refused this replica's token: {message}")]
     Unauthorized { url: String, message: String },
+    /// The server's certificate did not verify against the roots this
+    /// replica trusts (the system's, or the CA given to `rowsync init
+    /// --ca-file`). Nothing was sent.
+    #[error(
+        "the server at {url} did not prove who it is ({detail}); if its certificate comes from a CA of your \
+         own, give that CA with `rowsync init … --ca-file CA.pem`"
+    )]
+    Untrusted { url: String, detail: String },
+    /// The certificates given to trust (`--ca-file`) cannot be used.
+    #[error("cannot trust these certificates: {0}")]
+    BadCa(String),
     /// The server answered something that is not rowsync's protocol.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),

@@ -15,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use crate::bookkeeping::{key, meta_get, meta_set, now_text};
 use crate::error::ClientError;
+use crate::transport::{trusted_roots, ServerAccess};
 
 /// How long rowsync waits for the application's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -228,6 +229,19 @@ impl Replica {
 
     pub fn token(&self) -> Result<Option<String>, ClientError> {
         meta_get(&self.conn, key::TOKEN)
+    }
+
+    /// The server's URL, the token and the trusted CA: what a transport to
+    /// this replica's server needs.
+    pub fn server_access(&self) -> Result<ServerAccess, ClientError> {
+        Ok(ServerAccess { url: self.server_url()?, token: self.token()?, ca_pem: meta_get(&self.conn, key::CA_PEM)? })
+    }
+
+    /// Trusts the certificates of `pem` (checked first), and only them,
+    /// for the server's HTTPS from now on.
+    pub fn trust_ca(&self, pem: &str) -> Result<(), ClientError> {
+        trusted_roots(pem)?;
+        meta_set(&self.conn, key::CA_PEM, pem)
     }
 
     /// The replica's own connection, for applications that prefer one handle.

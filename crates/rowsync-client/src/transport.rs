@@ -3,7 +3,12 @@
 //! transport can be dropped in without touching the sync logic.
 
 use std::io::Read;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
 
 use rowsync_proto::ErrorCode;
 
@@ -19,6 +24,16 @@ pub trait Transport {
     fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError>;
 }
 
+/// Where a replica's server is and what it needs to reach it, as `rowsync
+/// init` stored them: the base URL, the token, and the certificates it
+/// trusts for HTTPS instead of the system's roots (PEM).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerAccess {
+    pub url: String,
+    pub token: Option<String>,
+    pub ca_pem: Option<String>,
+}
+
 /// The `/v1` HTTP protocol over ureq.
 pub struct HttpTransport {
     base: String,
@@ -27,11 +42,28 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
+    /// A transport to `base_url`; an HTTPS server must have a certificate
+    /// the system's roots vouch for.
     pub fn new(base_url: &str, token: Option<String>) -> HttpTransport {
+        HttpTransport::with_tls(base_url, token, system_tls())
+    }
+
+    /// A transport as `access` describes it: with its CA, if it has one,
+    /// as the only roots trusted.
+    pub fn connect(access: &ServerAccess) -> Result<HttpTransport, ClientError> {
+        let tls = match &access.ca_pem {
+            None => system_tls(),
+            Some(pem) => tls_trusting(trusted_roots(pem)?),
+        };
+        Ok(HttpTransport::with_tls(&access.url, access.token.clone(), tls))
+    }
+
+    fn with_tls(base_url: &str, token: Option<String>, tls: Arc<rustls::ClientConfig>) -> HttpTransport {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
             .timeout_read(Duration::from_secs(120))
             .timeout_write(Duration::from_secs(120))
+            .tls_config(tls)
             .build();
         HttpTransport { base: base_url.trim_end_matches('/').to_string(), token, agent }
     }
@@ -86,11 +118,68 @@ impl HttpTransport {
                 let _ = response.into_reader().read_to_end(&mut body);
                 read_answer(&self.base, status, &body)
             }
-            Err(ureq::Error::Transport(e)) => {
-                Err(ClientError::Unreachable { url: self.base.clone(), detail: e.to_string() })
-            }
+            Err(ureq::Error::Transport(e)) => match certificate_error(&e) {
+                Some(detail) => Err(ClientError::Untrusted { url: self.base.clone(), detail }),
+                None => Err(ClientError::Unreachable { url: self.base.clone(), detail: e.to_string() }),
+            },
         }
     }
+}
+
+/// The certificates of `pem` as the only roots to trust; at least one is
+/// needed.
+pub fn trusted_roots(pem: &str) -> Result<RootCertStore, ClientError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| ClientError::BadCa(format!("unreadable PEM: {e}")))?;
+        roots.add(cert).map_err(|e| ClientError::BadCa(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(ClientError::BadCa("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into()));
+    }
+    Ok(roots)
+}
+
+/// TLS verified against the system's roots, read once per process.
+fn system_tls() -> Arc<rustls::ClientConfig> {
+    static SYSTEM: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    SYSTEM
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for error in &found.errors {
+                tracing::warn!("reading the system's certificates: {error}");
+            }
+            roots.add_parsable_certificates(found.certs);
+            tls_trusting(roots)
+        })
+        .clone()
+}
+
+fn tls_trusting(roots: RootCertStore) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// What was wrong with the server's certificate, when that is why a
+/// request failed.
+fn certificate_error(error: &ureq::Transport) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = cause {
+        let tls = e
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref()));
+        if let Some(error @ rustls::Error::InvalidCertificate(_)) = tls {
+            return Some(error.to_string());
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// How many times a request turned away for its rate (429) is sent again.

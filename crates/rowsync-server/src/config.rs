@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use rowsync_proto::{ColumnType, ConflictStrategy, Schema, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -16,6 +18,7 @@ use crate::auth::check_user;
 use crate::commits::Commits;
 use crate::http::{app, AppState, Auth, Limits, WallClock, DEFAULT_MAX_CLOCK_AHEAD};
 use crate::store::{decode_stored, MysqlStore, PoolSettings, PostgresStore, SqliteStore, Store, StoreError};
+use crate::tls::Tls;
 
 /// Where the server's source of truth lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +102,8 @@ pub struct ServerConfig {
     pub max_clock_ahead: Duration,
     /// The clock versions are checked against (the system's by default).
     pub clock: WallClock,
+    /// Serve HTTPS with this certificate; plain HTTP when `None`.
+    pub tls: Option<Tls>,
 }
 
 impl ServerConfig {
@@ -114,6 +119,7 @@ impl ServerConfig {
             owners: BTreeMap::new(),
             max_clock_ahead: DEFAULT_MAX_CLOCK_AHEAD,
             clock: WallClock::default(),
+            tls: None,
         }
     }
 }
@@ -124,6 +130,7 @@ impl ServerConfig {
 pub struct App {
     pub router: Router,
     commits: Arc<Commits>,
+    tls: Option<Tls>,
 }
 
 /// Opens the store, installs the schema, starts following commits, and
@@ -156,7 +163,7 @@ async fn router_for<S: Store>(store: S, config: &ServerConfig) -> Result<App, St
     state.commits.committed(state.store.last_position().await?);
     let commits = state.commits.clone();
     tokio::spawn(state.store.clone().follow_commits(commits.clone()));
-    Ok(App { router: app(state), commits })
+    Ok(App { router: app(state), commits, tls: config.tls.clone() })
 }
 
 /// Gives the schema's tables their conflict strategies and owners from the
@@ -251,28 +258,44 @@ pub async fn run(
     serve_router(app, listener, shutdown).await
 }
 
-/// Serves `app` on `listener` until `shutdown` completes; pulls waiting for
-/// a commit then answer at once.
+/// Serves `app` on `listener` (HTTPS when it has a certificate) until
+/// `shutdown` completes; pulls waiting for a commit then answer at once.
 pub async fn serve_router(
     app: App,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StoreError> {
-    let commits = app.commits;
-    let shutdown = async move {
+    let App { router, commits, tls } = app;
+    let failed = |e: std::io::Error| StoreError::Unavailable(format!("serving HTTP failed: {e}"));
+    let Some(tls) = tls else {
+        let shutdown = async move {
+            shutdown.await;
+            commits.close();
+        };
+        return axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(failed);
+    };
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
         shutdown.await;
         commits.close();
-    };
-    axum::serve(listener, app.router)
-        .with_graceful_shutdown(shutdown)
+        stopper.graceful_shutdown(None);
+    });
+    let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(tls.config)).acceptor(NoDelayAcceptor::new());
+    axum_server::from_tcp(listener.into_std().map_err(failed)?)
+        .map_err(failed)?
+        .acceptor(acceptor)
+        .handle(handle)
+        .serve(router.into_make_service())
         .await
-        .map_err(|e| StoreError::Unavailable(format!("serving HTTP failed: {e}")))
+        .map_err(failed)
 }
 
 /// A server running on its own thread and runtime, for callers that are not
 /// async themselves (the demo, tests). Dropping it stops the server.
 pub struct BackgroundServer {
     pub addr: SocketAddr,
+    https: bool,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -285,6 +308,7 @@ impl BackgroundServer {
             .map_err(|e| StoreError::Unavailable(format!("cannot listen on {listen}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         listener.set_nonblocking(true).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let https = config.tls.is_some();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), StoreError>>();
         let thread = std::thread::Builder::new()
@@ -322,7 +346,7 @@ impl BackgroundServer {
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the server thread: {e}")))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(BackgroundServer { addr, stop: Some(stop_tx), thread: Some(thread) }),
+            Ok(Ok(())) => Ok(BackgroundServer { addr, https, stop: Some(stop_tx), thread: Some(thread) }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -333,7 +357,7 @@ impl BackgroundServer {
 
     /// The base URL clients use.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.https { "https" } else { "http" }, self.addr)
     }
 
     /// Stops accepting requests and waits for the server to finish.

@@ -3,6 +3,7 @@
 //! input against the schema and the [`Limits`] before the store sees it; the
 //! store applies it in one transaction.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -419,6 +420,9 @@ async fn push<S: Store>(
         )));
     }
     let mut checked = Vec::with_capacity(request.changes.len());
+    // A client folds all its writes to a row into one change per push; a
+    // row named twice is a crafted or broken request.
+    let mut rows: HashMap<(usize, String), usize> = HashMap::with_capacity(request.changes.len());
     let now_ms = state.clock.now_ms();
     for (index, pushed) in request.changes.iter().enumerate() {
         if pushed.seq > request.last_seq {
@@ -434,6 +438,18 @@ async fn push<S: Store>(
             err.change = Some(index);
             refused(err)
         })?;
+        if let Some(first) = rows.insert((change.table, change.key_json.clone()), index) {
+            let mut err = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidKey,
+                format!(
+                    "change {index}: table {}, key {} is change {first} already; a push names each row once",
+                    state.schema.tables[change.table].name, change.key_json
+                ),
+            );
+            err.change = Some(index);
+            return Err(refused(err));
+        }
         check_clock(&change.state, now_ms, state.max_clock_ahead, index).map_err(refused)?;
         checked.push(CheckedChange { seq: pushed.seq, change });
     }

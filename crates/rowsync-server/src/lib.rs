@@ -14,6 +14,7 @@
 //! - [`error`]: the one HTTP error type (status, stable code, readable message).
 //! - [`store`]: the [`Store`] trait and its adapters (SQLite, PostgreSQL, MySQL/MariaDB).
 //! - [`commits`]: waking long-polling pulls when a change commits.
+//! - [`tls`]: the certificate and key HTTPS is served with.
 //! - [`config`]: validated server settings and [`run`].
 
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 
 pub use axum::Router;
@@ -29,3 +31,4 @@ pub use config::{build, check_insecure_listen, run, serve_router, App, Backgroun
 pub use error::ApiError;
 pub use http::{app, AppState, Auth, Caller, Limits, WallClock};
 pub use store::{PoolSettings, Store, StoreError};
+pub use tls::{Tls, TlsError};

@@ -372,6 +372,17 @@ async fn hostile_payloads_get_a_clear_4xx_and_the_server_stays_healthy() {
     );
     assert!(answer["message"].as_str().unwrap().contains("column id: expected TEXT"), "{answer}");
 
+    // The same row twice in one push: refused whole, naming the second.
+    let twice = batch(vec![
+        contact("dup", Value::Text("First".into()), Value::Null, 1),
+        contact("other", Value::Text("Other".into()), Value::Null, 2),
+        contact("dup", Value::Text("Second".into()), Value::Null, 3),
+    ]);
+    let (status, answer) = call(&router, post(twice)).await;
+    assert_eq!((status, answer["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_key")), "{answer}");
+    assert_eq!(answer["change"], 2, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("change 2: table contacts, key [\"dup\"] is change 0"));
+
     // SQL in a column name.
     let mut injected = contact("i", Value::Text("I".into()), Value::Null, 1);
     injected.row.cells[0].column = "name\" = 'x'; DROP TABLE contacts; --".into();

@@ -195,7 +195,7 @@ impl Device {
 
     pub fn sync_with(&self, options: SyncOptions) -> Result<SyncReport, ClientError> {
         let mut replica = self.replica();
-        let transport = HttpTransport::new(&replica.server_url()?, replica.token()?);
+        let transport = HttpTransport::connect(&replica.server_access()?)?;
         sync(&mut replica, &transport, options)
     }
 

@@ -32,6 +32,28 @@ fn a_body_over_the_limit_gets_a_413_even_from_a_client_that_sends_it_whole() {
     assert_eq!(ureq::get(&format!("{}/health", server.url())).call().unwrap().status(), 200);
 }
 
+/// A 100 MB body against the default limits, over a real socket: 413, and
+/// the server (and its memory) stays fine for the next request.
+#[test]
+fn a_100_mb_body_gets_a_413_under_the_default_limits() {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start_on(&TestStore::Sqlite, dir.path(), CONTACTS_SCHEMA);
+    let body = vec![b'['; 100 * 1000 * 1000];
+    let answer =
+        ureq::post(&format!("{}/v1/push", server.url())).set("Content-Type", "application/json").send_bytes(&body);
+    match answer {
+        Err(ureq::Error::Status(413, response)) => {
+            let text = response.into_string().unwrap();
+            assert!(text.contains("larger than the 33554432 bytes"), "{text}");
+        }
+        Err(other) => panic!("expected a 413, got {other}"),
+        Ok(response) => panic!("expected a 413, got {}", response.status()),
+    }
+    let device = Device::init(dir.path(), "device", &server.url());
+    device.plain().execute("INSERT INTO contacts (id, name) VALUES ('c1', 'Ada')", []).unwrap();
+    assert_eq!(device.sync().unwrap().pushed, 1, "the server still takes pushes");
+}
+
 /// Counts the bytes of every push it passes on.
 struct Measured {
     inner: HttpTransport,

@@ -77,7 +77,7 @@ fn run() -> anyhow::Result<()> {
         }
         ("sync", []) => {
             let mut replica = Replica::open(&db)?;
-            let transport = HttpTransport::new(&replica.server_url()?, replica.token()?);
+            let transport = HttpTransport::connect(&replica.server_access()?)?;
             let report = sync(&mut replica, &transport, SyncOptions::default())?;
             println!("pulled {}, pushed {}", report.pulled, report.pushed);
         }
