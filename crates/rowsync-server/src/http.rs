@@ -23,13 +23,13 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
 use rowsync_core::change::decode_change;
 use rowsync_core::RowState;
-use rowsync_proto::{ErrorCode, PushRequest, PushResponse, Schema, SiteId};
+use rowsync_proto::{ErrorCode, PushRequest, PushResponse, Schema, SiteId, Value};
 use serde::Deserialize;
 
 use crate::auth::{bearer, judge, parse, Refusal};
 use crate::commits::{Commits, Waited};
 use crate::error::ApiError;
-use crate::store::{from_another_copy, CheckedBatch, CheckedChange, Pushed, Store, StoreError};
+use crate::store::{from_another_copy, CheckedBatch, CheckedChange, Collision, Pushed, Store, StoreError};
 
 /// Default and largest pull page.
 pub const DEFAULT_PULL_LIMIT: u32 = 1_000;
@@ -93,6 +93,8 @@ impl Default for Limits {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
     pub user: Option<String>,
+    /// The public id of the token (`None` without tokens).
+    pub token: Option<String>,
 }
 
 /// Counters exposed at `/metrics`.
@@ -104,6 +106,14 @@ pub struct Metrics {
     pulls: AtomicU64,
     pulled_changes: AtomicU64,
     refused: AtomicU64,
+    /// Inserts that met another row under their key (see [`Collision`]).
+    pub(crate) key_collisions: AtomicU64,
+    /// Tutorial protocol: changes stored, ignored (no data) and refused,
+    /// and changes served by `/changes`.
+    pub(crate) sync_stored: AtomicU64,
+    pub(crate) sync_ignored: AtomicU64,
+    pub(crate) sync_refused: AtomicU64,
+    pub(crate) changes_served: AtomicU64,
 }
 
 /// The server's wall clock, in milliseconds since the Unix epoch: the
@@ -181,8 +191,25 @@ impl<S: Store> AppState<S> {
     }
 }
 
+/// Logs and counts inserts that met another row under their key: the
+/// outcome follows the table's rule, and the row that lost is in the log.
+pub(crate) fn report_collisions<S>(state: &AppState<S>, collisions: &[Collision]) {
+    for c in collisions {
+        state.metrics.key_collisions.fetch_add(1, Ordering::Relaxed);
+        let json = |row: &Option<Vec<Value>>| serde_json::to_string(row).unwrap_or_default();
+        tracing::warn!(
+            table = %c.table,
+            key = %c.key_json,
+            held = %json(&c.held),
+            sent = %json(&Some(c.sent.clone())),
+            kept = %json(&c.kept),
+            "key collision: an insert met another row under its key (two writers numbered rows alike?)"
+        );
+    }
+}
+
 /// Refuses a change holding a version too far ahead of the server's clock.
-fn check_clock(state: &RowState, now_ms: u64, max_ahead: Duration, index: usize) -> Result<(), ApiError> {
+pub(crate) fn check_clock(state: &RowState, now_ms: u64, max_ahead: Duration, index: usize) -> Result<(), ApiError> {
     let limit = now_ms.saturating_add(max_ahead.as_millis() as u64);
     if let Some(ahead) = state.versions().map(|v| v.hlc.millis()).filter(|&ms| ms > limit).max() {
         let mut error = ApiError::new(
@@ -214,8 +241,11 @@ pub fn app<S: Store>(mut state: AppState<S>) -> Router {
         .route("/v1/pull", get(pull::<S>))
         .route("/metrics", get(metrics::<S>))
         .route_layer(from_fn_with_state(state.clone(), authenticate::<S>));
+    let tutorial = crate::tutorial::routes::<S>()
+        .route_layer(from_fn_with_state(state.clone(), authenticate_header_or_query::<S>));
     Router::new()
         .merge(guarded)
+        .merge(tutorial)
         .route("/health", get(health::<S>))
         .fallback(not_found)
         .layer(map_response(json_errors))
@@ -224,10 +254,35 @@ pub fn app<S: Store>(mut state: AppState<S>) -> Router {
 
 /// Lets a request through only with a valid token (unless tokens are off)
 /// and within its token's rate; tells the handler who sent it.
-async fn authenticate<S: Store>(State(state): State<AppState<S>>, mut request: Request, next: Next) -> Response {
+async fn authenticate<S: Store>(State(state): State<AppState<S>>, request: Request, next: Next) -> Response {
+    admit(state, request, next, None).await
+}
+
+/// As [`authenticate`], taking the token from a `token` query parameter
+/// when the request has no `Authorization` header (for clients of the
+/// tutorial protocol that cannot set headers).
+async fn authenticate_header_or_query<S: Store>(
+    State(state): State<AppState<S>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    #[derive(Deserialize)]
+    struct TokenParam {
+        token: Option<String>,
+    }
+    let query = Query::<TokenParam>::try_from_uri(request.uri()).ok().and_then(|Query(p)| p.token);
+    admit(state, request, next, query).await
+}
+
+async fn admit<S: Store>(
+    state: AppState<S>,
+    mut request: Request,
+    next: Next,
+    query_token: Option<String>,
+) -> Response {
     let caller = match state.auth {
         Auth::Off => Caller::default(),
-        Auth::Tokens => match identify(&state, request.headers()).await {
+        Auth::Tokens => match identify(&state, request.headers(), query_token.as_deref()).await {
             Ok((caller, token_id)) => {
                 if let Some(wait) = over_rate(&state, token_id) {
                     return too_many(wait);
@@ -242,17 +297,24 @@ async fn authenticate<S: Store>(State(state): State<AppState<S>>, mut request: R
 }
 
 /// The caller a request's token names, and the token's id.
-async fn identify<S: Store>(state: &AppState<S>, headers: &HeaderMap) -> Result<(Caller, String), ApiError> {
+async fn identify<S: Store>(
+    state: &AppState<S>,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<(Caller, String), ApiError> {
     let refused = |refusal: Refusal| {
         let mut error = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, refusal.to_string());
         error.authenticate = true;
         error
     };
-    let token = bearer(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)).map_err(refused)?;
+    let token = match (headers.get(header::AUTHORIZATION), query_token) {
+        (None, Some(token)) => token,
+        (header, _) => bearer(header.map(HeaderValue::as_bytes)).map_err(refused)?,
+    };
     let (id, secret) = parse(token).map_err(refused)?;
     let record = state.store.find_token(id).await?;
     let user = judge(record.as_ref(), secret, state.clock.now_ms()).map_err(refused)?;
-    Ok((Caller { user: Some(user.to_string()) }, id.to_string()))
+    Ok((Caller { user: Some(user.to_string()), token: Some(id.to_string()) }, id.to_string()))
 }
 
 /// How long a token over its rate must wait, if it is over.
@@ -321,7 +383,7 @@ async fn json_errors(response: Response) -> Response {
 /// gzip), at most `body_bytes`. Decoding stops at the limit, so a small
 /// body that would inflate to gigabytes (a gzip bomb) costs no more than
 /// one that inflates to the limit.
-async fn read_body(headers: &HeaderMap, body: Body, limits: &Limits) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limits: &Limits) -> Result<Vec<u8>, ApiError> {
     let encoding = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     let gzip = match encoding.as_deref() {
         None | Some("identity") | Some("") => false,
@@ -451,7 +513,7 @@ async fn push<S: Store>(
             return Err(refused(err));
         }
         check_clock(&change.state, now_ms, state.max_clock_ahead, index).map_err(refused)?;
-        checked.push(CheckedChange { seq: pushed.seq, change });
+        checked.push(CheckedChange { seq: pushed.seq, change, whole_row: false });
     }
     let count = checked.len() as u64;
     let batch = CheckedBatch {
@@ -462,10 +524,12 @@ async fn push<S: Store>(
         known: request.known,
         changes: checked,
     };
-    let Pushed { response, position } = state.store.push(&state.schema, &batch).await.map_err(|e| match e {
-        StoreError::SiteReused | StoreError::NotOwner { .. } | StoreError::ForeignSite => refused(e.into()),
-        other => other.into(),
-    })?;
+    let Pushed { response, position, collisions } =
+        state.store.push(&state.schema, &batch).await.map_err(|e| match e {
+            StoreError::SiteReused | StoreError::NotOwner { .. } | StoreError::ForeignSite => refused(e.into()),
+            other => other.into(),
+        })?;
+    report_collisions(&state, &collisions);
     state.commits.committed(position);
     state.metrics.pushes.fetch_add(1, Ordering::Relaxed);
     state.metrics.pushed_changes.fetch_add(count, Ordering::Relaxed);
@@ -575,6 +639,11 @@ async fn metrics<S: Store>(State(state): State<AppState<S>>) -> Response {
         ("rowsync_pulls_total", "Pull pages served.", &m.pulls),
         ("rowsync_pulled_changes_total", "Changes served by pulls.", &m.pulled_changes),
         ("rowsync_refused_pushes_total", "Pushes refused as bad input.", &m.refused),
+        ("rowsync_key_collisions_total", "Inserts that met another row under their key (logged).", &m.key_collisions),
+        ("rowsync_sync_stored_total", "Tutorial /sync changes stored.", &m.sync_stored),
+        ("rowsync_sync_ignored_total", "Tutorial /sync changes without data (no-ops).", &m.sync_ignored),
+        ("rowsync_sync_refused_total", "Tutorial /sync changes refused (logged).", &m.sync_refused),
+        ("rowsync_changes_served_total", "Changes served by tutorial /changes.", &m.changes_served),
     ] {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",

@@ -15,6 +15,8 @@
 //! - [`store`]: the [`Store`] trait and its adapters (SQLite, PostgreSQL, MySQL/MariaDB).
 //! - [`commits`]: waking long-polling pulls when a change commits.
 //! - [`tls`]: the certificate and key HTTPS is served with.
+//! - [`tutorial`]: `POST /sync` and `GET /changes`, the tutorial protocol,
+//!   over the same push and pull.
 //! - [`config`]: validated server settings and [`run`].
 
 pub mod auth;
@@ -25,6 +27,7 @@ pub mod http;
 pub mod store;
 pub mod tls;
 pub mod tokens;
+pub mod tutorial;
 
 pub use axum::Router;
 pub use config::{build, check_insecure_listen, run, serve_router, App, BackgroundServer, DatabaseUrl, ServerConfig};

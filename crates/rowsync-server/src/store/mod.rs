@@ -33,6 +33,7 @@ use rowsync_proto::{PushResponse, RowChange, Schema, SiteId};
 
 use crate::auth::TokenRecord;
 use crate::commits::{Commits, POLL_EVERY};
+pub use plan::Collision;
 pub use push::SiteMark;
 
 pub use mysql::MysqlStore;
@@ -185,23 +186,29 @@ where
 {
     let sizes: Vec<(i64, i64)> = rows.iter().map(|(pos, size, _)| (*pos, *size)).collect();
     let Some((last, more)) = page_extent(&sizes, limit, max_bytes) else {
-        return Ok(PullPage { states: Vec::new(), cursor, more: false });
+        return Ok(PullPage { cursor, ..PullPage::default() });
     };
-    let mut states = Vec::new();
+    let (mut states, mut positions) = (Vec::new(), Vec::new());
     for (pos, size, state) in rows.into_iter().take_while(|(pos, _, _)| *pos <= last) {
-        match state {
-            Some(state) => states.push(state),
-            None if size > INLINE_STATE => states.extend(large(pos).await?),
-            None => {}
+        let state = match state {
+            Some(state) => Some(state),
+            None if size > INLINE_STATE => large(pos).await?,
+            None => None,
+        };
+        if let Some(state) = state {
+            states.push(state);
+            positions.push(pos as u64);
         }
     }
-    Ok(PullPage { states, cursor: last as u64, more })
+    Ok(PullPage { states, positions, cursor: last as u64, more })
 }
 
 /// A page of changes as raw JSON row states, ready to be sent as they are.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PullPage {
     pub states: Vec<String>,
+    /// The position of each state, in the same order.
+    pub positions: Vec<u64>,
     pub cursor: u64,
     pub more: bool,
 }
@@ -212,6 +219,8 @@ pub struct PullPage {
 pub struct Pushed {
     pub response: PushResponse,
     pub position: u64,
+    /// Inserts that met another row under their key (see [`Collision`]).
+    pub collisions: Vec<Collision>,
 }
 
 /// Reads the position counter every `every` while pulls wait, and tells
@@ -254,6 +263,11 @@ pub enum Revoke<'a> {
 pub struct CheckedChange {
     pub seq: u64,
     pub change: DecodedChange,
+    /// The change is a whole row as its writer holds it, without saying
+    /// which columns it wrote (the tutorial protocol's `/sync`): columns
+    /// equal to the stored row keep their stored versions, so that a
+    /// column the writer did not touch does not outrank another's edit.
+    pub whole_row: bool,
 }
 
 /// Whether a request comes from another copy of the replica than the one

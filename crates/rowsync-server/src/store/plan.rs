@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use rowsync_core::change::{conflict_id, encode_change};
 use rowsync_core::RowState;
-use rowsync_proto::{ConflictStrategy, Hlc, Schema, SiteId, Value, Version};
+use rowsync_proto::{ConflictStrategy, Hlc, Schema, SiteId, Table, Value, Version};
 
 use super::{CheckedChange, StoreError};
 
@@ -23,6 +23,8 @@ pub struct IncomingRow {
     pub state: RowState,
     /// The index in the batch of the first change to this row.
     pub first: usize,
+    /// See [`CheckedChange::whole_row`].
+    pub whole_row: bool,
 }
 
 /// What the server holds of a row: its merged state, and its owner when
@@ -52,7 +54,8 @@ pub fn fold_batch(changes: &[CheckedChange], hwm: u64) -> (Vec<IncomingRow>, u64
             }
             None => {
                 index.insert(id.clone(), rows.len());
-                rows.push(IncomingRow { id, key: change.key.clone(), state, first });
+                let whole_row = checked.whole_row;
+                rows.push(IncomingRow { id, key: change.key.clone(), state, first, whole_row });
             }
         }
     }
@@ -74,6 +77,30 @@ pub struct RowWrite {
     pub owner: Option<String>,
 }
 
+/// An insert that met another row under its key: a visible row with other
+/// values, or a newer delete that hides it. Two writers that number rows
+/// themselves (AUTOINCREMENT) meet like this; the merge keeps one outcome
+/// by the table's rule, and this record is how the other is not lost
+/// silently (the server logs and counts it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Collision {
+    pub table: String,
+    pub key_json: String,
+    /// The row the server held (`None`: deleted by a newer delete).
+    pub held: Option<Vec<Value>>,
+    /// The row the insert brought.
+    pub sent: Vec<Value>,
+    /// The row kept (`None`: deleted).
+    pub kept: Option<Vec<Value>>,
+}
+
+/// What a push writes, and the inserts that met another row.
+#[derive(Debug, Default)]
+pub struct Planned {
+    pub writes: Vec<RowWrite>,
+    pub collisions: Vec<Collision>,
+}
+
 /// Merges each incoming row into its stored state and returns the rows that
 /// changed, with positions after `last_position` in batch order. `user` is
 /// the pushing token's: a private row held (or once held) by another user
@@ -85,15 +112,26 @@ pub fn plan_writes(
     stored: &mut HashMap<RowId, Stored>,
     last_position: i64,
     user: Option<&str>,
-) -> Result<Vec<RowWrite>, StoreError> {
+) -> Result<Planned, StoreError> {
     let mut position = last_position;
-    let mut writes = Vec::new();
-    for row in incoming {
+    let mut planned = Planned::default();
+    for mut row in incoming {
         let table = &schema.tables[row.id.0];
         let owner_column = table.owner.filter(|_| user.is_some());
         let stored_row = stored.remove(&row.id);
         if owner_column.is_some() && stored_row.as_ref().is_some_and(|s| s.owner.as_deref() != user) {
             return Err(StoreError::NotOwner { change: row.first });
+        }
+        let held = stored_row.as_ref().map(|s| &s.state);
+        let collision = held.filter(|held| meets_another_row(table, &row.state, held)).map(|held| Collision {
+            table: table.name.clone(),
+            key_json: row.id.1.clone(),
+            held: held.is_visible().then(|| held.row_values(table, &row.key)),
+            sent: row.state.row_values(table, &row.key),
+            kept: None,
+        });
+        if let Some(held) = held.filter(|held| row.whole_row && held.is_visible()) {
+            keep_unchanged_columns(table, &mut row.state, held);
         }
         let mut state = stored_row.map_or_else(|| RowState::empty(table.columns.len()), |s| s.state);
         let outcome = match table.conflict {
@@ -102,6 +140,10 @@ pub fn plan_writes(
             }),
             _ => state.merge_from(&row.state),
         };
+        if let Some(mut collision) = collision {
+            collision.kept = state.is_visible().then(|| state.row_values(table, &row.key));
+            planned.collisions.push(collision);
+        }
         if !outcome.changed {
             continue;
         }
@@ -117,9 +159,48 @@ pub fn plan_writes(
         let state_json = serde_json::to_string(&encode_change(table, row.key.clone(), &state))
             .map_err(|e| StoreError::Database(e.to_string()))?;
         let owner = owner_column.and(user).map(str::to_string);
-        writes.push(RowWrite { id: row.id, key: row.key, state, state_json, position, echo, owner });
+        planned.writes.push(RowWrite { id: row.id, key: row.key, state, state_json, position, echo, owner });
     }
-    Ok(writes)
+    Ok(planned)
+}
+
+/// Whether `incoming` inserts a row over another one under its key: `held`
+/// is visible with other values (key and owner columns aside), or `held`
+/// was deleted after this insert was made. A repeat of the insert that made
+/// `held`, or a device inserting again over its own row (a REPLACE), is
+/// not one.
+fn meets_another_row(table: &Table, incoming: &RowState, held: &RowState) -> bool {
+    let Some(alive) = &incoming.alive else { return false };
+    if held.alive.as_ref().is_some_and(|held| held.site == alive.site) {
+        return false;
+    }
+    if !held.is_visible() {
+        return held.deleted.as_ref().is_some_and(|deleted| deleted > alive);
+    }
+    (0..table.columns.len()).filter(|c| !table.primary_key.contains(c) && Some(*c) != table.owner).any(|c| {
+        match (&incoming.cells[c], &held.cells[c]) {
+            (Some((sent, _)), Some((had, _))) => sent != had,
+            (Some((sent, _)), None) => *sent != Value::Null,
+            (None, _) => false,
+        }
+    })
+}
+
+/// Drops the cells of a whole-row change that equal the visible stored
+/// row's, so those columns keep their stored versions and only the columns
+/// the writer changed take its version. Under the row strategy the row is
+/// one unit and is left whole.
+fn keep_unchanged_columns(table: &Table, incoming: &mut RowState, held: &RowState) {
+    if table.conflict == ConflictStrategy::Row {
+        return;
+    }
+    for (cell, stored) in incoming.cells.iter_mut().zip(&held.cells) {
+        if let (Some((sent, _)), Some((had, _))) = (cell.as_ref(), stored) {
+            if sent == had {
+                *cell = None;
+            }
+        }
+    }
 }
 
 /// Makes the owner cell of a private row hold `user`. A value the writer
@@ -166,7 +247,7 @@ mod tests {
             }],
             conflicts: Vec::new(),
         };
-        CheckedChange { seq, change: decode_change(&schema, &wire).unwrap() }
+        CheckedChange { seq, change: decode_change(&schema, &wire).unwrap(), whole_row: false }
     }
 
     #[test]
@@ -178,14 +259,85 @@ mod tests {
         assert_eq!(rows[0].state.cells[1].as_ref().unwrap().0, Value::Text("new".into()));
     }
 
+    /// A change of `t` from `site` (a byte) at `ms`: an insert, or an
+    /// update of the whole row.
+    fn whole(site: u8, ms: u64, insert: bool, name: &str, phone: &str) -> CheckedChange {
+        let schema = parse_schema("CREATE TABLE t (id TEXT PRIMARY KEY, name TEXT, phone TEXT);").unwrap();
+        let version = Version { hlc: Hlc::from_millis(ms), site: SiteId::from_bytes([site; 16]) };
+        let cell = |column: &str, value: &str| Cell {
+            column: column.into(),
+            value: Value::Text(value.into()),
+            version: None,
+            base: None,
+            memory: None,
+        };
+        let wire = RowChange {
+            table: "t".into(),
+            key: vec![Value::Text("k".into())],
+            alive: insert.then(|| version.clone()),
+            version: Some(version),
+            deleted: None,
+            cells: vec![cell("name", name), cell("phone", phone)],
+            conflicts: Vec::new(),
+        };
+        CheckedChange { seq: 1, change: decode_change(&schema, &wire).unwrap(), whole_row: true }
+    }
+
+    /// Plans `change` over `held` (a previous plan's outcome).
+    fn plan_over(held: Option<&RowState>, change: CheckedChange) -> (Planned, RowState) {
+        let schema = parse_schema("CREATE TABLE t (id TEXT PRIMARY KEY, name TEXT, phone TEXT);").unwrap();
+        let (rows, _) = fold_batch(&[change], 0);
+        let mut stored = HashMap::new();
+        if let Some(held) = held {
+            stored.insert(rows[0].id.clone(), Stored { state: held.clone(), owner: None });
+        }
+        let planned = plan_writes(&schema, rows, &mut stored, 0, None).unwrap();
+        let state = planned.writes.first().map_or_else(|| held.unwrap().clone(), |w| w.state.clone());
+        (planned, state)
+    }
+
+    #[test]
+    fn a_whole_row_change_writes_only_the_columns_that_differ() {
+        let (_, held) = plan_over(None, whole(1, 10, true, "Ada", "1"));
+        // Site 2 changed the phone at 20, site 3 (stale phone) the name at 15.
+        let (_, held) = plan_over(Some(&held), whole(2, 20, false, "Ada", "2"));
+        let (planned, row) = plan_over(Some(&held), whole(3, 15, false, "Ada L", "1"));
+        assert_eq!(planned.writes.len(), 1);
+        let values: Vec<&Value> = row.cells.iter().flatten().map(|(v, _)| v).collect();
+        assert_eq!(values, [&Value::Text("Ada L".into()), &Value::Text("2".into())], "both edits kept");
+        // The same change again (an answer lost) writes nothing.
+        let (again, _) = plan_over(Some(&row), whole(3, 15, false, "Ada L", "1"));
+        assert!(again.writes.is_empty());
+    }
+
+    #[test]
+    fn an_insert_over_another_writers_row_is_a_collision_and_a_repeat_is_not() {
+        let (first, held) = plan_over(None, whole(1, 10, true, "Anne", "1"));
+        assert!(first.collisions.is_empty());
+        let (planned, kept) = plan_over(Some(&held), whole(2, 20, true, "Ben", "1"));
+        assert_eq!(planned.collisions.len(), 1);
+        let collision = &planned.collisions[0];
+        assert_eq!(collision.held.as_ref().unwrap()[1], Value::Text("Anne".into()));
+        assert_eq!(collision.sent[1], Value::Text("Ben".into()));
+        assert_eq!(collision.kept.as_ref().unwrap()[1], Value::Text("Ben".into()), "the later insert wins");
+        // An older insert loses, and is still reported.
+        let (older, _) = plan_over(Some(&kept), whole(3, 5, true, "Cy", "1"));
+        assert_eq!(older.collisions.len(), 1);
+        assert!(older.writes.is_empty());
+        assert_eq!(older.collisions[0].kept.as_ref().unwrap()[1], Value::Text("Ben".into()));
+        // A repeat, or the same device inserting again over its own row, is not.
+        assert!(plan_over(Some(&kept), whole(2, 20, true, "Ben", "1")).0.collisions.is_empty());
+        assert!(plan_over(Some(&kept), whole(2, 30, true, "Benjamin", "1")).0.collisions.is_empty());
+    }
+
     #[test]
     fn unchanged_rows_get_no_position() {
         let schema = parse_schema("CREATE TABLE t (id TEXT PRIMARY KEY, name TEXT);").unwrap();
         let (rows, _) = fold_batch(&[change(1, "a", 5)], 0);
         let mut stored = HashMap::new();
         stored.insert(rows[0].id.clone(), Stored { state: rows[0].state.clone(), owner: None });
-        assert!(plan_writes(&schema, rows.clone(), &mut stored, 10, None).unwrap().is_empty());
-        let writes = plan_writes(&schema, rows, &mut HashMap::new(), 10, None).unwrap();
+        assert!(plan_writes(&schema, rows.clone(), &mut stored, 10, None).unwrap().writes.is_empty());
+        let writes = plan_writes(&schema, rows, &mut HashMap::new(), 10, None).unwrap().writes;
         assert_eq!(writes[0].position, 11);
     }
 }

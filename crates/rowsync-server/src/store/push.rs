@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rowsync_proto::{PushResponse, Schema, SiteId, Table};
 
-use super::plan::{fold_batch, plan_writes, IncomingRow, RowId, RowWrite, Stored};
+use super::plan::{fold_batch, plan_writes, IncomingRow, Planned, RowId, RowWrite, Stored};
 use super::{from_another_copy, CheckedBatch, Pushed, StoreError};
 
 /// What the server keeps of a site: the highest sequence number applied,
@@ -119,7 +119,7 @@ pub(crate) async fn push_batch<T: PushTransaction>(
     }
     let (incoming, applied) = fold_batch(&batch.changes, hwm);
     let mut stored = tx.load_states(schema, &incoming).await?;
-    let writes = plan_writes(schema, incoming, &mut stored, position, batch.user.as_deref())?;
+    let Planned { writes, collisions } = plan_writes(schema, incoming, &mut stored, position, batch.user.as_deref())?;
     if !writes.is_empty() {
         tx.save_states(schema, site, &writes).await?;
     }
@@ -144,5 +144,5 @@ pub(crate) async fn push_batch<T: PushTransaction>(
         tokio::time::sleep(delay).await;
     }
     tx.commit().await?;
-    Ok(Pushed { response: PushResponse { acked_seq: acked, applied }, position: last_position as u64 })
+    Ok(Pushed { response: PushResponse { acked_seq: acked, applied }, position: last_position as u64, collisions })
 }
