@@ -289,3 +289,37 @@ fn changes_come_in_pages_a_client_follows_and_need_a_token() {
     let unauthorized = ureq::post(&format!("{}/sync", server.url())).send_json(delete);
     assert!(matches!(unauthorized, Err(ureq::Error::Status(401, _))));
 }
+
+#[test]
+fn private_rows_stay_private_through_the_tutorial_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, owner TEXT);";
+    let server = TestServer::start_configured(&TestStore::Sqlite, dir.path(), schema, |config| {
+        config.auth = Auth::Tokens;
+        config.owners.insert("notes".into(), "owner".into());
+    });
+    let (alice, bob) = (server.token("alice", None), server.token("bob", None));
+    let note = |id: &str, body: &str, at: &str| {
+        json!({"table": "notes", "record_id": id, "operation": "INSERT", "timestamp": at,
+            "data": {"id": id, "body": body}})
+    };
+    assert_eq!(post(&server, &bob, &note("b1", "Bob's", "2026-01-01T10:00:00Z")).0, 200);
+    // Alice claims to write as Bob: the owner column is hers whatever she sends.
+    let mut claimed = note("a1", "Alice's", "2026-01-01T10:00:01Z");
+    claimed["data"]["owner"] = json!("bob");
+    assert_eq!(post(&server, &alice, &claimed).0, 200);
+
+    let hers = changes(&server, &alice, "1970-01-01T00:00:00+00:00");
+    assert_eq!(hers.len(), 1, "{hers:?}");
+    assert_eq!(hers[0]["data"], json!({"id": "a1", "body": "Alice's", "owner": "alice"}));
+    // Guessing Bob's key to change or delete it is refused, and counted.
+    let (status, _) = post(&server, &alice, &note("b1", "mine now", "2026-01-01T10:00:02Z"));
+    assert_eq!(status, 403);
+    let delete =
+        json!({"table": "notes", "record_id": "b1", "operation": "DELETE", "timestamp": "2026-01-01T10:00:03Z"});
+    assert_eq!(post(&server, &alice, &delete).0, 403);
+    assert_eq!(metric(&server, &alice, "rowsync_sync_refused_total"), 2);
+    let his = changes(&server, &bob, "1970-01-01T00:00:00+00:00");
+    assert_eq!(his.len(), 1);
+    assert_eq!(his[0]["data"], json!({"id": "b1", "body": "Bob's", "owner": "bob"}));
+}
