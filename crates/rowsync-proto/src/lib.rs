@@ -74,6 +74,12 @@ impl SiteId {
         SiteId("0".repeat(32))
     }
 
+    /// The site id of writes made directly in the server's database (not
+    /// through rowsync).
+    pub fn direct() -> SiteId {
+        SiteId(format!("{}1", "0".repeat(31)))
+    }
+
     /// Builds a site id from 16 bytes.
     pub fn from_bytes(bytes: [u8; 16]) -> SiteId {
         SiteId(bytes.iter().map(|b| format!("{b:02x}")).collect())

@@ -523,6 +523,7 @@ async fn push<S: Store>(
         batch: request.batch,
         known: request.known,
         changes: checked,
+        now_ms,
     };
     let Pushed { response, position, collisions } =
         state.store.push(&state.schema, &batch).await.map_err(|e| match e {
@@ -592,6 +593,9 @@ async fn pull<S: Store>(
     }
     let until = tokio::time::Instant::now() + Duration::from_secs(params.wait);
     let (site, user) = (params.site.as_ref(), caller.user.as_deref());
+    if let Some(position) = state.store.drain_direct(&state.schema, state.clock.now_ms()).await? {
+        state.commits.committed(position);
+    }
     // Every position up to `seen` is committed and was read by the last pull.
     let mut seen = state.commits.newest();
     let mut page = state.store.pull(params.cursor, limit, PAGE_BYTES, site, user).await?;

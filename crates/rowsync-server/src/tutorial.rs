@@ -156,6 +156,7 @@ async fn store_change<S: Store>(
         batch: None,
         known: None,
         changes: vec![CheckedChange { seq: 1, change, whole_row: true }],
+        now_ms: state.clock.now_ms(),
     };
     let Pushed { position, collisions, .. } = state.store.push(&state.schema, &batch).await?;
     state.commits.committed(position);
@@ -326,6 +327,9 @@ async fn changes<S: Store>(
         Some(text) => since_position(text)
             .map_err(|e| ApiError::bad_parameter(format!("since {text:?} is not an ISO-8601 instant: {e}")))?,
     };
+    if let Some(position) = state.store.drain_direct(&state.schema, state.clock.now_ms()).await? {
+        state.commits.committed(position);
+    }
     if since > state.commits.newest() && since > state.store.last_position().await? {
         return Err(ApiError::bad_parameter(
             "since is later than any change this server holds: send back a timestamp from one of its answers, \

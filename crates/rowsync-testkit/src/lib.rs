@@ -149,6 +149,12 @@ impl TestServer {
     pub fn rows(&self, sql: &str) -> Vec<Vec<Value>> {
         stores::query_database(&self.database, sql)
     }
+
+    /// Runs `sql` (one or more statements) on the server's database
+    /// directly, as another program would.
+    pub fn exec(&self, sql: &str) {
+        stores::exec_database(&self.database, sql)
+    }
 }
 
 /// One device: a replica file, written to like an application would.

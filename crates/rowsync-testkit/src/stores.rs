@@ -121,6 +121,26 @@ pub fn query_database(database: &DatabaseUrl, sql: &str) -> Vec<Vec<Value>> {
     }
 }
 
+/// Runs `sql` (one or more statements) on the server's database on a
+/// connection of its own, as another program writing to it would.
+pub fn exec_database(database: &DatabaseUrl, sql: &str) {
+    match database {
+        DatabaseUrl::Sqlite(path) => {
+            let conn = rusqlite::Connection::open(path).expect("open server store");
+            conn.busy_timeout(std::time::Duration::from_secs(30)).expect("busy timeout");
+            conn.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        DatabaseUrl::Postgres(url) => runtime().block_on(async {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }),
+        DatabaseUrl::Mysql(url) => runtime().block_on(async {
+            let mut conn = sqlx::MySqlConnection::connect(url).await.expect("connect");
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }),
+    }
+}
+
 fn pg_value(row: &sqlx::postgres::PgRow, i: usize) -> Value {
     let raw = row.try_get_raw(i).expect("column");
     if raw.is_null() {

@@ -17,6 +17,7 @@
 //! in one query. A row changed again moves to a new position, so the change log
 //! compacts itself: a puller never receives a row's superseded states.
 
+mod direct;
 mod mysql;
 pub mod plan;
 mod postgres;
@@ -292,6 +293,9 @@ pub struct CheckedBatch {
     /// See [`rowsync_proto::PushRequest::known`].
     pub known: Option<Vec<u64>>,
     pub changes: Vec<CheckedChange>,
+    /// The server's clock when the batch arrived (direct writes drained
+    /// with it are versioned by it).
+    pub now_ms: u64,
 }
 
 /// The operations every server database supports.
@@ -356,6 +360,18 @@ pub trait Store: Send + Sync + 'static {
     /// The last position handed out (committed: it is written by the push
     /// that took it, in its transaction).
     fn last_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Turns writes made directly in the database since the last drain into
+    /// row states with positions (see `store::direct`); returns the last
+    /// position handed out when there were any. Stores without capture
+    /// have none.
+    fn drain_direct(
+        &self,
+        _schema: &Schema,
+        _now_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send {
+        async { Ok(None) }
+    }
 
     /// Tells `commits` of the positions other server processes on the same
     /// database commit, for as long as the server runs. By default one

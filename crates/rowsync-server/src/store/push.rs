@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use rowsync_proto::{PushResponse, Schema, SiteId, Table};
+use rowsync_proto::{PushResponse, Schema, SiteId, Table, Value};
 
+use super::direct::drain_direct;
 use super::plan::{fold_batch, plan_writes, IncomingRow, Planned, RowId, RowWrite, Stored};
 use super::{from_another_copy, CheckedBatch, Pushed, StoreError};
 
@@ -26,6 +27,10 @@ pub struct SiteMark {
     pub batch: Option<u64>,
     pub user: Option<String>,
 }
+
+/// A write noted by a capture trigger: entry id, table, key as the trigger
+/// wrote it, and the writer's clock (Unix milliseconds).
+pub(crate) type DirectEntry = (i64, String, String, i64);
 
 /// A row of `rowsync_sites`: high-water mark, last request, user.
 pub(crate) type MarkRow = (i64, Option<i64>, Option<String>);
@@ -82,6 +87,27 @@ pub(crate) trait PushTransaction: Send {
         mark: SiteMark,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The direct writes noted by the capture triggers and visible now, in
+    /// entry order. Stores without capture note none.
+    fn direct_entries(&mut self) -> impl Future<Output = Result<Vec<DirectEntry>, StoreError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// The row of `table` under `key` as the table holds it now (`None`:
+    /// no such row), in column order.
+    fn read_row(
+        &mut self,
+        _table: &Table,
+        _key: &[Value],
+    ) -> impl Future<Output = Result<Option<Vec<Value>>, StoreError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Removes drained direct-write entries.
+    fn forget_direct(&mut self, _ids: &[i64]) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Announces, in the transaction, that `position` commits with it (for
     /// stores whose database tells other server processes at commit).
     fn announce(&mut self, _position: i64) -> impl Future<Output = Result<(), StoreError>> + Send {
@@ -117,6 +143,8 @@ pub(crate) async fn push_batch<T: PushTransaction>(
     if from_another_copy(last_batch, batch.batch, batch.known.as_deref()) {
         return Err(StoreError::SiteReused);
     }
+    // Writes made directly in the database first: the batch merges over them.
+    let position = drain_direct(&mut tx, schema, position, batch.now_ms).await?;
     let (incoming, applied) = fold_batch(&batch.changes, hwm);
     let mut stored = tx.load_states(schema, &incoming).await?;
     let Planned { writes, collisions } = plan_writes(schema, incoming, &mut stored, position, batch.user.as_deref())?;

@@ -17,11 +17,11 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, Sql
 use sqlx::{Sqlite, SqlitePool};
 
 use super::plan::{row_values, IncomingRow, RowId, RowWrite, Stored};
-use super::push::{push_batch, MarkRow, PushTransaction, SiteMark};
+use super::push::{push_batch, DirectEntry, MarkRow, PushTransaction, SiteMark};
 use super::{decode_stored, token_from_row, CheckedBatch, PullPage, Pushed, Revoke, Store, StoreError, TokenRow};
 use crate::auth::TokenRecord;
 
-const BOOKKEEPING: [&str; 7] = [
+const BOOKKEEPING: [&str; 9] = [
     "CREATE TABLE IF NOT EXISTS rowsync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rowsync_positions (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO rowsync_positions (id, last) VALUES (1, 0)",
@@ -31,7 +31,65 @@ const BOOKKEEPING: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS rowsync_sites (site TEXT PRIMARY KEY, hwm INTEGER NOT NULL, batch INTEGER)",
     "CREATE TABLE IF NOT EXISTS rowsync_tokens (id TEXT PRIMARY KEY, usr TEXT NOT NULL, hash TEXT NOT NULL, \
      created INTEGER NOT NULL, expires INTEGER, revoked INTEGER)",
+    // Rows written directly (not through rowsync), noted by the capture
+    // triggers; and the marker that makes the triggers skip rowsync's own
+    // writes (held only inside a push transaction, never committed).
+    "CREATE TABLE IF NOT EXISTS rowsync_direct (id INTEGER PRIMARY KEY, tbl TEXT NOT NULL, pk TEXT NOT NULL, \
+     at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rowsync_applying (id INTEGER PRIMARY KEY)",
 ];
+const MARK_APPLYING: &str = "INSERT INTO rowsync_applying (id) VALUES (1)";
+const UNMARK_APPLYING: &str = "DELETE FROM rowsync_applying";
+const ANY_DIRECT: &str = "SELECT EXISTS (SELECT 1 FROM rowsync_direct)";
+const SELECT_DIRECT: &str = "SELECT id, tbl, pk, at FROM rowsync_direct ORDER BY id";
+/// The writer's clock in Unix milliseconds, in any SQLite version a writer
+/// may run (the trigger runs in the writer's).
+const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+
+/// The capture triggers of `table`: each write not made by rowsync notes
+/// the table and the key (old and new, for an update) in `rowsync_direct`.
+fn capture_triggers(table: &Table) -> Vec<String> {
+    let quote = |name: &str| Dialect::Sqlite.quote(name);
+    let key = |row: &str| {
+        let parts: Vec<String> = table
+            .primary_key
+            .iter()
+            .map(|&c| {
+                let column = format!("{row}.{}", quote(&table.columns[c].name));
+                format!("CASE WHEN typeof({column}) = 'blob' THEN json_object('blob', hex({column})) ELSE {column} END")
+            })
+            .collect();
+        format!("json_array({})", parts.join(", "))
+    };
+    let literal = table.name.replace('\'', "''");
+    let name = |what: &str| quote(&format!("rowsync_direct_{}_{what}", table.name));
+    let on = |what: &str| {
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS {} AFTER {what} ON {} WHEN NOT EXISTS (SELECT 1 FROM rowsync_applying) BEGIN ",
+            name(&what.to_lowercase()),
+            quote(&table.name)
+        )
+    };
+    vec![
+        format!(
+            "{}INSERT INTO rowsync_direct (tbl, pk, at) VALUES ('{literal}', {}, {NOW_MS}); END",
+            on("INSERT"),
+            key("NEW")
+        ),
+        format!(
+            "{}INSERT INTO rowsync_direct (tbl, pk, at) VALUES ('{literal}', {old}, {NOW_MS}); \
+             INSERT INTO rowsync_direct (tbl, pk, at) SELECT '{literal}', {new}, {NOW_MS} WHERE {new} IS NOT {old}; END",
+            on("UPDATE"),
+            old = key("OLD"),
+            new = key("NEW")
+        ),
+        format!(
+            "{}INSERT INTO rowsync_direct (tbl, pk, at) VALUES ('{literal}', {}, {NOW_MS}); END",
+            on("DELETE"),
+            key("OLD")
+        ),
+    ]
+}
 
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'";
 const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (key, value) VALUES ('schema', ?)";
@@ -161,6 +219,11 @@ impl Store for SqliteStore {
             let json = serde_json::to_string(&schema).map_err(|e| StoreError::Database(e.to_string()))?;
             sqlx::query(INSERT_SCHEMA).bind(json).execute(&mut *tx).await?;
         }
+        for table in &schema.tables {
+            for trigger in capture_triggers(table) {
+                sqlx::query(&trigger).execute(&mut *tx).await?;
+            }
+        }
         tx.commit().await?;
         Ok(schema)
     }
@@ -247,6 +310,21 @@ impl Store for SqliteStore {
         Ok(last as u64)
     }
 
+    async fn drain_direct(&self, schema: &Schema, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        let any: bool = sqlx::query_scalar(ANY_DIRECT).fetch_one(&self.pool).await?;
+        if !any {
+            return Ok(None);
+        }
+        let mut tx = SqlitePush(self.pool.begin_with("BEGIN IMMEDIATE").await?);
+        let position = tx.lock_position().await?;
+        let last = super::direct::drain_direct(&mut tx, schema, position, now_ms).await?;
+        if last != position {
+            sqlx::query(UPDATE_POSITION).bind(last).execute(&mut *tx.0).await?;
+        }
+        tx.commit().await?;
+        Ok((last != position).then_some(last as u64))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -259,8 +337,47 @@ struct SqlitePush(sqlx::Transaction<'static, Sqlite>);
 
 impl PushTransaction for SqlitePush {
     async fn lock_position(&mut self) -> Result<i64, StoreError> {
-        // BEGIN IMMEDIATE already holds the database's write lock.
+        // BEGIN IMMEDIATE already holds the database's write lock. The
+        // marker keeps the capture triggers off rowsync's own writes.
+        sqlx::query(MARK_APPLYING).execute(&mut *self.0).await?;
         Ok(sqlx::query_scalar(SELECT_POSITION).fetch_one(&mut *self.0).await?)
+    }
+
+    async fn direct_entries(&mut self) -> Result<Vec<DirectEntry>, StoreError> {
+        Ok(sqlx::query_as(SELECT_DIRECT).fetch_all(&mut *self.0).await?)
+    }
+
+    async fn read_row(&mut self, table: &Table, key: &[Value]) -> Result<Option<Vec<Value>>, StoreError> {
+        let columns: Vec<String> = table.columns.iter().map(|c| Dialect::Sqlite.quote(&c.name)).collect();
+        let matches: Vec<String> = table
+            .primary_key
+            .iter()
+            .map(|&c| format!("{} = ?", Dialect::Sqlite.quote(&table.columns[c].name)))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            columns.join(", "),
+            Dialect::Sqlite.quote(&table.name),
+            matches.join(" AND ")
+        );
+        let mut query = sqlx::query(&sql);
+        for value in key {
+            query = bind_value(query, value);
+        }
+        let Some(row) = query.fetch_optional(&mut *self.0).await? else { return Ok(None) };
+        (0..table.columns.len()).map(|i| sqlite_value(&row, i)).collect::<Result<Vec<_>, _>>().map(Some)
+    }
+
+    async fn forget_direct(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(ddl::rows_per_statement(1)) {
+            let sql = format!("DELETE FROM rowsync_direct WHERE id IN ({})", vec!["?"; chunk.len()].join(", "));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            query.execute(&mut *self.0).await?;
+        }
+        Ok(())
     }
 
     async fn site_mark(&mut self, site: &SiteId) -> Result<SiteMark, StoreError> {
@@ -347,7 +464,23 @@ impl PushTransaction for SqlitePush {
         Ok(())
     }
 
-    async fn commit(self) -> Result<(), StoreError> {
+    async fn commit(mut self) -> Result<(), StoreError> {
+        sqlx::query(UNMARK_APPLYING).execute(&mut *self.0).await?;
         Ok(self.0.commit().await?)
     }
+}
+
+/// A value of a row as SQLite holds it (by its storage class).
+fn sqlite_value(row: &sqlx::sqlite::SqliteRow, index: usize) -> Result<Value, StoreError> {
+    use sqlx::{Row, TypeInfo, ValueRef};
+    let raw = row.try_get_raw(index)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    Ok(match raw.type_info().name() {
+        "INTEGER" => Value::Integer(row.try_get(index)?),
+        "REAL" => Value::Real(row.try_get(index)?),
+        "BLOB" => Value::Blob(row.try_get(index)?),
+        _ => Value::Text(row.try_get(index)?),
+    })
 }

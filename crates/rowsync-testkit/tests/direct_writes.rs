@@ -1,0 +1,89 @@
+//! Writes made directly in the server's database (another program, an
+//! admin in a shell) on synced tables reach the replicas at their next
+//! pull, merged with their offline edits by the table's rule; rowsync's own
+//! writes are not noted twice. On the embedded store so far (issue 18's
+//! first slice); PostgreSQL and MariaDB come next.
+
+use rowsync_proto::Value;
+use rowsync_testkit::{text, Device, TestServer, TestStore};
+
+const SCHEMA: &str = "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, phone TEXT);";
+
+fn contacts(device: &Device) -> Vec<Vec<Value>> {
+    device.rows("SELECT id, name, email, phone FROM contacts ORDER BY id")
+}
+
+fn server_contacts(server: &TestServer) -> Vec<Vec<Value>> {
+    server.rows("SELECT id, name, email, phone FROM contacts ORDER BY id")
+}
+
+fn noted(server: &TestServer) -> Value {
+    server.rows("SELECT count(*) FROM rowsync_direct")[0][0].clone()
+}
+
+#[test]
+fn inserts_updates_and_deletes_made_in_the_database_reach_every_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_on(&TestStore::Sqlite, dir.path(), SCHEMA);
+    let laptop = Device::init(dir.path(), "laptop", &server.url());
+    let phone = Device::init(dir.path(), "phone", &server.url());
+    laptop.exec("INSERT INTO contacts (id, name) VALUES ('c1', 'Ada'), ('c2', 'Grace')");
+    laptop.sync().unwrap();
+    assert_eq!(noted(&server), Value::Integer(0), "rowsync's own writes are not noted");
+
+    // One transaction of the admin's: an insert, an update, a delete.
+    server.exec(
+        "BEGIN; INSERT INTO contacts (id, name, email) VALUES ('c3', 'Linus', 'linus@example.com');
+         UPDATE contacts SET email = 'ada@example.com' WHERE id = 'c1';
+         DELETE FROM contacts WHERE id = 'c2'; COMMIT;",
+    );
+    phone.sync().unwrap();
+    laptop.sync().unwrap();
+    let expected = vec![
+        vec![text("c1"), text("Ada"), text("ada@example.com"), Value::Null],
+        vec![text("c3"), text("Linus"), text("linus@example.com"), Value::Null],
+    ];
+    assert_eq!(contacts(&phone), expected);
+    assert_eq!(contacts(&laptop), expected);
+    assert_eq!(server_contacts(&server), expected);
+    assert_eq!(noted(&server), Value::Integer(0), "drained");
+
+    // A key changed in place: the old row goes, the new one comes.
+    server.exec("UPDATE contacts SET id = 'c9' WHERE id = 'c3'");
+    phone.sync().unwrap();
+    assert_eq!(phone.rows("SELECT id FROM contacts ORDER BY id"), vec![vec![text("c1")], vec![text("c9")]]);
+}
+
+#[test]
+fn a_direct_write_merges_with_offline_edits_field_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_on(&TestStore::Sqlite, dir.path(), SCHEMA);
+    let laptop = Device::init(dir.path(), "laptop", &server.url());
+    laptop.exec("INSERT INTO contacts (id, name) VALUES ('c1', 'Ada')");
+    laptop.sync().unwrap();
+
+    // Offline, the laptop edits the phone; meanwhile an admin fixes the name.
+    laptop.exec("UPDATE contacts SET phone = '555-0101' WHERE id = 'c1'");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    server.exec("UPDATE contacts SET name = 'Ada Lovelace' WHERE id = 'c1'");
+    laptop.sync().unwrap();
+    let both = vec![vec![text("c1"), text("Ada Lovelace"), Value::Null, text("555-0101")]];
+    assert_eq!(contacts(&laptop), both);
+    assert_eq!(server_contacts(&server), both);
+
+    // The same column: the later write wins, whoever made it.
+    server.exec("UPDATE contacts SET phone = '555-0199' WHERE id = 'c1'");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    laptop.exec("UPDATE contacts SET phone = '555-0202' WHERE id = 'c1'");
+    laptop.sync().unwrap();
+    assert_eq!(contacts(&laptop)[0][3], text("555-0202"));
+    assert_eq!(server_contacts(&server)[0][3], text("555-0202"));
+
+    // A direct delete against an older offline edit: the row stays deleted.
+    laptop.exec("UPDATE contacts SET email = 'old@example.com' WHERE id = 'c1'");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    server.exec("DELETE FROM contacts WHERE id = 'c1'");
+    laptop.sync().unwrap();
+    assert!(contacts(&laptop).is_empty());
+    assert!(server_contacts(&server).is_empty());
+}
