@@ -1,11 +1,22 @@
 //! Writes made directly in the server's database (another program, an
 //! admin in a shell) on synced tables reach the replicas at their next
 //! pull, merged with their offline edits by the table's rule; rowsync's own
-//! writes are not noted twice. On the embedded store so far (issue 18's
-//! first slice); PostgreSQL and MariaDB come next.
+//! writes are not noted twice. On the embedded store and PostgreSQL so far
+//! (MariaDB comes next).
 
 use rowsync_proto::Value;
-use rowsync_testkit::{text, Device, TestServer, TestStore};
+use rowsync_testkit::{test_stores, text, Device, TestServer, TestStore};
+
+/// The stores whose direct writes are captured so far.
+fn capturing_stores(test: impl Fn(&TestStore)) {
+    for store in test_stores().iter().filter(|s| !matches!(s, TestStore::Mysql { .. })) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(store)));
+        if let Err(panic) = outcome {
+            eprintln!("failed on the {} store", store.name());
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
 
 const SCHEMA: &str = "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, phone TEXT);";
 
@@ -23,8 +34,12 @@ fn noted(server: &TestServer) -> Value {
 
 #[test]
 fn inserts_updates_and_deletes_made_in_the_database_reach_every_replica() {
+    capturing_stores(inserts_updates_and_deletes_on);
+}
+
+fn inserts_updates_and_deletes_on(store: &TestStore) {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_on(&TestStore::Sqlite, dir.path(), SCHEMA);
+    let server = TestServer::start_on(store, dir.path(), SCHEMA);
     let laptop = Device::init(dir.path(), "laptop", &server.url());
     let phone = Device::init(dir.path(), "phone", &server.url());
     laptop.exec("INSERT INTO contacts (id, name) VALUES ('c1', 'Ada'), ('c2', 'Grace')");
@@ -56,8 +71,12 @@ fn inserts_updates_and_deletes_made_in_the_database_reach_every_replica() {
 
 #[test]
 fn a_direct_write_merges_with_offline_edits_field_by_field() {
+    capturing_stores(merges_field_by_field_on);
+}
+
+fn merges_field_by_field_on(store: &TestStore) {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_on(&TestStore::Sqlite, dir.path(), SCHEMA);
+    let server = TestServer::start_on(store, dir.path(), SCHEMA);
     let laptop = Device::init(dir.path(), "laptop", &server.url());
     laptop.exec("INSERT INTO contacts (id, name) VALUES ('c1', 'Ada')");
     laptop.sync().unwrap();
@@ -86,4 +105,53 @@ fn a_direct_write_merges_with_offline_edits_field_by_field() {
     laptop.sync().unwrap();
     assert!(contacts(&laptop).is_empty());
     assert!(server_contacts(&server).is_empty());
+}
+
+/// Direct writes in many transactions at once, beside pushes through two
+/// server processes: afterwards every replica equals the server's table.
+#[test]
+fn concurrent_direct_writes_and_pushes_through_two_servers_converge() {
+    capturing_stores(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_on(store, dir.path(), SCHEMA);
+        let second = server.another_instance();
+        let laptop = Device::init(dir.path(), "laptop", &server.url());
+        let phone = Device::init(dir.path(), "phone", &format!("http://{}", second.addr));
+        for i in 0..20 {
+            laptop.exec(&format!("INSERT INTO contacts (id, name) VALUES ('r{i:02}', 'replica {i}')"));
+        }
+        std::thread::scope(|scope| {
+            for writer in 0..3 {
+                let server = &server;
+                scope.spawn(move || {
+                    for i in 0..15 {
+                        let id = format!("d{writer}{i:02}");
+                        server.exec(&format!(
+                            "BEGIN; INSERT INTO contacts (id, name) VALUES ('{id}', 'direct'); \
+                             UPDATE contacts SET email = 'e{i}' WHERE id = '{id}'; COMMIT;"
+                        ));
+                        if i % 3 == 0 {
+                            server.exec(&format!("DELETE FROM contacts WHERE id = '{id}'"));
+                        }
+                    }
+                });
+            }
+            scope.spawn(|| {
+                for _ in 0..5 {
+                    laptop.sync().unwrap();
+                    phone.exec("UPDATE contacts SET phone = 'p' WHERE id LIKE 'r0%'");
+                    phone.sync().unwrap();
+                }
+            });
+        });
+        for _ in 0..2 {
+            laptop.sync().unwrap();
+            phone.sync().unwrap();
+        }
+        let on_server = server_contacts(&server);
+        assert_eq!(on_server.len(), 20 + 3 * 10, "{}", store.name());
+        assert_eq!(contacts(&laptop), on_server, "{}", store.name());
+        assert_eq!(contacts(&phone), on_server, "{}", store.name());
+        assert_eq!(noted(&server), Value::Integer(0));
+    });
 }

@@ -93,6 +93,26 @@ pub(crate) async fn drain_direct<T: PushTransaction>(
     Ok(writes.last().map_or(position, |w| w.position))
 }
 
+/// Whether a direct write to one of the rows `writes` wrote committed after
+/// this transaction drained: its upsert would have overwritten it unseen.
+/// Rows it wrote are locked until commit, so a later direct write waits
+/// and applies on top; only one that committed in between is caught here.
+pub(crate) async fn raced<T: PushTransaction>(
+    tx: &mut T,
+    schema: &Schema,
+    writes: &[super::plan::RowWrite],
+) -> Result<bool, StoreError> {
+    let entries = tx.direct_entries().await?;
+    if entries.is_empty() {
+        return Ok(false);
+    }
+    let written: std::collections::HashSet<&RowId> = writes.iter().map(|w| &w.id).collect();
+    Ok(entries.iter().any(|(_, table, pk, _)| {
+        noted_key(schema, table, pk)
+            .is_ok_and(|(index, key)| written.contains(&(index, serde_json::to_string(&key).unwrap_or_default())))
+    }))
+}
+
 /// The table and key a capture trigger noted: the key as a JSON array of
 /// the key columns' values (a blob as `{"blob": HEX}`).
 fn noted_key(schema: &Schema, table: &str, pk: &str) -> Result<(usize, Vec<Value>), String> {

@@ -64,6 +64,11 @@ pub enum StoreError {
     /// The device id was first used by another user. Nothing was applied.
     #[error("this device id is registered to another user")]
     ForeignSite,
+    /// A write made directly in the database committed on a row this push
+    /// writes, after the push had read it: the push is rolled back (and
+    /// tried again) rather than overwrite it.
+    #[error("a direct write to the database raced this push")]
+    DirectRace,
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -24,14 +24,14 @@ use sqlx::query::Query;
 use sqlx::{PgPool, Postgres};
 
 use super::plan::{row_values, IncomingRow, RowId, RowWrite, Stored};
-use super::push::{push_batch, MarkRow, PushTransaction, SiteMark};
+use super::push::{push_batch, DirectEntry, MarkRow, PushTransaction, SiteMark};
 use super::{
     decode_stored, token_from_row, CheckedBatch, PoolSettings, PullPage, Pushed, Revoke, Store, StoreError, TokenRow,
 };
 use crate::auth::TokenRecord;
 use crate::commits::{Commits, POLL_EVERY};
 
-const BOOKKEEPING: [&str; 11] = [
+const BOOKKEEPING: [&str; 12] = [
     "CREATE TABLE IF NOT EXISTS rowsync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rowsync_positions (id INTEGER PRIMARY KEY CHECK (id = 1), last BIGINT NOT NULL)",
     "INSERT INTO rowsync_positions (id, last) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
@@ -48,13 +48,72 @@ const BOOKKEEPING: [&str; 11] = [
     "ALTER TABLE rowsync_sites ADD COLUMN IF NOT EXISTS usr TEXT",
     "CREATE TABLE IF NOT EXISTS rowsync_tokens (id TEXT PRIMARY KEY, usr TEXT NOT NULL, hash TEXT NOT NULL, \
      created BIGINT NOT NULL, expires BIGINT, revoked BIGINT)",
+    // Rows written directly (not through rowsync), noted by the capture
+    // triggers (see `store::direct`).
+    "CREATE TABLE IF NOT EXISTS rowsync_direct (id BIGSERIAL PRIMARY KEY, tbl TEXT NOT NULL, pk TEXT NOT NULL, \
+     at BIGINT NOT NULL)",
 ];
+const SELECT_DIRECT: &str = "SELECT id, tbl, pk, at FROM rowsync_direct ORDER BY id";
+const ANY_DIRECT: &str = "SELECT EXISTS (SELECT 1 FROM rowsync_direct)";
+const FORGET_DIRECT: &str = "DELETE FROM rowsync_direct WHERE id = ANY($1::int8[])";
+
+/// The capture function and trigger of `table`: each write not made by
+/// rowsync (whose transactions set `rowsync.applying`) notes the table and
+/// the key (old and new, for an update) in `rowsync_direct` of `schema`
+/// (named, since a writer's search path may differ).
+fn capture_triggers(table: &Table, schema: &str) -> Vec<String> {
+    let quote = |name: &str| Dialect::Postgres.quote(name);
+    let key = |row: &str| {
+        let parts: Vec<String> = table
+            .primary_key
+            .iter()
+            .map(|&c| {
+                let column = format!("{row}.{}", quote(&table.columns[c].name));
+                match table.columns[c].ty {
+                    ColumnType::Blob => format!("json_build_object('blob', encode({column}, 'hex'))"),
+                    ColumnType::Boolean => format!("{column}::int"),
+                    _ => column,
+                }
+            })
+            .collect();
+        format!("json_build_array({})::text", parts.join(", "))
+    };
+    let literal = table.name.replace('\'', "''");
+    let inbox = format!("{}.rowsync_direct", quote(schema));
+    let function = quote(&format!("rowsync_direct_{}", table.name));
+    let now = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+    let changed_key = table
+        .primary_key
+        .iter()
+        .map(|&c| format!("NEW.{0} IS DISTINCT FROM OLD.{0}", quote(&table.columns[c].name)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    vec![
+        format!(
+            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $rowsync$ BEGIN \
+             IF TG_OP <> 'INSERT' THEN INSERT INTO {inbox} (tbl, pk, at) VALUES ('{literal}', {old}, {now}); END IF; \
+             IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND ({changed_key})) THEN \
+             INSERT INTO {inbox} (tbl, pk, at) VALUES ('{literal}', {new}, {now}); END IF; \
+             RETURN NULL; END $rowsync$",
+            old = key("OLD"),
+            new = key("NEW")
+        ),
+        format!("DROP TRIGGER IF EXISTS rowsync_direct ON {}", quote(&table.name)),
+        format!(
+            "CREATE TRIGGER rowsync_direct AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW \
+             WHEN (current_setting('rowsync.applying', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION {function}()",
+            quote(&table.name)
+        ),
+    ]
+}
 
 /// Serializes concurrent installs from several servers starting at once.
 const INSTALL_LOCK: &str = "SELECT pg_advisory_xact_lock(7152342)";
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'";
 const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (key, value) VALUES ('schema', $1)";
-const LOCK_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1 FOR UPDATE";
+/// Also marks the transaction as rowsync's: the capture triggers skip it.
+const LOCK_POSITION: &str =
+    "SELECT last, set_config('rowsync.applying', 'on', true) FROM rowsync_positions WHERE id = 1 FOR UPDATE";
 const CURRENT_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1";
 /// The channel on which every push announces the position it commits (see
 /// [`PostgresStore::follow_commits`]).
@@ -181,6 +240,17 @@ impl ColumnArray {
         }
     }
 
+    /// Binds the one value of a one-element array as a scalar.
+    fn bind_one<'q>(self, query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+        match self {
+            ColumnArray::Integer(v) => query.bind(v[0]),
+            ColumnArray::Real(v) => query.bind(v[0]),
+            ColumnArray::Text(v) => query.bind(v[0].clone()),
+            ColumnArray::Blob(v) => query.bind(v[0].clone()),
+            ColumnArray::Boolean(v) => query.bind(v[0]),
+        }
+    }
+
     fn bind<'q>(self, query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
         match self {
             ColumnArray::Integer(v) => query.bind(v),
@@ -190,6 +260,28 @@ impl ColumnArray {
             ColumnArray::Boolean(v) => query.bind(v),
         }
     }
+}
+
+/// How often a push is tried when direct writes race it.
+const DIRECT_RACE_TRIES: usize = 3;
+
+/// A value of a row as PostgreSQL returns it, by its type.
+fn pg_value(row: &sqlx::postgres::PgRow, index: usize) -> Result<Value, StoreError> {
+    use sqlx::{Row, TypeInfo, ValueRef};
+    let raw = row.try_get_raw(index)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    Ok(match raw.type_info().name() {
+        "INT8" => Value::Integer(row.try_get::<i64, _>(index)?),
+        "INT4" => Value::Integer(row.try_get::<i32, _>(index)?.into()),
+        "INT2" => Value::Integer(row.try_get::<i16, _>(index)?.into()),
+        "FLOAT8" => Value::Real(row.try_get::<f64, _>(index)?),
+        "FLOAT4" => Value::Real(row.try_get::<f32, _>(index)?.into()),
+        "BOOL" => Value::Integer(row.try_get::<bool, _>(index)?.into()),
+        "BYTEA" => Value::Blob(row.try_get::<Vec<u8>, _>(index)?),
+        _ => Value::Text(row.try_get::<String, _>(index)?),
+    })
 }
 
 /// A PostgreSQL store.
@@ -271,13 +363,45 @@ impl Store for PostgresStore {
             let json = serde_json::to_string(&schema).map_err(|e| StoreError::Database(e.to_string()))?;
             sqlx::query(INSERT_SCHEMA).bind(json).execute(&mut *tx).await?;
         }
+        let namespace: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut *tx).await?;
+        for table in &schema.tables {
+            for statement in capture_triggers(table, &namespace) {
+                sqlx::query(&statement).execute(&mut *tx).await?;
+            }
+        }
         tx.commit().await?;
         Ok(schema)
     }
 
     async fn push(&self, schema: &Schema, batch: &CheckedBatch) -> Result<Pushed, StoreError> {
-        let tx = PostgresPush(self.pool.begin().await?);
-        push_batch(tx, schema, batch, self.push_delay).await
+        // A direct write that raced the push: rolled back, tried again (it
+        // then drains first).
+        for _ in 0..DIRECT_RACE_TRIES {
+            let tx = PostgresPush(self.pool.begin().await?);
+            match push_batch(tx, schema, batch, self.push_delay).await {
+                Err(StoreError::DirectRace) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Unavailable("direct writes to the same rows kept racing this push".into()))
+    }
+
+    async fn drain_direct(&self, schema: &Schema, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        let any: bool = sqlx::query_scalar(ANY_DIRECT).fetch_one(&self.pool).await?;
+        if !any {
+            return Ok(None);
+        }
+        let mut tx = PostgresPush(self.pool.begin().await?);
+        let position = tx.lock_position().await?;
+        let last = super::direct::drain_direct(&mut tx, schema, position, now_ms).await?;
+        if last == position {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        sqlx::query(UPDATE_POSITION).bind(last).execute(&mut *tx.0).await?;
+        tx.announce(last).await?;
+        tx.commit().await?;
+        Ok(Some(last as u64))
     }
 
     async fn pull(
@@ -409,8 +533,44 @@ impl PostgresPush {
 }
 
 impl PushTransaction for PostgresPush {
+    const SHARED_WRITERS: bool = true;
+
     async fn lock_position(&mut self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(LOCK_POSITION).fetch_one(&mut *self.0).await?)
+        let (last, _): (i64, String) = sqlx::query_as(LOCK_POSITION).fetch_one(&mut *self.0).await?;
+        Ok(last)
+    }
+
+    async fn direct_entries(&mut self) -> Result<Vec<DirectEntry>, StoreError> {
+        Ok(sqlx::query_as(SELECT_DIRECT).fetch_all(&mut *self.0).await?)
+    }
+
+    async fn read_row(&mut self, table: &Table, key: &[Value]) -> Result<Option<Vec<Value>>, StoreError> {
+        let columns: Vec<String> = table.columns.iter().map(|c| Dialect::Postgres.quote(&c.name)).collect();
+        let matches: Vec<String> = table
+            .primary_key
+            .iter()
+            .enumerate()
+            .map(|(n, &c)| format!("{} = ${}", Dialect::Postgres.quote(&table.columns[c].name), n + 1))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            columns.join(", "),
+            Dialect::Postgres.quote(&table.name),
+            matches.join(" AND ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (&c, value) in table.primary_key.iter().zip(key) {
+            let mut one = ColumnArray::new(table.columns[c].ty, 1);
+            one.push(value);
+            query = one.bind_one(query);
+        }
+        let Some(row) = query.fetch_optional(&mut *self.0).await? else { return Ok(None) };
+        (0..table.columns.len()).map(|i| pg_value(&row, i)).collect::<Result<Vec<_>, _>>().map(Some)
+    }
+
+    async fn forget_direct(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query(FORGET_DIRECT).bind(ids).execute(&mut *self.0).await?;
+        Ok(())
     }
 
     async fn site_mark(&mut self, site: &SiteId) -> Result<SiteMark, StoreError> {

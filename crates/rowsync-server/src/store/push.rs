@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rowsync_proto::{PushResponse, Schema, SiteId, Table, Value};
 
-use super::direct::drain_direct;
+use super::direct::{drain_direct, raced};
 use super::plan::{fold_batch, plan_writes, IncomingRow, Planned, RowId, RowWrite, Stored};
 use super::{from_another_copy, CheckedBatch, Pushed, StoreError};
 
@@ -43,6 +43,11 @@ impl SiteMark {
 
 /// The statements of one push transaction, in a store's dialect.
 pub(crate) trait PushTransaction: Send {
+    /// Whether other writers may commit while this transaction runs (true
+    /// where the position lock does not exclude them, as on PostgreSQL and
+    /// MySQL): then a direct write may race the push (see `store::direct`).
+    const SHARED_WRITERS: bool = false;
+
     /// Locks the position counter until commit; returns the last position
     /// handed out.
     fn lock_position(&mut self) -> impl Future<Output = Result<i64, StoreError>> + Send;
@@ -160,6 +165,9 @@ pub(crate) async fn push_batch<T: PushTransaction>(
         if !deleted.is_empty() {
             tx.delete_rows(table, &deleted).await?;
         }
+    }
+    if T::SHARED_WRITERS && raced(&mut tx, schema, &writes).await? {
+        return Err(StoreError::DirectRace);
     }
     let last_position = writes.last().map_or(position, |w| w.position);
     let acked = hwm.max(last_seq);
