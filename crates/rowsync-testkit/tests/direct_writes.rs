@@ -1,22 +1,10 @@
 //! Writes made directly in the server's database (another program, an
 //! admin in a shell) on synced tables reach the replicas at their next
 //! pull, merged with their offline edits by the table's rule; rowsync's own
-//! writes are not noted twice. On the embedded store and PostgreSQL so far
-//! (MariaDB comes next).
+//! writes are not noted twice. On every store.
 
 use rowsync_proto::Value;
-use rowsync_testkit::{test_stores, text, Device, TestServer, TestStore};
-
-/// The stores whose direct writes are captured so far.
-fn capturing_stores(test: impl Fn(&TestStore)) {
-    for store in test_stores().iter().filter(|s| !matches!(s, TestStore::Mysql { .. })) {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(store)));
-        if let Err(panic) = outcome {
-            eprintln!("failed on the {} store", store.name());
-            std::panic::resume_unwind(panic);
-        }
-    }
-}
+use rowsync_testkit::{on_every_store, text, Device, TestServer, TestStore};
 
 const SCHEMA: &str = "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, phone TEXT);";
 
@@ -34,7 +22,7 @@ fn noted(server: &TestServer) -> Value {
 
 #[test]
 fn inserts_updates_and_deletes_made_in_the_database_reach_every_replica() {
-    capturing_stores(inserts_updates_and_deletes_on);
+    on_every_store(inserts_updates_and_deletes_on);
 }
 
 fn inserts_updates_and_deletes_on(store: &TestStore) {
@@ -71,7 +59,7 @@ fn inserts_updates_and_deletes_on(store: &TestStore) {
 
 #[test]
 fn a_direct_write_merges_with_offline_edits_field_by_field() {
-    capturing_stores(merges_field_by_field_on);
+    on_every_store(merges_field_by_field_on);
 }
 
 fn merges_field_by_field_on(store: &TestStore) {
@@ -111,7 +99,7 @@ fn merges_field_by_field_on(store: &TestStore) {
 /// server processes: afterwards every replica equals the server's table.
 #[test]
 fn concurrent_direct_writes_and_pushes_through_two_servers_converge() {
-    capturing_stores(|store| {
+    on_every_store(|store| {
         let dir = tempfile::tempdir().unwrap();
         let server = TestServer::start_on(store, dir.path(), SCHEMA);
         let second = server.another_instance();

@@ -24,7 +24,7 @@ use sqlx::query::Query;
 use sqlx::{Executor, MySql, MySqlPool};
 
 use super::plan::{row_values, IncomingRow, RowId, RowWrite, Stored};
-use super::push::{push_batch, MarkRow, PushTransaction, SiteMark};
+use super::push::{push_batch, DirectEntry, MarkRow, PushTransaction, SiteMark};
 use super::{
     decode_stored, token_from_row, CheckedBatch, PoolSettings, PullPage, Pushed, Revoke, Store, StoreError, TokenRow,
 };
@@ -36,7 +36,7 @@ const EXACT: &str = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
 /// stored); this collation compares them exactly and reads back as text.
 const ASCII: &str = "CHARACTER SET ascii COLLATE ascii_general_ci";
 
-fn bookkeeping() -> [String; 6] {
+fn bookkeeping() -> [String; 7] {
     [
         format!("CREATE TABLE IF NOT EXISTS rowsync_meta (`key` VARCHAR(64) PRIMARY KEY, value LONGTEXT NOT NULL) {CHARSET}"),
         "CREATE TABLE IF NOT EXISTS rowsync_positions (id INT PRIMARY KEY, last BIGINT NOT NULL)".to_string(),
@@ -53,6 +53,77 @@ fn bookkeeping() -> [String; 6] {
             "CREATE TABLE IF NOT EXISTS rowsync_tokens (id CHAR(16) {ASCII} PRIMARY KEY, usr VARCHAR(64) {ASCII} NOT NULL, \
              hash CHAR(64) {ASCII} NOT NULL, created BIGINT NOT NULL, expires BIGINT, revoked BIGINT) {CHARSET}"
         ),
+        // Rows written directly (not through rowsync), noted by the capture
+        // triggers (see `store::direct`).
+        format!(
+            "CREATE TABLE IF NOT EXISTS rowsync_direct (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
+             tbl VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, pk TEXT {EXACT} NOT NULL, \
+             at BIGINT NOT NULL) {CHARSET}"
+        ),
+    ]
+}
+
+/// Marks every connection of rowsync's pool: the capture triggers skip
+/// writes of sessions that set it.
+const MARK_APPLYING: &str = "SET @rowsync_applying = 1";
+// Read as text (binary-collated columns come back as bytes otherwise).
+const SELECT_DIRECT: &str =
+    "SELECT id, CAST(tbl AS CHAR), CAST(pk AS CHAR CHARACTER SET utf8mb4), at FROM rowsync_direct ORDER BY id";
+const ANY_DIRECT: &str = "SELECT count(*) FROM (SELECT 1 FROM rowsync_direct LIMIT 1) AS noted";
+const HAS_TRIGGER: &str =
+    "SELECT count(*) FROM information_schema.triggers WHERE trigger_schema = DATABASE() AND trigger_name = ?";
+
+/// The capture triggers of `table` (name, statement): each write by a
+/// session that is not rowsync's notes the table and the key (old and new,
+/// for an update) in `rowsync_direct`.
+fn capture_triggers(table: &Table) -> Vec<(String, String)> {
+    let quote = |name: &str| Dialect::Mysql.quote(name);
+    let key = |row: &str| {
+        let parts: Vec<String> = table
+            .primary_key
+            .iter()
+            .map(|&c| {
+                let column = format!("{row}.{}", quote(&table.columns[c].name));
+                match table.columns[c].ty {
+                    ColumnType::Blob => format!("JSON_OBJECT('blob', HEX({column}))"),
+                    _ => column,
+                }
+            })
+            .collect();
+        format!("JSON_ARRAY({})", parts.join(", "))
+    };
+    let literal = table.name.replace('\'', "''");
+    let now = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
+    let note =
+        |row: &str| format!("INSERT INTO rowsync_direct (tbl, pk, at) VALUES ('{literal}', {}, {now});", key(row));
+    let changed_key = table
+        .primary_key
+        .iter()
+        .map(|&c| format!("NOT (NEW.{0} <=> OLD.{0})", quote(&table.columns[c].name)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    // Trigger names have at most 64 characters: a long table name is
+    // shortened and made unique by a hash of it.
+    let base = if table.name.len() <= 48 {
+        table.name.clone()
+    } else {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(table.name.as_bytes());
+        format!("{}_{}", &table.name[..32], digest.iter().take(4).map(|b| format!("{b:02x}")).collect::<String>())
+    };
+    let on = |event: &str, short: &str, body: String| {
+        let name = format!("rowsync_{short}_{base}");
+        let sql = format!(
+            "CREATE TRIGGER {} AFTER {event} ON {} FOR EACH ROW BEGIN IF @rowsync_applying IS NULL THEN {body} END IF; END",
+            quote(&name),
+            quote(&table.name)
+        );
+        (name, sql)
+    };
+    vec![
+        on("INSERT", "i", note("NEW")),
+        on("UPDATE", "u", format!("{} IF {changed_key} THEN {} END IF;", note("OLD"), note("NEW"))),
+        on("DELETE", "d", note("OLD")),
     ]
 }
 
@@ -122,6 +193,24 @@ fn bind_typed<'q>(
     }
 }
 
+/// A value of a row read back as its column's type (text of an exactly
+/// compared column comes back as bytes: see the module docs).
+fn mysql_value(row: &sqlx::mysql::MySqlRow, index: usize, ty: ColumnType) -> Result<Value, StoreError> {
+    use sqlx::{Row, ValueRef};
+    if row.try_get_raw(index)?.is_null() {
+        return Ok(Value::Null);
+    }
+    Ok(match ty {
+        ColumnType::Integer | ColumnType::Boolean => Value::Integer(row.try_get::<i64, _>(index)?),
+        ColumnType::Real => Value::Real(row.try_get::<f64, _>(index)?),
+        ColumnType::Blob => Value::Blob(row.try_get::<Vec<u8>, _>(index)?),
+        ColumnType::Text => Value::Text(match row.try_get::<String, _>(index) {
+            Ok(text) => text,
+            Err(_) => utf8(row.try_get::<Vec<u8>, _>(index)?)?,
+        }),
+    })
+}
+
 fn utf8(bytes: Vec<u8>) -> Result<String, StoreError> {
     String::from_utf8(bytes)
         .map_err(|e| StoreError::Conflict(format!("rowsync_rows holds a key that is not UTF-8: {e}")))
@@ -153,6 +242,7 @@ impl MysqlStore {
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+                    conn.execute(MARK_APPLYING).await?;
                     Ok(())
                 })
             })
@@ -201,6 +291,15 @@ impl Store for MysqlStore {
                 let json = serde_json::to_string(&schema).map_err(|e| StoreError::Database(e.to_string()))?;
                 sqlx::query(INSERT_SCHEMA).bind(json).execute(&mut *conn).await?;
             }
+            for table in &schema.tables {
+                for (name, create) in capture_triggers(table) {
+                    let has: i64 = sqlx::query_scalar(HAS_TRIGGER).bind(&name).fetch_one(&mut *conn).await?;
+                    if has == 0 {
+                        // Not preparable: sent as text.
+                        conn.execute(create.as_str()).await?;
+                    }
+                }
+            }
             Ok::<_, StoreError>(schema)
         }
         .await;
@@ -209,8 +308,31 @@ impl Store for MysqlStore {
     }
 
     async fn push(&self, schema: &Schema, batch: &CheckedBatch) -> Result<Pushed, StoreError> {
-        let tx = MysqlPush(self.pool.begin().await?);
-        push_batch(tx, schema, batch, self.push_delay).await
+        // A direct write that raced the push: rolled back, tried again (it
+        // then drains first).
+        for _ in 0..super::DIRECT_RACE_TRIES {
+            let tx = MysqlPush(self.pool.begin().await?);
+            match push_batch(tx, schema, batch, self.push_delay).await {
+                Err(StoreError::DirectRace) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Unavailable("direct writes to the same rows kept racing this push".into()))
+    }
+
+    async fn drain_direct(&self, schema: &Schema, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        let any: i64 = sqlx::query_scalar(ANY_DIRECT).fetch_one(&self.pool).await?;
+        if any == 0 {
+            return Ok(None);
+        }
+        let mut tx = MysqlPush(self.pool.begin().await?);
+        let position = tx.lock_position().await?;
+        let last = super::direct::drain_direct(&mut tx, schema, position, now_ms).await?;
+        if last != position {
+            sqlx::query(UPDATE_POSITION).bind(last).execute(&mut *tx.0).await?;
+        }
+        tx.commit().await?;
+        Ok((last != position).then_some(last as u64))
     }
 
     async fn pull(
@@ -301,8 +423,53 @@ impl Store for MysqlStore {
 struct MysqlPush(sqlx::Transaction<'static, MySql>);
 
 impl PushTransaction for MysqlPush {
+    const SHARED_WRITERS: bool = true;
+
     async fn lock_position(&mut self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(LOCK_POSITION).fetch_one(&mut *self.0).await?)
+    }
+
+    async fn direct_entries(&mut self) -> Result<Vec<DirectEntry>, StoreError> {
+        Ok(sqlx::query_as(SELECT_DIRECT).fetch_all(&mut *self.0).await?)
+    }
+
+    async fn read_row(&mut self, table: &Table, key: &[Value]) -> Result<Option<Vec<Value>>, StoreError> {
+        let columns: Vec<String> = table.columns.iter().map(|c| Dialect::Mysql.quote(&c.name)).collect();
+        let matches: Vec<String> = table
+            .primary_key
+            .iter()
+            .map(|&c| format!("{} = ?", Dialect::Mysql.quote(&table.columns[c].name)))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            columns.join(", "),
+            Dialect::Mysql.quote(&table.name),
+            matches.join(" AND ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (&c, value) in table.primary_key.iter().zip(key) {
+            query = bind_typed(query, table.columns[c].ty, value);
+        }
+        let Some(row) = query.fetch_optional(&mut *self.0).await? else { return Ok(None) };
+        table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| mysql_value(&row, i, c.ty))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    async fn forget_direct(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(ddl::rows_per_statement(1)) {
+            let sql = format!("DELETE FROM rowsync_direct WHERE id IN ({})", vec!["?"; chunk.len()].join(", "));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            query.execute(&mut *self.0).await?;
+        }
+        Ok(())
     }
 
     async fn site_mark(&mut self, site: &SiteId) -> Result<SiteMark, StoreError> {

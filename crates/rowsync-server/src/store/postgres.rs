@@ -262,9 +262,6 @@ impl ColumnArray {
     }
 }
 
-/// How often a push is tried when direct writes race it.
-const DIRECT_RACE_TRIES: usize = 3;
-
 /// A value of a row as PostgreSQL returns it, by its type.
 fn pg_value(row: &sqlx::postgres::PgRow, index: usize) -> Result<Value, StoreError> {
     use sqlx::{Row, TypeInfo, ValueRef};
@@ -376,7 +373,7 @@ impl Store for PostgresStore {
     async fn push(&self, schema: &Schema, batch: &CheckedBatch) -> Result<Pushed, StoreError> {
         // A direct write that raced the push: rolled back, tried again (it
         // then drains first).
-        for _ in 0..DIRECT_RACE_TRIES {
+        for _ in 0..super::DIRECT_RACE_TRIES {
             let tx = PostgresPush(self.pool.begin().await?);
             match push_batch(tx, schema, batch, self.push_delay).await {
                 Err(StoreError::DirectRace) => continue,
