@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::auth::check_user;
-use crate::commits::Commits;
+use crate::commits::{Commits, POLL_EVERY};
 use crate::http::{app, AppState, Auth, Limits, WallClock, DEFAULT_MAX_CLOCK_AHEAD};
 use crate::store::{decode_stored, MysqlStore, PoolSettings, PostgresStore, SqliteStore, Store, StoreError};
 use crate::tls::Tls;
@@ -163,7 +163,28 @@ async fn router_for<S: Store>(store: S, config: &ServerConfig) -> Result<App, St
     state.commits.committed(state.store.last_position().await?);
     let commits = state.commits.clone();
     tokio::spawn(state.store.clone().follow_commits(commits.clone()));
+    tokio::spawn(drain_while_pulls_wait(
+        state.store.clone(),
+        state.schema.clone(),
+        state.clock.clone(),
+        commits.clone(),
+    ));
     Ok(App { router: app(state), commits, tls: config.tls.clone() })
+}
+
+/// Writes made directly in the database wake waiting pulls: while any pull
+/// waits, they are drained every [`POLL_EVERY`] (one cheap read when there
+/// are none).
+async fn drain_while_pulls_wait<S: Store>(store: Arc<S>, schema: Arc<Schema>, clock: WallClock, commits: Arc<Commits>) {
+    loop {
+        commits.someone_waits().await;
+        match store.drain_direct(&schema, clock.now_ms()).await {
+            Ok(Some(position)) => commits.committed(position),
+            Ok(None) => {}
+            Err(error) => tracing::debug!(%error, "draining direct writes"),
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
 }
 
 /// Gives the schema's tables their conflict strategies and owners from the

@@ -143,3 +143,22 @@ fn concurrent_direct_writes_and_pushes_through_two_servers_converge() {
         assert_eq!(noted(&server), Value::Integer(0));
     });
 }
+
+/// A pull waiting for news answers soon after a direct write commits.
+#[test]
+fn a_direct_write_wakes_a_waiting_pull() {
+    on_every_store(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_on(store, dir.path(), SCHEMA);
+        let url = format!("{}/v1/pull?cursor=0&wait=20", server.url());
+        let started = std::time::Instant::now();
+        let answer = std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| ureq::get(&url).call().unwrap().into_string().unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            server.exec("INSERT INTO contacts (id, name) VALUES ('w1', 'Woken')");
+            waiting.join().unwrap()
+        });
+        assert!(answer.contains("Woken"), "{answer}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?} on {}", started.elapsed(), store.name());
+    });
+}
