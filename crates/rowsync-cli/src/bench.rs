@@ -9,6 +9,9 @@
 //! - `latency`: two devices under their background agents on one server;
 //!   from a commit on one until the row is readable on the other, and the
 //!   CPU the idle agents use.
+//! - `direct`: writes made directly in the server's database, on a plain
+//!   table and on a synced (captured) one, side by side; then a new replica
+//!   syncing what they wrote.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -82,9 +85,9 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// A plain batched insert of the same rows into a scratch table of the
-/// server's database: 500-row INSERT statements in one transaction.
-async fn plain_server_insert(database: &DatabaseUrl, rows: usize) -> anyhow::Result<f64> {
+/// A connection pool on the bench database, as another program would
+/// open it, and its dialect.
+async fn other_program(database: &DatabaseUrl) -> anyhow::Result<(sqlx::AnyPool, Dialect)> {
     sqlx::any::install_default_drivers();
     let (url, dialect) = match database {
         DatabaseUrl::Sqlite(path) => (format!("sqlite://{}?mode=rwc", path.display()), Dialect::Sqlite),
@@ -92,10 +95,12 @@ async fn plain_server_insert(database: &DatabaseUrl, rows: usize) -> anyhow::Res
         DatabaseUrl::Mysql(url) => (url.clone(), Dialect::Mysql),
     };
     let pool = sqlx::AnyPool::connect(&url).await.context("connect to the bench database")?;
-    let mut table = parse_schema(SCHEMA)?.tables.remove(0);
-    table.name = "bench_plain_items".into();
-    sqlx::query(&format!("DROP TABLE IF EXISTS {}", table.name)).execute(&pool).await?;
-    sqlx::query(&create_table(&table, dialect)).execute(&pool).await?;
+    Ok((pool, dialect))
+}
+
+/// Inserts rows `k0000000`… into `table` in one transaction, 500 rows per
+/// INSERT statement; returns the seconds it took.
+async fn batched_insert(pool: &sqlx::AnyPool, dialect: Dialect, table: &str, rows: usize) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut tx = pool.begin().await?;
     let chunk = 500;
@@ -107,7 +112,7 @@ async fn plain_server_insert(database: &DatabaseUrl, rows: usize) -> anyhow::Res
                 format!("({})", p.join(", "))
             })
             .collect();
-        let sql = format!("INSERT INTO {} (id, name, qty, price) VALUES {}", table.name, tuples.join(", "));
+        let sql = format!("INSERT INTO {table} (id, name, qty, price) VALUES {}", tuples.join(", "));
         let mut query = sqlx::query(&sql);
         for i in first..first + count {
             query = query.bind(format!("k{i:07}")).bind(format!("item {i}")).bind(i as i64).bind(i as f64 * 0.5);
@@ -115,9 +120,88 @@ async fn plain_server_insert(database: &DatabaseUrl, rows: usize) -> anyhow::Res
         query.execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    let secs = started.elapsed().as_secs_f64();
-    sqlx::query(&format!("DROP TABLE {}", table.name)).execute(&pool).await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// A scratch copy of the bench table (not synced) in the server's database.
+async fn plain_table(pool: &sqlx::AnyPool, dialect: Dialect) -> anyhow::Result<String> {
+    let mut table = parse_schema(SCHEMA)?.tables.remove(0);
+    table.name = "bench_plain_items".into();
+    sqlx::query(&format!("DROP TABLE IF EXISTS {}", table.name)).execute(pool).await?;
+    sqlx::query(&create_table(&table, dialect)).execute(pool).await?;
+    Ok(table.name)
+}
+
+/// A plain batched insert of the same rows into a scratch table of the
+/// server's database: 500-row INSERT statements in one transaction.
+async fn plain_server_insert(database: &DatabaseUrl, rows: usize) -> anyhow::Result<f64> {
+    let (pool, dialect) = other_program(database).await?;
+    let table = plain_table(&pool, dialect).await?;
+    let secs = batched_insert(&pool, dialect, &table, rows).await?;
+    sqlx::query(&format!("DROP TABLE {table}")).execute(&pool).await?;
     Ok(secs)
+}
+
+/// Writes made directly in the server's database: the same statements on
+/// a plain table and on the synced (captured) one, each scenario side by
+/// side; then a new replica syncing what they left.
+pub fn direct(rows: usize, database: Option<&str>) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let schema = parse_schema(SCHEMA)?;
+    let database = bench_database(database, dir.path())?;
+    let (server, token) = bench_server(&database, &schema)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let singles = rows.min(1_000);
+    println!(
+        "direct writes into the server database {} ({rows} rows), plain table against synced",
+        database.redacted()
+    );
+    let report = |what: &str, count: usize, plain: f64, captured: f64| {
+        println!(
+            "  {what:<34} plain {:>9.0} rows/s  captured {:>9.0} rows/s  {:.2}x",
+            count as f64 / plain,
+            count as f64 / captured,
+            plain / captured
+        );
+    };
+    runtime.block_on(async {
+        let (pool, dialect) = other_program(&database).await?;
+        let plain = plain_table(&pool, dialect).await?;
+        let bulk =
+            (batched_insert(&pool, dialect, &plain, rows).await?, batched_insert(&pool, dialect, "items", rows).await?);
+        report("bulk insert, one transaction", rows, bulk.0, bulk.1);
+        let mut single = [0.0; 2];
+        for (n, table) in [&plain, "items"].into_iter().enumerate() {
+            let started = Instant::now();
+            for i in 0..singles {
+                let sql = format!(
+                    "UPDATE {table} SET qty = qty + 1 WHERE id = {}",
+                    rowsync_core::ddl::placeholder(dialect, 1)
+                );
+                sqlx::query(&sql).bind(format!("k{i:07}")).execute(&pool).await?;
+            }
+            single[n] = started.elapsed().as_secs_f64();
+        }
+        report("single-row updates, each committed", singles, single[0], single[1]);
+        let mut whole = [0.0; 2];
+        for (n, table) in [&plain, "items"].into_iter().enumerate() {
+            let started = Instant::now();
+            sqlx::query(&format!("UPDATE {table} SET price = price * 2")).execute(&pool).await?;
+            whole[n] = started.elapsed().as_secs_f64();
+        }
+        report("one UPDATE of every row", rows, whole[0], whole[1]);
+        sqlx::query(&format!("DROP TABLE {plain}")).execute(&pool).await?;
+        anyhow::Ok(())
+    })?;
+    let mut replica = Replica::init(&dir.path().join("replica.db"), &server.url(), &schema, Some(&token))?;
+    let started = Instant::now();
+    let pulled = sync(&mut replica, &HttpTransport::new(&server.url(), Some(token)), SyncOptions::default())?;
+    let secs = started.elapsed().as_secs_f64();
+    if pulled.pulled != rows as u64 {
+        bail!("expected the {rows} rows written directly on a new replica, it pulled {}", pulled.pulled);
+    }
+    println!("  a new replica syncing them (the server publishes, then serves)  {:>9.0} rows/s", rows as f64 / secs);
+    Ok(())
 }
 
 /// The server database named by `--database`, or a new SQLite file in `dir`.

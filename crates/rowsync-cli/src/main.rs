@@ -180,6 +180,13 @@ enum BenchCommand {
         #[arg(long)]
         database: Option<String>,
     },
+    /// Writes made directly in the server's database: plain table against
+    /// a synced one, then a new replica syncing them.
+    Direct {
+        /// The server's database: an empty one (default: a temporary SQLite file).
+        #[arg(long)]
+        database: Option<String>,
+    },
     /// From a commit on one device to readable on another, both under
     /// their background agents; and the CPU of idle agents.
     Latency {
@@ -270,12 +277,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             Some(BenchCommand::Capture { rounds }) => bench::capture(rows, rounds),
             Some(BenchCommand::Sync { database }) => bench::sync_backlog(rows, database.as_deref()),
             Some(BenchCommand::Latency { database, writes }) => bench::latency(writes, database.as_deref()),
+            Some(BenchCommand::Direct { database }) => bench::direct(rows, database.as_deref()),
             None => {
                 bench::capture(rows, 3)?;
                 println!();
                 bench::sync_backlog(rows, None)?;
                 println!();
-                bench::latency(200, None)
+                bench::latency(200, None)?;
+                println!();
+                bench::direct(rows, None)
             }
         },
     }
