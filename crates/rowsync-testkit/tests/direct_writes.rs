@@ -162,3 +162,25 @@ fn a_direct_write_wakes_a_waiting_pull() {
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?} on {}", started.elapsed(), store.name());
     });
 }
+
+/// A row written directly into a private table belongs to the user its
+/// owner column names, or to nobody when it names no valid user.
+#[test]
+fn a_direct_write_to_a_private_table_goes_to_the_user_it_names() {
+    on_every_store(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, owner TEXT);";
+        let server = TestServer::start_configured(store, dir.path(), schema, |config| {
+            config.auth = rowsync_server::Auth::Tokens;
+            config.owners.insert("notes".into(), "owner".into());
+        });
+        let (alice, bob) = (server.token("alice", None), server.token("bob", None));
+        let alice = Device::init_with_token(dir.path(), "alice", &server.url(), Some(&alice));
+        let bob = Device::init_with_token(dir.path(), "bob", &server.url(), Some(&bob));
+        server.exec("INSERT INTO notes (id, body, owner) VALUES ('n1', 'for alice', 'alice'), ('n2', 'for nobody', 'Not A User!')");
+        alice.sync().unwrap();
+        bob.sync().unwrap();
+        assert_eq!(alice.rows("SELECT id FROM notes"), vec![vec![text("n1")]], "{}", store.name());
+        assert!(bob.rows("SELECT id FROM notes").is_empty(), "{}", store.name());
+    });
+}

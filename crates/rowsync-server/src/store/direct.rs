@@ -93,6 +93,23 @@ pub(crate) async fn drain_direct<T: PushTransaction>(
     Ok(writes.last().map_or(position, |w| w.position))
 }
 
+/// Drains in a transaction of its own (`tx`, just begun): under the
+/// position lock, recording the new last position when there is one.
+pub(crate) async fn drain_alone<T: PushTransaction>(
+    mut tx: T,
+    schema: &Schema,
+    now_ms: u64,
+) -> Result<Option<u64>, StoreError> {
+    let position = tx.lock_position().await?;
+    let last = drain_direct(&mut tx, schema, position, now_ms).await?;
+    if last != position {
+        tx.set_position(last).await?;
+        tx.announce(last).await?;
+    }
+    tx.commit().await?;
+    Ok((last != position).then_some(last as u64))
+}
+
 /// Whether a direct write to one of the rows `writes` wrote committed after
 /// this transaction drained: its upsert would have overwritten it unseen.
 /// Rows it wrote are locked until commit, so a later direct write waits

@@ -325,14 +325,7 @@ impl Store for MysqlStore {
         if any == 0 {
             return Ok(None);
         }
-        let mut tx = MysqlPush(self.pool.begin().await?);
-        let position = tx.lock_position().await?;
-        let last = super::direct::drain_direct(&mut tx, schema, position, now_ms).await?;
-        if last != position {
-            sqlx::query(UPDATE_POSITION).bind(last).execute(&mut *tx.0).await?;
-        }
-        tx.commit().await?;
-        Ok((last != position).then_some(last as u64))
+        super::direct::drain_alone(MysqlPush(self.pool.begin().await?), schema, now_ms).await
     }
 
     async fn pull(
@@ -434,18 +427,7 @@ impl PushTransaction for MysqlPush {
     }
 
     async fn read_row(&mut self, table: &Table, key: &[Value]) -> Result<Option<Vec<Value>>, StoreError> {
-        let columns: Vec<String> = table.columns.iter().map(|c| Dialect::Mysql.quote(&c.name)).collect();
-        let matches: Vec<String> = table
-            .primary_key
-            .iter()
-            .map(|&c| format!("{} = ?", Dialect::Mysql.quote(&table.columns[c].name)))
-            .collect();
-        let sql = format!(
-            "SELECT {} FROM {} WHERE {}",
-            columns.join(", "),
-            Dialect::Mysql.quote(&table.name),
-            matches.join(" AND ")
-        );
+        let sql = ddl::select_row(table, Dialect::Mysql);
         let mut query = sqlx::query(&sql);
         for (&c, value) in table.primary_key.iter().zip(key) {
             query = bind_typed(query, table.columns[c].ty, value);
@@ -542,6 +524,11 @@ impl PushTransaction for MysqlPush {
             }
             query.execute(&mut *self.0).await?;
         }
+        Ok(())
+    }
+
+    async fn set_position(&mut self, last_position: i64) -> Result<(), StoreError> {
+        sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *self.0).await?;
         Ok(())
     }
 

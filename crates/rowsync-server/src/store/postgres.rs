@@ -388,17 +388,7 @@ impl Store for PostgresStore {
         if !any {
             return Ok(None);
         }
-        let mut tx = PostgresPush(self.pool.begin().await?);
-        let position = tx.lock_position().await?;
-        let last = super::direct::drain_direct(&mut tx, schema, position, now_ms).await?;
-        if last == position {
-            tx.commit().await?;
-            return Ok(None);
-        }
-        sqlx::query(UPDATE_POSITION).bind(last).execute(&mut *tx.0).await?;
-        tx.announce(last).await?;
-        tx.commit().await?;
-        Ok(Some(last as u64))
+        super::direct::drain_alone(PostgresPush(self.pool.begin().await?), schema, now_ms).await
     }
 
     async fn pull(
@@ -542,19 +532,7 @@ impl PushTransaction for PostgresPush {
     }
 
     async fn read_row(&mut self, table: &Table, key: &[Value]) -> Result<Option<Vec<Value>>, StoreError> {
-        let columns: Vec<String> = table.columns.iter().map(|c| Dialect::Postgres.quote(&c.name)).collect();
-        let matches: Vec<String> = table
-            .primary_key
-            .iter()
-            .enumerate()
-            .map(|(n, &c)| format!("{} = ${}", Dialect::Postgres.quote(&table.columns[c].name), n + 1))
-            .collect();
-        let sql = format!(
-            "SELECT {} FROM {} WHERE {}",
-            columns.join(", "),
-            Dialect::Postgres.quote(&table.name),
-            matches.join(" AND ")
-        );
+        let sql = ddl::select_row(table, Dialect::Postgres);
         let mut query = sqlx::query(&sql);
         for (&c, value) in table.primary_key.iter().zip(key) {
             let mut one = ColumnArray::new(table.columns[c].ty, 1);
@@ -614,6 +592,11 @@ impl PushTransaction for PostgresPush {
     async fn delete_rows(&mut self, table: &Table, rows: &[&RowWrite]) -> Result<(), StoreError> {
         let columns = table.primary_key.iter().map(|&i| table.columns[i].ty);
         self.execute_arrays(&delete_rows_unnest(table), columns, rows.iter().map(|w| w.key.clone())).await
+    }
+
+    async fn set_position(&mut self, last_position: i64) -> Result<(), StoreError> {
+        sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *self.0).await?;
+        Ok(())
     }
 
     async fn record(&mut self, last_position: i64, site: &SiteId, mark: SiteMark) -> Result<(), StoreError> {

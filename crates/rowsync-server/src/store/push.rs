@@ -108,6 +108,10 @@ pub(crate) trait PushTransaction: Send {
         async { Ok(None) }
     }
 
+    /// Records the last position handed out (a drain of its own; a push
+    /// records it with the site's mark).
+    fn set_position(&mut self, last_position: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Removes drained direct-write entries.
     fn forget_direct(&mut self, _ids: &[i64]) -> impl Future<Output = Result<(), StoreError>> + Send {
         async { Ok(()) }

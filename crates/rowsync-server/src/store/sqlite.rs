@@ -315,14 +315,7 @@ impl Store for SqliteStore {
         if !any {
             return Ok(None);
         }
-        let mut tx = SqlitePush(self.pool.begin_with("BEGIN IMMEDIATE").await?);
-        let position = tx.lock_position().await?;
-        let last = super::direct::drain_direct(&mut tx, schema, position, now_ms).await?;
-        if last != position {
-            sqlx::query(UPDATE_POSITION).bind(last).execute(&mut *tx.0).await?;
-        }
-        tx.commit().await?;
-        Ok((last != position).then_some(last as u64))
+        super::direct::drain_alone(SqlitePush(self.pool.begin_with("BEGIN IMMEDIATE").await?), schema, now_ms).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -348,18 +341,7 @@ impl PushTransaction for SqlitePush {
     }
 
     async fn read_row(&mut self, table: &Table, key: &[Value]) -> Result<Option<Vec<Value>>, StoreError> {
-        let columns: Vec<String> = table.columns.iter().map(|c| Dialect::Sqlite.quote(&c.name)).collect();
-        let matches: Vec<String> = table
-            .primary_key
-            .iter()
-            .map(|&c| format!("{} = ?", Dialect::Sqlite.quote(&table.columns[c].name)))
-            .collect();
-        let sql = format!(
-            "SELECT {} FROM {} WHERE {}",
-            columns.join(", "),
-            Dialect::Sqlite.quote(&table.name),
-            matches.join(" AND ")
-        );
+        let sql = ddl::select_row(table, Dialect::Sqlite);
         let mut query = sqlx::query(&sql);
         for value in key {
             query = bind_value(query, value);
@@ -449,6 +431,11 @@ impl PushTransaction for SqlitePush {
             }
             query.execute(&mut *self.0).await?;
         }
+        Ok(())
+    }
+
+    async fn set_position(&mut self, last_position: i64) -> Result<(), StoreError> {
+        sqlx::query(UPDATE_POSITION).bind(last_position).execute(&mut *self.0).await?;
         Ok(())
     }
 
