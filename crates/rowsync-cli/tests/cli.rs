@@ -272,3 +272,23 @@ fn watch_syncs_by_itself_prints_json_lines_and_stops_on_sigterm_with_exit_0() {
     let phone_rows: i64 = conn.query_row("SELECT count(*) FROM contacts", [], |r| r.get(0)).unwrap();
     assert_eq!(phone_rows, 20_002);
 }
+
+#[test]
+fn a_schema_change_rowsync_cannot_carry_out_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.sql");
+    std::fs::write(&schema, "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT);").unwrap();
+    let database = format!("sqlite://{}", dir.path().join("s.db").display());
+    let port = common::free_port();
+    drop(common::serve(&["--database", &database, "--schema", schema.to_str().unwrap()], port));
+
+    let serve = || {
+        rowsync(&["serve", "--database", &database, "--schema", schema.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+    };
+    std::fs::write(&schema, "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, mail TEXT);").unwrap();
+    let output = serve();
+    assert_one_line_error(&output, "column contacts.email is gone: dropping or renaming a column is not supported");
+    assert_eq!(output.status.code(), Some(1));
+    std::fs::write(&schema, "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email INTEGER);").unwrap();
+    assert_one_line_error(&serve(), "column contacts.email changed its type (Text to Integer)");
+}

@@ -19,10 +19,12 @@ pub mod clock;
 pub mod clocks;
 pub mod ddl;
 pub mod engine;
+pub mod evolution;
 pub mod merge;
 pub mod schema;
 
 pub use change::{ChangeError, DecodedChange};
 pub use clock::Clock;
+pub use evolution::{schema_changes, SchemaChange};
 pub use merge::{CellConflict, CellMemory, MergeOutcome, RowState};
 pub use schema::{parse_schema, schema_warnings, SchemaError};

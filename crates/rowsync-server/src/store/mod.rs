@@ -122,11 +122,25 @@ pub(crate) fn reconcile_schema(given: Option<&Schema>, stored: Option<String>) -
     match (given, stored) {
         // Conflict strategies come from the server's settings at every start.
         (Some(given), Some(stored)) if given.same_shape(&stored) => Ok((given.clone(), false)),
-        (Some(_), Some(_)) => Err(StoreError::Conflict(
-            "this database already serves a different schema; schema changes are not supported yet, \
-             so start with the schema it was created with (or a new database)"
-                .into(),
-        )),
+        (Some(given), Some(stored)) => {
+            let changes = rowsync_core::schema_changes(&stored, given);
+            let (additive, refused): (Vec<_>, Vec<_>) = changes.iter().partition(|c| c.is_additive());
+            let list = |changes: &[&rowsync_core::SchemaChange]| {
+                changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            };
+            Err(StoreError::Conflict(if refused.is_empty() {
+                format!(
+                    "the schema file adds to the schema this database serves ({}); adding tables and columns is \
+                     not supported yet, so start with the schema it was created with (or a new database)",
+                    list(&additive)
+                )
+            } else {
+                format!(
+                    "the schema file changes what this database serves in ways rowsync cannot carry out: {}",
+                    list(&refused)
+                )
+            }))
+        }
         (None, Some(stored)) => Ok((stored, false)),
         (None, None) => Err(StoreError::Conflict("this database has no schema yet: pass --schema FILE".into())),
         (Some(given), None) => Ok((given.clone(), true)),
