@@ -196,29 +196,39 @@ impl<S: Store> AppState<S> {
 pub(crate) fn report_collisions<S>(state: &AppState<S>, collisions: &[Collision]) {
     for c in collisions {
         state.metrics.key_collisions.fetch_add(1, Ordering::Relaxed);
-        let json = |row: &Option<Vec<Value>>| serde_json::to_string(row).unwrap_or_default();
+        let json = |row: Option<&Vec<Value>>| serde_json::to_string(&row).unwrap_or_default();
         tracing::warn!(
             table = %c.table,
             key = %c.key_json,
-            held = %json(&c.held),
-            sent = %json(&Some(c.sent.clone())),
-            kept = %json(&c.kept),
+            held = %json(c.held.as_ref()),
+            sent = %json(Some(&c.sent)),
+            kept = %json(c.kept.as_ref()),
             "key collision: an insert met another row under its key (two writers numbered rows alike?)"
         );
     }
 }
 
-/// Refuses a change holding a version too far ahead of the server's clock.
-pub(crate) fn check_clock(state: &RowState, now_ms: u64, max_ahead: Duration, index: usize) -> Result<(), ApiError> {
+/// Refuses a change holding a version too far ahead of the server's clock;
+/// `index` is the change's place in a push batch (`None`: a lone change).
+pub(crate) fn check_clock(
+    state: &RowState,
+    now_ms: u64,
+    max_ahead: Duration,
+    index: Option<usize>,
+) -> Result<(), ApiError> {
     let limit = now_ms.saturating_add(max_ahead.as_millis() as u64);
     if let Some(ahead) = state.versions().map(|v| v.hlc.millis()).filter(|&ms| ms > limit).max() {
         let mut error = ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::ClockSkew,
             format!(
-                "change {index}: a version is {} s ahead of the server's clock, more than the {} s it accepts; \
+                "{} is {} s ahead of the server's clock, more than the {} s it accepts; \
                  the writing device's clock runs ahead: correct it (the changes stay queued and are accepted \
                  once the server's time catches up)",
+                match index {
+                    Some(index) => format!("change {index}: a version"),
+                    None => "the change's timestamp".to_string(),
+                },
                 (ahead - now_ms) / 1000,
                 max_ahead.as_secs()
             ),
@@ -512,7 +522,7 @@ async fn push<S: Store>(
             err.change = Some(index);
             return Err(refused(err));
         }
-        check_clock(&change.state, now_ms, state.max_clock_ahead, index).map_err(refused)?;
+        check_clock(&change.state, now_ms, state.max_clock_ahead, Some(index)).map_err(refused)?;
         checked.push(CheckedChange { seq: pushed.seq, change, whole_row: false });
     }
     let count = checked.len() as u64;

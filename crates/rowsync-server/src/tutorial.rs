@@ -114,7 +114,8 @@ async fn store_change<S: Store>(
     let key = record_key(table, &sent.record_id)?;
     let wall = parse_instant(&sent.timestamp)
         .map_err(|e| invalid(format!("timestamp {:?} is not an ISO-8601 instant: {e}", sent.timestamp)))?;
-    let version = Version { hlc: hlc_at(wall)?, site: site_of(caller) };
+    let site = site_of(caller);
+    let version = Version { hlc: hlc_at(wall)?, site: site.clone() };
     let row = match (sent.operation, &sent.data) {
         // The client deleted the row before sending this change; its DELETE follows.
         (Operation::Insert | Operation::Update, None) => {
@@ -143,12 +144,9 @@ async fn store_change<S: Store>(
         },
     };
     let change = decode_change(&state.schema, &row).map_err(ApiError::from)?;
-    check_clock(&change.state, state.clock.now_ms(), state.max_clock_ahead, 0).map_err(|mut e| {
-        e.message = e.message.replacen("change 0: a version", "the change's timestamp", 1);
-        e
-    })?;
+    check_clock(&change.state, state.clock.now_ms(), state.max_clock_ahead, None)?;
     let batch = CheckedBatch {
-        site: site_of(caller),
+        site,
         user: caller.user.clone(),
         // Sequence 1 over a mark that stays 0: never skipped as a repeat;
         // a replay is a no-op of the merge instead.

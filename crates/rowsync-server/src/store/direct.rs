@@ -40,28 +40,23 @@ pub(crate) async fn drain_direct<T: PushTransaction>(
     let ids: Vec<i64> = entries.iter().map(|(id, ..)| *id).collect();
     // One change per row, in the order of the row's last entry, written
     // when its last direct write was (never later than now).
-    let mut rows: Vec<(usize, Vec<Value>, u64)> = Vec::new();
-    let mut seen: HashMap<(usize, String), usize> = HashMap::new();
-    for (_, table, pk, at) in &entries {
+    let mut latest: HashMap<RowId, (usize, Vec<Value>, u64)> = HashMap::new();
+    for (order, (_, table, pk, at)) in entries.iter().enumerate() {
         match noted_key(schema, table, pk) {
             Ok((index, key)) => {
                 let id = (index, serde_json::to_string(&key).unwrap_or_default());
-                if let Some(slot) = seen.remove(&id) {
-                    rows.remove(slot);
-                    for later in seen.values_mut().filter(|later| **later > slot) {
-                        *later -= 1;
-                    }
-                }
-                seen.insert(id, rows.len());
-                rows.push((index, key, (*at).clamp(0, now_ms as i64) as u64));
+                latest.insert(id, (order, key, (*at).clamp(0, now_ms as i64) as u64));
             }
             Err(why) => tracing::warn!(table = %table, key = %pk, "a direct write cannot be synced: {why}"),
         }
     }
+    let mut rows: Vec<(usize, usize, Vec<Value>, u64)> =
+        latest.into_iter().map(|((index, _), (order, key, at))| (order, index, key, at)).collect();
+    rows.sort_unstable_by_key(|(order, ..)| *order);
     // The rows as their tables hold them now, as deletes or whole rows.
     let mut changes = Vec::with_capacity(rows.len());
     let mut written_at = HashMap::with_capacity(rows.len());
-    for (index, key, at) in rows {
+    for (_, index, key, at) in rows {
         let table = &schema.tables[index];
         let current = tx.read_row(table, &key).await?;
         match decode_change(schema, &noted_change(table, key, current.as_deref(), placeholder())) {

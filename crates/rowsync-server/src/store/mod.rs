@@ -278,10 +278,6 @@ pub enum Revoke<'a> {
     User(&'a str),
 }
 
-/// How often a push is tried when direct writes to the database race it
-/// (see `store::direct`).
-const DIRECT_RACE_TRIES: usize = 3;
-
 /// A change of a push batch, already checked against the schema.
 #[derive(Debug, Clone)]
 pub struct CheckedChange {

@@ -24,7 +24,7 @@ use sqlx::query::Query;
 use sqlx::{PgPool, Postgres};
 
 use super::plan::{row_values, IncomingRow, RowId, RowWrite, Stored};
-use super::push::{push_batch, DirectEntry, MarkRow, PushTransaction, SiteMark};
+use super::push::{push_retrying, DirectEntry, MarkRow, PushTransaction, SiteMark};
 use super::{
     decode_stored, token_from_row, CheckedBatch, PoolSettings, PullPage, Pushed, Revoke, Store, StoreError, TokenRow,
 };
@@ -371,16 +371,7 @@ impl Store for PostgresStore {
     }
 
     async fn push(&self, schema: &Schema, batch: &CheckedBatch) -> Result<Pushed, StoreError> {
-        // A direct write that raced the push: rolled back, tried again (it
-        // then drains first).
-        for _ in 0..super::DIRECT_RACE_TRIES {
-            let tx = PostgresPush(self.pool.begin().await?);
-            match push_batch(tx, schema, batch, self.push_delay).await {
-                Err(StoreError::DirectRace) => continue,
-                other => return other,
-            }
-        }
-        Err(StoreError::Unavailable("direct writes to the same rows kept racing this push".into()))
+        push_retrying(|| async { Ok(PostgresPush(self.pool.begin().await?)) }, schema, batch, self.push_delay).await
     }
 
     async fn drain_direct(&self, schema: &Schema, now_ms: u64) -> Result<Option<u64>, StoreError> {

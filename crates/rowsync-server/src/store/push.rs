@@ -126,6 +126,32 @@ pub(crate) trait PushTransaction: Send {
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// Applies one push batch as [`push_batch`] does, each attempt in a
+/// transaction `begin` opens; an attempt a direct write raced is rolled back
+/// and made again (it then drains that write first), a few times.
+pub(crate) async fn push_retrying<T, F, Fut>(
+    mut begin: F,
+    schema: &Schema,
+    batch: &CheckedBatch,
+    delay: Option<Duration>,
+) -> Result<Pushed, StoreError>
+where
+    T: PushTransaction,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    for _ in 0..DIRECT_RACE_TRIES {
+        match push_batch(begin().await?, schema, batch, delay).await {
+            Err(StoreError::DirectRace) => continue,
+            other => return other,
+        }
+    }
+    Err(StoreError::Unavailable("direct writes to the same rows kept racing this push".into()))
+}
+
+/// How often a push is tried when direct writes to the database race it.
+const DIRECT_RACE_TRIES: usize = 3;
+
 /// Applies one push batch in `tx`, skipping changes at or below the site's
 /// high-water mark. `delay` is fault injection for tests: a sleep after the
 /// writes, before the commit.
