@@ -538,6 +538,7 @@ fn status(local: &Path, json: bool) -> anyhow::Result<()> {
     println!("replica      {}", status.path);
     println!("server       {}", status.server_url);
     println!("site         {}", status.site_id);
+    println!("schema       version {}", status.schema_version);
     println!("pending      {} change(s)", status.pending_changes);
     if status.rejected_changes > 0 {
         println!("rejected     {} change(s) refused by the server (see _rowsync_rejected)", status.rejected_changes);

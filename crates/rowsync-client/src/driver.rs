@@ -56,6 +56,8 @@ impl<'a> Driver<'a> {
 
     fn try_run(&mut self, step: &Step, sent: &mut usize) -> Result<Done, ClientError> {
         let replica = &mut *self.replica;
+        // Another process may have taken on a new schema meanwhile.
+        replica.refresh()?;
         Ok(match step {
             Step::Prepare => {
                 let schema = self.transport.schema()?;
@@ -80,6 +82,11 @@ impl<'a> Driver<'a> {
                         "the server moved the cursor back from {cursor} to {}",
                         page.cursor
                     )));
+                }
+                // The page may carry tables and columns the server gained
+                // since this replica took on its schema: they are added first.
+                if page.schema_version.is_some_and(|version| version > replica.schema.version) {
+                    replica.adopt_schema(&self.transport.schema()?)?;
                 }
                 let applied = apply_page(replica, &page)? as u64;
                 Done::Pulled { changes: page.changes.len() as u64, applied, cursor: page.cursor, more: page.more }

@@ -122,7 +122,12 @@ fn read_change(
     let mut state = clocks.to_state(table.columns.len());
     match replica.read_row(tx, index, &key)? {
         Some(values) => {
-            let fallback = state.newest_write().cloned();
+            // A row with no cell versions at all (rowsync believed it
+            // deleted) is written whole. Otherwise a cell without a version
+            // is a column added to the schema after the row's writes here:
+            // never written here, it is not sent, so it leaves the server's
+            // value alone.
+            let fallback = clocks.cells.iter().all(Option::is_none).then(|| state.newest_write().cloned()).flatten();
             for (i, value) in values.into_iter().enumerate() {
                 if table.is_key_column(i) {
                     continue;

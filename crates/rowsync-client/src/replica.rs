@@ -8,13 +8,17 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rowsync_core::capture::{capture_triggers, TriggerForm, METADATA_SQL, MIGRATE_TABLES};
-use rowsync_core::ddl::{create_table, delete_row, select_row, sqlite_declared_type, upsert_row, Dialect};
+use rowsync_core::capture::{
+    capture_triggers, key_expression, trigger_names, TriggerForm, METADATA_SQL, MIGRATE_TABLES, OP_INSERT,
+};
+use rowsync_core::ddl::{add_column, create_table, delete_row, select_row, sqlite_declared_type, upsert_row, Dialect};
+use rowsync_core::Addition;
 use rowsync_proto::{ConflictStrategy, Schema, SiteId};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::bookkeeping::{key, meta_get, meta_set, now_text};
 use crate::error::ClientError;
+use crate::stamp::stamp_rest;
 use crate::transport::{trusted_roots, ServerAccess};
 
 /// How long rowsync waits for the application's write lock before giving up.
@@ -32,6 +36,9 @@ pub struct Replica {
     /// Per schema table, the statements that read and write one row, built
     /// once here rather than for every row of a page or batch.
     pub(crate) row_sql: Vec<RowSql>,
+    /// SQLite's `schema_version` of the file when the schema was loaded: it
+    /// moves when another process takes on a new schema (see [`Replica::refresh`]).
+    loaded_at: i64,
 }
 
 /// The statements on one row of a synced table (parameters as in `ddl`).
@@ -61,19 +68,17 @@ impl Replica {
     /// and the capture triggers, and queues rows already present as inserts.
     /// Running it again on a replica of the same schema changes nothing.
     pub fn init(path: &Path, server_url: &str, schema: &Schema, token: Option<&str>) -> Result<Replica, ClientError> {
+        // A replica already: it takes on the schema as at a sync (a grown
+        // one is added to the file; any other change is refused).
+        match Replica::open(path) {
+            Ok(mut replica) => replica.adopt_schema(schema)?,
+            Err(ClientError::NotAReplica { .. }) => {}
+            Err(error) => return Err(error),
+        }
         let mut conn = open_connection(path)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(METADATA_SQL)?;
         migrate(&tx)?;
-        if let Some(stored) = meta_get::<String>(&tx, key::SCHEMA)? {
-            let stored: Schema = serde_json::from_str(&stored).map_err(|e| ClientError::Corrupt(e.to_string()))?;
-            if !stored.same_shape(schema) {
-                return Err(ClientError::SchemaMismatch(format!(
-                    "{} is already a replica of a different schema; schema changes are not supported yet",
-                    path.display()
-                )));
-            }
-        }
         for table in &schema.tables {
             check_or_create_table(&tx, table)?;
         }
@@ -81,26 +86,9 @@ impl Replica {
             let known: Option<i64> = tx
                 .query_row("SELECT id FROM _rowsync_tables WHERE name = ?", [&table.name], |row| row.get(0))
                 .optional()?;
-            if known.is_some() {
-                continue;
+            if known.is_none() {
+                register_table(&tx, table)?;
             }
-            // Nothing stamped yet: stamping the rows queued below counts them.
-            tx.execute("INSERT INTO _rowsync_tables (name, live) VALUES (?, 0)", [&table.name])?;
-            let id = tx.last_insert_rowid();
-            let form = trigger_form(&tx, table)?;
-            for trigger in capture_triggers(table, id, form) {
-                tx.execute_batch(&trigger)?;
-            }
-            // Rows that were there before rowsync are queued as inserts.
-            let key = rowsync_core::capture::key_expression(table, &format!("\"{}\"", table.name), form);
-            tx.execute(
-                &format!(
-                    "INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) SELECT ?, {key}, {}, julianday('now'), -1 FROM \"{}\"",
-                    rowsync_core::capture::OP_INSERT,
-                    table.name
-                ),
-                [id],
-            )?;
         }
         if meta_get::<String>(&tx, key::SITE_ID)?.is_none() {
             let site = SiteId::from_bytes(rand::random());
@@ -138,12 +126,30 @@ impl Replica {
         // Tables and columns added by later versions (a no-op when all exist).
         conn.execute_batch(METADATA_SQL)?;
         migrate(&conn)?;
-        let schema: String =
-            meta_get(&conn, key::SCHEMA)?.ok_or_else(|| ClientError::NotAReplica { path: display.clone() })?;
-        let schema: Schema =
-            serde_json::from_str(&schema).map_err(|e| ClientError::Corrupt(format!("stored schema: {e}")))?;
         let site: String = meta_get(&conn, key::SITE_ID)?.ok_or_else(|| ClientError::Corrupt("no site id".into()))?;
         let site = SiteId::try_from(site).map_err(ClientError::Corrupt)?;
+        let mut replica = Replica {
+            conn,
+            path: display,
+            schema: Schema::default(),
+            table_ids: Vec::new(),
+            table_index: HashMap::new(),
+            site,
+            row_sql: Vec::new(),
+            loaded_at: 0,
+        };
+        replica.load_schema()?;
+        Ok(replica)
+    }
+
+    /// Reads the schema the file stores, and what depends on it.
+    fn load_schema(&mut self) -> Result<(), ClientError> {
+        let conn = &self.conn;
+        let loaded_at: i64 = conn.query_row("PRAGMA schema_version", [], |row| row.get(0))?;
+        let schema: String =
+            meta_get(conn, key::SCHEMA)?.ok_or_else(|| ClientError::NotAReplica { path: self.path.clone() })?;
+        let schema: Schema =
+            serde_json::from_str(&schema).map_err(|e| ClientError::Corrupt(format!("stored schema: {e}")))?;
         let mut table_ids = Vec::with_capacity(schema.tables.len());
         let mut table_index = HashMap::new();
         for (index, table) in schema.tables.iter().enumerate() {
@@ -154,7 +160,7 @@ impl Replica {
             table_ids.push(id);
             table_index.insert(id, index);
         }
-        let row_sql = schema
+        self.row_sql = schema
             .tables
             .iter()
             .map(|t| RowSql {
@@ -163,7 +169,20 @@ impl Replica {
                 delete: delete_row(t, Dialect::Sqlite),
             })
             .collect();
-        Ok(Replica { conn, path: display, schema, table_ids, table_index, site, row_sql })
+        (self.schema, self.table_ids, self.table_index, self.loaded_at) = (schema, table_ids, table_index, loaded_at);
+        Ok(())
+    }
+
+    /// Loads the schema again when another process (a sync, the agent)
+    /// took on a new one since it was loaded: writes are then versioned
+    /// and rows read with every column the file now has. One read of the
+    /// file's header when nothing changed.
+    pub fn refresh(&mut self) -> Result<(), ClientError> {
+        let now: i64 = self.conn.query_row("PRAGMA schema_version", [], |row| row.get(0))?;
+        if now != self.loaded_at {
+            self.load_schema()?;
+        }
+        Ok(())
     }
 
     /// The current values of one row of schema table `table` (`None` when
@@ -188,35 +207,82 @@ impl Replica {
         &self.schema
     }
 
-    /// Takes on the server's current schema, which may differ from the
-    /// stored one only in its conflict strategies. Call it before a sync.
+    /// Takes on the server's current schema: its conflict strategies, and
+    /// the tables and columns it gained since (see
+    /// [`rowsync_core::evolution`]), added to the file in one transaction
+    /// with their capture triggers; rows already here are not fetched
+    /// again. Any other change is refused, naming it. Called at the start
+    /// of every sync, and when a pulled page says the server's schema is
+    /// newer.
     pub fn adopt_schema(&mut self, server: &Schema) -> Result<(), ClientError> {
-        if !self.schema.same_shape(server) {
-            return Err(ClientError::SchemaMismatch(format!(
-                "the server's schema no longer matches {}; schema changes are not supported yet",
-                self.path
-            )));
+        self.refresh()?;
+        if self.schema == *server {
+            return Ok(());
         }
-        if self.schema != *server {
-            let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-            // A table leaving the manual strategy leaves its conflicts behind:
-            // from now on its edits merge by version, and none can be resolved.
-            for (index, (old, new)) in self.schema.tables.iter().zip(&server.tables).enumerate() {
-                if old.conflict == ConflictStrategy::Manual && new.conflict != ConflictStrategy::Manual {
-                    let id = self.table_ids[index];
-                    tx.execute("DELETE FROM _rowsync_conflicts WHERE tbl = ?", [id])?;
-                    tx.execute(
-                        "UPDATE _rowsync_rows SET clocks = json_remove(clocks, '$.p', '$.h') WHERE tbl = ?",
-                        [id],
-                    )?;
+        let evolution = rowsync_core::evolve(&self.schema, server).map_err(|refused| {
+            let changes: Vec<String> = refused.iter().map(ToString::to_string).collect();
+            ClientError::SchemaMismatch(format!(
+                "the server's schema changed in ways {} cannot follow: {}",
+                self.path,
+                changes.join("; ")
+            ))
+        })?;
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        if !evolution.additions.is_empty() {
+            // Writes recorded under the old schema are versioned under it:
+            // a write of a whole row (an insert, any write under the row
+            // strategy) then claims only the columns it knew.
+            stamp_rest(self, &tx)?;
+        }
+        let mut altered = Vec::new();
+        for addition in &evolution.additions {
+            match *addition {
+                Addition::Table { table } => {
+                    let table = &server.tables[table];
+                    check_or_create_table(&tx, table)?;
+                    register_table(&tx, table)?;
+                }
+                Addition::Column { table, column } => {
+                    let table = &server.tables[table];
+                    let name = &table.columns[column].name;
+                    if column_exists(&tx, &table.name, name)? {
+                        return Err(ClientError::SchemaMismatch(format!(
+                            "the server added column {}.{name}, but table {} of {} already has a column of that \
+                             name: rename or drop the local one, then sync again",
+                            table.name, table.name, self.path
+                        )));
+                    }
+                    tx.execute_batch(&add_column(table, column, Dialect::Sqlite))?;
+                    if !altered.contains(&table.name) {
+                        altered.push(table.name.clone());
+                    }
                 }
             }
-            let json = serde_json::to_string(server).map_err(|e| ClientError::Corrupt(e.to_string()))?;
-            meta_set(&tx, key::SCHEMA, json)?;
-            tx.commit()?;
-            self.schema = server.clone();
         }
-        Ok(())
+        // The update trigger names every column it watches.
+        for name in &altered {
+            let table = server.table(name).expect("an altered table is in the schema");
+            let id: i64 = tx.query_row("SELECT id FROM _rowsync_tables WHERE name = ?", [name], |row| row.get(0))?;
+            for trigger in trigger_names(table) {
+                tx.execute_batch(&format!("DROP TRIGGER IF EXISTS \"{trigger}\""))?;
+            }
+            for trigger in capture_triggers(table, id, trigger_form(&tx, table)?) {
+                tx.execute_batch(&trigger)?;
+            }
+        }
+        // A table leaving the manual strategy leaves its conflicts behind:
+        // from now on its edits merge by version, and none can be resolved.
+        for (old, id) in self.schema.tables.iter().zip(&self.table_ids) {
+            let now = server.table(&old.name).map(|t| t.conflict);
+            if old.conflict == ConflictStrategy::Manual && now != Some(ConflictStrategy::Manual) {
+                tx.execute("DELETE FROM _rowsync_conflicts WHERE tbl = ?", [id])?;
+                tx.execute("UPDATE _rowsync_rows SET clocks = json_remove(clocks, '$.p', '$.h') WHERE tbl = ?", [id])?;
+            }
+        }
+        let json = serde_json::to_string(server).map_err(|e| ClientError::Corrupt(e.to_string()))?;
+        meta_set(&tx, key::SCHEMA, json)?;
+        tx.commit()?;
+        self.load_schema()
     }
 
     pub fn site(&self) -> &SiteId {
@@ -284,6 +350,36 @@ fn migrate(conn: &Connection) -> Result<(), ClientError> {
         conn.execute_batch(MIGRATE_TABLES)?;
     }
     Ok(())
+}
+
+/// Registers a synced table in `_rowsync_tables`, installs its capture
+/// triggers, and queues the rows already in it as inserts.
+fn register_table(conn: &Connection, table: &rowsync_proto::Table) -> Result<(), ClientError> {
+    // Nothing stamped yet: stamping the rows queued below counts them.
+    conn.execute("INSERT INTO _rowsync_tables (name, live) VALUES (?, 0)", [&table.name])?;
+    let id = conn.last_insert_rowid();
+    let form = trigger_form(conn, table)?;
+    for trigger in capture_triggers(table, id, form) {
+        conn.execute_batch(&trigger)?;
+    }
+    // Rows that were there before rowsync are queued as inserts.
+    let key = key_expression(table, &format!("\"{}\"", table.name), form);
+    conn.execute(
+        &format!(
+            "INSERT INTO _rowsync_outbox (tbl, pk, op, at, cols) SELECT ?, {key}, {OP_INSERT}, julianday('now'), -1 FROM \"{}\"",
+            table.name
+        ),
+        [id],
+    )?;
+    Ok(())
+}
+
+fn column_exists(conn: &Connection, table: &str, column: &str) -> Result<bool, ClientError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?) WHERE name = ? COLLATE NOCASE)",
+        [table, column],
+        |row| row.get(0),
+    )?)
 }
 
 /// Creates a missing table, or checks that an existing one has exactly the

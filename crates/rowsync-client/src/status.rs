@@ -1,4 +1,4 @@
-//! What a replica file holds and where it stands: pending and refused
+//! What a replica file holds and where it stands: schema version, pending and refused
 //! changes, open conflicts, cursor, last sync and last error (`rowsync
 //! status`), and the version behind a cell.
 
@@ -17,6 +17,9 @@ pub struct Status {
     pub path: String,
     pub site_id: String,
     pub server_url: String,
+    /// The version of the server's schema this file holds (it takes on a
+    /// newer one at its next sync).
+    pub schema_version: u64,
     /// Local writes not yet acknowledged by the server.
     pub pending_changes: u64,
     /// Local changes the server refused, kept in `_rowsync_rejected`.
@@ -48,6 +51,7 @@ impl Replica {
             path: self.path.clone(),
             site_id: self.site.to_string(),
             server_url: self.server_url()?,
+            schema_version: self.schema.version,
             pending_changes: counts.pending,
             rejected_changes: counts.rejected,
             open_conflicts: counts.conflicts,

@@ -64,8 +64,9 @@ pub struct DecodedChange {
 /// Checks `change` against `schema` and turns it into a row state.
 ///
 /// A change that carries any cell, or that describes a visible row, must
-/// carry every non-key column, so that a row can always be written whole
-/// (NOT NULL columns included).
+/// carry every NOT NULL column without a DEFAULT, so that a row can always
+/// be written whole; a column it lacks takes its default in a new row and
+/// keeps its value in an existing one.
 pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChange, ChangeError> {
     let table_index =
         schema.table_index(&change.table).ok_or_else(|| ChangeError::UnknownTable(change.table.clone()))?;
@@ -165,12 +166,19 @@ pub fn decode_state(table: &Table, change: &RowChange) -> Result<RowState, Chang
         state.conflicts.push(decode_conflict(table, conflict)?);
     }
     state.conflicts.sort_by(|a, b| a.id.cmp(&b.id));
+    // A column that is nullable or has a default may be missing: its writer
+    // did not know it (it was added to the schema later), and the row keeps
+    // what it holds there, or takes the default.
     if !change.cells.is_empty() || state.is_visible() {
-        if let Some(missing) = (0..table.columns.len()).find(|&i| !table.is_key_column(i) && state.cells[i].is_none()) {
+        let required = |i: usize| {
+            let column = &table.columns[i];
+            !table.is_key_column(i) && column.not_null && column.default.is_none()
+        };
+        if let Some(missing) = (0..table.columns.len()).find(|&i| required(i) && state.cells[i].is_none()) {
             return Err(ChangeError::InvalidValue {
                 table: table.name.clone(),
                 column: table.columns[missing].name.clone(),
-                message: "missing: a change carries every column of its row".into(),
+                message: "missing: a change carries every NOT NULL column without a DEFAULT".into(),
             });
         }
     }
@@ -367,8 +375,14 @@ mod tests {
         assert_eq!(err.to_string(), "table c, column age: expected INTEGER but got text old");
         let null_name = full(Value::Null, Value::Null);
         assert_eq!(decode_change(&schema, &null_name).unwrap_err().code(), ErrorCode::InvalidValue);
+        // A nullable column may be missing (its writer did not know it); a
+        // NOT NULL one without a default may not.
         let partial = change(&[("name", Value::Text("a".into()))]);
-        assert!(decode_change(&schema, &partial).unwrap_err().to_string().contains("missing"));
+        let state = decode_change(&schema, &partial).unwrap().state;
+        assert_eq!(state.cells[2], None, "age: no write known");
+        assert_eq!(state.row_values(&schema.tables[0], &[Value::Text("k".into())])[2], Value::Null);
+        let nameless = change(&[("age", Value::Integer(3))]);
+        assert!(decode_change(&schema, &nameless).unwrap_err().to_string().contains("column name: missing"));
         let mut bad_key = full(Value::Text("a".into()), Value::Null);
         bad_key.key.push(Value::Integer(1));
         assert_eq!(decode_change(&schema, &bad_key).unwrap_err().code(), ErrorCode::InvalidKey);

@@ -43,33 +43,39 @@ impl Dialect {
 /// types become `VARCHAR(255)` (binary collation: keys compare exactly, as
 /// elsewhere) and `VARBINARY(255)` there; text is `utf8mb4` throughout.
 pub fn create_table(table: &Table, dialect: Dialect) -> String {
-    let mut parts: Vec<String> = table
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let ty = match (dialect, c.ty) {
-                (Dialect::Mysql, ColumnType::Text) if table.is_key_column(i) => {
-                    "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-                }
-                (Dialect::Mysql, ColumnType::Blob) if table.is_key_column(i) => "VARBINARY(255)",
-                (dialect, ty) => dialect.type_name(ty),
-            };
-            let mut def = format!("{} {ty}", dialect.quote(&c.name));
-            if c.not_null {
-                def.push_str(" NOT NULL");
-            }
-            if let Some(default) = &c.default {
-                def.push_str(" DEFAULT ");
-                def.push_str(default);
-            }
-            def
-        })
-        .collect();
+    let mut parts: Vec<String> = (0..table.columns.len()).map(|i| column_definition(table, i, dialect)).collect();
     let key: Vec<String> = table.primary_key.iter().map(|&i| dialect.quote(&table.columns[i].name)).collect();
     parts.push(format!("PRIMARY KEY ({})", key.join(", ")));
     let options = if dialect == Dialect::Mysql { " DEFAULT CHARSET=utf8mb4" } else { "" };
     format!("CREATE TABLE IF NOT EXISTS {} (\n  {}\n){options}", dialect.quote(&table.name), parts.join(",\n  "))
+}
+
+/// `ALTER TABLE … ADD COLUMN` for the column at `index` of `table` (added
+/// to the schema after the table was created: nullable or with a constant
+/// default, so that the rows already there get a value).
+pub fn add_column(table: &Table, index: usize, dialect: Dialect) -> String {
+    format!("ALTER TABLE {} ADD COLUMN {}", dialect.quote(&table.name), column_definition(table, index, dialect))
+}
+
+/// One column as `CREATE TABLE` and `ADD COLUMN` declare it.
+fn column_definition(table: &Table, index: usize, dialect: Dialect) -> String {
+    let column = &table.columns[index];
+    let ty = match (dialect, column.ty) {
+        (Dialect::Mysql, ColumnType::Text) if table.is_key_column(index) => {
+            "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        }
+        (Dialect::Mysql, ColumnType::Blob) if table.is_key_column(index) => "VARBINARY(255)",
+        (dialect, ty) => dialect.type_name(ty),
+    };
+    let mut def = format!("{} {ty}", dialect.quote(&column.name));
+    if column.not_null {
+        def.push_str(" NOT NULL");
+    }
+    if let Some(default) = &column.default {
+        def.push_str(" DEFAULT ");
+        def.push_str(default);
+    }
+    def
 }
 
 /// Placeholder for the `n`th (1-based) bound parameter.

@@ -100,6 +100,47 @@ impl fmt::Display for SchemaChange {
     }
 }
 
+/// Something to create for a schema to grow into another: indexes into the
+/// new schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addition {
+    Table { table: usize },
+    Column { table: usize, column: usize },
+}
+
+/// How a database (or a replica) serving `old` comes to serve `new`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evolution {
+    /// `new`, with its version: `old`'s, one more when anything is added.
+    pub schema: Schema,
+    /// What to create, tables and columns in `new`'s order.
+    pub additions: Vec<Addition>,
+}
+
+/// The evolution from `old` to `new`, or the changes that are not additive
+/// (each names the supported way to get there).
+pub fn evolve(old: &Schema, new: &Schema) -> Result<Evolution, Vec<SchemaChange>> {
+    let changes = schema_changes(old, new);
+    let refused: Vec<SchemaChange> = changes.iter().filter(|c| !c.is_additive()).cloned().collect();
+    if !refused.is_empty() {
+        return Err(refused);
+    }
+    let mut additions = Vec::new();
+    for (t, table) in new.tables.iter().enumerate() {
+        match old.table(&table.name) {
+            None => additions.push(Addition::Table { table: t }),
+            Some(before) => additions.extend(
+                (0..table.columns.len())
+                    .filter(|&c| before.column_index(&table.columns[c].name).is_none())
+                    .map(|column| Addition::Column { table: t, column }),
+            ),
+        }
+    }
+    let base = old.version.max(1);
+    let version = if additions.is_empty() { base } else { base + 1 };
+    Ok(Evolution { schema: Schema { version, ..new.clone() }, additions })
+}
+
 /// Every difference from `old` to `new`, tables in `new`'s order then the
 /// tables `new` lacks. Conflict strategies and owners are settings, not
 /// schema, and are not compared.
@@ -216,5 +257,21 @@ mod tests {
             "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, born TEXT NOT NULL);",
             "NOT NULL without a DEFAULT",
         );
+    }
+
+    #[test]
+    fn an_evolution_lists_what_to_create_and_counts_the_version_up() {
+        let old = Schema { version: 3, ..parse_schema(CONTACTS).unwrap() };
+        let new = parse_schema(
+            "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT); CREATE TABLE contacts (id TEXT PRIMARY KEY, \
+             name TEXT NOT NULL, email TEXT, phone TEXT);",
+        )
+        .unwrap();
+        let evolution = evolve(&old, &new).unwrap();
+        assert_eq!(evolution.additions, vec![Addition::Table { table: 0 }, Addition::Column { table: 1, column: 3 }]);
+        assert_eq!(evolution.schema.version, 4);
+        assert_eq!(evolve(&old, &old).unwrap().schema.version, 3, "nothing added: the same version");
+        let refused = evolve(&old, &parse_schema("CREATE TABLE contacts (id TEXT PRIMARY KEY);").unwrap());
+        assert_eq!(refused.unwrap_err().len(), 2, "two columns dropped");
     }
 }

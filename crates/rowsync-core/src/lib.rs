@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`schema`]: `CREATE TABLE` text into the synced [`Schema`](rowsync_proto::Schema).
 //! - [`ddl`]: the `CREATE TABLE` text each database gets for a synced table.
+//! - [`evolution`]: how a schema grows (added tables and columns) and which changes are refused.
 //! - [`capture`]: the SQL text of the replica's metadata tables and capture triggers.
 //! - [`clock`]: the hybrid logical clock's send and receive rules.
 //! - [`clocks`]: a replica's versions of one row, and recording a local write in them.
@@ -25,6 +26,6 @@ pub mod schema;
 
 pub use change::{ChangeError, DecodedChange};
 pub use clock::Clock;
-pub use evolution::{schema_changes, SchemaChange};
+pub use evolution::{evolve, schema_changes, Addition, Evolution, SchemaChange};
 pub use merge::{CellConflict, CellMemory, MergeOutcome, RowState};
 pub use schema::{parse_schema, schema_warnings, SchemaError};

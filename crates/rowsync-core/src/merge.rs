@@ -117,10 +117,15 @@ impl RowState {
     }
 
     /// The row's values in table column order, the key values (given in
-    /// primary key order) in their own columns; NULL where no cell is known.
+    /// primary key order) in their own columns; the column's default where
+    /// no cell is known (a column added after the row was written).
     pub fn row_values(&self, table: &rowsync_proto::Table, key: &[Value]) -> Vec<Value> {
         let mut row: Vec<Value> = (0..table.columns.len())
-            .map(|index| self.cells.get(index).cloned().flatten().map_or(Value::Null, |(value, _)| value))
+            .map(|index| match self.cells.get(index).cloned().flatten() {
+                Some((value, _)) => value,
+                None if table.is_key_column(index) => Value::Null,
+                None => crate::schema::column_default(&table.columns[index]),
+            })
             .collect();
         for (&column, value) in table.primary_key.iter().zip(key) {
             row[column] = value.clone();

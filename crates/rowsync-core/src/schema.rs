@@ -6,8 +6,10 @@
 //! key, a type with no portable meaning, a constraint that replicas could
 //! violate independently).
 
-use rowsync_proto::{Column, ColumnType, ConflictStrategy, Schema, Table};
-use sqlparser::ast::{ColumnOption, DataType, Expr, ObjectNamePart, Statement, TableConstraint};
+use rowsync_proto::{Column, ColumnType, ConflictStrategy, Schema, Table, Value};
+use sqlparser::ast::{
+    ColumnOption, DataType, Expr, ObjectNamePart, Statement, TableConstraint, UnaryOperator, Value as SqlValue,
+};
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
 
@@ -253,6 +255,44 @@ fn default_text(expr: &Expr) -> Result<String, String> {
     }
 }
 
+/// The value a column takes in a row written without it: its constant
+/// DEFAULT as a value of its type, or NULL. (A row the server or a replica
+/// holds no write of the column for: the column was added to the schema
+/// after the row was written, by a writer that did not know it.)
+pub fn column_default(column: &Column) -> Value {
+    let Some(text) = &column.default else { return Value::Null };
+    let parsed = Parser::new(&SQLiteDialect {}).try_with_sql(text).and_then(|mut p| p.parse_expr());
+    let (negative, literal) = match parsed {
+        Ok(Expr::Value(v)) => (false, v.value),
+        Ok(Expr::UnaryOp { op: UnaryOperator::Minus, expr }) => match *expr {
+            Expr::Value(v) => (true, v.value),
+            _ => return Value::Null,
+        },
+        Ok(Expr::UnaryOp { op: UnaryOperator::Plus, expr }) => match *expr {
+            Expr::Value(v) => (false, v.value),
+            _ => return Value::Null,
+        },
+        _ => return Value::Null,
+    };
+    let sign = if negative { "-" } else { "" };
+    match (column.ty, literal) {
+        (_, SqlValue::Null) => Value::Null,
+        (ColumnType::Integer | ColumnType::Boolean, SqlValue::Boolean(b)) => Value::Integer(i64::from(b)),
+        (ColumnType::Integer | ColumnType::Boolean, SqlValue::Number(n, _)) => {
+            format!("{sign}{n}").parse().map_or(Value::Null, Value::Integer)
+        }
+        (ColumnType::Real, SqlValue::Number(n, _)) => format!("{sign}{n}").parse().map_or(Value::Null, Value::Real),
+        (ColumnType::Text, SqlValue::Number(n, _)) => Value::Text(format!("{sign}{n}")),
+        (ColumnType::Blob, SqlValue::HexStringLiteral(hex)) => (0..hex.len())
+            .step_by(2)
+            .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .map_or(Value::Null, Value::Blob),
+        (_, SqlValue::SingleQuotedString(text)) => Value::Text(text),
+        _ => Value::Null,
+    }
+}
+
 fn first_words(s: &str) -> String {
     s.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
 }
@@ -337,5 +377,30 @@ CREATE TABLE memberships (
     fn warns_about_integer_keys() {
         let schema = parse_schema("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);").unwrap();
         assert!(schema_warnings(&schema)[0].contains("collide"));
+    }
+
+    #[test]
+    fn column_defaults_are_values_of_their_type() {
+        let schema = parse_schema(
+            "CREATE TABLE t (id TEXT PRIMARY KEY, a INTEGER NOT NULL DEFAULT 0, b INTEGER DEFAULT -7, \
+             c REAL DEFAULT 1.5, d TEXT DEFAULT 'it''s', e BOOLEAN DEFAULT TRUE, f BLOB DEFAULT X'00ff', \
+             g TEXT, h TEXT DEFAULT NULL, i TEXT DEFAULT 42);",
+        )
+        .unwrap();
+        let defaults: Vec<Value> = schema.tables[0].columns.iter().skip(1).map(column_default).collect();
+        assert_eq!(
+            defaults,
+            vec![
+                Value::Integer(0),
+                Value::Integer(-7),
+                Value::Real(1.5),
+                Value::Text("it's".into()),
+                Value::Integer(1),
+                Value::Blob(vec![0, 255]),
+                Value::Null,
+                Value::Null,
+                Value::Text("42".into()),
+            ]
+        );
     }
 }

@@ -332,6 +332,11 @@ pub struct PullResponse {
     pub cursor: u64,
     /// True when more changes lie beyond `cursor` right now.
     pub more: bool,
+    /// The version of the schema the server serves ([`Schema::version`]):
+    /// a replica on an older one takes on the new schema before applying
+    /// the page, whose rows may carry the new columns and tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u64>,
 }
 
 /// Stable, machine-readable error codes. Never renamed once published.

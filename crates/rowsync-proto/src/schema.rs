@@ -84,7 +84,16 @@ impl Table {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Schema {
+    /// Counts the schema's additive changes: 1 when the server first
+    /// installed it, one more for each restart that added tables or
+    /// columns (0: not installed by a server, as a schema file just read).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub version: u64,
     pub tables: Vec<Table>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Schema {
@@ -97,8 +106,8 @@ impl Schema {
         self.tables.iter().position(|t| t.name == name)
     }
 
-    /// The same tables, columns and keys, whatever the conflict strategies
-    /// and owners.
+    /// The same tables, columns and keys, whatever the versions, conflict
+    /// strategies and owners.
     pub fn same_shape(&self, other: &Schema) -> bool {
         self.tables.len() == other.tables.len()
             && self

@@ -632,7 +632,10 @@ async fn pull<S: Store>(
         }
         body.push_str(state);
     }
-    body.push_str(&format!("],\"cursor\":{},\"more\":{}}}", page.cursor, page.more));
+    body.push_str(&format!(
+        "],\"cursor\":{},\"more\":{},\"schema_version\":{}}}",
+        page.cursor, page.more, state.schema.version
+    ));
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

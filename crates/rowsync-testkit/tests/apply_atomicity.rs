@@ -33,7 +33,12 @@ fn a_page_that_fails_part_way_changes_nothing() {
 
     let mut broken = contact("b", "Broken");
     broken.cells[0].column = "no_such_column".into();
-    let page = PullResponse { changes: vec![contact("a", "Applied first"), broken], cursor: 42, more: false };
+    let page = PullResponse {
+        changes: vec![contact("a", "Applied first"), broken],
+        cursor: 42,
+        more: false,
+        schema_version: None,
+    };
     assert!(apply_page(&replica, &page).is_err());
 
     assert_eq!(device.rows("SELECT id FROM contacts"), vec![vec![text("mine")]], "no row of the page was written");
@@ -41,7 +46,8 @@ fn a_page_that_fails_part_way_changes_nothing() {
     assert_eq!(status.cursor, 0, "the cursor did not move");
     assert_eq!(status.pending_changes, 1, "the local write is still queued");
 
-    let good = PullResponse { changes: vec![contact("a", "Applied first")], cursor: 42, more: false };
+    let good =
+        PullResponse { changes: vec![contact("a", "Applied first")], cursor: 42, more: false, schema_version: None };
     apply_page(&replica, &good).unwrap();
     assert_eq!(replica.status().unwrap().cursor, 42);
     assert_eq!(device.rows("SELECT name FROM contacts WHERE id = 'a'"), vec![vec![text("Applied first")]]);
@@ -92,7 +98,7 @@ fn pulled_names_outside_the_schema_are_refused_before_any_sql() {
     let mut own_table = contact("a", "Ann");
     own_table.table = "_rowsync_meta".into();
     for change in [hidden_column, own_table] {
-        let page = PullResponse { changes: vec![change], cursor: 7, more: false };
+        let page = PullResponse { changes: vec![change], cursor: 7, more: false, schema_version: None };
         match apply_page(&replica, &page) {
             Err(rowsync_client::ClientError::Protocol(message)) => {
                 assert!(message.contains("does not fit the schema"), "{message}")

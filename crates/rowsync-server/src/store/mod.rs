@@ -3,7 +3,8 @@
 //! One trait, one adapter per database. Type mapping and SQL dialect live in
 //! the adapters and nowhere else. Every adapter keeps the same bookkeeping,
 //! in tables whose names begin with `rowsync_`:
-//! - `rowsync_meta`: the installed schema and the position counter;
+//! - `rowsync_meta`: the installed schema (with its version, counting the
+//!   restarts that added tables or columns) and the position counter;
 //! - `rowsync_rows`: per synced row, its full merged state (values and
 //!   versions, tombstones included), the state's size in bytes, and the
 //!   position of its latest change;
@@ -29,7 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rowsync_core::change::decode_state;
-use rowsync_core::{DecodedChange, RowState};
+use rowsync_core::ddl::{self, Dialect};
+use rowsync_core::{Addition, DecodedChange, RowState};
 use rowsync_proto::{PushResponse, RowChange, Schema, SiteId};
 
 use crate::auth::TokenRecord;
@@ -111,39 +113,81 @@ impl Default for PoolSettings {
     }
 }
 
-/// The schema a database serves, given the one from `--schema` (if any) and
-/// the one stored earlier (if any). The flag says whether the tables must
-/// be created now.
-pub(crate) fn reconcile_schema(given: Option<&Schema>, stored: Option<String>) -> Result<(Schema, bool), StoreError> {
+/// What a database must do at start to serve its schema.
+#[derive(Debug)]
+pub(crate) struct Installing {
+    /// The schema it serves from now on, with its version.
+    pub schema: Schema,
+    /// Tables and columns to create (every table of a new database).
+    pub additions: Vec<Addition>,
+}
+
+impl Installing {
+    /// Whether the schema must be recorded in `rowsync_meta` (it is new,
+    /// or grew).
+    pub fn record(&self) -> bool {
+        !self.additions.is_empty()
+    }
+
+    /// The statements creating what is added, in the dialect of the store.
+    pub fn statements(&self, dialect: Dialect) -> Vec<String> {
+        let tables = &self.schema.tables;
+        self.additions
+            .iter()
+            .map(|addition| match *addition {
+                Addition::Table { table } => ddl::create_table(&tables[table], dialect),
+                Addition::Column { table, column } => ddl::add_column(&tables[table], column, dialect),
+            })
+            .collect()
+    }
+
+    /// Says in the log what grew.
+    pub fn log(&self, fresh: bool) {
+        if fresh || self.additions.is_empty() {
+            return;
+        }
+        let tables = &self.schema.tables;
+        let added: Vec<String> = self
+            .additions
+            .iter()
+            .map(|addition| match *addition {
+                Addition::Table { table } => format!("table {}", tables[table].name),
+                Addition::Column { table, column } => {
+                    format!("column {}.{}", tables[table].name, tables[table].columns[column].name)
+                }
+            })
+            .collect();
+        tracing::info!(version = self.schema.version, "the schema grew: {} added", added.join(", "));
+    }
+}
+
+/// What a database must do to serve the schema from `--schema` (if any),
+/// given the one it recorded earlier (if any): create everything (a new
+/// database), add what the file adds (see [`rowsync_core::evolution`]), or
+/// nothing. Changes that are not additive are refused, each named with the
+/// supported way to get there.
+pub(crate) fn reconcile_schema(given: Option<&Schema>, stored: Option<String>) -> Result<Installing, StoreError> {
     let stored: Option<Schema> = stored
         .map(|s| serde_json::from_str(&s))
         .transpose()
         .map_err(|e| StoreError::Conflict(format!("unreadable schema in rowsync_meta: {e}")))?;
     match (given, stored) {
         // Conflict strategies come from the server's settings at every start.
-        (Some(given), Some(stored)) if given.same_shape(&stored) => Ok((given.clone(), false)),
-        (Some(given), Some(stored)) => {
-            let changes = rowsync_core::schema_changes(&stored, given);
-            let (additive, refused): (Vec<_>, Vec<_>) = changes.iter().partition(|c| c.is_additive());
-            let list = |changes: &[&rowsync_core::SchemaChange]| {
-                changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-            };
-            Err(StoreError::Conflict(if refused.is_empty() {
-                format!(
-                    "the schema file adds to the schema this database serves ({}); adding tables and columns is \
-                     not supported yet, so start with the schema it was created with (or a new database)",
-                    list(&additive)
-                )
-            } else {
-                format!(
-                    "the schema file changes what this database serves in ways rowsync cannot carry out: {}",
-                    list(&refused)
-                )
-            }))
+        (Some(given), Some(stored)) => match rowsync_core::evolve(&stored, given) {
+            Ok(evolution) => Ok(Installing { schema: evolution.schema, additions: evolution.additions }),
+            Err(refused) => Err(StoreError::Conflict(format!(
+                "the schema file changes what this database serves in ways rowsync cannot carry out: {}",
+                refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            ))),
+        },
+        (None, Some(stored)) => {
+            Ok(Installing { schema: Schema { version: stored.version.max(1), ..stored }, additions: Vec::new() })
         }
-        (None, Some(stored)) => Ok((stored, false)),
         (None, None) => Err(StoreError::Conflict("this database has no schema yet: pass --schema FILE".into())),
-        (Some(given), None) => Ok((given.clone(), true)),
+        (Some(given), None) => Ok(Installing {
+            additions: (0..given.tables.len()).map(|table| Addition::Table { table }).collect(),
+            schema: Schema { version: 1, ..given.clone() },
+        }),
     }
 }
 

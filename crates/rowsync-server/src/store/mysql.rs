@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 
 use rowsync_core::ddl::{self, Dialect};
+use rowsync_core::Addition;
 use rowsync_proto::{ColumnType, Schema, SiteId, Table, Value};
 use sqlx::mysql::{MySqlArguments, MySqlPoolOptions};
 use sqlx::query::Query;
@@ -130,7 +131,8 @@ fn capture_triggers(table: &Table) -> Vec<(String, String)> {
 const INSTALL_LOCK: &str = "SELECT GET_LOCK('rowsync_install', 60)";
 const INSTALL_UNLOCK: &str = "SELECT RELEASE_LOCK('rowsync_install')";
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE `key` = 'schema'";
-const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (`key`, value) VALUES ('schema', ?)";
+const SAVE_SCHEMA: &str =
+    "INSERT INTO rowsync_meta (`key`, value) VALUES ('schema', ?) ON DUPLICATE KEY UPDATE value = VALUES(value)";
 const LOCK_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1 FOR UPDATE";
 const CURRENT_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1";
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 1";
@@ -282,15 +284,31 @@ impl Store for MysqlStore {
         let result = async {
             create_bookkeeping(&mut conn).await?;
             let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *conn).await?;
-            let (schema, fresh) = super::reconcile_schema(schema, stored)?;
-            if fresh {
-                for table in &schema.tables {
-                    let create = ddl::create_table(table, Dialect::Mysql);
-                    sqlx::query(&create).execute(&mut *conn).await?;
+            let fresh = stored.is_none();
+            let installing = super::reconcile_schema(schema, stored)?;
+            for (addition, statement) in installing.additions.iter().zip(installing.statements(Dialect::Mysql)) {
+                // A start that died between an ALTER (which commits by
+                // itself) and recording the schema left the column there.
+                if let Addition::Column { table, column } = *addition {
+                    let table = &installing.schema.tables[table];
+                    let has: i64 = sqlx::query_scalar(HAS_COLUMN)
+                        .bind(&table.name)
+                        .bind(&table.columns[column].name)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    if has > 0 {
+                        continue;
+                    }
                 }
-                let json = serde_json::to_string(&schema).map_err(|e| StoreError::Database(e.to_string()))?;
-                sqlx::query(INSERT_SCHEMA).bind(json).execute(&mut *conn).await?;
+                sqlx::query(&statement).execute(&mut *conn).await?;
             }
+            if installing.record() {
+                let json =
+                    serde_json::to_string(&installing.schema).map_err(|e| StoreError::Database(e.to_string()))?;
+                sqlx::query(SAVE_SCHEMA).bind(json).execute(&mut *conn).await?;
+            }
+            installing.log(fresh);
+            let schema = installing.schema;
             for table in &schema.tables {
                 for (name, create) in capture_triggers(table) {
                     let has: i64 = sqlx::query_scalar(HAS_TRIGGER).bind(&name).fetch_one(&mut *conn).await?;

@@ -110,7 +110,8 @@ fn capture_triggers(table: &Table, schema: &str) -> Vec<String> {
 /// Serializes concurrent installs from several servers starting at once.
 const INSTALL_LOCK: &str = "SELECT pg_advisory_xact_lock(7152342)";
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'";
-const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (key, value) VALUES ('schema', $1)";
+const SAVE_SCHEMA: &str =
+    "INSERT INTO rowsync_meta (key, value) VALUES ('schema', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 /// Also marks the transaction as rowsync's: the capture triggers skip it.
 const LOCK_POSITION: &str =
     "SELECT last, set_config('rowsync.applying', 'on', true) FROM rowsync_positions WHERE id = 1 FOR UPDATE";
@@ -351,15 +352,17 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         create_bookkeeping(&mut tx).await?;
         let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
-        let (schema, fresh) = super::reconcile_schema(schema, stored)?;
-        if fresh {
-            for table in &schema.tables {
-                let create = ddl::create_table(table, Dialect::Postgres);
-                sqlx::query(&create).execute(&mut *tx).await?;
-            }
-            let json = serde_json::to_string(&schema).map_err(|e| StoreError::Database(e.to_string()))?;
-            sqlx::query(INSERT_SCHEMA).bind(json).execute(&mut *tx).await?;
+        let fresh = stored.is_none();
+        let installing = super::reconcile_schema(schema, stored)?;
+        for statement in installing.statements(Dialect::Postgres) {
+            sqlx::query(&statement).execute(&mut *tx).await?;
         }
+        if installing.record() {
+            let json = serde_json::to_string(&installing.schema).map_err(|e| StoreError::Database(e.to_string()))?;
+            sqlx::query(SAVE_SCHEMA).bind(json).execute(&mut *tx).await?;
+        }
+        installing.log(fresh);
+        let schema = installing.schema;
         let namespace: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut *tx).await?;
         for table in &schema.tables {
             for statement in capture_triggers(table, &namespace) {

@@ -92,7 +92,8 @@ fn capture_triggers(table: &Table) -> Vec<String> {
 }
 
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'";
-const INSERT_SCHEMA: &str = "INSERT INTO rowsync_meta (key, value) VALUES ('schema', ?)";
+const SAVE_SCHEMA: &str =
+    "INSERT INTO rowsync_meta (key, value) VALUES ('schema', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 const SELECT_MARK: &str = "SELECT hwm, batch, usr FROM rowsync_sites WHERE site = ?";
 const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch, usr) VALUES (?, ?, ?, ?) \
      ON CONFLICT (site) DO UPDATE SET hwm = MAX(hwm, excluded.hwm), batch = excluded.batch, usr = excluded.usr";
@@ -210,15 +211,17 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         create_bookkeeping(&mut tx).await?;
         let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
-        let (schema, fresh) = super::reconcile_schema(schema, stored)?;
-        if fresh {
-            for table in &schema.tables {
-                let create = ddl::create_table(table, Dialect::Sqlite);
-                sqlx::query(&create).execute(&mut *tx).await?;
-            }
-            let json = serde_json::to_string(&schema).map_err(|e| StoreError::Database(e.to_string()))?;
-            sqlx::query(INSERT_SCHEMA).bind(json).execute(&mut *tx).await?;
+        let fresh = stored.is_none();
+        let installing = super::reconcile_schema(schema, stored)?;
+        for statement in installing.statements(Dialect::Sqlite) {
+            sqlx::query(&statement).execute(&mut *tx).await?;
         }
+        if installing.record() {
+            let json = serde_json::to_string(&installing.schema).map_err(|e| StoreError::Database(e.to_string()))?;
+            sqlx::query(SAVE_SCHEMA).bind(json).execute(&mut *tx).await?;
+        }
+        installing.log(fresh);
+        let schema = installing.schema;
         for table in &schema.tables {
             for trigger in capture_triggers(table) {
                 sqlx::query(&trigger).execute(&mut *tx).await?;
