@@ -219,3 +219,29 @@ fn init_of_an_existing_replica_takes_on_a_grown_schema() {
     again.sync().unwrap();
     assert_eq!(server.rows("SELECT name FROM contacts"), vec![vec![text("Ada")]]);
 }
+
+#[test]
+fn a_direct_write_to_a_row_older_than_a_column_leaves_that_column_alone() {
+    on_every_store(direct_write_on);
+}
+
+fn direct_write_on(store: &TestStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_on(store, dir.path(), V1);
+    let laptop = Device::init(dir.path(), "laptop", &server.url());
+    laptop.exec("INSERT INTO contacts (id, name) VALUES ('c1', 'Ada')");
+    laptop.sync().unwrap();
+    grow(&mut server, V2);
+    laptop.sync().unwrap();
+
+    // Offline, the laptop sets the new column; then an admin renames the
+    // row in the database. The admin wrote `name` only: the row's `phone`
+    // and `stars` (defaults, never written) are not part of that write.
+    laptop.exec("UPDATE contacts SET phone = '555-0100' WHERE id = 'c1'");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    server.exec("UPDATE contacts SET name = 'Ada (admin)' WHERE id = 'c1'");
+    laptop.sync().unwrap();
+    let expected = vec![vec![text("c1"), text("Ada (admin)"), Value::Null, text("555-0100"), Value::Integer(0)]];
+    assert_eq!(contacts(&laptop), expected);
+    assert_eq!(server.rows("SELECT id, name, email, phone, stars FROM contacts"), expected);
+}

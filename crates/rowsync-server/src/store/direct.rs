@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 
 use rowsync_core::change::decode_change;
+use rowsync_core::schema::column_default;
 use rowsync_core::RowState;
 use rowsync_proto::{Cell, Hlc, RowChange, Schema, SiteId, Table, Value, Version};
 
@@ -71,7 +72,7 @@ pub(crate) async fn drain_direct<T: PushTransaction>(
     let mut stored = tx.load_states(schema, &incoming).await?;
     incoming.retain_mut(|row| {
         let held = stored.get(&row.id).map(|s| &s.state);
-        direct_version(&mut row.state, held, written_at[&row.id])
+        direct_version(&schema.tables[row.id.0], &mut row.state, held, written_at[&row.id])
     });
     let planned = plan_writes(schema, incoming, &mut stored, position, None)?;
     let mut writes = planned.writes;
@@ -193,16 +194,17 @@ fn noted_change(table: &Table, key: Vec<Value>, current: Option<&[Value]>, versi
 /// later (the writer saw the row it overwrote). Returns
 /// false when there is nothing to publish (the row is as stored, or a
 /// delete of a row nobody holds).
-fn direct_version(state: &mut RowState, held: Option<&RowState>, at_ms: u64) -> bool {
+fn direct_version(table: &Table, state: &mut RowState, held: Option<&RowState>, at_ms: u64) -> bool {
     let visible_before = held.is_some_and(RowState::is_visible);
     if state.deleted.is_some() && !visible_before {
         return false;
     }
     if state.deleted.is_none() {
         if let Some(held) = held.filter(|h| h.is_visible()) {
-            let same = state.cells.iter().zip(&held.cells).all(|(sent, had)| match (sent, had) {
+            let same = state.cells.iter().zip(&held.cells).enumerate().all(|(index, cell)| match cell {
                 (Some((sent, _)), Some((had, _))) => sent == had,
-                (Some((sent, _)), None) => *sent == Value::Null,
+                // No write known: the column holds its default.
+                (Some((sent, _)), None) => *sent == column_default(&table.columns[index]),
                 (None, _) => true,
             });
             if same {
@@ -263,17 +265,17 @@ mod tests {
         held.alive = Some(ahead.clone());
 
         let mut same = state_of(table, "k", Some(&row("old")));
-        assert!(!direct_version(&mut same, Some(&held), 1_000), "an unchanged row publishes nothing");
+        assert!(!direct_version(table, &mut same, Some(&held), 1_000), "an unchanged row publishes nothing");
         let mut changed = state_of(table, "k", Some(&row("new")));
-        assert!(direct_version(&mut changed, Some(&held), 1_000));
+        assert!(direct_version(table, &mut changed, Some(&held), 1_000));
         assert!(changed.alive.is_none(), "an update, not an insert");
         assert!(changed.cells[1].as_ref().unwrap().1 > ahead, "above what the row holds");
 
         let mut gone = state_of(table, "k", None);
-        assert!(direct_version(&mut gone, Some(&held), 9_000));
+        assert!(direct_version(table, &mut gone, Some(&held), 9_000));
         assert_eq!(gone.deleted.as_ref().unwrap().hlc, Hlc::from_millis(9_000));
         let mut never = state_of(table, "k", None);
-        assert!(!direct_version(&mut never, None, 9_000), "a delete of a row nobody holds");
+        assert!(!direct_version(table, &mut never, None, 9_000), "a delete of a row nobody holds");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use rowsync_core::change::{conflict_id, encode_change};
+use rowsync_core::schema::column_default;
 use rowsync_core::RowState;
 use rowsync_proto::{ConflictStrategy, Hlc, Schema, SiteId, Table, Value, Version};
 
@@ -188,17 +189,21 @@ fn meets_another_row(table: &Table, incoming: &RowState, held: &RowState) -> boo
 
 /// Drops the cells of a whole-row change that equal the visible stored
 /// row's, so those columns keep their stored versions and only the columns
-/// the writer changed take its version. Under the row strategy the row is
-/// one unit and is left whole.
+/// the writer changed take its version. A column the stored row holds no
+/// write of (added to the schema after the row was written) holds its
+/// default. Under the row strategy the row is one unit and is left whole.
 fn keep_unchanged_columns(table: &Table, incoming: &mut RowState, held: &RowState) {
     if table.conflict == ConflictStrategy::Row {
         return;
     }
-    for (cell, stored) in incoming.cells.iter_mut().zip(&held.cells) {
-        if let (Some((sent, _)), Some((had, _))) = (cell.as_ref(), stored) {
-            if sent == had {
-                *cell = None;
-            }
+    for (index, (cell, stored)) in incoming.cells.iter_mut().zip(&held.cells).enumerate() {
+        let unchanged = match (cell.as_ref(), stored) {
+            (Some((sent, _)), Some((had, _))) => sent == had,
+            (Some((sent, _)), None) => *sent == column_default(&table.columns[index]),
+            (None, _) => false,
+        };
+        if unchanged {
+            *cell = None;
         }
     }
 }
