@@ -10,7 +10,7 @@ mod stores;
 
 pub use in_process::InProcessServer;
 pub use seeded::{run_seeded, Regression};
-pub use stores::{query_database, server_stores, test_stores, TestStore};
+pub use stores::{query_database, server_stores, test_stores, Session, TestStore};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -154,6 +154,12 @@ impl TestServer {
     /// directly, as another program would.
     pub fn exec(&self, sql: &str) {
         stores::exec_database(&self.database, sql)
+    }
+
+    /// A connection of its own to the server's database, kept open (see
+    /// [`Session`]).
+    pub fn session(&self) -> Session {
+        Session::open(&self.database)
     }
 }
 

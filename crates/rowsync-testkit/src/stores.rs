@@ -141,6 +141,51 @@ pub fn exec_database(database: &DatabaseUrl, sql: &str) {
     }
 }
 
+/// A connection of its own to a server database, kept between statements:
+/// another program holding a transaction open while others commit.
+pub struct Session {
+    runtime: tokio::runtime::Runtime,
+    conn: SessionConnection,
+}
+
+enum SessionConnection {
+    Sqlite(rusqlite::Connection),
+    Postgres(sqlx::PgConnection),
+    Mysql(sqlx::MySqlConnection),
+}
+
+impl Session {
+    pub fn open(database: &DatabaseUrl) -> Session {
+        let runtime = runtime();
+        let conn = match database {
+            DatabaseUrl::Sqlite(path) => {
+                SessionConnection::Sqlite(rusqlite::Connection::open(path).expect("open server store"))
+            }
+            DatabaseUrl::Postgres(url) => {
+                SessionConnection::Postgres(runtime.block_on(sqlx::PgConnection::connect(url)).expect("connect"))
+            }
+            DatabaseUrl::Mysql(url) => {
+                SessionConnection::Mysql(runtime.block_on(sqlx::MySqlConnection::connect(url)).expect("connect"))
+            }
+        };
+        Session { runtime, conn }
+    }
+
+    /// Runs `sql` (one or more statements) on this connection.
+    pub fn exec(&mut self, sql: &str) {
+        let outcome = match &mut self.conn {
+            SessionConnection::Sqlite(conn) => conn.execute_batch(sql).map_err(|e| e.to_string()),
+            SessionConnection::Postgres(conn) => {
+                self.runtime.block_on(sqlx::raw_sql(sql).execute(conn)).map(drop).map_err(|e| e.to_string())
+            }
+            SessionConnection::Mysql(conn) => {
+                self.runtime.block_on(sqlx::raw_sql(sql).execute(conn)).map(drop).map_err(|e| e.to_string())
+            }
+        };
+        outcome.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
 fn pg_value(row: &sqlx::postgres::PgRow, i: usize) -> Value {
     let raw = row.try_get_raw(i).expect("column");
     if raw.is_null() {

@@ -4,7 +4,7 @@
 //! writes are not noted twice. On every store.
 
 use rowsync_proto::Value;
-use rowsync_testkit::{on_every_store, text, Device, TestServer, TestStore};
+use rowsync_testkit::{on_every_store, server_stores, text, Device, TestServer, TestStore};
 
 const SCHEMA: &str = "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, phone TEXT);";
 
@@ -183,4 +183,32 @@ fn a_direct_write_to_a_private_table_goes_to_the_user_it_names() {
         assert_eq!(alice.rows("SELECT id FROM notes"), vec![vec![text("n1")]], "{}", store.name());
         assert!(bob.rows("SELECT id FROM notes").is_empty(), "{}", store.name());
     });
+}
+
+#[test]
+fn a_long_direct_transaction_that_commits_late_is_not_skipped() {
+    // Positions follow commit order, not the order writes began in: a
+    // transaction that wrote first and commits after another one's rows
+    // were pulled still reaches the replica. (SQLite has one writer at a
+    // time, so only the stores with a server of their own can interleave.)
+    for store in server_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_on(&store, dir.path(), SCHEMA);
+        let phone = Device::init(dir.path(), "phone", &server.url());
+        let mut long = server.session();
+        long.exec("BEGIN");
+        long.exec("INSERT INTO contacts (id, name) VALUES ('late', 'Began first')");
+        server.exec("INSERT INTO contacts (id, name) VALUES ('early', 'Committed first')");
+        phone.sync().unwrap();
+        assert_eq!(phone.rows("SELECT id FROM contacts"), vec![vec![text("early")]], "{}", store.name());
+        long.exec("UPDATE contacts SET email = 'late@example.com' WHERE id = 'early'; COMMIT");
+        phone.sync().unwrap();
+        assert_eq!(
+            phone.rows("SELECT id, email FROM contacts ORDER BY id"),
+            vec![vec![text("early"), text("late@example.com")], vec![text("late"), Value::Null]],
+            "{}",
+            store.name()
+        );
+        assert_eq!(noted(&server), Value::Integer(0), "{}: drained", store.name());
+    }
 }
