@@ -50,6 +50,10 @@ impl From<StoreError> for ApiError {
                     "the server's database cannot be reached right now; retry later",
                 )
             }
+            StoreError::SchemaBehind => {
+                tracing::error!("{err}");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, format!("{err}; retry later"))
+            }
             StoreError::SiteReused => ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::SiteReused,

@@ -22,7 +22,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
 use rowsync_core::change::decode_change;
-use rowsync_core::RowState;
+use rowsync_core::{ChangeError, RowState};
 use rowsync_proto::{ErrorCode, PushRequest, PushResponse, Schema, SiteId, Value};
 use serde::Deserialize;
 
@@ -504,12 +504,24 @@ async fn push<S: Store>(
                 format!("change {index}: seq {} is above the batch's last_seq {}", pushed.seq, request.last_seq),
             )));
         }
-        let change = decode_change(&state.schema, &pushed.row).map_err(|e| {
-            let mut err = ApiError::from(e);
-            err.message = format!("change {index}: {}", err.message);
-            err.change = Some(index);
-            refused(err)
-        })?;
+        let change = match decode_change(&state.schema, &pushed.row) {
+            Ok(change) => change,
+            // A table or column this process does not know may be one a
+            // process started since added: then the change is fine, and
+            // this process is the one behind.
+            Err(e @ (ChangeError::UnknownTable(_) | ChangeError::UnknownColumn { .. }))
+                if state.store.schema_version().await? > state.schema.version =>
+            {
+                tracing::debug!(error = %e, "a change names what a newer schema added");
+                return Err(StoreError::SchemaBehind.into());
+            }
+            Err(e) => {
+                let mut err = ApiError::from(e);
+                err.message = format!("change {index}: {}", err.message);
+                err.change = Some(index);
+                return Err(refused(err));
+            }
+        };
         if let Some(first) = rows.insert((change.table, change.key_json.clone()), index) {
             let mut err = ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

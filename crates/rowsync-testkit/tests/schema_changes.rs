@@ -240,3 +240,57 @@ fn direct_write_on(store: &TestStore) {
     assert_eq!(contacts(&laptop), expected);
     assert_eq!(server.rows("SELECT id, name, email, phone, stars FROM contacts"), expected);
 }
+
+#[test]
+fn a_server_process_started_before_the_schema_grew_asks_to_be_restarted() {
+    on_every_store(process_behind_on);
+}
+
+fn process_behind_on(store: &TestStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_on(store, dir.path(), V1);
+    let behind = server.another_instance();
+    let laptop = Device::init(dir.path(), "laptop", &behind.url());
+    laptop.exec("INSERT INTO contacts (id, name) VALUES ('c1', 'Ada')");
+    laptop.sync().unwrap();
+    grow(&mut server, V2);
+    let phone = Device::init(dir.path(), "phone", &server.url());
+    phone.sync().unwrap();
+    phone.exec("UPDATE contacts SET phone = '555-0100' WHERE id = 'c1'");
+    phone.sync().unwrap();
+
+    // The process still on V1 cannot merge into a row that has a phone now:
+    // it answers 503 and applies nothing, and the laptop keeps its write.
+    laptop.exec("UPDATE contacts SET name = 'Ada L.' WHERE id = 'c1'");
+    step(&laptop, Step::Stamp);
+    let mut replica = laptop.replica();
+    let transport = HttpTransport::connect(&replica.server_access().unwrap()).unwrap();
+    let failed =
+        Driver::new(&mut replica, &transport as &dyn Transport, 1000).run(&Step::Push { limit: 100, bytes: 1 << 20 });
+    let detail = format!("{failed:?}");
+    assert!(detail.contains("Unreachable") && detail.contains("restart this process"), "{detail}");
+    assert_eq!(laptop.pending(), 1);
+    // A change naming a column only the new schema has: the same answer,
+    // not a refusal (that would set the change aside for good).
+    let body = r#"{"site":"0123456789abcdef0123456789abcdef","last_seq":1,"changes":[{"seq":1,"table":"contacts",
+        "key":["c2"],"alive":{"hlc":1,"site":"0123456789abcdef0123456789abcdef"},
+        "version":{"hlc":1,"site":"0123456789abcdef0123456789abcdef"},
+        "cells":[{"column":"name","value":"Bo"},{"column":"phone","value":"1"}]}]}"#;
+    let answer = ureq::post(&format!("{}/v1/push", behind.url()))
+        .set("Content-Type", "application/json")
+        .send_string(&body.replace('\n', ""));
+    match answer {
+        Err(ureq::Error::Status(code, _)) => assert_eq!(code, 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+
+    // Restarted with the new schema (here: the laptop moves to the process
+    // that has it), everything goes through.
+    drop(behind);
+    let laptop = Device::init(dir.path(), "laptop", &server.url());
+    laptop.sync().unwrap();
+    phone.sync().unwrap();
+    let expected = vec![vec![text("c1"), text("Ada L."), Value::Null, text("555-0100"), Value::Integer(0)]];
+    assert_eq!(contacts(&laptop), expected);
+    assert_eq!(contacts(&phone), expected);
+}

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use rowsync_core::change::decode_state;
 use rowsync_core::ddl::{self, Dialect};
-use rowsync_core::{Addition, DecodedChange, RowState};
+use rowsync_core::{Addition, ChangeError, DecodedChange, RowState};
 use rowsync_proto::{PushResponse, RowChange, Schema, SiteId};
 
 use crate::auth::TokenRecord;
@@ -71,6 +71,14 @@ pub enum StoreError {
     /// tried again) rather than overwrite it.
     #[error("a direct write to the database raced this push")]
     DirectRace,
+    /// The database holds tables or columns this server process does not
+    /// know: another process, started with a grown schema, added them. This
+    /// one must be restarted; nothing was applied.
+    #[error(
+        "this server process serves an older schema than its database: a `rowsync serve` started since added \
+         tables or columns; restart this process with the new schema file"
+    )]
+    SchemaBehind,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -191,16 +199,26 @@ pub(crate) fn reconcile_schema(given: Option<&Schema>, stored: Option<String>) -
     }
 }
 
+/// The version of a schema as `rowsync_meta` records it.
+pub(crate) fn recorded_version(stored: Option<String>) -> Result<u64, StoreError> {
+    let Some(stored) = stored else { return Ok(0) };
+    let schema: Schema = serde_json::from_str(&stored)
+        .map_err(|e| StoreError::Conflict(format!("unreadable schema in rowsync_meta: {e}")))?;
+    Ok(schema.version.max(1))
+}
+
 /// Decodes a state a store wrote itself for a row of table `name`, returning
 /// the table's index too. Its key was checked when it was first stored.
 pub(crate) fn decode_stored(schema: &Schema, name: &str, json: &str) -> Result<(usize, RowState), StoreError> {
-    let index = schema
-        .table_index(name)
-        .ok_or_else(|| StoreError::Conflict(format!("rowsync_rows names unknown table {name}")))?;
+    // A store only writes names its schema had: one this process does not
+    // know was added by a process started with a grown schema since.
+    let index = schema.table_index(name).ok_or(StoreError::SchemaBehind)?;
     let change: RowChange = serde_json::from_str(json)
         .map_err(|e| StoreError::Conflict(format!("unreadable row state in rowsync_rows: {e}")))?;
-    let state = decode_state(&schema.tables[index], &change)
-        .map_err(|e| StoreError::Conflict(format!("row state in rowsync_rows no longer fits the schema: {e}")))?;
+    let state = decode_state(&schema.tables[index], &change).map_err(|e| match e {
+        ChangeError::UnknownColumn { .. } => StoreError::SchemaBehind,
+        other => StoreError::Conflict(format!("row state in rowsync_rows no longer fits the schema: {other}")),
+    })?;
     Ok((index, state))
 }
 
@@ -446,6 +464,11 @@ pub trait Store: Send + Sync + 'static {
     {
         async move { poll_commits(&*self, &commits, || POLL_EVERY).await }
     }
+
+    /// The version of the schema recorded in the database (0 when none
+    /// is): newer than the one a process serves when a process started
+    /// since added tables or columns.
+    fn schema_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Whether the database answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

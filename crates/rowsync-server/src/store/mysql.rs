@@ -409,6 +409,10 @@ impl Store for MysqlStore {
         Ok(tx.commit().await?)
     }
 
+    async fn schema_version(&self) -> Result<u64, StoreError> {
+        super::recorded_version(sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&self.pool).await?)
+    }
+
     async fn last_position(&self) -> Result<u64, StoreError> {
         let last: i64 = sqlx::query_scalar(CURRENT_POSITION).fetch_one(&self.pool).await?;
         Ok(last as u64)
