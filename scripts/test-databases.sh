@@ -24,14 +24,23 @@ stop_test_databases() {
   if [ -n "$PG_BIN" ] && [ -f "$PG_DATA/postmaster.pid" ]; then
     as_db_user "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true
   fi
+  local my_server=""
   if [ -f "$MY_DIR/mariadb.pid" ]; then
-    kill "$(cat "$MY_DIR/mariadb.pid")" 2>/dev/null || true
+    my_server="$(cat "$MY_DIR/mariadb.pid")"
+    kill "$my_server" 2>/dev/null || true
   fi
   if [ -n "$MY_PID" ]; then
     kill "$MY_PID" 2>/dev/null || true
     wait "$MY_PID" 2>/dev/null || true
   fi
-  rm -rf "$ROWSYNC_DB_DIR"
+  # The server may still be writing its files as it shuts down (the process
+  # waited for above can be the wrapper that started it): at most 10 s.
+  local tries=0
+  while [ -n "$my_server" ] && kill -0 "$my_server" 2>/dev/null && [ $tries -lt 100 ]; do
+    sleep 0.1
+    tries=$((tries + 1))
+  done
+  rm -rf "$ROWSYNC_DB_DIR" 2>/dev/null || rm -rf "$ROWSYNC_DB_DIR"
 }
 
 free_port() {
