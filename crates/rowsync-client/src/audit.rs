@@ -30,21 +30,19 @@
 
 use std::collections::HashSet;
 
-use rowsync_core::capture::{
-    capture_triggers, key_expression, stored_capture_triggers, trigger_names, TriggerForm, OP_DELETE, OP_INSERT,
-    OP_UPDATE, OVERFLOW_BIT,
-};
+use rowsync_core::capture::{key_expression, OP_DELETE, OP_INSERT, OP_UPDATE, OVERFLOW_BIT};
 use rowsync_core::change::decode_change;
 use rowsync_core::clocks::Clocks;
-use rowsync_proto::{PullRequest, SiteId, Table};
+use rowsync_proto::{PullRequest, SiteId};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use crate::bookkeeping::load_clocks;
 use crate::error::ClientError;
 use crate::replica::{table_problems, trigger_form, Replica};
 use crate::stamp::stamp_rest;
 use crate::transport::Transport;
+use crate::triggers::{drop_triggers, install_triggers, triggers_of, Triggers};
 use crate::values::{key_token, stored_key};
 
 /// Checks capture on every synced table, repairs what can be repaired here,
@@ -76,12 +74,8 @@ pub(crate) fn check_capture(replica: &Replica) -> Result<Vec<String>, ClientErro
             )));
         }
         if triggers != Triggers::Intact {
-            for name in trigger_names(table) {
-                tx.execute_batch(&format!("DROP TRIGGER IF EXISTS \"{name}\""))?;
-            }
-            for trigger in capture_triggers(table, table_id, form) {
-                tx.execute_batch(&trigger)?;
-            }
+            drop_triggers(&tx, table)?;
+            install_triggers(&tx, table, table_id, form)?;
         }
         if triggers == Triggers::Missing {
             tx.execute("UPDATE _rowsync_tables SET audit = 1 WHERE id = ?", [table_id])?;
@@ -111,40 +105,6 @@ pub(crate) fn check_capture(replica: &Replica) -> Result<Vec<String>, ClientErro
     stamp_rest(replica, &tx)?;
     tx.commit()?;
     Ok(notes)
-}
-
-/// What a table carries of rowsync's capture triggers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Triggers {
-    /// Exactly today's four.
-    Intact,
-    /// The four an earlier rowsync installed: they captured every write
-    /// (where they could not, the app's write failed), so replacing them is
-    /// all there is to do.
-    Outdated,
-    /// Missing or altered: writes may have escaped them.
-    Missing,
-}
-
-fn triggers_of(conn: &Connection, table: &Table, table_id: i64, form: TriggerForm) -> Result<Triggers, ClientError> {
-    let mut found = conn.prepare_cached("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?")?;
-    let mut stored = Vec::new();
-    for name in trigger_names(table) {
-        stored.push(found.query_row([name], |row| row.get::<_, String>(0)).optional()?);
-    }
-    let matches = |form| {
-        stored_capture_triggers(table, table_id, form)
-            .iter()
-            .zip(&stored)
-            .all(|(want, have)| have.as_ref() == Some(want))
-    };
-    Ok(if matches(form) {
-        Triggers::Intact
-    } else if matches(TriggerForm::Legacy) {
-        Triggers::Outdated
-    } else {
-        Triggers::Missing
-    })
 }
 
 /// Compares the rows of schema table `index` with the rows rowsync believes

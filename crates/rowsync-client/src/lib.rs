@@ -20,6 +20,7 @@
 //! - [`agent`]: the background agent: syncs by itself on its own threads, noticing local commits and remote news.
 //! - [`lock`]: one sync at a time per replica file.
 //! - [`audit`]: checking before each sync that capture saw every write (table rebuilds, REPLACE).
+//! - `triggers`: whether a table carries exactly rowsync's capture triggers; installing them again.
 //! - [`recover`]: new versions for pending writes after a reused identity or a clock that ran ahead.
 //! - [`error`]: [`ClientError`], grouped by whose fault it is.
 //!
@@ -41,6 +42,7 @@ pub mod stamp;
 pub mod status;
 pub mod sync;
 pub mod transport;
+mod triggers;
 mod values;
 
 pub use agent::{Agent, AgentOptions, AgentStatus};

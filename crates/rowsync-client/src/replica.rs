@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rowsync_core::capture::{
-    capture_triggers, key_expression, trigger_names, TriggerForm, METADATA_SQL, MIGRATE_TABLES, OP_INSERT,
-};
+use rowsync_core::capture::{key_expression, TriggerForm, METADATA_SQL, MIGRATE_TABLES, OP_INSERT};
 use rowsync_core::ddl::{add_column, create_table, delete_row, select_row, sqlite_declared_type, upsert_row, Dialect};
 use rowsync_core::Addition;
 use rowsync_proto::{ConflictStrategy, Schema, SiteId};
@@ -20,6 +18,7 @@ use crate::bookkeeping::{key, meta_get, meta_set, now_text};
 use crate::error::ClientError;
 use crate::stamp::stamp_rest;
 use crate::transport::{trusted_roots, ServerAccess};
+use crate::triggers::{drop_triggers, install_triggers};
 
 /// How long rowsync waits for the application's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,9 +35,12 @@ pub struct Replica {
     /// Per schema table, the statements that read and write one row, built
     /// once here rather than for every row of a page or batch.
     pub(crate) row_sql: Vec<RowSql>,
-    /// SQLite's `schema_version` of the file when the schema was loaded: it
-    /// moves when another process takes on a new schema (see [`Replica::refresh`]).
+    /// SQLite's `schema_version` of the file when the schema was checked
+    /// last: it moves with every DDL statement, among them another process
+    /// taking on a new schema (see [`Replica::refresh`]).
     loaded_at: i64,
+    /// The schema as `_rowsync_meta` stored it when loaded.
+    loaded_json: String,
 }
 
 /// The statements on one row of a synced table (parameters as in `ddl`).
@@ -137,6 +139,7 @@ impl Replica {
             site,
             row_sql: Vec::new(),
             loaded_at: 0,
+            loaded_json: String::new(),
         };
         replica.load_schema()?;
         Ok(replica)
@@ -146,10 +149,10 @@ impl Replica {
     fn load_schema(&mut self) -> Result<(), ClientError> {
         let conn = &self.conn;
         let loaded_at: i64 = conn.query_row("PRAGMA schema_version", [], |row| row.get(0))?;
-        let schema: String =
+        let json: String =
             meta_get(conn, key::SCHEMA)?.ok_or_else(|| ClientError::NotAReplica { path: self.path.clone() })?;
         let schema: Schema =
-            serde_json::from_str(&schema).map_err(|e| ClientError::Corrupt(format!("stored schema: {e}")))?;
+            serde_json::from_str(&json).map_err(|e| ClientError::Corrupt(format!("stored schema: {e}")))?;
         let mut table_ids = Vec::with_capacity(schema.tables.len());
         let mut table_index = HashMap::new();
         for (index, table) in schema.tables.iter().enumerate() {
@@ -169,7 +172,8 @@ impl Replica {
                 delete: delete_row(t, Dialect::Sqlite),
             })
             .collect();
-        (self.schema, self.table_ids, self.table_index, self.loaded_at) = (schema, table_ids, table_index, loaded_at);
+        (self.schema, self.table_ids, self.table_index) = (schema, table_ids, table_index);
+        (self.loaded_at, self.loaded_json) = (loaded_at, json);
         Ok(())
     }
 
@@ -179,10 +183,16 @@ impl Replica {
     /// file's header when nothing changed.
     pub fn refresh(&mut self) -> Result<(), ClientError> {
         let now: i64 = self.conn.query_row("PRAGMA schema_version", [], |row| row.get(0))?;
-        if now != self.loaded_at {
-            self.load_schema()?;
+        if now == self.loaded_at {
+            return Ok(());
         }
-        Ok(())
+        // Any DDL moves it (the app's own, a large pulled page's): the
+        // stored schema says whether there is anything to load.
+        if meta_get::<String>(&self.conn, key::SCHEMA)?.as_deref() == Some(self.loaded_json.as_str()) {
+            self.loaded_at = now;
+            return Ok(());
+        }
+        self.load_schema()
     }
 
     /// The current values of one row of schema table `table` (`None` when
@@ -263,12 +273,8 @@ impl Replica {
         for name in &altered {
             let table = server.table(name).expect("an altered table is in the schema");
             let id: i64 = tx.query_row("SELECT id FROM _rowsync_tables WHERE name = ?", [name], |row| row.get(0))?;
-            for trigger in trigger_names(table) {
-                tx.execute_batch(&format!("DROP TRIGGER IF EXISTS \"{trigger}\""))?;
-            }
-            for trigger in capture_triggers(table, id, trigger_form(&tx, table)?) {
-                tx.execute_batch(&trigger)?;
-            }
+            drop_triggers(&tx, table)?;
+            install_triggers(&tx, table, id, trigger_form(&tx, table)?)?;
         }
         // A table leaving the manual strategy leaves its conflicts behind:
         // from now on its edits merge by version, and none can be resolved.
@@ -359,9 +365,7 @@ fn register_table(conn: &Connection, table: &rowsync_proto::Table) -> Result<(),
     conn.execute("INSERT INTO _rowsync_tables (name, live) VALUES (?, 0)", [&table.name])?;
     let id = conn.last_insert_rowid();
     let form = trigger_form(conn, table)?;
-    for trigger in capture_triggers(table, id, form) {
-        conn.execute_batch(&trigger)?;
-    }
+    install_triggers(conn, table, id, form)?;
     // Rows that were there before rowsync are queued as inserts.
     let key = key_expression(table, &format!("\"{}\"", table.name), form);
     conn.execute(

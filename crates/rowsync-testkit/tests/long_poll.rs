@@ -58,3 +58,42 @@ fn a_server_shutting_down_answers_its_waiting_pulls() {
         assert!(page.changes.is_empty());
     }
 }
+
+/// A pull with more to come fetches the next page ahead; the next pull gets
+/// it only when it asks for exactly that page, and a pull for anything else
+/// is answered afresh.
+#[test]
+fn a_page_fetched_ahead_is_only_the_answer_to_the_pull_that_asks_for_it() {
+    use rowsync_client::{HttpTransport, Transport};
+    use rowsync_proto::{PullRequest, SiteId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
+    let writer = Device::init(dir.path(), "writer", &server.url());
+    let rows: Vec<String> = (0..30).map(|i| format!("('k{i:02}', 'name {i}')")).collect();
+    writer.exec(&format!("INSERT INTO contacts (id, name) VALUES {}", rows.join(", ")));
+    writer.sync().unwrap();
+
+    let site = SiteId::from_bytes([7; 16]);
+    let request = |cursor, limit| PullRequest { site: site.clone(), cursor, limit, known: None };
+    let ahead = HttpTransport::new(&server.url(), None);
+    let fresh = || HttpTransport::new(&server.url(), None);
+    let first = ahead.pull(&request(0, 10)).unwrap();
+    assert!(first.more);
+    // Not the page fetched ahead: the same page again, then another size.
+    assert_eq!(ahead.pull(&request(0, 10)).unwrap(), first);
+    assert_eq!(ahead.pull(&request(0, 5)).unwrap(), fresh().pull(&request(0, 5)).unwrap());
+    // The pages in a row, each as a transport without pages ahead answers.
+    let mut cursor = 0;
+    let mut pages = 0;
+    loop {
+        let page = ahead.pull(&request(cursor, 10)).unwrap();
+        assert_eq!(page, fresh().pull(&request(cursor, 10)).unwrap(), "page after {cursor}");
+        pages += 1;
+        cursor = page.cursor;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+}
