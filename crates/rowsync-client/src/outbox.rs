@@ -39,6 +39,10 @@ pub struct Batch {
     pub last_id: i64,
     /// The stored table id and key of each change, in the same order.
     pub rows: Vec<(i64, SqlValue)>,
+    /// The changes (indexes into `rows`) whose rows held writes a pulled
+    /// delete displaced when the batch was read: the acknowledgement
+    /// releases them, and no other row needs looking at.
+    held: Vec<usize>,
 }
 
 /// The next batch of at most `max_entries` outbox entries, or `None` when the
@@ -61,6 +65,7 @@ pub fn next_batch(replica: &Replica, max_entries: usize, max_bytes: usize) -> Re
     // (with the row's current values), and carries the seq of its newest.
     let mut changes: Vec<PushedChange> = Vec::new();
     let mut rows: Vec<(i64, SqlValue)> = Vec::new();
+    let mut held = Vec::new();
     let mut row_of: HashMap<(i64, String), usize> = HashMap::new();
     let mut bytes = 0usize;
     let mut last_id = None;
@@ -70,12 +75,15 @@ pub fn next_batch(replica: &Replica, max_entries: usize, max_bytes: usize) -> Re
         if let Some(&row) = row_of.get(&token) {
             changes[row].seq = seq;
         } else {
-            let change = read_change(replica, &tx, *table_id, stored_key)?;
+            let (change, holds) = read_change(replica, &tx, *table_id, stored_key)?;
             let size = change.wire_size();
             if !changes.is_empty() && bytes.saturating_add(size) > max_bytes {
                 break;
             }
             bytes = bytes.saturating_add(size);
+            if holds {
+                held.push(changes.len());
+            }
             row_of.insert(token, changes.len());
             changes.push(PushedChange { seq, row: change });
             rows.push((*table_id, stored_key.clone()));
@@ -101,17 +109,19 @@ pub fn next_batch(replica: &Replica, max_entries: usize, max_bytes: usize) -> Re
         request: PushRequest { site: replica.site.clone(), last_seq, batch: Some(id), known, changes },
         last_id,
         rows,
+        held,
     }))
 }
 
 /// The change to push for one row: its current values, each with the
-/// version of the local write that produced it.
+/// version of the local write that produced it; and whether the row holds
+/// writes displaced before they could be pushed.
 fn read_change(
     replica: &Replica,
     tx: &Transaction,
     table_id: i64,
     stored_key: &SqlValue,
-) -> Result<RowChange, ClientError> {
+) -> Result<(RowChange, bool), ClientError> {
     let index = *replica
         .table_index
         .get(&table_id)
@@ -151,7 +161,7 @@ fn read_change(
         }
         state.bases = clocks.pending.iter().map(|(&index, pending)| (index, pending.base.clone())).collect();
     }
-    Ok(encode_change(table, key, &state))
+    Ok((encode_change(table, key, &state), !clocks.held.is_empty()))
 }
 
 /// Drops the entries of `batch` that the server acknowledged.
@@ -224,7 +234,7 @@ fn settle_pending(replica: &Replica, conn: &rusqlite::Connection, batch: &Batch)
 /// under the manual strategy, which settles its own): once acknowledged,
 /// the held values are on the server and need not be kept.
 fn release_held(replica: &Replica, conn: &rusqlite::Connection, batch: &Batch) -> Result<(), ClientError> {
-    for (table_id, stored_key) in &batch.rows {
+    for (table_id, stored_key) in batch.held.iter().filter_map(|&change| batch.rows.get(change)) {
         let Some(&index) = replica.table_index.get(table_id) else { continue };
         if replica.schema.tables[index].conflict == ConflictStrategy::Manual {
             continue;
