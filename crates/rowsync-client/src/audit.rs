@@ -32,12 +32,11 @@ use std::collections::HashSet;
 
 use rowsync_core::capture::{key_expression, OP_DELETE, OP_INSERT, OP_UPDATE, OVERFLOW_BIT};
 use rowsync_core::change::decode_change;
-use rowsync_core::clocks::Clocks;
 use rowsync_proto::{PullRequest, SiteId};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
-use crate::bookkeeping::load_clocks;
+use crate::bookkeeping::{load_clocks, read_clocks};
 use crate::error::ClientError;
 use crate::replica::{table_problems, trigger_form, Replica};
 use crate::stamp::stamp_rest;
@@ -120,8 +119,7 @@ fn compare_rows(replica: &Replica, conn: &Connection, index: usize) -> Result<(u
         let mut rows = rows.query([table_id])?;
         while let Some(row) = rows.next()? {
             let json: String = row.get(1)?;
-            let clocks: Clocks =
-                serde_json::from_str(&json).map_err(|e| ClientError::Corrupt(format!("row clocks: {e}")))?;
+            let clocks = read_clocks(&json)?;
             if clocks.is_visible() {
                 believed.push(row.get(0)?);
             }

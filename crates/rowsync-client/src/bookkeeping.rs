@@ -76,7 +76,13 @@ pub(crate) fn load_clocks(conn: &Connection, table_id: i64, key: &SqlValue) -> R
         .prepare_cached("SELECT clocks FROM _rowsync_rows WHERE tbl = ? AND pk = ?")?
         .query_row(params![table_id, key], |row| row.get(0))
         .optional()?;
-    json.map(|j| serde_json::from_str(&j).map_err(|e| ClientError::Corrupt(format!("row clocks: {e}")))).transpose()
+    json.map(|j| read_clocks(&j)).transpose()
+}
+
+/// A row's clocks from their stored JSON.
+pub(crate) fn read_clocks(json: &str) -> Result<Clocks, ClientError> {
+    let corrupt = |e: String| ClientError::Corrupt(format!("row clocks: {e}"));
+    Clocks::from_stored(serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?).map_err(corrupt)
 }
 
 pub(crate) fn save_clocks(
@@ -85,7 +91,7 @@ pub(crate) fn save_clocks(
     key: &SqlValue,
     clocks: &Clocks,
 ) -> Result<(), ClientError> {
-    let json = serde_json::to_string(clocks).map_err(|e| ClientError::Corrupt(e.to_string()))?;
+    let json = serde_json::to_string(&clocks.to_stored()).map_err(|e| ClientError::Corrupt(e.to_string()))?;
     conn.prepare_cached(
         "INSERT INTO _rowsync_rows (tbl, pk, clocks) VALUES (?, ?, ?) ON CONFLICT (tbl, pk) DO UPDATE SET clocks = excluded.clocks",
     )?

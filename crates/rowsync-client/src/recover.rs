@@ -26,7 +26,9 @@ use rowsync_proto::{Hlc, SiteId, Version};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
-use crate::bookkeeping::{key, load_clock, meta_get, meta_set, save_clock, save_clocks, set_known_batches};
+use crate::bookkeeping::{
+    key, load_clock, meta_get, meta_set, read_clocks, save_clock, save_clocks, set_known_batches,
+};
 use crate::error::ClientError;
 use crate::replica::Replica;
 use crate::stamp::stamp_rest;
@@ -55,8 +57,7 @@ fn rewrite_rows(
         .collect::<Result<_, _>>()?;
     let mut changed = 0;
     for (table_id, key, json) in selected {
-        let mut clocks: Clocks =
-            serde_json::from_str(&json).map_err(|e| ClientError::Corrupt(format!("row clocks: {e}")))?;
+        let mut clocks = read_clocks(&json)?;
         let mut touched = false;
         for version in versions_mut(&mut clocks) {
             if let Some(new) = map(version) {

@@ -7,34 +7,150 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rowsync_proto::{ConflictStrategy, Table, Value, Version};
+use rowsync_proto::{ConflictStrategy, Hlc, SiteId, Table, Value, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::capture::{changed_columns, OP_DELETE, OP_INSERT};
 use crate::merge::RowState;
 
-/// The versions of one row as `_rowsync_rows.clocks` stores them.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+/// The versions of one row as `_rowsync_rows.clocks` stores them (see
+/// [`StoredClocks`] for the stored form).
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Clocks {
-    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     pub alive: Option<Version>,
-    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<Version>,
     /// Indexed like the table's columns.
-    #[serde(rename = "c", default)]
     pub cells: Vec<Option<Version>>,
     /// Manual tables only: the columns written here and not yet
     /// acknowledged by the server, each with the version it was written over
     /// (what the server compares to tell an edit from a concurrent one).
-    #[serde(rename = "p", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pending: BTreeMap<usize, Pending>,
     /// Local writes displaced before they could be pushed, pushed in their
     /// place. Manual tables: pending writes a newer pulled value displaced
     /// from the row, so that the server can record the conflict. Any table:
     /// the whole row, when a pulled delete removed it while it had writes
     /// not pushed yet (so those writes still reach the server).
-    #[serde(rename = "h", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub held: BTreeMap<usize, (Value, Version)>,
+}
+
+/// `_rowsync_rows.clocks` as JSON: written for every row a replica holds,
+/// so it is kept small. The row's most common version is written once
+/// (`v`); `a` and each cell of `c` are `1` when they carry that version,
+/// `null` when they carry none, and otherwise a version of their own. A
+/// version is the text `HLC:SITE`. (Files made before this form write every
+/// version as an object `{"hlc": …, "site": …}`; both are read.)
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StoredClocks {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    v: Option<Slot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    a: Option<Slot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    d: Option<Slot>,
+    #[serde(default)]
+    c: Vec<Option<Slot>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    p: BTreeMap<usize, Pending>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    h: BTreeMap<usize, (Value, Version)>,
+}
+
+/// One version in [`StoredClocks`].
+#[derive(Debug, Clone, PartialEq)]
+enum Slot {
+    /// The row's most common version (`v`).
+    Common,
+    Own(Version),
+}
+
+impl Serialize for Slot {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Slot::Common => serializer.serialize_u8(1),
+            Slot::Own(version) => serializer.collect_str(&format_args!("{}:{}", version.hlc.0, version.site)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Slot {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Slot, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Slot;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("1, \"HLC:SITE\" or a version object")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Slot, E> {
+                match n {
+                    1 => Ok(Slot::Common),
+                    _ => Err(E::custom(format!("unknown version slot {n}"))),
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Slot, E> {
+                let (hlc, site) = text.split_once(':').ok_or_else(|| E::custom("a version is HLC:SITE"))?;
+                let hlc = hlc.parse().map_err(|_| E::custom("a version's HLC is a number"))?;
+                let site = SiteId::try_from(site.to_string()).map_err(E::custom)?;
+                Ok(Slot::Own(Version { hlc: Hlc(hlc), site }))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<Slot, M::Error> {
+                Version::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Slot::Own)
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+impl Clocks {
+    /// The stored form (see [`StoredClocks`]).
+    pub fn to_stored(&self) -> StoredClocks {
+        let mut counts: Vec<(&Version, usize)> = Vec::new();
+        for version in self.cells.iter().flatten().chain(self.alive.as_ref()) {
+            match counts.iter_mut().find(|(v, _)| *v == version) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((version, 1)),
+            }
+        }
+        // The most common; on a tie, the first seen.
+        let common = counts.iter().fold(None, |best: Option<(&Version, usize)>, &(v, n)| match best {
+            Some((_, m)) if m >= n => best,
+            _ => Some((v, n)),
+        });
+        let common = common.filter(|(_, n)| *n > 1).map(|(v, _)| v.clone());
+        let slot = |version: &Option<Version>| {
+            version.as_ref().map(|v| if Some(v) == common.as_ref() { Slot::Common } else { Slot::Own(v.clone()) })
+        };
+        StoredClocks {
+            a: slot(&self.alive),
+            d: self.deleted.clone().map(Slot::Own),
+            c: self.cells.iter().map(slot).collect(),
+            v: common.map(Slot::Own),
+            p: self.pending.clone(),
+            h: self.held.clone(),
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn from_stored(stored: StoredClocks) -> Result<Clocks, String> {
+        let common = match stored.v {
+            Some(Slot::Own(v)) => Some(v),
+            Some(Slot::Common) => return Err("the common version refers to itself".into()),
+            None => None,
+        };
+        let resolve = |slot: Option<Slot>| -> Result<Option<Version>, String> {
+            match slot {
+                None => Ok(None),
+                Some(Slot::Own(v)) => Ok(Some(v)),
+                Some(Slot::Common) => common.clone().map(Some).ok_or_else(|| "no common version".to_string()),
+            }
+        };
+        Ok(Clocks {
+            alive: resolve(stored.a)?,
+            deleted: resolve(stored.d)?,
+            cells: stored.c.into_iter().map(resolve).collect::<Result<_, _>>()?,
+            pending: stored.p,
+            held: stored.h,
+        })
+    }
 }
 
 /// A local write of a manual table's column not yet acknowledged.
@@ -164,5 +280,47 @@ mod tests {
     fn julian_days_convert_to_unix_millis() {
         assert_eq!(julian_to_millis(2_440_587.5), 0);
         assert_eq!(julian_to_millis(2_440_588.5), 86_400_000);
+    }
+
+    fn version(hlc: u64, site: u8) -> Version {
+        Version { hlc: Hlc(hlc), site: SiteId::from_bytes([site; 16]) }
+    }
+
+    fn stored(clocks: &Clocks) -> String {
+        serde_json::to_string(&clocks.to_stored()).unwrap()
+    }
+
+    fn read(json: &str) -> Clocks {
+        Clocks::from_stored(serde_json::from_str(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_stored_form_writes_the_common_version_once_and_reads_back_the_same() {
+        let (v, w) = (version(7 << 16, 1), version(9 << 16, 2));
+        let whole =
+            Clocks { alive: Some(v.clone()), cells: vec![None, Some(v.clone()), Some(v.clone())], ..Clocks::default() };
+        let text = stored(&whole);
+        assert_eq!(text, format!("{{\"v\":\"{}:{}\",\"a\":1,\"c\":[null,1,1]}}", v.hlc.0, v.site));
+        assert_eq!(read(&text), whole);
+        let mixed = Clocks {
+            alive: Some(v.clone()),
+            deleted: Some(w.clone()),
+            cells: vec![None, Some(w.clone()), Some(v.clone()), Some(v.clone())],
+            pending: BTreeMap::from([(1, Pending { base: Some(v.clone()), seq: 3 })]),
+            held: BTreeMap::from([(2, (Value::Text("x".into()), w.clone()))]),
+        };
+        assert_eq!(read(&stored(&mixed)), mixed);
+        let lone = Clocks { deleted: Some(w.clone()), ..Clocks::default() };
+        assert_eq!(read(&stored(&lone)), lone);
+        assert_eq!(read(&stored(&Clocks::default())), Clocks::default());
+    }
+
+    #[test]
+    fn clocks_stored_by_earlier_versions_are_read() {
+        let old = r#"{"a":{"hlc":458752,"site":"01010101010101010101010101010101"},"c":[null,{"hlc":458752,"site":"01010101010101010101010101010101"}],"p":{"1":{"b":null,"s":4}}}"#;
+        let clocks = read(old);
+        assert_eq!(clocks.alive, Some(version(7 << 16, 1)));
+        assert_eq!(clocks.cells, vec![None, Some(version(7 << 16, 1))]);
+        assert_eq!(clocks.pending[&1], Pending { base: None, seq: 4 });
     }
 }
