@@ -5,7 +5,9 @@
 //!   sees it) against a plain table and a captured one; see bench/capture.py.
 //! - `sync`: a backlog pushed by one replica and pulled by another through a
 //!   real server on a loopback port, beside a plain batched insert of the
-//!   same rows into a SQLite file.
+//!   same rows into the server's database and plain bulk inserts into a
+//!   local SQLite file (Python's sqlite3, as an app writes, and Rust's);
+//!   see bench/plain_insert.py.
 //! - `latency`: two devices under their background agents on one server;
 //!   from a commit on one until the row is readable on the other, and the
 //!   CPU the idle agents use.
@@ -26,6 +28,25 @@ use rusqlite::Connection;
 
 const SCHEMA: &str = "CREATE TABLE items (id TEXT PRIMARY KEY, name TEXT, qty INTEGER, price REAL);";
 const CAPTURE_SCRIPT: &str = include_str!("../../../bench/capture.py");
+const PLAIN_INSERT_SCRIPT: &str = include_str!("../../../bench/plain_insert.py");
+
+/// Seconds Python's sqlite3 takes to bulk insert the bench's `rows` into a
+/// new local file (WAL, synchronous=NORMAL): how an app writes, and the
+/// reference of the pull target.
+fn python_insert_secs(dir: &std::path::Path, rows: usize) -> anyhow::Result<f64> {
+    let script = dir.join("plain_insert.py");
+    std::fs::write(&script, PLAIN_INSERT_SCRIPT)?;
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(dir.join("python-plain.db"))
+        .arg(rows.to_string())
+        .output()
+        .context("cannot run python3 (apt-get install python3)")?;
+    if !output.status.success() {
+        bail!("bench/plain_insert.py failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    String::from_utf8_lossy(&output.stdout).trim().parse().context("bench/plain_insert.py output")
+}
 
 pub fn capture(rows: usize, rounds: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -224,6 +245,7 @@ pub fn sync_backlog(rows: usize, database: Option<&str>) -> anyhow::Result<()> {
     let started = Instant::now();
     insert_rows(&plain, rows)?;
     let plain_local_secs = started.elapsed().as_secs_f64();
+    let python_local_secs = python_insert_secs(dir.path(), rows)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let plain_server_secs = runtime.block_on(plain_server_insert(&database, rows))?;
 
@@ -248,17 +270,31 @@ pub fn sync_backlog(rows: usize, database: Option<&str>) -> anyhow::Result<()> {
         "sync of a {rows}-change backlog through a server on {} (one process, loopback HTTP)",
         database.redacted()
     );
-    println!("  plain batched insert into the server database   {:>9.0} rows/s", rows as f64 / plain_server_secs);
-    println!(
-        "  push: rowsync sync on the writing device         {:>9.0} changes/s  {:.2}x the plain server insert",
+    let line =
+        |label: &str, rate: f64, unit: &str, versus: String| println!("  {label:<56} {rate:>9.0} {unit}{versus}");
+    line("plain batched insert into the server database", rows as f64 / plain_server_secs, "rows/s", String::new());
+    line(
+        "push: rowsync sync on the writing device",
         rows as f64 / push_secs,
-        plain_server_secs / push_secs
+        "changes/s",
+        format!("  {:.2}x the plain server insert", plain_server_secs / push_secs),
     );
-    println!("  plain bulk insert into a local SQLite file       {:>9.0} rows/s", rows as f64 / plain_local_secs);
-    println!(
-        "  pull: rowsync sync on a new device               {:>9.0} changes/s  {:.2}x the plain local insert",
+    line(
+        "plain bulk insert into a local file, Python sqlite3",
+        rows as f64 / python_local_secs,
+        "rows/s",
+        String::new(),
+    );
+    line("plain bulk insert into a local file, Rust rusqlite", rows as f64 / plain_local_secs, "rows/s", String::new());
+    line(
+        "pull: rowsync sync on a new device",
         rows as f64 / pull_secs,
-        plain_local_secs / pull_secs
+        "changes/s",
+        format!(
+            "  {:.2}x the Python insert, {:.2}x the Rust one",
+            python_local_secs / pull_secs,
+            plain_local_secs / pull_secs
+        ),
     );
     println!("  peak resident memory of this process (server and both replicas): {:.0} MB", peak_rss_mb());
     Ok(())
