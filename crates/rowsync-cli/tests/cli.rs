@@ -292,3 +292,13 @@ fn a_schema_change_rowsync_cannot_carry_out_is_refused_naming_it() {
     std::fs::write(&schema, "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email INTEGER);").unwrap();
     assert_one_line_error(&serve(), "column contacts.email changed its type (Text to Integer)");
 }
+
+#[test]
+fn the_sync_benchmark_runs_and_prints_each_figure_beside_its_reference() {
+    let output = rowsync(&["bench", "sync", "--rows", "300"]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{}{out}", stderr(&output));
+    for needle in ["x the plain server insert", "Python sqlite3", "x the Python insert", "x the Rust one"] {
+        assert!(out.contains(needle), "{out} lacks {needle:?}");
+    }
+}
