@@ -18,7 +18,7 @@ use crate::bookkeeping::{key, meta_get, meta_set, now_text};
 use crate::error::ClientError;
 use crate::stamp::stamp_rest;
 use crate::transport::{trusted_roots, ServerAccess};
-use crate::triggers::{drop_triggers, install_triggers};
+use crate::triggers::{drop_triggers, install_triggers, triggers_of, Triggers};
 
 /// How long rowsync waits for the application's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -186,8 +186,9 @@ impl Replica {
         if now == self.loaded_at {
             return Ok(());
         }
-        // Any DDL moves it (the app's own, a large pulled page's): the
-        // stored schema says whether there is anything to load.
+        // Any DDL moves it (the app's own, the audit re-installing
+        // triggers): the stored schema says whether there is anything to
+        // load.
         if meta_get::<String>(&self.conn, key::SCHEMA)?.as_deref() == Some(self.loaded_json.as_str()) {
             self.loaded_at = now;
             return Ok(());
@@ -244,7 +245,9 @@ impl Replica {
             // strategy) then claims only the columns it knew.
             stamp_rest(self, &tx)?;
         }
-        let mut altered = Vec::new();
+        // Tables that grow: schema index, table id, trigger form, and whether
+        // their triggers still capture.
+        let mut altered: Vec<(usize, i64, TriggerForm, bool)> = Vec::new();
         for addition in &evolution.additions {
             match *addition {
                 Addition::Table { table } => {
@@ -252,8 +255,8 @@ impl Replica {
                     check_or_create_table(&tx, table)?;
                     register_table(&tx, table)?;
                 }
-                Addition::Column { table, column } => {
-                    let table = &server.tables[table];
+                Addition::Column { table: grown, column } => {
+                    let table = &server.tables[grown];
                     let name = &table.columns[column].name;
                     if column_exists(&tx, &table.name, name)? {
                         return Err(ClientError::SchemaMismatch(format!(
@@ -262,19 +265,25 @@ impl Replica {
                             table.name, table.name, self.path
                         )));
                     }
-                    tx.execute_batch(&add_column(table, column, Dialect::Sqlite))?;
-                    if !altered.contains(&table.name) {
-                        altered.push(table.name.clone());
+                    if !altered.iter().any(|&(index, ..)| index == grown) {
+                        let old = self.schema.table_index(&table.name).expect("a table that grows was synced before");
+                        let (id, form) = (self.table_ids[old], trigger_form(&tx, table)?);
+                        // Triggers an app's table rebuild took away are
+                        // left for the audit, which finds the writes that
+                        // escaped them only when it sees them gone.
+                        let capturing = triggers_of(&tx, &self.schema.tables[old], id, form)? != Triggers::Missing;
+                        altered.push((grown, id, form, capturing));
                     }
+                    tx.execute_batch(&add_column(table, column, Dialect::Sqlite))?;
                 }
             }
         }
         // The update trigger names every column it watches.
-        for name in &altered {
-            let table = server.table(name).expect("an altered table is in the schema");
-            let id: i64 = tx.query_row("SELECT id FROM _rowsync_tables WHERE name = ?", [name], |row| row.get(0))?;
-            drop_triggers(&tx, table)?;
-            install_triggers(&tx, table, id, trigger_form(&tx, table)?)?;
+        for &(index, id, form, capturing) in &altered {
+            if capturing {
+                drop_triggers(&tx, &server.tables[index])?;
+                install_triggers(&tx, &server.tables[index], id, form)?;
+            }
         }
         // A table leaving the manual strategy leaves its conflicts behind:
         // from now on its edits merge by version, and none can be resolved.

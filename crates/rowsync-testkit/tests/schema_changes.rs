@@ -294,3 +294,31 @@ fn process_behind_on(store: &TestStore) {
     assert_eq!(contacts(&laptop), expected);
     assert_eq!(contacts(&phone), expected);
 }
+
+#[test]
+fn writes_that_escaped_capture_are_still_found_when_their_table_grows() {
+    // The app rebuilt the table (its capture triggers went with it) and
+    // wrote; then the server's schema grew a column on that table. Taking
+    // on the new schema must not re-install the triggers as if nothing had
+    // happened: the audit must still see them gone and look for the writes.
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(dir.path(), V1);
+    let laptop = Device::init(dir.path(), "laptop", &server.url());
+    laptop.exec("INSERT INTO contacts (id, name) VALUES ('c1', 'Ada'), ('c2', 'Grace')");
+    laptop.sync().unwrap();
+    laptop.exec(
+        "CREATE TABLE contacts_new (id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL, email TEXT);
+         INSERT INTO contacts_new SELECT id, name, email FROM contacts;
+         DROP TABLE contacts;
+         ALTER TABLE contacts_new RENAME TO contacts;
+         UPDATE contacts SET name = 'Ada (rebuilt)' WHERE id = 'c1';",
+    );
+    grow(&mut server, V2);
+    let report = laptop.sync().unwrap();
+    assert!(report.notes.iter().any(|n| n.contains("rebuilt")), "{report:?}");
+    assert_eq!(server.rows("SELECT name FROM contacts WHERE id = 'c1'"), vec![vec![text("Ada (rebuilt)")]]);
+    // And the table is captured again, new column included.
+    laptop.exec("UPDATE contacts SET phone = '555-0100' WHERE id = 'c2'");
+    laptop.sync().unwrap();
+    assert_eq!(server.rows("SELECT phone FROM contacts WHERE id = 'c2'"), vec![vec![text("555-0100")]]);
+}
