@@ -6,6 +6,9 @@
 //! key, a type with no portable meaning, a constraint that replicas could
 //! violate independently).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use rowsync_proto::{Column, ColumnType, ConflictStrategy, Schema, Table, Value};
 use sqlparser::ast::{
     ColumnOption, DataType, Expr, ObjectNamePart, Statement, TableConstraint, UnaryOperator, Value as SqlValue,
@@ -259,8 +262,29 @@ fn default_text(expr: &Expr) -> Result<String, String> {
 /// DEFAULT as a value of its type, or NULL. (A row the server or a replica
 /// holds no write of the column for: the column was added to the schema
 /// after the row was written, by a writer that did not know it.)
+///
+/// Rows written before a column was added take this on every write and
+/// every pull, so each DEFAULT text is parsed once per thread.
 pub fn column_default(column: &Column) -> Value {
     let Some(text) = &column.default else { return Value::Null };
+    thread_local! {
+        static PARSED: RefCell<HashMap<String, Vec<(ColumnType, Value)>>> = RefCell::new(HashMap::new());
+    }
+    PARSED.with(|parsed| {
+        if let Some((_, value)) =
+            parsed.borrow().get(text.as_str()).and_then(|v| v.iter().find(|(ty, _)| *ty == column.ty))
+        {
+            return value.clone();
+        }
+        let value = parse_default(column.ty, text);
+        parsed.borrow_mut().entry(text.clone()).or_default().push((column.ty, value.clone()));
+        value
+    })
+}
+
+/// A constant DEFAULT's text (as [`default_text`] wrote it) as a value of
+/// type `ty`; NULL for anything else.
+fn parse_default(ty: ColumnType, text: &str) -> Value {
     let parsed = Parser::new(&SQLiteDialect {}).try_with_sql(text).and_then(|mut p| p.parse_expr());
     let (negative, literal) = match parsed {
         Ok(Expr::Value(v)) => (false, v.value),
@@ -275,7 +299,7 @@ pub fn column_default(column: &Column) -> Value {
         _ => return Value::Null,
     };
     let sign = if negative { "-" } else { "" };
-    match (column.ty, literal) {
+    match (ty, literal) {
         (_, SqlValue::Null) => Value::Null,
         (ColumnType::Integer | ColumnType::Boolean, SqlValue::Boolean(b)) => Value::Integer(i64::from(b)),
         (ColumnType::Integer | ColumnType::Boolean, SqlValue::Number(n, _)) => {
@@ -402,5 +426,10 @@ CREATE TABLE memberships (
                 Value::Text("42".into()),
             ]
         );
+        let again: Vec<Value> = schema.tables[0].columns.iter().skip(1).map(column_default).collect();
+        assert_eq!(again, defaults, "parsed once, the same values after");
+        // The same text under another type is a value of that type.
+        let other = Column { name: "x".into(), ty: ColumnType::Real, not_null: false, default: Some("0".into()) };
+        assert_eq!(column_default(&other), Value::Real(0.0));
     }
 }
