@@ -322,3 +322,28 @@ fn writes_that_escaped_capture_are_still_found_when_their_table_grows() {
     laptop.sync().unwrap();
     assert_eq!(server.rows("SELECT phone FROM contacts WHERE id = 'c2'"), vec![vec![text("555-0100")]]);
 }
+
+#[test]
+fn a_column_already_in_the_database_is_kept_when_the_schema_adds_it() {
+    on_every_store(column_already_there_on);
+}
+
+fn column_already_there_on(store: &TestStore) {
+    // An admin added the column by hand before updating the schema file
+    // (or a start stopped between adding it and recording the schema).
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_on(store, dir.path(), V1);
+    let laptop = Device::init(dir.path(), "laptop", &server.url());
+    laptop.exec("INSERT INTO contacts (id, name) VALUES ('c1', 'Ada')");
+    laptop.sync().unwrap();
+    server.exec("ALTER TABLE contacts ADD COLUMN phone TEXT");
+    grow(&mut server, V2);
+    laptop.sync().unwrap();
+    assert_eq!(laptop.replica().status().unwrap().schema_version, 2);
+    laptop.exec("UPDATE contacts SET phone = '555-0100', stars = 2 WHERE id = 'c1'");
+    laptop.sync().unwrap();
+    assert_eq!(
+        server.rows("SELECT phone, stars FROM contacts WHERE id = 'c1'"),
+        vec![vec![text("555-0100"), Value::Integer(2)]]
+    );
+}

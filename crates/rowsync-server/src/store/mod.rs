@@ -128,30 +128,54 @@ pub(crate) struct Installing {
     pub schema: Schema,
     /// Tables and columns to create (every table of a new database).
     pub additions: Vec<Addition>,
+    /// The database had no schema yet.
+    fresh: bool,
 }
 
-impl Installing {
-    /// Whether the schema must be recorded in `rowsync_meta` (it is new,
-    /// or grew).
-    pub fn record(&self) -> bool {
-        !self.additions.is_empty()
-    }
+/// One statement of an install, with the column it adds (`(table,
+/// column)`): a column already there is kept instead.
+pub(crate) type InstallStep<'a> = (Option<(&'a str, &'a str)>, String);
 
+impl Installing {
     /// The statements creating what is added, in the dialect of the store.
-    pub fn statements(&self, dialect: Dialect) -> Vec<String> {
+    /// Tables are created only when missing; a column the table has
+    /// already (an admin added it first, or a start stopped between adding
+    /// it and recording the schema) is for the store to skip with
+    /// [`Installing::kept`].
+    pub fn steps(&self, dialect: Dialect) -> Vec<InstallStep<'_>> {
         let tables = &self.schema.tables;
         self.additions
             .iter()
             .map(|addition| match *addition {
-                Addition::Table { table } => ddl::create_table(&tables[table], dialect),
-                Addition::Column { table, column } => ddl::add_column(&tables[table], column, dialect),
+                Addition::Table { table } => (None, ddl::create_table(&tables[table], dialect)),
+                Addition::Column { table, column } => {
+                    let (name, added) = (tables[table].name.as_str(), tables[table].columns[column].name.as_str());
+                    (Some((name, added)), ddl::add_column(&tables[table], column, dialect))
+                }
             })
             .collect()
     }
 
+    /// Says that a column the schema adds was in the table already.
+    pub fn kept(&self, (table, column): (&str, &str)) {
+        tracing::warn!(
+            "column {table}.{column} was in the database already: kept as it is; values it holds reach \
+             replicas as their rows are next written"
+        );
+    }
+
+    /// The schema as `rowsync_meta` records it, when it must be recorded
+    /// (it is new, or grew).
+    pub fn record(&self) -> Result<Option<String>, StoreError> {
+        if self.additions.is_empty() {
+            return Ok(None);
+        }
+        serde_json::to_string(&self.schema).map(Some).map_err(|e| StoreError::Database(e.to_string()))
+    }
+
     /// Says in the log what grew.
-    pub fn log(&self, fresh: bool) {
-        if fresh || self.additions.is_empty() {
+    pub fn log(&self) {
+        if self.fresh || self.additions.is_empty() {
             return;
         }
         let tables = &self.schema.tables;
@@ -175,36 +199,40 @@ impl Installing {
 /// nothing. Changes that are not additive are refused, each named with the
 /// supported way to get there.
 pub(crate) fn reconcile_schema(given: Option<&Schema>, stored: Option<String>) -> Result<Installing, StoreError> {
-    let stored: Option<Schema> = stored
-        .map(|s| serde_json::from_str(&s))
-        .transpose()
-        .map_err(|e| StoreError::Conflict(format!("unreadable schema in rowsync_meta: {e}")))?;
-    match (given, stored) {
+    match (given, recorded(stored)?) {
         // Conflict strategies come from the server's settings at every start.
         (Some(given), Some(stored)) => match rowsync_core::evolve(&stored, given) {
-            Ok(evolution) => Ok(Installing { schema: evolution.schema, additions: evolution.additions }),
+            Ok(evolution) => Ok(Installing { schema: evolution.schema, additions: evolution.additions, fresh: false }),
             Err(refused) => Err(StoreError::Conflict(format!(
                 "the schema file changes what this database serves in ways rowsync cannot carry out: {}",
                 refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
             ))),
         },
-        (None, Some(stored)) => {
-            Ok(Installing { schema: Schema { version: stored.version.max(1), ..stored }, additions: Vec::new() })
-        }
+        (None, Some(stored)) => Ok(Installing {
+            schema: Schema { version: stored.version.max(1), ..stored },
+            additions: Vec::new(),
+            fresh: false,
+        }),
         (None, None) => Err(StoreError::Conflict("this database has no schema yet: pass --schema FILE".into())),
         (Some(given), None) => Ok(Installing {
             additions: (0..given.tables.len()).map(|table| Addition::Table { table }).collect(),
             schema: Schema { version: 1, ..given.clone() },
+            fresh: true,
         }),
     }
 }
 
+/// The schema `rowsync_meta` records, if any.
+fn recorded(stored: Option<String>) -> Result<Option<Schema>, StoreError> {
+    stored
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(|e| StoreError::Conflict(format!("unreadable schema in rowsync_meta: {e}")))
+}
+
 /// The version of a schema as `rowsync_meta` records it.
 pub(crate) fn recorded_version(stored: Option<String>) -> Result<u64, StoreError> {
-    let Some(stored) = stored else { return Ok(0) };
-    let schema: Schema = serde_json::from_str(&stored)
-        .map_err(|e| StoreError::Conflict(format!("unreadable schema in rowsync_meta: {e}")))?;
-    Ok(schema.version.max(1))
+    Ok(recorded(stored)?.map_or(0, |schema| schema.version.max(1)))
 }
 
 /// Decodes a state a store wrote itself for a row of table `name`, returning

@@ -18,7 +18,6 @@
 use std::collections::HashMap;
 
 use rowsync_core::ddl::{self, Dialect};
-use rowsync_core::Addition;
 use rowsync_proto::{ColumnType, Schema, SiteId, Table, Value};
 use sqlx::mysql::{MySqlArguments, MySqlPoolOptions};
 use sqlx::query::Query;
@@ -284,30 +283,24 @@ impl Store for MysqlStore {
         let result = async {
             create_bookkeeping(&mut conn).await?;
             let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *conn).await?;
-            let fresh = stored.is_none();
             let installing = super::reconcile_schema(schema, stored)?;
-            for (addition, statement) in installing.additions.iter().zip(installing.statements(Dialect::Mysql)) {
-                // A start that died between an ALTER (which commits by
-                // itself) and recording the schema left the column there.
-                if let Addition::Column { table, column } = *addition {
-                    let table = &installing.schema.tables[table];
-                    let has: i64 = sqlx::query_scalar(HAS_COLUMN)
-                        .bind(&table.name)
-                        .bind(&table.columns[column].name)
-                        .fetch_one(&mut *conn)
-                        .await?;
+            // Each ALTER commits by itself here: a start that stops midway
+            // leaves columns the next start finds there.
+            for (column, statement) in installing.steps(Dialect::Mysql) {
+                if let Some(column) = column {
+                    let has: i64 =
+                        sqlx::query_scalar(HAS_COLUMN).bind(column.0).bind(column.1).fetch_one(&mut *conn).await?;
                     if has > 0 {
+                        installing.kept(column);
                         continue;
                     }
                 }
                 sqlx::query(&statement).execute(&mut *conn).await?;
             }
-            if installing.record() {
-                let json =
-                    serde_json::to_string(&installing.schema).map_err(|e| StoreError::Database(e.to_string()))?;
+            if let Some(json) = installing.record()? {
                 sqlx::query(SAVE_SCHEMA).bind(json).execute(&mut *conn).await?;
             }
-            installing.log(fresh);
+            installing.log();
             let schema = installing.schema;
             for table in &schema.tables {
                 for (name, create) in capture_triggers(table) {

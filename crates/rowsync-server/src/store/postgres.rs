@@ -110,6 +110,8 @@ fn capture_triggers(table: &Table, schema: &str) -> Vec<String> {
 /// Serializes concurrent installs from several servers starting at once.
 const INSTALL_LOCK: &str = "SELECT pg_advisory_xact_lock(7152342)";
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'";
+const HAS_COLUMN: &str = "SELECT count(*) FROM information_schema.columns \
+     WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2";
 const SAVE_SCHEMA: &str =
     "INSERT INTO rowsync_meta (key, value) VALUES ('schema', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 /// Also marks the transaction as rowsync's: the capture triggers skip it.
@@ -352,16 +354,21 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         create_bookkeeping(&mut tx).await?;
         let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
-        let fresh = stored.is_none();
         let installing = super::reconcile_schema(schema, stored)?;
-        for statement in installing.statements(Dialect::Postgres) {
+        for (column, statement) in installing.steps(Dialect::Postgres) {
+            if let Some(column) = column {
+                let has: i64 = sqlx::query_scalar(HAS_COLUMN).bind(column.0).bind(column.1).fetch_one(&mut *tx).await?;
+                if has > 0 {
+                    installing.kept(column);
+                    continue;
+                }
+            }
             sqlx::query(&statement).execute(&mut *tx).await?;
         }
-        if installing.record() {
-            let json = serde_json::to_string(&installing.schema).map_err(|e| StoreError::Database(e.to_string()))?;
+        if let Some(json) = installing.record()? {
             sqlx::query(SAVE_SCHEMA).bind(json).execute(&mut *tx).await?;
         }
-        installing.log(fresh);
+        installing.log();
         let schema = installing.schema;
         let namespace: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut *tx).await?;
         for table in &schema.tables {

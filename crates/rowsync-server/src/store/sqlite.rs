@@ -211,16 +211,21 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         create_bookkeeping(&mut tx).await?;
         let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
-        let fresh = stored.is_none();
         let installing = super::reconcile_schema(schema, stored)?;
-        for statement in installing.statements(Dialect::Sqlite) {
+        for (column, statement) in installing.steps(Dialect::Sqlite) {
+            if let Some(column) = column {
+                let has: i64 = sqlx::query_scalar(HAS_COLUMN).bind(column.0).bind(column.1).fetch_one(&mut *tx).await?;
+                if has > 0 {
+                    installing.kept(column);
+                    continue;
+                }
+            }
             sqlx::query(&statement).execute(&mut *tx).await?;
         }
-        if installing.record() {
-            let json = serde_json::to_string(&installing.schema).map_err(|e| StoreError::Database(e.to_string()))?;
+        if let Some(json) = installing.record()? {
             sqlx::query(SAVE_SCHEMA).bind(json).execute(&mut *tx).await?;
         }
-        installing.log(fresh);
+        installing.log();
         let schema = installing.schema;
         for table in &schema.tables {
             for trigger in capture_triggers(table) {
