@@ -22,7 +22,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
 use rowsync_core::change::decode_change;
-use rowsync_core::{ChangeError, RowState};
+use rowsync_core::RowState;
 use rowsync_proto::{ErrorCode, PushRequest, PushResponse, Schema, SiteId, Value};
 use serde::Deserialize;
 
@@ -206,6 +206,15 @@ pub(crate) fn report_collisions<S>(state: &AppState<S>, collisions: &[Collision]
             "key collision: an insert met another row under its key (two writers numbered rows alike?)"
         );
     }
+}
+
+/// Whether a request refused with `code` names a table or column this
+/// process does not know because a process started since added it: then
+/// the request is fine, and this process is the one behind (see
+/// [`StoreError::SchemaBehind`]). Asks the database only for those codes.
+pub(crate) async fn behind<S: Store>(state: &AppState<S>, code: ErrorCode) -> Result<bool, StoreError> {
+    Ok(matches!(code, ErrorCode::UnknownTable | ErrorCode::UnknownColumn)
+        && state.store.schema_version().await? > state.schema.version)
 }
 
 /// Refuses a change holding a version too far ahead of the server's clock;
@@ -506,15 +515,7 @@ async fn push<S: Store>(
         }
         let change = match decode_change(&state.schema, &pushed.row) {
             Ok(change) => change,
-            // A table or column this process does not know may be one a
-            // process started since added: then the change is fine, and
-            // this process is the one behind.
-            Err(e @ (ChangeError::UnknownTable(_) | ChangeError::UnknownColumn { .. }))
-                if state.store.schema_version().await? > state.schema.version =>
-            {
-                tracing::debug!(error = %e, "a change names what a newer schema added");
-                return Err(StoreError::SchemaBehind.into());
-            }
+            Err(e) if behind(&state, e.code()).await? => return Err(StoreError::SchemaBehind.into()),
             Err(e) => {
                 let mut err = ApiError::from(e);
                 err.message = format!("change {index}: {}", err.message);

@@ -36,7 +36,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use rowsync_core::change::{decode_change, decode_state};
+use rowsync_core::change::decode_change;
 use rowsync_proto::{Cell, ColumnType, ErrorCode, Hlc, RowChange, SiteId, Table, Value, Version};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -44,8 +44,10 @@ use time::format_description::well_known::{Iso8601, Rfc3339};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::error::ApiError;
-use crate::http::{check_clock, read_body, report_collisions, AppState, Caller, DEFAULT_PULL_LIMIT, PAGE_BYTES};
-use crate::store::{CheckedBatch, CheckedChange, Pushed, Store};
+use crate::http::{
+    behind, check_clock, read_body, report_collisions, AppState, Caller, DEFAULT_PULL_LIMIT, PAGE_BYTES,
+};
+use crate::store::{CheckedBatch, CheckedChange, Pushed, Store, StoreError};
 
 /// The two routes (authenticated by the caller of this function).
 pub(crate) fn routes<S: Store>() -> Router<AppState<S>> {
@@ -79,6 +81,7 @@ async fn sync<S: Store>(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     match store_change(&state, &caller, &headers, body).await {
         Ok(answer) => Ok(Json(answer)),
+        Err(error) if behind(&state, error.code).await? => Err(StoreError::SchemaBehind.into()),
         Err(error) => {
             if error.status.is_client_error() {
                 state.metrics.sync_refused.fetch_add(1, Ordering::Relaxed);
@@ -356,8 +359,8 @@ async fn changes<S: Store>(
 fn element<S>(state: &AppState<S>, position: u64, stored: &str) -> Result<serde_json::Value, ApiError> {
     let damaged = |e: String| ApiError::from(crate::store::StoreError::Database(format!("a stored state: {e}")));
     let change: RowChange = serde_json::from_str(stored).map_err(|e| damaged(e.to_string()))?;
-    let table = state.schema.table(&change.table).ok_or_else(|| damaged(format!("table {}", change.table)))?;
-    let row = decode_state(table, &change).map_err(|e| damaged(e.to_string()))?;
+    let (index, row) = crate::store::decode_stored_change(&state.schema, &change.table, &change)?;
+    let table = &state.schema.tables[index];
     let record_id = match change.key.as_slice() {
         [one] => serde_json::to_value(one),
         all => serde_json::to_value(all),

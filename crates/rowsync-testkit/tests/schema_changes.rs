@@ -283,6 +283,16 @@ fn process_behind_on(store: &TestStore) {
         Err(ureq::Error::Status(code, _)) => assert_eq!(code, 503),
         other => panic!("expected 503, got {other:?}"),
     }
+    // The tutorial endpoints answer alike: a change with the new column,
+    // and the changes of a row that holds it.
+    let tutorial = r#"{"table":"contacts","record_id":"c9","operation":"INSERT","timestamp":"2026-01-01T00:00:00Z",
+        "data":{"id":"c9","name":"Cy","phone":"2"}}"#;
+    let sync = ureq::post(&format!("{}/sync", behind.url()))
+        .set("Content-Type", "application/json")
+        .send_string(&tutorial.replace('\n', ""));
+    assert!(matches!(sync, Err(ureq::Error::Status(503, _))), "{sync:?}");
+    let changes = ureq::get(&format!("{}/changes", behind.url())).call();
+    assert!(matches!(changes, Err(ureq::Error::Status(503, _))), "{changes:?}");
 
     // Restarted with the new schema (here: the laptop moves to the process
     // that has it), everything goes through.

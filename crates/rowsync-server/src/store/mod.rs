@@ -238,12 +238,21 @@ pub(crate) fn recorded_version(stored: Option<String>) -> Result<u64, StoreError
 /// Decodes a state a store wrote itself for a row of table `name`, returning
 /// the table's index too. Its key was checked when it was first stored.
 pub(crate) fn decode_stored(schema: &Schema, name: &str, json: &str) -> Result<(usize, RowState), StoreError> {
+    let change: RowChange = serde_json::from_str(json)
+        .map_err(|e| StoreError::Conflict(format!("unreadable row state in rowsync_rows: {e}")))?;
+    decode_stored_change(schema, name, &change)
+}
+
+/// [`decode_stored`] of a state already read from its JSON.
+pub(crate) fn decode_stored_change(
+    schema: &Schema,
+    name: &str,
+    change: &RowChange,
+) -> Result<(usize, RowState), StoreError> {
     // A store only writes names its schema had: one this process does not
     // know was added by a process started with a grown schema since.
     let index = schema.table_index(name).ok_or(StoreError::SchemaBehind)?;
-    let change: RowChange = serde_json::from_str(json)
-        .map_err(|e| StoreError::Conflict(format!("unreadable row state in rowsync_rows: {e}")))?;
-    let state = decode_state(&schema.tables[index], &change).map_err(|e| match e {
+    let state = decode_state(&schema.tables[index], change).map_err(|e| match e {
         ChangeError::UnknownColumn { .. } => StoreError::SchemaBehind,
         other => StoreError::Conflict(format!("row state in rowsync_rows no longer fits the schema: {other}")),
     })?;
