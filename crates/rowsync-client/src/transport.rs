@@ -42,7 +42,8 @@ pub struct ServerAccess {
 /// pull costs about the slower of the two instead of their sum. The next
 /// pull takes that answer when it asks for exactly that page (anything
 /// else, such as a push in between, drops it: a pull changes nothing on
-/// the server). At most one page is held ahead.
+/// the server), and so does a pull that comes too late for it. At most
+/// one page is held ahead.
 pub struct HttpTransport {
     http: Http,
     ahead: Mutex<Option<Ahead>>,
@@ -60,8 +61,17 @@ struct Http {
 /// A pull page being fetched ahead, by the path and query it asks for.
 struct Ahead {
     path: String,
+    /// When the fetch began: an answer older than [`AHEAD_KEPT`] is not
+    /// used (the pulls it was for were interrupted; the next asks afresh).
+    began: std::time::Instant,
     answer: std::thread::JoinHandle<Result<PullResponse, ClientError>>,
 }
+
+/// How long a page fetched ahead stays the answer to the pull it is for. A
+/// sync asks for it as soon as it has applied the page before (tens of
+/// milliseconds); a later pull for the same page, after a failure or a
+/// pause, gets the server's answer of now instead.
+const AHEAD_KEPT: Duration = Duration::from_secs(2);
 
 impl HttpTransport {
     /// A transport to `base_url`; an HTTPS server must have a certificate
@@ -98,7 +108,7 @@ impl HttpTransport {
         let path = pull_path(request);
         let ahead = self.ahead.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         let page: PullResponse = match ahead {
-            Some(ahead) if ahead.path == path => ahead
+            Some(ahead) if ahead.path == path && ahead.began.elapsed() <= AHEAD_KEPT => ahead
                 .answer
                 .join()
                 .unwrap_or_else(|_| Err(ClientError::Protocol("the pull fetched ahead panicked".into())))?,
@@ -106,15 +116,14 @@ impl HttpTransport {
         };
         if page.more && page.cursor > request.cursor {
             let next = pull_path(&PullRequest { cursor: page.cursor, ..request.clone() });
-            let http = self.http.clone();
-            let fetch = next.clone();
+            let (http, fetch, began) = (self.http.clone(), next.clone(), std::time::Instant::now());
             let answer = std::thread::Builder::new()
                 .name("rowsync-pull-ahead".into())
                 .spawn(move || http.answer("GET", &fetch, None));
             // Without a thread, the next pull simply fetches its page itself.
             if let Ok(answer) = answer {
                 *self.ahead.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-                    Some(Ahead { path: next, answer });
+                    Some(Ahead { path: next, began, answer });
             }
         }
         Ok(page)

@@ -96,4 +96,14 @@ fn a_page_fetched_ahead_is_only_the_answer_to_the_pull_that_asks_for_it() {
         }
     }
     assert_eq!(pages, 3);
+
+    // A page fetched ahead and asked for late (the sync was interrupted)
+    // is not the answer: the row changed meanwhile has moved on.
+    let first = ahead.pull(&request(0, 10)).unwrap();
+    writer.exec("UPDATE contacts SET name = 'moved on' WHERE id = 'k12'");
+    writer.sync().unwrap();
+    std::thread::sleep(Duration::from_millis(2_100));
+    let late = ahead.pull(&request(first.cursor, 10)).unwrap();
+    assert_eq!(late, fresh().pull(&request(first.cursor, 10)).unwrap());
+    assert!(late.changes.iter().all(|c| c.key != vec![rowsync_proto::Value::Text("k12".into())]));
 }
