@@ -32,6 +32,10 @@ fn edit_delete_revive(store: &TestStore, edit_first: bool) -> Vec<Vec<Value>> {
     } else {
         b.sync().unwrap();
         c.sync().unwrap(); // pulls the delete before it pushes its edit
+                           // The edit it held through the delete is on the server now: no
+                           // longer held.
+        let holding = "SELECT count(*) FROM _rowsync_rows WHERE json_extract(clocks, '$.h') IS NOT NULL";
+        assert_eq!(c.rows(holding), vec![vec![Value::Integer(0)]], "held writes released once acknowledged");
     }
     a.sync().unwrap();
     for device in [&a, &b, &c, &a, &b, &c] {
