@@ -150,13 +150,23 @@ enum Command {
     },
     /// Show the whole offline-first story on the embedded server.
     Demo,
-    /// Measure capture overhead and sync throughput (ratios side by side).
+    /// Measure capture overhead, sync throughput and latency: every figure
+    /// beside its reference and its target, in one report.
     Bench {
         #[command(subcommand)]
         what: Option<BenchCommand>,
-        /// Rows per scenario.
-        #[arg(long, default_value_t = 100_000, global = true)]
-        rows: usize,
+        /// Rows per scenario; several sizes (10000,100000,1000000) make a
+        /// run each, to show the cost per row stays flat.
+        #[arg(long, default_value = "100000", value_delimiter = ',', global = true)]
+        rows: Vec<usize>,
+        /// A server database to measure on (repeat for several; default:
+        /// the embedded SQLite store). The bench makes a scratch database
+        /// on that server for each run and drops it afterwards.
+        #[arg(long, global = true)]
+        database: Vec<String>,
+        /// Print the report as JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
     },
 }
 
@@ -175,24 +185,13 @@ enum BenchCommand {
         rounds: usize,
     },
     /// A backlog pushed and pulled through a real server.
-    Sync {
-        /// The server's database: an empty one (default: a temporary SQLite file).
-        #[arg(long)]
-        database: Option<String>,
-    },
+    Sync,
     /// Writes made directly in the server's database: plain table against
     /// a synced one, then a new replica syncing them.
-    Direct {
-        /// The server's database: an empty one (default: a temporary SQLite file).
-        #[arg(long)]
-        database: Option<String>,
-    },
+    Direct,
     /// From a commit on one device to readable on another, both under
     /// their background agents; and the CPU of idle agents.
     Latency {
-        /// The server's database: an empty one (default: a temporary SQLite file).
-        #[arg(long)]
-        database: Option<String>,
         /// Writes measured.
         #[arg(long, default_value_t = 200)]
         writes: usize,
@@ -273,21 +272,22 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Token { what } => tokens::run(what),
         Command::Demo => demo::run(),
-        Command::Bench { what, rows } => match what {
-            Some(BenchCommand::Capture { rounds }) => bench::capture(rows, rounds),
-            Some(BenchCommand::Sync { database }) => bench::sync_backlog(rows, database.as_deref()),
-            Some(BenchCommand::Latency { database, writes }) => bench::latency(writes, database.as_deref()),
-            Some(BenchCommand::Direct { database }) => bench::direct(rows, database.as_deref()),
-            None => {
-                bench::capture(rows, 3)?;
-                println!();
-                bench::sync_backlog(rows, None)?;
-                println!();
-                bench::latency(200, None)?;
-                println!();
-                bench::direct(rows, None)
-            }
-        },
+        Command::Bench { what, rows, database, json } => {
+            let which = match what {
+                None => bench::Which::All,
+                Some(BenchCommand::Capture { rounds }) => bench::Which::Capture { rounds },
+                Some(BenchCommand::Sync) => bench::Which::Sync,
+                Some(BenchCommand::Latency { writes }) => bench::Which::Latency { writes },
+                Some(BenchCommand::Direct) => bench::Which::Direct,
+            };
+            // As typed, less the binary's path and any password in a URL.
+            let args = std::env::args().skip(1).map(|arg| match DatabaseUrl::parse(&arg) {
+                Ok(url) if arg.contains("://") => url.redacted(),
+                _ => arg,
+            });
+            let command = std::iter::once("rowsync".to_string()).chain(args).collect::<Vec<_>>().join(" ");
+            bench::run(bench::Options { which, rows, databases: database, json, command })
+        }
     }
 }
 

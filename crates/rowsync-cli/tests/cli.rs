@@ -294,11 +294,48 @@ fn a_schema_change_rowsync_cannot_carry_out_is_refused_naming_it() {
 }
 
 #[test]
-fn the_sync_benchmark_runs_and_prints_each_figure_beside_its_reference() {
+fn the_sync_benchmark_prints_each_figure_beside_its_reference_and_its_target() {
     let output = rowsync(&["bench", "sync", "--rows", "300"]);
     let out = stdout(&output);
     assert!(output.status.success(), "{}{out}", stderr(&output));
-    for needle in ["x the plain server insert", "Python sqlite3", "x the Python insert", "x the Rust one"] {
+    for needle in [
+        "$ rowsync bench sync --rows 300",
+        "push (sync on the writing device)",
+        "plain batched insert, server",
+        "pull (sync on a new device)",
+        "plain insert, Python sqlite3",
+        ">= 0.30x",
+        "longest app commit during that pull",
+        "targets met",
+    ] {
         assert!(out.contains(needle), "{out} lacks {needle:?}");
     }
+}
+
+#[test]
+fn the_benchmark_report_as_json_holds_every_figure_per_size_with_its_ratio_and_verdict() {
+    let output = rowsync(&["bench", "sync", "--rows", "200,400", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the report is JSON");
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1, "{report}");
+    let figures = report["figures"].as_array().unwrap();
+    for rows in [200, 400] {
+        let push = figures
+            .iter()
+            .find(|f| f["rows"] == rows && f["name"].as_str().unwrap().starts_with("push"))
+            .unwrap_or_else(|| panic!("no push figure for {rows} rows in {report}"));
+        assert_eq!(push["store"], "sqlite");
+        let (value, reference) = (push["value"].as_f64().unwrap(), push["reference"]["value"].as_f64().unwrap());
+        assert!(value > 0.0 && reference > 0.0, "{push}");
+        let ratio = push["ratio"].as_f64().unwrap();
+        assert!((ratio - value / reference).abs() < 1e-9, "{push}");
+        assert_eq!(push["target"]["ratio_at_least"], 0.3);
+        assert_eq!(push["met"].as_bool().unwrap(), ratio >= 0.3, "{push}");
+    }
+}
+
+#[test]
+fn the_benchmark_refuses_bad_sizes_and_databases_before_measuring_anything() {
+    assert_one_line_error(&rowsync(&["bench", "sync", "--rows", "0"]), "--rows must be at least 1");
+    assert_one_line_error(&rowsync(&["bench", "sync", "--database", "ftp://x/y"]), "unknown database URL");
 }

@@ -29,7 +29,7 @@ use crate::replica::Replica;
 use crate::values::key_token;
 
 /// Outbox entries stamped per transaction.
-pub const STAMP_CHUNK: usize = 10_000;
+pub const STAMP_CHUNK: usize = 1_000;
 
 /// Stamps what is pending, in bounded transactions, so that later
 /// transactions only have a little left to do.

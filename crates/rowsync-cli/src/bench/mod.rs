@@ -1,0 +1,610 @@
+//! `rowsync bench`: the performance figures, each measured side by side
+//! with its reference in one run (absolute times on a shared machine are
+//! noise; ratios are not), gathered in one [`Report`].
+//!
+//! - `capture`: the same writes through Python's sqlite3 module (how an app
+//!   sees it) against a plain table and a captured one; see bench/capture.py.
+//! - `sync`: a backlog pushed by one replica and pulled by a new one through
+//!   a real server on a loopback port, beside a plain batched insert of the
+//!   same rows into the server's database and plain bulk inserts into a
+//!   local SQLite file (Python's sqlite3, as an app writes, and Rust's); an
+//!   app keeps committing to the new replica while it pulls, and the
+//!   longest of its commits is the figure for how long sync holds the file.
+//!   See bench/plain_insert.py.
+//! - `latency`: two devices under their background agents on one server;
+//!   from a commit on one until the row is readable on the other, and the
+//!   CPU the idle agents use.
+//! - `direct`: writes made directly in the server's database, on a plain
+//!   table and on a synced (captured) one, side by side; then a new replica
+//!   syncing what they wrote.
+//!
+//! Every run gets a server database of its own: a new SQLite file, or a new
+//! database made on the server a `--database` URL names and dropped after
+//! the run, so that runs of several sizes never see each other's rows and
+//! the named database itself is never written.
+
+mod report;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rowsync_client::{sync, Agent, AgentOptions, HttpTransport, Replica, State, SyncOptions};
+use rowsync_core::ddl::{create_table, Dialect};
+use rowsync_core::parse_schema;
+use rowsync_proto::Schema;
+use rowsync_server::{BackgroundServer, DatabaseUrl, ServerConfig};
+use rusqlite::Connection;
+
+pub use report::{Figure, Machine, Report, Target};
+
+const SCHEMA: &str = "CREATE TABLE items (id TEXT PRIMARY KEY, name TEXT, qty INTEGER, price REAL);";
+const CAPTURE_SCRIPT: &str = include_str!("../../../../bench/capture.py");
+const PLAIN_INSERT_SCRIPT: &str = include_str!("../../../../bench/plain_insert.py");
+
+/// Which measurements a run makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    All,
+    Capture { rounds: usize },
+    Sync,
+    Latency { writes: usize },
+    Direct,
+}
+
+/// What `rowsync bench` was asked for.
+pub struct Options {
+    pub which: Which,
+    /// Rows per scenario; each size is a run of its own.
+    pub rows: Vec<usize>,
+    /// Server databases to measure on (none: the embedded SQLite store).
+    pub databases: Vec<String>,
+    pub json: bool,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// Runs the measurements and prints the report; fails when a measurement
+/// cannot be made (a missed target is a figure, not a failure).
+pub fn run(options: Options) -> anyhow::Result<()> {
+    if options.rows.contains(&0) {
+        bail!("--rows must be at least 1");
+    }
+    let stores = options
+        .databases
+        .iter()
+        .map(|url| DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--database: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stores = if stores.is_empty() { vec![None] } else { stores.into_iter().map(Some).collect() };
+    let dir = tempfile::tempdir()?;
+    let mut figures = Vec::new();
+    let (capture, sync_runs, latency, direct_runs) = match options.which {
+        Which::All => (Some(3), true, Some(200), true),
+        Which::Capture { rounds } => (Some(rounds), false, None, false),
+        Which::Sync => (None, true, None, false),
+        Which::Latency { writes } => (None, false, Some(writes), false),
+        Which::Direct => (None, false, None, true),
+    };
+    if let Some(rounds) = capture {
+        for &rows in &options.rows {
+            eprintln!("capture: {rows} rows, {rounds} rounds");
+            figures.extend(self::capture(dir.path(), rows, rounds)?);
+        }
+    }
+    let mut runs = 0;
+    for store in &stores {
+        let scratch = |runs: &mut usize| {
+            *runs += 1;
+            Scratch::make(store.as_ref(), dir.path(), *runs)
+        };
+        if sync_runs {
+            for &rows in &options.rows {
+                let database = scratch(&mut runs)?;
+                eprintln!("sync: {rows} rows on {}", database.store());
+                figures.extend(sync_backlog(dir.path(), &database.url, rows)?);
+                database.drop_it()?;
+            }
+        }
+        if let Some(writes) = latency {
+            let database = scratch(&mut runs)?;
+            eprintln!("latency: {writes} writes on {}", database.store());
+            figures.extend(self::latency(dir.path(), &database.url, writes)?);
+            database.drop_it()?;
+        }
+        if direct_runs {
+            for &rows in &options.rows {
+                let database = scratch(&mut runs)?;
+                eprintln!("direct: {rows} rows on {}", database.store());
+                figures.extend(direct(dir.path(), &database.url, rows)?);
+                database.drop_it()?;
+            }
+        }
+    }
+    let report =
+        Report { rowsync: env!("CARGO_PKG_VERSION"), command: options.command, machine: Machine::this_one(), figures };
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// A server database for one run, made for it and dropped after it.
+struct Scratch {
+    url: DatabaseUrl,
+    /// For a database made on a server: the URL it was made through, and
+    /// its name.
+    made_on: Option<(DatabaseUrl, String)>,
+}
+
+impl Scratch {
+    fn make(named: Option<&DatabaseUrl>, dir: &std::path::Path, run: usize) -> anyhow::Result<Scratch> {
+        let name = format!("rowsync_bench_{}_{run}", std::process::id());
+        let (url, made_on) = match named {
+            None => (DatabaseUrl::Sqlite(dir.join(format!("{name}.db"))), None),
+            // Beside the file named, so that it is measured on that disk.
+            Some(DatabaseUrl::Sqlite(path)) => {
+                let beside = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+                (DatabaseUrl::Sqlite(beside.join(format!("{name}.db"))), None)
+            }
+            Some(DatabaseUrl::Postgres(url)) => (DatabaseUrl::Postgres(with_database(url, &name)?), named.cloned()),
+            Some(DatabaseUrl::Mysql(url)) => (DatabaseUrl::Mysql(with_database(url, &name)?), named.cloned()),
+        };
+        let made_on = made_on.map(|server| (server, name.clone()));
+        if let Some((server, name)) = &made_on {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let (pool, _) = other_program(server).await?;
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&pool)
+                    .await
+                    .with_context(|| format!("make the scratch database {name} on {}", server.redacted()))?;
+                anyhow::Ok(())
+            })?;
+        }
+        Ok(Scratch { url, made_on })
+    }
+
+    fn store(&self) -> &'static str {
+        store_name(&self.url)
+    }
+
+    fn drop_it(self) -> anyhow::Result<()> {
+        match (&self.url, &self.made_on) {
+            (DatabaseUrl::Sqlite(path), _) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            (url, Some((server, name))) => {
+                let force = if matches!(url, DatabaseUrl::Postgres(_)) { " WITH (FORCE)" } else { "" };
+                tokio::runtime::Runtime::new()?.block_on(async {
+                    let (pool, _) = other_program(server).await?;
+                    sqlx::query(&format!("DROP DATABASE {name}{force}")).execute(&pool).await?;
+                    anyhow::Ok(())
+                })?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `url` naming database `name` on the same server, query kept.
+fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = url.split_once("://").context("a database URL has a scheme")?;
+    let (base, query) = rest.split_once('?').map_or((rest, None), |(b, q)| (b, Some(q)));
+    let server = base.split_once('/').map_or(base, |(server, _)| server);
+    Ok(format!("{scheme}://{server}/{name}{}", query.map(|q| format!("?{q}")).unwrap_or_default()))
+}
+
+/// Seconds Python's sqlite3 takes to bulk insert the bench's `rows` into a
+/// new local file (WAL, synchronous=NORMAL): how an app writes, and the
+/// reference of the pull target.
+fn python_insert_secs(dir: &std::path::Path, rows: usize) -> anyhow::Result<f64> {
+    let script = dir.join("plain_insert.py");
+    std::fs::write(&script, PLAIN_INSERT_SCRIPT)?;
+    let file = dir.join("python-plain.db");
+    let _ = std::fs::remove_file(&file);
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(&file)
+        .arg(rows.to_string())
+        .output()
+        .context("cannot run python3 (apt-get install python3)")?;
+    if !output.status.success() {
+        bail!("bench/plain_insert.py failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    String::from_utf8_lossy(&output.stdout).trim().parse().context("bench/plain_insert.py output")
+}
+
+/// The capture scenarios, and the target of each (by the label
+/// bench/capture.py gives it).
+const CAPTURE_TARGETS: [(&str, f64); 4] = [
+    ("bulk insert (one transaction)", 0.7),
+    ("single-row commits", 0.8),
+    ("per-row updates (one transaction)", 0.6),
+    ("one INSERT...SELECT", 0.5),
+];
+
+fn capture(dir: &std::path::Path, rows: usize, rounds: usize) -> anyhow::Result<Vec<Figure>> {
+    let dir = tempfile::tempdir_in(dir)?;
+    let schema = parse_schema(SCHEMA)?;
+    let plain = dir.path().join("plain-template.db");
+    Connection::open(&plain)?.execute_batch(&create_table(&schema.tables[0], Dialect::Sqlite))?;
+    let captured = dir.path().join("captured-template.db");
+    Replica::init(&captured, "http://127.0.0.1:9", &schema, None)?;
+    let script = dir.path().join("capture.py");
+    std::fs::write(&script, CAPTURE_SCRIPT)?;
+    let output = Command::new("python3")
+        .arg(&script)
+        .args([&plain, &captured, &dir.path().to_path_buf()])
+        .args([rows.to_string(), rounds.to_string()])
+        .output()
+        .context("cannot run python3 (apt-get install python3)")?;
+    if !output.status.success() {
+        bail!("bench/capture.py failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).context("bench/capture.py output")?;
+    let mut figures = Vec::new();
+    for result in report["results"].as_array().into_iter().flatten() {
+        let scenario = result["scenario"].as_str().unwrap_or("?");
+        let number = |field: &str| result[field].as_f64().context("bench/capture.py output lacks a figure");
+        let mut figure = Figure::new(
+            "capture",
+            "local",
+            result["rows"].as_u64().unwrap_or(0) as usize,
+            &format!("{scenario}, captured"),
+            number("captured_rows_per_s")?,
+            "rows/s",
+        )
+        .against("the same, plain", number("plain_rows_per_s")?, "rows/s");
+        if let Some((_, bound)) = CAPTURE_TARGETS.iter().find(|(label, _)| *label == scenario) {
+            figure = figure.target(Target::RatioAtLeast(*bound));
+        }
+        figures.push(figure);
+    }
+    Ok(figures)
+}
+fn insert_rows(conn: &Connection, rows: usize) -> anyhow::Result<()> {
+    conn.execute_batch("BEGIN")?;
+    {
+        let mut insert = conn.prepare("INSERT INTO items (id, name, qty, price) VALUES (?, ?, ?, ?)")?;
+        for i in 0..rows {
+            insert.execute(rusqlite::params![format!("k{i:07}"), format!("item {i}"), i as i64, i as f64 * 0.5])?;
+        }
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// A connection pool on the bench database, as another program would
+/// open it, and its dialect.
+async fn other_program(database: &DatabaseUrl) -> anyhow::Result<(sqlx::AnyPool, Dialect)> {
+    sqlx::any::install_default_drivers();
+    let (url, dialect) = match database {
+        DatabaseUrl::Sqlite(path) => (format!("sqlite://{}?mode=rwc", path.display()), Dialect::Sqlite),
+        DatabaseUrl::Postgres(url) => (url.clone(), Dialect::Postgres),
+        DatabaseUrl::Mysql(url) => (url.clone(), Dialect::Mysql),
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.context("connect to the bench database")?;
+    Ok((pool, dialect))
+}
+
+/// Inserts rows `k0000000`… into `table` in one transaction, 500 rows per
+/// INSERT statement; returns the seconds it took.
+async fn batched_insert(pool: &sqlx::AnyPool, dialect: Dialect, table: &str, rows: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut tx = pool.begin().await?;
+    let chunk = 500;
+    for first in (0..rows).step_by(chunk) {
+        let count = chunk.min(rows - first);
+        let tuples: Vec<String> = (0..count)
+            .map(|r| {
+                let p: Vec<String> = (1..=4).map(|n| rowsync_core::ddl::placeholder(dialect, r * 4 + n)).collect();
+                format!("({})", p.join(", "))
+            })
+            .collect();
+        let sql = format!("INSERT INTO {table} (id, name, qty, price) VALUES {}", tuples.join(", "));
+        let mut query = sqlx::query(&sql);
+        for i in first..first + count {
+            query = query.bind(format!("k{i:07}")).bind(format!("item {i}")).bind(i as i64).bind(i as f64 * 0.5);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// A scratch copy of the bench table (not synced) in the server's database.
+async fn plain_table(pool: &sqlx::AnyPool, dialect: Dialect) -> anyhow::Result<String> {
+    let mut table = parse_schema(SCHEMA)?.tables.remove(0);
+    table.name = "bench_plain_items".into();
+    sqlx::query(&format!("DROP TABLE IF EXISTS {}", table.name)).execute(pool).await?;
+    sqlx::query(&create_table(&table, dialect)).execute(pool).await?;
+    Ok(table.name)
+}
+
+/// A plain batched insert of the same rows into a scratch table of the
+/// server's database: 500-row INSERT statements in one transaction.
+async fn plain_server_insert(database: &DatabaseUrl, rows: usize) -> anyhow::Result<f64> {
+    let (pool, dialect) = other_program(database).await?;
+    let table = plain_table(&pool, dialect).await?;
+    let secs = batched_insert(&pool, dialect, &table, rows).await?;
+    sqlx::query(&format!("DROP TABLE {table}")).execute(&pool).await?;
+    Ok(secs)
+}
+
+/// Writes made directly in the server's database: the same statements on
+/// a plain table and on the synced (captured) one, each scenario side by
+/// side; then a new replica syncing what they left.
+fn direct(dir: &std::path::Path, database: &DatabaseUrl, rows: usize) -> anyhow::Result<Vec<Figure>> {
+    let dir = tempfile::tempdir_in(dir)?;
+    let schema = parse_schema(SCHEMA)?;
+    let (server, token) = bench_server(database, &schema)?;
+    let store = store_name(database);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let singles = rows.min(1_000);
+    let figure = |what: &str, count: usize, plain: f64, captured: f64| {
+        Figure::new("direct", store, count, &format!("{what}, synced table"), count as f64 / captured, "rows/s")
+            .against("the same, plain table", count as f64 / plain, "rows/s")
+    };
+    let mut figures = Vec::new();
+    runtime.block_on(async {
+        let (pool, dialect) = other_program(database).await?;
+        let plain = plain_table(&pool, dialect).await?;
+        let bulk =
+            (batched_insert(&pool, dialect, &plain, rows).await?, batched_insert(&pool, dialect, "items", rows).await?);
+        figures.push(figure("bulk insert, one transaction", rows, bulk.0, bulk.1));
+        let mut single = [0.0; 2];
+        for (n, table) in [&plain, "items"].into_iter().enumerate() {
+            let started = Instant::now();
+            for i in 0..singles {
+                let sql = format!(
+                    "UPDATE {table} SET qty = qty + 1 WHERE id = {}",
+                    rowsync_core::ddl::placeholder(dialect, 1)
+                );
+                sqlx::query(&sql).bind(format!("k{i:07}")).execute(&pool).await?;
+            }
+            single[n] = started.elapsed().as_secs_f64();
+        }
+        figures.push(figure("single-row updates, each committed", singles, single[0], single[1]));
+        let mut whole = [0.0; 2];
+        for (n, table) in [&plain, "items"].into_iter().enumerate() {
+            let started = Instant::now();
+            sqlx::query(&format!("UPDATE {table} SET price = price * 2")).execute(&pool).await?;
+            whole[n] = started.elapsed().as_secs_f64();
+        }
+        figures.push(figure("one UPDATE of every row", rows, whole[0], whole[1]));
+        sqlx::query(&format!("DROP TABLE {plain}")).execute(&pool).await?;
+        pool.close().await;
+        anyhow::Ok(())
+    })?;
+    let mut replica = Replica::init(&dir.path().join("replica.db"), &server.url(), &schema, Some(&token))?;
+    let started = Instant::now();
+    let pulled = sync(&mut replica, &HttpTransport::new(&server.url(), Some(token)), SyncOptions::default())?;
+    let secs = started.elapsed().as_secs_f64();
+    if pulled.pulled != rows as u64 {
+        bail!("expected the {rows} rows written directly on a new replica, it pulled {}", pulled.pulled);
+    }
+    figures.push(Figure::new(
+        "direct",
+        store,
+        rows,
+        "a new replica syncing them (published, then served)",
+        rows as f64 / secs,
+        "rows/s",
+    ));
+    server.stop();
+    Ok(figures)
+}
+
+/// The kind of store, as the report names it.
+fn store_name(database: &DatabaseUrl) -> &'static str {
+    match database {
+        DatabaseUrl::Sqlite(_) => "sqlite",
+        DatabaseUrl::Postgres(_) => "postgres",
+        DatabaseUrl::Mysql(_) => "mysql",
+    }
+}
+
+/// The longest an app waited for one of its commits to the replica file
+/// while `work` ran: it commits a row to a table of its own every few
+/// milliseconds, as an app writing during sync would.
+fn longest_app_commit<T>(file: &std::path::Path, work: impl FnOnce() -> T) -> anyhow::Result<(T, Duration)> {
+    let app = Connection::open(file)?;
+    app.busy_timeout(Duration::from_secs(30))?;
+    app.execute_batch("CREATE TABLE IF NOT EXISTS bench_app_notes (n INTEGER)")?;
+    let done = &AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || {
+            let mut longest = Duration::ZERO;
+            let mut n = 0i64;
+            while !done.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                app.execute("INSERT INTO bench_app_notes (n) VALUES (?)", [n])?;
+                longest = longest.max(started.elapsed());
+                n += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            anyhow::Ok(longest)
+        });
+        let result = work();
+        done.store(true, Ordering::Relaxed);
+        let longest = writer.join().map_err(|_| anyhow::anyhow!("the app's writer panicked"))??;
+        Ok((result, longest))
+    })
+}
+
+fn sync_backlog(dir: &std::path::Path, database: &DatabaseUrl, rows: usize) -> anyhow::Result<Vec<Figure>> {
+    let dir = tempfile::tempdir_in(dir)?;
+    let schema = parse_schema(SCHEMA)?;
+    let store = store_name(database);
+
+    let plain = Connection::open(dir.path().join("plain.db"))?;
+    plain.pragma_update(None, "journal_mode", "WAL")?;
+    plain.pragma_update(None, "synchronous", "NORMAL")?;
+    plain.execute_batch(&create_table(&schema.tables[0], Dialect::Sqlite))?;
+    let started = Instant::now();
+    insert_rows(&plain, rows)?;
+    let rust_local = rows as f64 / started.elapsed().as_secs_f64();
+    let python_local = rows as f64 / python_insert_secs(dir.path(), rows)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let plain_server = rows as f64 / runtime.block_on(plain_server_insert(database, rows))?;
+
+    let (server, token) = bench_server(database, &schema)?;
+    let url = server.url();
+    let mut sender = Replica::init(&dir.path().join("sender.db"), &url, &schema, Some(&token))?;
+    let receiver_file = dir.path().join("receiver.db");
+    let mut receiver = Replica::init(&receiver_file, &url, &schema, Some(&token))?;
+    insert_rows(sender.connection(), rows)?;
+    let transport = HttpTransport::new(&url, Some(token));
+    let options = SyncOptions::default();
+
+    let started = Instant::now();
+    let pushed = sync(&mut sender, &transport, options)?;
+    let push = rows as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let (pulled, longest_commit) = longest_app_commit(&receiver_file, || sync(&mut receiver, &transport, options))?;
+    let pulled = pulled?;
+    let pull = rows as f64 / started.elapsed().as_secs_f64();
+    if pushed.acknowledged != rows as u64 || pulled.pulled != rows as u64 {
+        bail!("expected {rows} changes each way, pushed {} and pulled {}", pushed.acknowledged, pulled.pulled);
+    }
+    server.stop();
+    let figure = |name: &str, value: f64, unit: &'static str| Figure::new("sync", store, rows, name, value, unit);
+    Ok(vec![
+        figure("push (sync on the writing device)", push, "changes/s")
+            .against("plain batched insert, server", plain_server, "rows/s")
+            .target(Target::RatioAtLeast(0.3)),
+        figure("pull (sync on a new device)", pull, "changes/s")
+            .against("plain insert, Python sqlite3", python_local, "rows/s")
+            .target(Target::RatioAtLeast(0.5)),
+        figure("pull (sync on a new device)", pull, "changes/s").against(
+            "plain insert, Rust rusqlite",
+            rust_local,
+            "rows/s",
+        ),
+        figure("longest app commit during that pull", ms(longest_commit), "ms").target(Target::AtMost(50.0)),
+        figure("peak memory so far, server and replicas", peak_rss_mb(), "MB").target(Target::AtMost(200.0)),
+    ])
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// A server as deployed (tokens checked on every request), on a loopback
+/// port, and a token for it. Only the rate limit is off: it is a policy
+/// against abuse, and the figures are of sync itself.
+fn bench_server(database: &DatabaseUrl, schema: &Schema) -> anyhow::Result<(BackgroundServer, String)> {
+    let mut config = ServerConfig::new(database.clone(), Some(schema.clone()));
+    config.limits.requests_per_second = None;
+    let token = crate::tokens::issue(database, "bench")?;
+    let server = BackgroundServer::start(config, "127.0.0.1:0".parse()?)
+        .with_context(|| format!("start a server on {}", database.redacted()))?;
+    Ok((server, token))
+}
+
+/// Write-to-readable latency between two devices kept in sync by their
+/// background agents, on one server; then the CPU the idle agents use.
+fn latency(dir: &std::path::Path, database: &DatabaseUrl, writes: usize) -> anyhow::Result<Vec<Figure>> {
+    let dir = tempfile::tempdir_in(dir)?;
+    let schema = parse_schema(SCHEMA)?;
+    let store = store_name(database);
+    let (server, token) = bench_server(database, &schema)?;
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    Replica::init(&a, &server.url(), &schema, Some(&token))?;
+    Replica::init(&b, &server.url(), &schema, Some(&token))?;
+    let agents = [Agent::start(&a, AgentOptions::default())?, Agent::start(&b, AgentOptions::default())?];
+    let idle = || agents.iter().all(|agent| agent.status().state == State::Idle);
+    wait_until(Duration::from_secs(30), "both agents in sync", idle)?;
+
+    // The app's own connections: a writer on A, a reader on B.
+    let writer = Connection::open(&a)?;
+    writer.busy_timeout(Duration::from_secs(5))?;
+    let reader = Connection::open(&b)?;
+    reader.busy_timeout(Duration::from_secs(5))?;
+    let mut found = reader.prepare("SELECT count(*) FROM items WHERE id = ?")?;
+    let mut latencies = Vec::with_capacity(writes);
+    for i in 0..writes {
+        let id = format!("lat{i:06}");
+        let started = Instant::now();
+        writer.execute("INSERT INTO items (id, name, qty, price) VALUES (?, 'x', 1, 1.0)", [&id])?;
+        loop {
+            if found.query_row([&id], |r| r.get::<_, i64>(0))? == 1 {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("write {i} did not arrive within 30 s");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        latencies.push(started.elapsed());
+        // Writes apart, as a person makes them.
+        std::thread::sleep(Duration::from_millis(20 + (i as u64 * 7) % 30));
+    }
+    latencies.sort();
+    let at = |q: f64| ms(latencies[((latencies.len() - 1) as f64 * q).round() as usize]);
+
+    wait_until(Duration::from_secs(30), "both agents idle", idle)?;
+    let window = Duration::from_secs(5);
+    let before = agent_cpu();
+    std::thread::sleep(window);
+    let cpu = agent_cpu() - before;
+    for agent in agents {
+        agent.stop()?;
+    }
+    drop(found);
+    drop((reader, writer));
+    server.stop();
+    let figure = |name: &str, value: f64, unit: &'static str| Figure::new("latency", store, writes, name, value, unit);
+    Ok(vec![
+        figure("commit on A to readable on B, median", at(0.5), "ms").target(Target::AtMost(20.0)),
+        figure("commit on A to readable on B, p99", at(0.99), "ms").target(Target::AtMost(100.0)),
+        figure("commit on A to readable on B, max", at(1.0), "ms"),
+        figure("CPU of the two idle agents, share of one core", cpu.as_secs_f64() / window.as_secs_f64() * 100.0, "%"),
+    ])
+}
+
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > limit {
+            bail!("not within {} s: {what}", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// CPU time used so far by this process's agent threads (named `rowsync-*`
+/// by the client library), from /proc.
+fn agent_cpu() -> Duration {
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("rowsync-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the command name (which ends with ')'): utime is the 12th, stime the 13th.
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        ticks += fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        ticks += fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Duration::from_secs_f64(ticks as f64 / ticks_per_s)
+}
