@@ -92,32 +92,29 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             figures.extend(self::capture(dir.path(), rows, rounds)?);
         }
     }
+    // Each part against each store and size, each run on a database of its own.
+    type Part = fn(&std::path::Path, &DatabaseUrl, usize) -> anyhow::Result<Vec<Figure>>;
+    let mut parts: Vec<(&str, Part, Vec<usize>)> = Vec::new();
+    if sync_runs {
+        parts.push(("sync, rows:", sync_backlog, options.rows.clone()));
+    }
+    if let Some(writes) = latency {
+        parts.push(("latency, writes:", self::latency, vec![writes]));
+    }
+    if direct_runs {
+        parts.push(("direct, rows:", direct, options.rows.clone()));
+    }
     let mut runs = 0;
     for store in &stores {
-        let scratch = |runs: &mut usize| {
-            *runs += 1;
-            Scratch::make(store.as_ref(), dir.path(), *runs)
-        };
-        if sync_runs {
-            for &rows in &options.rows {
-                let database = scratch(&mut runs)?;
-                eprintln!("sync: {rows} rows on {}", database.store());
-                figures.extend(sync_backlog(dir.path(), &database.url, rows)?);
+        for (name, part, sizes) in &parts {
+            for &size in sizes {
+                runs += 1;
+                let database = Scratch::make(store.as_ref(), dir.path(), runs)?;
+                eprintln!("{name} {size} on {}", database.store());
+                let measured = part(dir.path(), &database.url, size);
+                // Dropped even when the run failed.
                 database.drop_it()?;
-            }
-        }
-        if let Some(writes) = latency {
-            let database = scratch(&mut runs)?;
-            eprintln!("latency: {writes} writes on {}", database.store());
-            figures.extend(self::latency(dir.path(), &database.url, writes)?);
-            database.drop_it()?;
-        }
-        if direct_runs {
-            for &rows in &options.rows {
-                let database = scratch(&mut runs)?;
-                eprintln!("direct: {rows} rows on {}", database.store());
-                figures.extend(direct(dir.path(), &database.url, rows)?);
-                database.drop_it()?;
+                figures.extend(measured?);
             }
         }
     }
