@@ -14,6 +14,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::clocks::{julian_to_millis, Clocks, LiveRows};
@@ -33,14 +34,22 @@ pub const STAMP_CHUNK: usize = 1_000;
 
 /// Stamps what is pending, in bounded transactions, so that later
 /// transactions only have a little left to do.
+///
+/// Between two transactions the file is left alone for as long as the
+/// last one took. An app's writer waiting for the lock is not queued:
+/// SQLite's busy handler retries after 1, 2, 5, 10, ... 100 ms, so
+/// transactions that follow each other without a gap can keep it out for
+/// seconds (`rowsync bench sync` measures the app's longest commit).
 pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
     loop {
+        let started = Instant::now();
         let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
         let stamped = stamp_pending(replica, &tx, STAMP_CHUNK)?;
         tx.commit()?;
         if stamped < STAMP_CHUNK {
             return Ok(());
         }
+        std::thread::sleep(started.elapsed());
     }
 }
 
