@@ -2,7 +2,8 @@
 //! `rowsync sync`, two shells): one sync at a time per file, and an
 //! acknowledgement never removes an outbox entry its batch did not send.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -75,13 +76,17 @@ fn a_second_sync_waits_for_the_first_and_a_killed_holder_blocks_nobody() {
     device.exec("INSERT INTO contacts (id, name) VALUES ('1', 'one');");
     let lock = rowsync_client::lock::lock_path(&device.path);
     // Another process holds the lock (flock(2), as rowsync takes it on Unix).
-    let hold = "import fcntl, sys, time\nf = open(sys.argv[1], 'a')\nfcntl.flock(f, fcntl.LOCK_EX)\ntime.sleep(60)";
+    let hold = "import fcntl, sys, time\nf = open(sys.argv[1], 'a')\nfcntl.flock(f, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)";
     let mut holder = Command::new("python3")
         .args(["-c", hold])
         .arg(&lock)
+        .stdout(Stdio::piped())
         .spawn()
         .expect("run python3 to hold the lock from another process");
-    std::thread::sleep(Duration::from_millis(300));
+    // Only once it says so (python3 may take a while to start on a busy machine).
+    let mut said = String::new();
+    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut said).unwrap();
+    assert_eq!(said.trim(), "held");
     let options = SyncOptions { lock_wait: Duration::from_millis(200), ..SyncOptions::default() };
     let busy = device.sync_with(options).unwrap_err();
     assert!(matches!(busy, ClientError::Busy { .. }), "{busy}");
