@@ -14,7 +14,7 @@ use crate::bookkeeping::{key, known_batches, meta_get};
 use crate::error::ClientError;
 use crate::outbox::{acknowledge, next_batch, set_aside, Batch};
 use crate::replica::Replica;
-use crate::stamp::stamp_all;
+use crate::stamp::stamp_all_yielding;
 use crate::transport::Transport;
 
 /// Runs an engine's steps on one replica over one transport.
@@ -62,14 +62,14 @@ impl<'a> Driver<'a> {
             Step::Prepare => {
                 let schema = self.transport.schema()?;
                 replica.adopt_schema(&schema)?;
-                stamp_all(replica)?;
+                stamp_all_yielding(replica)?;
                 // Capture is checked, not trusted: writes it missed are queued first.
                 let mut notes = check_capture(replica)?;
                 notes.extend(audit_against_server(replica, self.transport, self.pull_limit)?);
                 Done::Prepared { notes, pending: replica.pending()? }
             }
             Step::Stamp => {
-                stamp_all(replica)?;
+                stamp_all_yielding(replica)?;
                 Done::Stamped { pending: replica.pending()? }
             }
             Step::Pull { limit } => {

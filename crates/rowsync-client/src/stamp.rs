@@ -34,13 +34,22 @@ pub const STAMP_CHUNK: usize = 1_000;
 
 /// Stamps what is pending, in bounded transactions, so that later
 /// transactions only have a little left to do.
-///
-/// Between two transactions the file is left alone for as long as the
-/// last one took. An app's writer waiting for the lock is not queued:
-/// SQLite's busy handler retries after 1, 2, 5, 10, ... 100 ms, so
-/// transactions that follow each other without a gap can keep it out for
-/// seconds (`rowsync bench sync` measures the app's longest commit).
 pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
+    stamp_in_chunks(replica, false)
+}
+
+/// [`stamp_all`] as sync does it, in the background: between two
+/// transactions the file is left alone for as long as the last one took.
+/// An app's writer waiting for the lock is not queued: SQLite's busy
+/// handler retries after 1, 2, 5, 10, ... 100 ms, so transactions that
+/// follow each other without a gap can keep it out for seconds (`rowsync
+/// bench sync` measures the app's longest commit). A caller that waits for
+/// the answer (status, conflicts) stamps without pauses.
+pub fn stamp_all_yielding(replica: &Replica) -> Result<(), ClientError> {
+    stamp_in_chunks(replica, true)
+}
+
+fn stamp_in_chunks(replica: &Replica, yielding: bool) -> Result<(), ClientError> {
     loop {
         let started = Instant::now();
         let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
@@ -49,7 +58,9 @@ pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
         if stamped < STAMP_CHUNK {
             return Ok(());
         }
-        std::thread::sleep(started.elapsed());
+        if yielding {
+            std::thread::sleep(started.elapsed());
+        }
     }
 }
 

@@ -68,6 +68,31 @@ impl DatabaseUrl {
             DatabaseUrl::Postgres(url) | DatabaseUrl::Mysql(url) => redact(url),
         }
     }
+
+    /// The kind of database: `sqlite`, `postgres` or `mysql`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DatabaseUrl::Sqlite(_) => "sqlite",
+            DatabaseUrl::Postgres(_) => "postgres",
+            DatabaseUrl::Mysql(_) => "mysql",
+        }
+    }
+
+    /// Database `name` on the same server, through the same credentials
+    /// and options (`None` for SQLite, which has no server).
+    pub fn on_same_server(&self, name: &str) -> Option<DatabaseUrl> {
+        let sibling = |url: &str| {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            let (base, query) = rest.split_once('?').map_or((rest, None), |(base, query)| (base, Some(query)));
+            let server = base.split_once('/').map_or(base, |(server, _)| server);
+            format!("{scheme}://{server}/{name}{}", query.map(|q| format!("?{q}")).unwrap_or_default())
+        };
+        match self {
+            DatabaseUrl::Sqlite(_) => None,
+            DatabaseUrl::Postgres(url) => Some(DatabaseUrl::Postgres(sibling(url))),
+            DatabaseUrl::Mysql(url) => Some(DatabaseUrl::Mysql(sibling(url))),
+        }
+    }
 }
 
 fn redact(url: &str) -> String {
@@ -405,6 +430,19 @@ impl Drop for BackgroundServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_database_on_the_same_server_keeps_credentials_and_options() {
+        let pg = DatabaseUrl::Postgres("postgres://u:p@db:5432/app?sslmode=require".into());
+        assert_eq!(
+            pg.on_same_server("scratch"),
+            Some(DatabaseUrl::Postgres("postgres://u:p@db:5432/scratch?sslmode=require".into()))
+        );
+        let bare = DatabaseUrl::Mysql("mysql://root@127.0.0.1:3306".into());
+        assert_eq!(bare.on_same_server("x"), Some(DatabaseUrl::Mysql("mysql://root@127.0.0.1:3306/x".into())));
+        assert_eq!(DatabaseUrl::Sqlite("a.db".into()).on_same_server("x"), None);
+        assert_eq!((pg.kind(), bare.kind()), ("postgres", "mysql"));
+    }
 
     fn settings(auth: Auth, owners: &[(&str, &str)]) -> Result<Schema, String> {
         let mut schema = rowsync_core::parse_schema(

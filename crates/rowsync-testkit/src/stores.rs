@@ -48,11 +48,6 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
-fn with_database(admin_url: &str, name: &str) -> String {
-    let (base, _) = admin_url.rsplit_once('/').expect("admin URL has a database path");
-    format!("{base}/{name}")
-}
-
 impl TestStore {
     pub fn name(&self) -> &'static str {
         match self {
@@ -85,7 +80,7 @@ impl TestStore {
                     let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("connect to test PostgreSQL");
                     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
                 });
-                DatabaseUrl::Postgres(with_database(admin_url, &name))
+                DatabaseUrl::Postgres(admin_url.clone()).on_same_server(&name).expect("a server URL")
             }
             TestStore::Mysql { admin_url } => {
                 runtime().block_on(async {
@@ -95,7 +90,7 @@ impl TestStore {
                         .await
                         .expect("create database");
                 });
-                DatabaseUrl::Mysql(with_database(admin_url, &name))
+                DatabaseUrl::Mysql(admin_url.clone()).on_same_server(&name).expect("a server URL")
             }
         }
     }

@@ -258,3 +258,25 @@ fn a_local_table_that_differs_from_the_server_is_refused() {
         assert!(err.contains("column nickname exists locally but not on the server"), "{err}");
     });
 }
+
+/// A backlog bigger than several stamping transactions (1,000 entries
+/// each) is stamped whole: the last row written carries its version, and
+/// all of it reaches the server.
+#[test]
+fn a_backlog_of_several_stamping_transactions_is_stamped_and_synced_whole() {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
+    let device = Device::init(dir.path(), "laptop", &server.url());
+    let inserts: String =
+        (0..2_600).map(|i| format!("INSERT INTO contacts (id, name) VALUES ('c{i:05}', 'n{i}');")).collect();
+    device.exec(&format!("BEGIN; {inserts} UPDATE contacts SET phone = 'p' WHERE id >= 'c02000'; COMMIT;"));
+    let replica = device.replica();
+    let version = |key: &str, column: &str| replica.cell_version("contacts", &[text(key)], column).unwrap();
+    assert!(version("c02599", "phone").is_some(), "the last write of the backlog is stamped");
+    assert!(version("c00000", "name").is_some());
+    assert_eq!(device.pending(), 3_200);
+    device.sync().unwrap();
+    assert_eq!(device.pending(), 0);
+    assert_eq!(server.rows("SELECT count(*) FROM contacts"), vec![vec![rowsync_proto::Value::Integer(2_600)]]);
+    assert_eq!(device.rows(ALL), server.rows(ALL));
+}

@@ -80,12 +80,10 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let stores = if stores.is_empty() { vec![None] } else { stores.into_iter().map(Some).collect() };
     let dir = tempfile::tempdir()?;
     let mut figures = Vec::new();
-    let (capture, sync_runs, latency, direct_runs) = match options.which {
-        Which::All => (Some(3), true, Some(200), true),
-        Which::Capture { rounds } => (Some(rounds), false, None, false),
-        Which::Sync => (None, true, None, false),
-        Which::Latency { writes } => (None, false, Some(writes), false),
-        Which::Direct => (None, false, None, true),
+    let capture = match options.which {
+        Which::All => Some(3),
+        Which::Capture { rounds } => Some(rounds),
+        _ => None,
     };
     if let Some(rounds) = capture {
         for &rows in &options.rows {
@@ -95,24 +93,25 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     }
     // Each part against each store and size, each run on a database of its own.
     type Part = fn(&std::path::Path, &DatabaseUrl, usize) -> anyhow::Result<Vec<Figure>>;
-    let mut parts: Vec<(&str, Part, Vec<usize>)> = Vec::new();
-    if sync_runs {
-        parts.push(("sync, rows:", sync_backlog, options.rows.clone()));
-    }
-    if let Some(writes) = latency {
-        parts.push(("latency, writes:", self::latency, vec![writes]));
-    }
-    if direct_runs {
-        parts.push(("direct, rows:", direct, options.rows.clone()));
-    }
+    let sync: (&str, Part, Vec<usize>) = ("sync, rows:", sync_backlog, options.rows.clone());
+    let latency = |writes| ("latency, writes:", self::latency as Part, vec![writes]);
+    let direct: (&str, Part, Vec<usize>) = ("direct, rows:", direct, options.rows.clone());
+    let parts = match options.which {
+        Which::All => vec![sync, latency(200), direct],
+        Which::Capture { .. } => vec![],
+        Which::Sync => vec![sync],
+        Which::Latency { writes } => vec![latency(writes)],
+        Which::Direct => vec![direct],
+    };
     let mut runs = 0;
     for store in &stores {
         for (name, part, sizes) in &parts {
             for &size in sizes {
                 runs += 1;
                 let database = Scratch::make(store.as_ref(), dir.path(), runs)?;
-                eprintln!("{name} {size} on {}", database.store());
-                let measured = part(dir.path(), &database.url, size);
+                let url = database.url();
+                eprintln!("{name} {size} on {}", url.kind());
+                let measured = part(dir.path(), &url, size);
                 // Dropped even when the run failed.
                 database.drop_it()?;
                 figures.extend(measured?);
@@ -130,72 +129,65 @@ pub fn run(options: Options) -> anyhow::Result<()> {
 }
 
 /// A server database for one run, made for it and dropped after it.
-struct Scratch {
-    url: DatabaseUrl,
-    /// For a database made on a server: the URL it was made through, and
-    /// its name.
-    made_on: Option<(DatabaseUrl, String)>,
+enum Scratch {
+    File(std::path::PathBuf),
+    /// A database `url` made through the server URL `on`.
+    Made {
+        on: DatabaseUrl,
+        name: String,
+        url: DatabaseUrl,
+    },
 }
 
 impl Scratch {
     fn make(named: Option<&DatabaseUrl>, dir: &std::path::Path, run: usize) -> anyhow::Result<Scratch> {
         let name = format!("rowsync_bench_{}_{run}", std::process::id());
-        let (url, made_on) = match named {
-            None => (DatabaseUrl::Sqlite(dir.join(format!("{name}.db"))), None),
+        let on = match named {
+            None => return Ok(Scratch::File(dir.join(format!("{name}.db")))),
             // Beside the file named, so that it is measured on that disk.
             Some(DatabaseUrl::Sqlite(path)) => {
                 let beside = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-                (DatabaseUrl::Sqlite(beside.join(format!("{name}.db"))), None)
+                return Ok(Scratch::File(beside.join(format!("{name}.db"))));
             }
-            Some(DatabaseUrl::Postgres(url)) => (DatabaseUrl::Postgres(with_database(url, &name)?), named.cloned()),
-            Some(DatabaseUrl::Mysql(url)) => (DatabaseUrl::Mysql(with_database(url, &name)?), named.cloned()),
+            Some(server) => server.clone(),
         };
-        let made_on = made_on.map(|server| (server, name.clone()));
-        if let Some((server, name)) = &made_on {
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
-                let (pool, _) = other_program(server).await?;
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&pool)
-                    .await
-                    .with_context(|| format!("make the scratch database {name} on {}", server.redacted()))?;
-                anyhow::Ok(())
-            })?;
-        }
-        Ok(Scratch { url, made_on })
+        let url = on.on_same_server(&name).context("a database server URL")?;
+        tokio::runtime::Runtime::new()?.block_on(async {
+            let (pool, _) = other_program(&on).await?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&pool)
+                .await
+                .with_context(|| format!("make the scratch database {name} on {}", on.redacted()))?;
+            anyhow::Ok(())
+        })?;
+        Ok(Scratch::Made { on, name, url })
     }
 
-    fn store(&self) -> &'static str {
-        store_name(&self.url)
+    fn url(&self) -> DatabaseUrl {
+        match self {
+            Scratch::File(path) => DatabaseUrl::Sqlite(path.clone()),
+            Scratch::Made { url, .. } => url.clone(),
+        }
     }
 
     fn drop_it(self) -> anyhow::Result<()> {
-        match (&self.url, &self.made_on) {
-            (DatabaseUrl::Sqlite(path), _) => {
+        match self {
+            Scratch::File(path) => {
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
                 }
             }
-            (url, Some((server, name))) => {
-                let force = if matches!(url, DatabaseUrl::Postgres(_)) { " WITH (FORCE)" } else { "" };
+            Scratch::Made { on, name, .. } => {
+                let force = if matches!(on, DatabaseUrl::Postgres(_)) { " WITH (FORCE)" } else { "" };
                 tokio::runtime::Runtime::new()?.block_on(async {
-                    let (pool, _) = other_program(server).await?;
+                    let (pool, _) = other_program(&on).await?;
                     sqlx::query(&format!("DROP DATABASE {name}{force}")).execute(&pool).await?;
                     anyhow::Ok(())
                 })?;
             }
-            _ => {}
         }
         Ok(())
     }
-}
-
-/// `url` naming database `name` on the same server, query kept.
-fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
-    let (scheme, rest) = url.split_once("://").context("a database URL has a scheme")?;
-    let (base, query) = rest.split_once('?').map_or((rest, None), |(b, q)| (b, Some(q)));
-    let server = base.split_once('/').map_or(base, |(server, _)| server);
-    Ok(format!("{scheme}://{server}/{name}{}", query.map(|q| format!("?{q}")).unwrap_or_default()))
 }
 
 /// Seconds Python's sqlite3 takes to bulk insert the bench's `rows` into a
@@ -351,7 +343,7 @@ fn direct(dir: &std::path::Path, database: &DatabaseUrl, rows: usize) -> anyhow:
     let dir = tempfile::tempdir_in(dir)?;
     let schema = parse_schema(SCHEMA)?;
     let (server, token) = bench_server(database, &schema)?;
-    let store = store_name(database);
+    let store = database.kind();
     let runtime = tokio::runtime::Runtime::new()?;
     let singles = rows.min(1_000);
     let figure = |what: &str, count: usize, plain: f64, captured: f64| {
@@ -408,15 +400,6 @@ fn direct(dir: &std::path::Path, database: &DatabaseUrl, rows: usize) -> anyhow:
     Ok(figures)
 }
 
-/// The kind of store, as the report names it.
-fn store_name(database: &DatabaseUrl) -> &'static str {
-    match database {
-        DatabaseUrl::Sqlite(_) => "sqlite",
-        DatabaseUrl::Postgres(_) => "postgres",
-        DatabaseUrl::Mysql(_) => "mysql",
-    }
-}
-
 /// The longest an app waited for one of its commits to the replica file
 /// while `work` ran: it commits a row to a table of its own every few
 /// milliseconds, as an app writing during sync would.
@@ -448,7 +431,7 @@ fn longest_app_commit<T>(file: &std::path::Path, work: impl FnOnce() -> T) -> an
 fn sync_backlog(dir: &std::path::Path, database: &DatabaseUrl, rows: usize) -> anyhow::Result<Vec<Figure>> {
     let dir = tempfile::tempdir_in(dir)?;
     let schema = parse_schema(SCHEMA)?;
-    let store = store_name(database);
+    let store = database.kind();
 
     let plain = Connection::open(dir.path().join("plain.db"))?;
     plain.pragma_update(None, "journal_mode", "WAL")?;
@@ -523,7 +506,7 @@ fn bench_server(database: &DatabaseUrl, schema: &Schema) -> anyhow::Result<(Back
 fn latency(dir: &std::path::Path, database: &DatabaseUrl, writes: usize) -> anyhow::Result<Vec<Figure>> {
     let dir = tempfile::tempdir_in(dir)?;
     let schema = parse_schema(SCHEMA)?;
-    let store = store_name(database);
+    let store = database.kind();
     let (server, token) = bench_server(database, &schema)?;
     let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
     Replica::init(&a, &server.url(), &schema, Some(&token))?;
