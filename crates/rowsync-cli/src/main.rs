@@ -96,8 +96,9 @@ enum Command {
     /// Pull and push until both directions are caught up.
     Sync {
         local: PathBuf,
-        /// Changes per pull page.
-        #[arg(long, default_value_t = 1000)]
+        /// Most changes per pull page (pages are sized so that writing one
+        /// takes about 25 ms, the app's writes waiting meanwhile).
+        #[arg(long, default_value_t = 5000)]
         pull_limit: u32,
         /// Outbox entries per push batch.
         #[arg(long, default_value_t = 2000)]

@@ -1,25 +1,34 @@
 //! Applying a pulled page: merge each incoming row state with the local one,
-//! write the result, and move the cursor, all in one transaction.
+//! write the result, and move the cursor, all in one transaction. The
+//! engine sizes pages so that one takes about a slice to apply, and the
+//! driver leaves the file to the app between them (see [`crate::pace`]).
 //!
 //! Local writes not yet stamped are stamped first (same transaction), so the
 //! merge sees every pending local edit with its version: a pulled change for
 //! a row with local edits is merged cell by cell, never written over them,
-//! and the outbox entries survive to be pushed. The capture triggers fire for
-//! the rows written here too; those entries (every id above the outbox's
-//! newest before the page, since no one else can write inside this
-//! transaction) are deleted before commit: no pulled change echoes into the
-//! outbox.
+//! and the outbox entries survive to be pushed.
+//!
+//! No pulled change echoes into the outbox. Where the synced tables carry
+//! no triggers but rowsync's, triggers are off on rowsync's connection
+//! while it writes the page (SQLite's `SQLITE_DBCONFIG_ENABLE_TRIGGER`,
+//! which holds for this connection only: the app's writes are captured as
+//! ever), and the rows go in without the capture's cost. Where the app has
+//! triggers of its own on them, they must see the pulled rows, so all
+//! triggers fire; the outbox entries the capture triggers make then (every
+//! id above the outbox's newest before the page, since no one else can
+//! write inside this transaction) are deleted before commit.
 
 use std::collections::HashSet;
 
-use rowsync_core::capture::OP_SET_ASIDE;
-use rowsync_core::change::decode_change;
+use rowsync_core::capture::{trigger_names, OP_SET_ASIDE};
+use rowsync_core::change::{decode_change, DecodedChange};
 use rowsync_core::clocks::{Clocks, LiveRows};
 use rowsync_core::ddl::{update_columns, Dialect};
 use rowsync_core::RowState;
 use rowsync_proto::{ConflictStrategy, PullResponse, Value};
+use rusqlite::config::DbConfig;
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use crate::bookkeeping::{
     key, load_clock, load_clocks, load_conflicts, meta_get, meta_set, save_clock, save_clocks, save_conflicts,
@@ -32,7 +41,18 @@ use crate::values::{key_token, stored_key, to_sql};
 
 /// Applies one page and stores its cursor. Returns how many rows changed locally.
 pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, ClientError> {
+    // Decoding needs no lock: it is done before the transaction begins.
+    let changes: Vec<DecodedChange> = page
+        .changes
+        .iter()
+        .map(|change| {
+            decode_change(&replica.schema, change)
+                .map_err(|e| ClientError::Protocol(format!("pulled change does not fit the schema: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
+    // Triggers are back on when the page is done, however it ends.
+    let _capture = CaptureOff::when_alone(replica, &replica.conn)?;
     stamp_rest(replica, &tx)?;
     let newest_before: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |row| row.get(0))?;
     let mut clock = load_clock(&tx)?;
@@ -40,9 +60,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
     let mut changed_rows = 0;
     let mut live = LiveRows::default();
     let mut unpushed = None;
-    for change in &page.changes {
-        let decoded = decode_change(&replica.schema, change)
-            .map_err(|e| ClientError::Protocol(format!("pulled change does not fit the schema: {e}")))?;
+    for decoded in &changes {
         for version in decoded.state.versions() {
             clock.observe(version.hlc);
             observed = observed.max(version.hlc.0 as i64);
@@ -132,6 +150,43 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
     tx.execute("DELETE FROM _rowsync_outbox WHERE id > ?", [newest_before])?;
     tx.commit()?;
     Ok(changed_rows)
+}
+
+/// Triggers off on rowsync's connection for as long as it lives (see the
+/// module's documentation), and back on when dropped.
+struct CaptureOff<'a> {
+    conn: &'a Connection,
+}
+
+impl<'a> CaptureOff<'a> {
+    /// Turns triggers off when the synced tables carry no triggers but
+    /// rowsync's capture triggers; `None` (triggers stay on) otherwise.
+    /// Read inside the write transaction, so no trigger can appear before
+    /// it ends.
+    fn when_alone(replica: &Replica, conn: &'a Connection) -> Result<Option<CaptureOff<'a>>, ClientError> {
+        let ours: HashSet<String> = replica.schema.tables.iter().flat_map(trigger_names).collect();
+        let synced: HashSet<&str> = replica.schema.tables.iter().map(|t| t.name.as_str()).collect();
+        let mut triggers = conn.prepare_cached("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'")?;
+        let mut rows = triggers.query([])?;
+        while let Some(row) = rows.next()? {
+            let (name, table): (String, String) = (row.get(0)?, row.get(1)?);
+            if !ours.contains(&name) && synced.iter().any(|t| t.eq_ignore_ascii_case(&table)) {
+                return Ok(None);
+            }
+        }
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
+        Ok(Some(CaptureOff { conn }))
+    }
+}
+
+impl Drop for CaptureOff<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = self.conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true) {
+            // Without triggers, this connection's writes would escape
+            // capture; the audit before the next sync would find them.
+            tracing::error!(%error, "turning triggers back on after applying a pulled page");
+        }
+    }
 }
 
 /// Puts the row's local values into the cells of `state` it did not take

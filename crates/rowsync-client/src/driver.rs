@@ -5,6 +5,8 @@
 //! transactions. `sync` and the agent drive the engine with it; so can a
 //! simulation, on its own clock.
 
+use std::time::Instant;
+
 use rowsync_core::engine::{Done, Event, Failure, Step};
 use rowsync_proto::PullRequest;
 
@@ -88,11 +90,23 @@ impl<'a> Driver<'a> {
                 if page.schema_version.is_some_and(|version| version > replica.schema.version) {
                     replica.adopt_schema(&self.transport.schema()?)?;
                 }
-                let applied = apply_page(replica, &page)? as u64;
-                Done::Pulled { changes: page.changes.len() as u64, applied, cursor: page.cursor, more: page.more }
+                // A page is one write transaction: the app gets the file to
+                // itself for a while before it begins.
+                let (applied, took) = replica.pacer.slice(|| {
+                    let started = Instant::now();
+                    (apply_page(replica, &page), started.elapsed())
+                });
+                let (applied, took_us) = (applied? as u64, took.as_micros() as u64);
+                Done::Pulled {
+                    changes: page.changes.len() as u64,
+                    applied,
+                    cursor: page.cursor,
+                    more: page.more,
+                    took_us,
+                }
             }
             Step::Push { limit, bytes } => {
-                self.batch = next_batch(replica, *limit, *bytes)?;
+                self.batch = replica.pacer.slice(|| next_batch(replica, *limit, *bytes))?;
                 let Some(batch) = &self.batch else { return Ok(Done::NothingToPush) };
                 *sent = batch.request.changes.len();
                 let response = self.transport.push(&batch.request)?;

@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use crate::bookkeeping::{key, meta_get, meta_set, now_text};
 use crate::error::ClientError;
+use crate::pace::Pacer;
 use crate::stamp::stamp_rest;
 use crate::transport::{trusted_roots, ServerAccess};
 use crate::triggers::{drop_triggers, install_triggers, triggers_of, Triggers};
@@ -41,6 +42,8 @@ pub struct Replica {
     loaded_at: i64,
     /// The schema as `_rowsync_meta` stored it when loaded.
     loaded_json: String,
+    /// Keeps the app's gap between the slices of sync's long work.
+    pub(crate) pacer: Pacer,
 }
 
 /// The statements on one row of a synced table (parameters as in `ddl`).
@@ -61,6 +64,12 @@ fn open_connection(path: &Path) -> Result<Connection, ClientError> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Whichever connection commits once the WAL has passed its threshold
+    // copies it into the file (a checkpoint, with an fsync) before its commit
+    // returns. Sync writes the most, and checkpoints at a lower threshold
+    // than the app's default (1,000 pages), so that the app's commits do not
+    // pay for copying sync's pages.
+    conn.pragma_update(None, "wal_autocheckpoint", 256)?;
     Ok(conn)
 }
 
@@ -140,6 +149,7 @@ impl Replica {
             row_sql: Vec::new(),
             loaded_at: 0,
             loaded_json: String::new(),
+            pacer: Pacer::default(),
         };
         replica.load_schema()?;
         Ok(replica)

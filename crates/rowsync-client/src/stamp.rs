@@ -14,7 +14,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::clocks::{julian_to_millis, Clocks, LiveRows};
@@ -38,28 +37,25 @@ pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
     stamp_in_chunks(replica, false)
 }
 
-/// [`stamp_all`] as sync does it, in the background: between two
-/// transactions the file is left alone for as long as the last one took.
-/// An app's writer waiting for the lock is not queued: SQLite's busy
-/// handler retries after 1, 2, 5, 10, ... 100 ms, so transactions that
-/// follow each other without a gap can keep it out for seconds (`rowsync
-/// bench sync` measures the app's longest commit). A caller that waits for
-/// the answer (status, conflicts) stamps without pauses.
+/// [`stamp_all`] as sync does it, in the background: its transactions are
+/// slices with the file left to the app between them (see
+/// [`crate::pace`]). A caller that waits for the answer (status,
+/// conflicts) stamps without pauses.
 pub fn stamp_all_yielding(replica: &Replica) -> Result<(), ClientError> {
     stamp_in_chunks(replica, true)
 }
 
 fn stamp_in_chunks(replica: &Replica, yielding: bool) -> Result<(), ClientError> {
-    loop {
-        let started = Instant::now();
+    let chunk = || {
         let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
         let stamped = stamp_pending(replica, &tx, STAMP_CHUNK)?;
         tx.commit()?;
+        Ok::<_, ClientError>(stamped)
+    };
+    loop {
+        let stamped = if yielding { replica.pacer.slice(chunk)? } else { chunk()? };
         if stamped < STAMP_CHUNK {
             return Ok(());
-        }
-        if yielding {
-            std::thread::sleep(started.elapsed());
         }
     }
 }

@@ -17,7 +17,8 @@ use crate::transport::Transport;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SyncOptions {
-    /// Changes asked for per pull page.
+    /// Most changes asked for per pull page (the engine sizes pages to
+    /// its pull slice, see [`rowsync_core::engine::page_size`]).
     pub pull_limit: u32,
     /// Outbox entries per push batch.
     pub push_limit: usize,
@@ -31,7 +32,7 @@ pub struct SyncOptions {
 impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
-            pull_limit: 1_000,
+            pull_limit: 5_000,
             push_limit: 2_000,
             push_bytes: 4 * 1024 * 1024,
             lock_wait: Duration::from_secs(60),

@@ -10,12 +10,14 @@
 //! itself when the change is pushed, and versions are assigned then too, from
 //! the recorded time (see `rowsync-client`'s stamping).
 //!
-//! The triggers fire for rowsync's own writes too, when it applies pulled
-//! changes. Rather than make every application write pay for a "who is
-//! writing?" check (measured at 5-15% of capture throughput), rowsync
-//! deletes the entries its own writes produced before that transaction
-//! commits (see `rowsync-client`'s apply), so pulled changes never echo back
-//! into the outbox.
+//! Rowsync's own writes, when it applies pulled changes, must not echo
+//! into the outbox. Rather than make every application write pay for a
+//! "who is writing?" check (measured at 5-15% of capture throughput),
+//! rowsync turns triggers off on its own connection while it applies a
+//! page, where the synced tables carry no triggers but these; where the
+//! app has triggers of its own on them (which must see pulled rows), every
+//! trigger fires and rowsync deletes the entries its writes produced
+//! before that transaction commits (see `rowsync-client`'s apply).
 
 use rowsync_proto::Table;
 

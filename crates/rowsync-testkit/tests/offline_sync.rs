@@ -198,6 +198,48 @@ fn pulled_changes_write_nothing_to_the_outbox() {
     });
 }
 
+/// Rowsync writes pulled rows with triggers off where the synced tables
+/// carry only its own (no echo at no cost), and with every trigger firing
+/// where the app has triggers of its own on them: those must see pulled
+/// rows as they see any write. Either way nothing echoes into the outbox,
+/// and writes made afterwards on the very connection that applied the
+/// page are captured.
+#[test]
+fn the_apps_own_triggers_see_pulled_rows_and_capture_resumes_after_a_pull() {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
+    let laptop = Device::init(dir.path(), "laptop", &server.url());
+    let phone = Device::init(dir.path(), "phone", &server.url());
+    let tablet = Device::init(dir.path(), "tablet", &server.url());
+    phone.exec(
+        "CREATE TABLE contact_log (id TEXT, name TEXT);
+         CREATE TRIGGER log_contacts AFTER INSERT ON contacts BEGIN INSERT INTO contact_log VALUES (NEW.id, NEW.name); END;
+         CREATE TRIGGER log_renames AFTER UPDATE OF name ON contacts BEGIN INSERT INTO contact_log VALUES (NEW.id, NEW.name); END;",
+    );
+    laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, '111');");
+    laptop.sync().unwrap();
+    for device in [&phone, &tablet] {
+        let mut replica = device.replica();
+        let transport = rowsync_client::HttpTransport::connect(&replica.server_access().unwrap()).unwrap();
+        let report = rowsync_client::sync(&mut replica, &transport, Default::default()).unwrap();
+        assert_eq!(report.applied, 1, "{}", device.name);
+        assert_eq!(device.pending(), 0, "{}: a pulled row echoed into the outbox", device.name);
+        replica.connection().execute("UPDATE contacts SET phone = '222' WHERE id = 'a'", []).unwrap();
+        assert_eq!(device.pending(), 1, "{}: a write after the pull escaped capture", device.name);
+    }
+    laptop.exec("UPDATE contacts SET name = 'Ada L.' WHERE id = 'a';");
+    laptop.sync().unwrap();
+    phone.sync().unwrap();
+    assert_eq!(
+        phone.rows("SELECT id, name FROM contact_log"),
+        vec![vec![text("a"), text("Ada")], vec![text("a"), text("Ada L.")]],
+        "the app's triggers saw the pulled insert and the pulled rename"
+    );
+    tablet.sync().unwrap();
+    laptop.sync().unwrap();
+    assert_converged(&server, &[&laptop, &phone, &tablet]);
+}
+
 #[test]
 fn a_ten_thousand_row_backlog_moves_in_pages() {
     on_every_store(|store| {

@@ -40,7 +40,7 @@ fn last_state(actions: &[Action]) -> Option<State> {
 }
 
 fn pulled(cursor: u64, more: bool) -> Event {
-    Event::Done(Done::Pulled { changes: 3, applied: 2, cursor, more })
+    Event::Done(Done::Pulled { changes: 3, applied: 2, cursor, more, took_us: 1_000 })
 }
 
 fn refused(code: ErrorCode, change: Option<usize>, sent: usize) -> Event {
@@ -326,4 +326,37 @@ fn stop_while_a_step_fails_reports_the_failure_and_stops_without_retrying() {
     engine.handle(1, Event::StopAsked);
     let actions = engine.handle(2, refused(ErrorCode::SiteReused, None, 0));
     assert!(matches!(actions[..], [Action::RoundFailed(_), Action::Publish(_), Action::Stopped]), "{actions:?}");
+}
+
+#[test]
+fn pull_pages_are_sized_to_take_about_a_slice_to_apply() {
+    // 1,000 changes in 50 ms: 500 fit in 25 ms.
+    assert_eq!(page_size(1_000, 1_000, 50_000, 25, 5_000), 500);
+    // 1,000 in 5 ms: 5,000 would fit, and that is the most.
+    assert_eq!(page_size(1_000, 1_000, 5_000, 25, 5_000), 5_000);
+    assert_eq!(page_size(1_000, 1_000, 5_000, 25, 2_000), 2_000);
+    // Within a quarter of the current size, it stays (the page fetched
+    // ahead is for it); beyond, it moves to a round size.
+    assert_eq!(page_size(1_000, 1_000, 22_000, 25, 5_000), 1_000);
+    assert_eq!(page_size(1_000, 1_000, 30_000, 25, 5_000), 1_000);
+    assert_eq!(page_size(1_000, 1_000, 19_000, 25, 5_000), 1_300);
+    // Huge rows: never below the smallest page, nor above the most.
+    assert_eq!(page_size(1_000, 1_000, 10_000_000, 25, 5_000), 100);
+    assert_eq!(page_size(1_000, 1_000, 10_000_000, 25, 40), 40);
+    // A page too small to show a pace (the last of a pull) changes nothing,
+    // nor does a page that took no time at all overflow.
+    assert_eq!(page_size(1_000, 3, 10_000_000, 25, 5_000), 1_000);
+    assert_eq!(page_size(1_000, 1_000, 0, 25, 5_000), 5_000);
+}
+
+#[test]
+fn the_next_pull_asks_for_the_size_the_last_page_showed_fits() {
+    let mut engine = Engine::new(Mode::Once, Config { pull_limit: 5_000, ..config() }, 7);
+    let actions = engine.start();
+    assert_eq!(steps(&actions), vec![Step::Prepare]);
+    let actions = engine.handle(0, Event::Done(Done::Prepared { notes: vec![], pending: 0 }));
+    assert_eq!(steps(&actions), vec![Step::Pull { limit: 1_000 }], "the first page, before any pace is known");
+    let page = Done::Pulled { changes: 1_000, applied: 1_000, cursor: 1_000, more: true, took_us: 100_000 };
+    let actions = engine.handle(0, Event::Done(page));
+    assert_eq!(steps(&actions), vec![Step::Pull { limit: 200 }], "1,000 changes took 100 ms: 250 fit in 25 ms");
 }
