@@ -586,9 +586,12 @@ async fn pull<S: Store>(
     if params.cursor > i64::MAX as u64 {
         return Err(ApiError::bad_parameter(format!("cursor must be between 0 and {}", i64::MAX)));
     }
-    let limit = params.limit.unwrap_or(DEFAULT_PULL_LIMIT.min(state.limits.page_changes));
-    if limit == 0 || limit > state.limits.page_changes {
-        return Err(ApiError::bad_parameter(format!("limit must be between 1 and {}", state.limits.page_changes)));
+    // A limit is a most: asked for more than a page, the server answers a
+    // page (and `more`), so clients may size their pages without knowing
+    // this server's largest.
+    let limit = params.limit.unwrap_or(DEFAULT_PULL_LIMIT).min(state.limits.page_changes);
+    if limit == 0 {
+        return Err(ApiError::bad_parameter("limit must be at least 1"));
     }
     let most_wait = state.limits.wait.as_secs();
     if params.wait > most_wait {

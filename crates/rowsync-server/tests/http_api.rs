@@ -10,7 +10,7 @@ use rowsync_proto::{
     Cell, Hlc, PullResponse, PushRequest, PushResponse, PushedChange, RowChange, SiteId, Value, Version,
 };
 use rowsync_server::store::{SqliteStore, Store};
-use rowsync_server::{app, AppState, Auth, Router};
+use rowsync_server::{app, AppState, Auth, Limits, Router};
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -18,11 +18,15 @@ const SCHEMA: &str = "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT 
 
 /// A router without tokens (they are tested in `security.rs`).
 async fn router(dir: &tempfile::TempDir, body_limit: usize) -> Router {
+    router_with(dir, |limits| limits.body_bytes = body_limit).await
+}
+
+async fn router_with(dir: &tempfile::TempDir, limits: impl FnOnce(&mut Limits)) -> Router {
     let store = SqliteStore::open(&dir.path().join("server.db")).await.unwrap();
     let schema = store.install(Some(&parse_schema(SCHEMA).unwrap())).await.unwrap();
     let mut state = AppState::new(store, schema);
     state.auth = Auth::Off;
-    state.limits.body_bytes = body_limit;
+    limits(&mut state.limits);
     app(state)
 }
 
@@ -151,6 +155,26 @@ async fn a_copy_of_a_replica_is_refused_and_a_duplicate_request_is_not() {
 
 /// A pull asked to wait answers as soon as a change after its cursor
 /// commits, and a wait beyond the bound is refused.
+/// A client may ask for more than the server's largest page (clients size
+/// their pages from their own pace): it gets a page of the largest size,
+/// and the rest on the next pull.
+#[tokio::test]
+async fn a_pull_asking_for_more_than_a_page_gets_a_whole_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router_with(&dir, |limits| limits.page_changes = 2).await;
+    let changes = (1..=3).map(|seq| contact(&format!("c{seq}"), Value::Text("x".into()), Value::Null, seq)).collect();
+    let (status, _) = call(&router, post(batch(changes))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(&router, Request::get("/v1/pull?cursor=0&limit=5000").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page: PullResponse = serde_json::from_value(body).unwrap();
+    assert_eq!((page.changes.len(), page.more), (2, true));
+    let rest = format!("/v1/pull?cursor={}&limit=5000", page.cursor);
+    let (_, body) = call(&router, Request::get(rest).body(Body::empty()).unwrap()).await;
+    let page: PullResponse = serde_json::from_value(body).unwrap();
+    assert_eq!((page.changes.len(), page.more), (1, false));
+}
+
 #[tokio::test]
 async fn a_waiting_pull_answers_when_a_change_commits() {
     let dir = tempfile::tempdir().unwrap();
