@@ -13,10 +13,11 @@
 //! at most. (`rowsync bench sync` measures the app's longest commit while
 //! a backlog is pushed and pulled.)
 //!
-//! So sync's long work runs in slices of that length (pull pages sized by
-//! the engine to about 25 ms each, stamping in chunks, push batches read
-//! from the outbox) through a [`Pacer`], which keeps the gap between one
-//! slice and the next, whichever step they belong to. A short slice needs
+//! So sync's long work runs in slices of that length (pull pages and
+//! stamping chunks, each sized from the pace of the last to take about
+//! [`rowsync_core::pace::SLICE_MS`]; push batches read from the outbox)
+//! through a [`Pacer`], which keeps the gap between one slice and the next,
+//! whichever step they belong to. A short slice needs
 //! a short gap only (as long as it took): the few quick transactions of
 //! the agent's round after a single commit are not held back.
 

@@ -14,9 +14,11 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::clocks::{julian_to_millis, Clocks, LiveRows};
+use rowsync_core::pace;
 use rowsync_proto::{ConflictStrategy, Version};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
@@ -28,36 +30,45 @@ use crate::error::ClientError;
 use crate::replica::Replica;
 use crate::values::key_token;
 
-/// Outbox entries stamped per transaction.
+/// Outbox entries stamped per transaction where no pace is kept (and the
+/// first chunk's size where one is).
 pub const STAMP_CHUNK: usize = 1_000;
+
+/// The most outbox entries one paced chunk stamps.
+const MOST_PER_CHUNK: u32 = 20_000;
 
 /// Stamps what is pending, in bounded transactions, so that later
 /// transactions only have a little left to do.
 pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
-    stamp_in_chunks(replica, false)
+    while stamp_chunk(replica, STAMP_CHUNK)? == STAMP_CHUNK {}
+    Ok(())
 }
 
 /// [`stamp_all`] as sync does it, in the background: its transactions are
-/// slices with the file left to the app between them (see
-/// [`crate::pace`]). A caller that waits for the answer (status,
-/// conflicts) stamps without pauses.
+/// slices of about [`pace::SLICE_MS`], sized from the pace of the last, with
+/// the file left to the app between them (see [`crate::pace`]). A caller
+/// that waits for the answer (status, conflicts) stamps without pauses.
 pub fn stamp_all_yielding(replica: &Replica) -> Result<(), ClientError> {
-    stamp_in_chunks(replica, true)
-}
-
-fn stamp_in_chunks(replica: &Replica, yielding: bool) -> Result<(), ClientError> {
-    let chunk = || {
-        let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
-        let stamped = stamp_pending(replica, &tx, STAMP_CHUNK)?;
-        tx.commit()?;
-        Ok::<_, ClientError>(stamped)
-    };
+    let mut size = STAMP_CHUNK as u32;
     loop {
-        let stamped = if yielding { replica.pacer.slice(chunk)? } else { chunk()? };
-        if stamped < STAMP_CHUNK {
+        let (stamped, took) = replica.pacer.slice(|| {
+            let started = Instant::now();
+            (stamp_chunk(replica, size as usize), started.elapsed())
+        });
+        let stamped = stamped?;
+        if stamped < size as usize {
             return Ok(());
         }
+        size = pace::fit(size, stamped as u64, took.as_micros() as u64, pace::SLICE_MS, MOST_PER_CHUNK);
     }
+}
+
+/// Stamps at most `limit` entries in a transaction of their own.
+fn stamp_chunk(replica: &Replica, limit: usize) -> Result<usize, ClientError> {
+    let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
+    let stamped = stamp_pending(replica, &tx, limit)?;
+    tx.commit()?;
+    Ok(stamped)
 }
 
 /// Stamps every unstamped outbox entry on the caller's transaction.

@@ -34,6 +34,8 @@ use rand::{Rng, SeedableRng};
 use rowsync_proto::ErrorCode;
 use serde::Serialize;
 
+use crate::pace;
+
 /// Whether the engine stops after one round or keeps the replica in sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -79,8 +81,8 @@ pub struct Config {
     pub pull_limit: u32,
     /// About how long applying one pull page may take, in milliseconds:
     /// pages are sized to it from the pace of the last one (see
-    /// [`page_size`]). A page is one write transaction on the replica, and
-    /// the app's writes wait for it.
+    /// [`pace`]). A page is one write transaction on the replica, and the
+    /// app's writes wait for it.
     pub pull_slice_ms: u64,
     /// Outbox entries per push batch.
     pub push_limit: usize,
@@ -101,7 +103,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             pull_limit: 5_000,
-            pull_slice_ms: 25,
+            pull_slice_ms: pace::SLICE_MS,
             push_limit: 2_000,
             push_bytes: 4 * 1024 * 1024,
             backoff: Backoff::default(),
@@ -345,33 +347,11 @@ struct Running {
     corrected: bool,
 }
 
-/// The size of the first pull page, before any pace is known.
+/// The size of the first pull page, before any pace is known. The
+/// transport fetches the next page while one is applied, at the size asked
+/// last: the engine changes its size only when it is well off (see
+/// [`pace::fit`]).
 const FIRST_PAGE: u32 = 1_000;
-
-/// The smallest pull page the pace can ask for: below it, a page's fixed
-/// costs (a request, a transaction) would dominate.
-const SMALLEST_PAGE: u32 = 100;
-
-/// The size of the next pull page, after one of `changes` changes took
-/// `took_us` microseconds to apply: as many as fit in `slice_ms` at that
-/// pace, from [`SMALLEST_PAGE`] to `most`. Pages too small to show a pace
-/// change nothing, and the size moves only when it is off by more than a
-/// quarter: the transport fetches the next page while this one is applied,
-/// at the size asked last, and a new size wastes that fetch.
-pub fn page_size(current: u32, changes: u64, took_us: u64, slice_ms: u64, most: u32) -> u32 {
-    if changes < u64::from(SMALLEST_PAGE) {
-        return current;
-    }
-    let smallest = u64::from(SMALLEST_PAGE.min(most));
-    let fits = (changes.saturating_mul(slice_ms.saturating_mul(1_000)) / took_us.max(1)).clamp(smallest, most.into());
-    let current = u64::from(current);
-    if fits * 4 < current * 3 || fits * 4 > current * 5 {
-        // Round sizes, so that a steady pace keeps one.
-        (fits / 100 * 100).max(smallest) as u32
-    } else {
-        current as u32
-    }
-}
 
 #[derive(Debug)]
 pub struct Engine {
@@ -388,7 +368,7 @@ pub struct Engine {
     /// The cursor a long-poll waits from, while one is out.
     listening: Option<u64>,
     cursor: u64,
-    /// Changes asked for by the next pull (see [`page_size`]).
+    /// Changes asked for by the next pull (see [`pace::fit`]).
     page: u32,
     stopping: bool,
     stopped: bool,
@@ -559,7 +539,7 @@ impl Engine {
             }
             Done::Stamped { pending } => running.pending = pending,
             Done::Pulled { changes, applied, cursor, more, took_us } => {
-                self.page = page_size(self.page, changes, took_us, self.config.pull_slice_ms, self.config.pull_limit);
+                self.page = pace::fit(self.page, changes, took_us, self.config.pull_slice_ms, self.config.pull_limit);
                 running.report.pulled += changes;
                 running.report.applied += applied;
                 running.report.pull_pages += 1;

@@ -12,6 +12,7 @@
 //! - [`clocks`]: a replica's versions of one row, and recording a local write in them.
 //! - [`merge`]: a row's state and the merge of two states (last writer wins per cell).
 //! - [`change`]: checking a wire change against the schema and turning it into a row state.
+//! - [`pace`]: how much of sync's long work goes in one transaction on a replica.
 //! - [`engine`]: a replica's sync decisions as a state machine (what to run next, retries, status).
 
 pub mod capture;
@@ -22,6 +23,7 @@ pub mod ddl;
 pub mod engine;
 pub mod evolution;
 pub mod merge;
+pub mod pace;
 pub mod schema;
 
 pub use change::{ChangeError, DecodedChange};

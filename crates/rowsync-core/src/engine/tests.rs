@@ -329,27 +329,6 @@ fn stop_while_a_step_fails_reports_the_failure_and_stops_without_retrying() {
 }
 
 #[test]
-fn pull_pages_are_sized_to_take_about_a_slice_to_apply() {
-    // 1,000 changes in 50 ms: 500 fit in 25 ms.
-    assert_eq!(page_size(1_000, 1_000, 50_000, 25, 5_000), 500);
-    // 1,000 in 5 ms: 5,000 would fit, and that is the most.
-    assert_eq!(page_size(1_000, 1_000, 5_000, 25, 5_000), 5_000);
-    assert_eq!(page_size(1_000, 1_000, 5_000, 25, 2_000), 2_000);
-    // Within a quarter of the current size, it stays (the page fetched
-    // ahead is for it); beyond, it moves to a round size.
-    assert_eq!(page_size(1_000, 1_000, 22_000, 25, 5_000), 1_000);
-    assert_eq!(page_size(1_000, 1_000, 30_000, 25, 5_000), 1_000);
-    assert_eq!(page_size(1_000, 1_000, 19_000, 25, 5_000), 1_300);
-    // Huge rows: never below the smallest page, nor above the most.
-    assert_eq!(page_size(1_000, 1_000, 10_000_000, 25, 5_000), 100);
-    assert_eq!(page_size(1_000, 1_000, 10_000_000, 25, 40), 40);
-    // A page too small to show a pace (the last of a pull) changes nothing,
-    // nor does a page that took no time at all overflow.
-    assert_eq!(page_size(1_000, 3, 10_000_000, 25, 5_000), 1_000);
-    assert_eq!(page_size(1_000, 1_000, 0, 25, 5_000), 5_000);
-}
-
-#[test]
 fn the_next_pull_asks_for_the_size_the_last_page_showed_fits() {
     let mut engine = Engine::new(Mode::Once, Config { pull_limit: 5_000, ..config() }, 7);
     let actions = engine.start();

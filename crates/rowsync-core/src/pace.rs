@@ -1,0 +1,63 @@
+//! How much of sync's long work to do in one write transaction on a
+//! replica.
+//!
+//! The app's writes wait for each of sync's transactions on its file, so
+//! sync's long work (applying a backlog of pulled changes, stamping a
+//! backlog of local writes) is cut into slices of about [`SLICE_MS`], with
+//! the file left to the app between them (the client's pacer keeps those
+//! gaps). How many changes fit in a slice depends on the rows and on the
+//! machine, so it is learnt from the pace of the last slice: [`fit`].
+
+/// About how long one of sync's write transactions on a replica may take,
+/// in milliseconds.
+pub const SLICE_MS: u64 = 25;
+
+/// The fewest changes a slice is sized to: below it, a slice's fixed costs
+/// (a transaction, a request) would dominate.
+pub const SMALLEST: u32 = 100;
+
+/// The size of the next slice, after one of `done` changes took `took_us`
+/// microseconds: as many as fit in `slice_ms` at that pace, from
+/// [`SMALLEST`] to `most`. Slices too small to show a pace change nothing,
+/// and the size moves only when it is off by more than a quarter (work
+/// fetched ahead at the size asked last is not wasted for a small change).
+pub fn fit(current: u32, done: u64, took_us: u64, slice_ms: u64, most: u32) -> u32 {
+    if done < u64::from(SMALLEST) {
+        return current;
+    }
+    let smallest = u64::from(SMALLEST.min(most));
+    let fits = (done.saturating_mul(slice_ms.saturating_mul(1_000)) / took_us.max(1)).clamp(smallest, most.into());
+    let current = u64::from(current);
+    if fits * 4 < current * 3 || fits * 4 > current * 5 {
+        // Round sizes, so that a steady pace keeps one.
+        (fits / 100 * 100).max(smallest) as u32
+    } else {
+        current as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_are_sized_to_take_about_a_slice() {
+        // 1,000 changes in 50 ms: 500 fit in 25 ms.
+        assert_eq!(fit(1_000, 1_000, 50_000, 25, 5_000), 500);
+        // 1,000 in 5 ms: 5,000 would fit, and that is the most.
+        assert_eq!(fit(1_000, 1_000, 5_000, 25, 5_000), 5_000);
+        assert_eq!(fit(1_000, 1_000, 5_000, 25, 2_000), 2_000);
+        // Within a quarter of the current size, it stays; beyond, it moves
+        // to a round size.
+        assert_eq!(fit(1_000, 1_000, 22_000, 25, 5_000), 1_000);
+        assert_eq!(fit(1_000, 1_000, 30_000, 25, 5_000), 1_000);
+        assert_eq!(fit(1_000, 1_000, 19_000, 25, 5_000), 1_300);
+        // Huge rows: never below the smallest, nor above the most.
+        assert_eq!(fit(1_000, 1_000, 10_000_000, 25, 5_000), 100);
+        assert_eq!(fit(1_000, 1_000, 10_000_000, 25, 40), 40);
+        // A slice too small to show a pace (the last of a backlog) changes
+        // nothing, nor does one that took no time at all overflow.
+        assert_eq!(fit(1_000, 3, 10_000_000, 25, 5_000), 1_000);
+        assert_eq!(fit(1_000, 1_000, 0, 25, 5_000), 5_000);
+    }
+}
