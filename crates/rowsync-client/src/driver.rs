@@ -4,6 +4,11 @@
 //! one bounded piece of work (a page, a batch, a check) in its own
 //! transactions. `sync` and the agent drive the engine with it; so can a
 //! simulation, on its own clock.
+//!
+//! While a push is on its way (where the transport sends on a thread of
+//! its own, see [`Transport::send_push`]), the driver reads the batch after
+//! it, so that the replica's reading and the server's writing overlap; the
+//! next push step sends that batch, and any other step drops it.
 
 use std::time::Instant;
 
@@ -25,6 +30,9 @@ pub struct Driver<'a> {
     transport: &'a dyn Transport,
     /// The last batch pushed (refused changes are set aside from it).
     batch: Option<Batch>,
+    /// The batch after it, read while it was on its way, for the push step
+    /// with these limits that comes next (any other step drops it).
+    ahead: Option<(Batch, usize, usize)>,
     /// Changes per page when comparing tables with the server.
     pull_limit: u32,
     /// The error behind the last failed step, for callers that return it.
@@ -35,7 +43,7 @@ impl<'a> Driver<'a> {
     /// A driver; `pull_limit` is the page size when tables are compared
     /// with the server.
     pub fn new(replica: &'a mut Replica, transport: &'a dyn Transport, pull_limit: u32) -> Driver<'a> {
-        Driver { replica, transport, batch: None, pull_limit, last_error: None }
+        Driver { replica, transport, batch: None, ahead: None, pull_limit, last_error: None }
     }
 
     /// The replica the steps run on.
@@ -58,6 +66,7 @@ impl<'a> Driver<'a> {
 
     fn try_run(&mut self, step: &Step, sent: &mut usize) -> Result<Done, ClientError> {
         let replica = &mut *self.replica;
+        let ahead = self.ahead.take();
         // Another process may have taken on a new schema meanwhile.
         replica.refresh()?;
         Ok(match step {
@@ -106,11 +115,26 @@ impl<'a> Driver<'a> {
                 }
             }
             Step::Push { limit, bytes } => {
-                self.batch = replica.pacer.slice(|| next_batch(replica, *limit, *bytes))?;
+                let (limit, bytes) = (*limit, *bytes);
+                self.batch = match ahead {
+                    Some((batch, l, b)) if (l, b) == (limit, bytes) => Some(batch),
+                    _ => replica.pacer.slice(|| next_batch(replica, 0, limit, bytes))?,
+                };
                 let Some(batch) = &self.batch else { return Ok(Done::NothingToPush) };
                 *sent = batch.request.changes.len();
-                let response = self.transport.push(&batch.request)?;
+                let sending = self.transport.send_push(&batch.request);
+                // While the server works, the next batch is read. It is
+                // what reading it after the acknowledgement would give when
+                // the two batches share no row: acknowledging touches only
+                // the rows of the batch acknowledged, and entries up to its
+                // last. Otherwise, or if this push fails, it is dropped.
+                let next = match sending.on_its_way() {
+                    true => replica.pacer.slice(|| next_batch(replica, batch.last_id, limit, bytes)).ok().flatten(),
+                    false => None,
+                };
+                let response = sending.answer()?;
                 let acknowledged = acknowledge(replica, batch, response.acked_seq)? as u64;
+                self.ahead = next.filter(|next| !next.shares_rows_with(batch)).map(|next| (next, limit, bytes));
                 Done::Pushed { changes: batch.request.changes.len() as u64, acknowledged }
             }
             Step::SetAside { change, reason } => {

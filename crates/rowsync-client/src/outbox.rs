@@ -8,7 +8,7 @@
 //! Entries leave the outbox only after the server has answered with an
 //! acknowledgement that covers them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::change::encode_change;
@@ -45,11 +45,17 @@ pub struct Batch {
     held: Vec<usize>,
 }
 
-/// The next batch of at most `max_entries` outbox entries, or `None` when the
-/// outbox is empty. Rows are added in the order of their oldest entry until
-/// the batch would pass about `max_bytes` bytes as JSON (a batch always
-/// holds at least one row, however large).
-pub fn next_batch(replica: &Replica, max_entries: usize, max_bytes: usize) -> Result<Option<Batch>, ClientError> {
+/// The next batch of at most `max_entries` outbox entries after entry
+/// `after` (`0`: from the oldest), or `None` when there are none. Rows are
+/// added in the order of their oldest entry until the batch would pass
+/// about `max_bytes` bytes as JSON (a batch always holds at least one row,
+/// however large).
+pub fn next_batch(
+    replica: &Replica,
+    after: i64,
+    max_entries: usize,
+    max_bytes: usize,
+) -> Result<Option<Batch>, ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     stamp_rest(replica, &tx)?;
     let stamped_id: i64 = meta_get(&tx, key::STAMPED_ID)?.unwrap_or(0);
@@ -57,8 +63,12 @@ pub fn next_batch(replica: &Replica, max_entries: usize, max_bytes: usize) -> Re
     // Emptied entries (op 0) carry nothing; the acknowledgement removes
     // those below the batch's last entry.
     let entries: Vec<(i64, i64, SqlValue)> = tx
-        .prepare_cached("SELECT id, tbl, pk FROM _rowsync_outbox WHERE id <= ? AND op != ? ORDER BY id LIMIT ?")?
-        .query_map(params![stamped_id, OP_SET_ASIDE, max_entries as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .prepare_cached(
+            "SELECT id, tbl, pk FROM _rowsync_outbox WHERE id > ? AND id <= ? AND op != ? ORDER BY id LIMIT ?",
+        )?
+        .query_map(params![after, stamped_id, OP_SET_ASIDE, max_entries as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
 
     // Entries come in id order: a row's change is built at its oldest entry
@@ -111,6 +121,14 @@ pub fn next_batch(replica: &Replica, max_entries: usize, max_bytes: usize) -> Re
         rows,
         held,
     }))
+}
+
+impl Batch {
+    /// Whether the two batches carry a change to the same row.
+    pub fn shares_rows_with(&self, other: &Batch) -> bool {
+        let mine: HashSet<(i64, String)> = self.rows.iter().map(|(table, key)| key_token(*table, key)).collect();
+        other.rows.iter().any(|(table, key)| mine.contains(&key_token(*table, key)))
+    }
 }
 
 /// The change to push for one row: its current values, each with the
@@ -188,7 +206,11 @@ pub fn acknowledge(replica: &Replica, batch: &Batch, acked_seq: u64) -> Result<u
     ])?;
     tx.prepare_cached("DELETE FROM _rowsync_outbox WHERE id < ?")?.execute([batch.last_id])?;
     if let Some(id) = batch.request.batch {
-        set_known_batches(&tx, &[id])?;
+        // The ids of batches read since (one may have been read while this
+        // one was on its way) stay known.
+        let known = known_batches(&tx)?.unwrap_or_default();
+        let since = known.iter().position(|&k| k == id).map_or(&[][..], |at| &known[at + 1..]);
+        set_known_batches(&tx, &[&[id], since].concat())?;
     }
     settle_pending(replica, &tx, batch)?;
     release_held(replica, &tx, batch)?;

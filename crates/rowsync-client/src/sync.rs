@@ -18,7 +18,7 @@ use crate::transport::Transport;
 #[derive(Debug, Clone, Copy)]
 pub struct SyncOptions {
     /// Most changes asked for per pull page (the engine sizes pages to
-    /// its pull slice, see [`rowsync_core::engine::page_size`]).
+    /// its pull slice, see [`rowsync_core::pace`]).
     pub pull_limit: u32,
     /// Outbox entries per push batch.
     pub push_limit: usize,

@@ -19,9 +19,40 @@ use crate::error::ClientError;
 pub trait Transport {
     fn schema(&self) -> Result<Schema, ClientError>;
     fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError>;
+    /// Sends a push whose answer is taken later, from what this returns:
+    /// a transport that can send while its caller goes on lets the replica
+    /// read its next batch meanwhile. The default sends at once.
+    fn send_push(&self, request: &PushRequest) -> PushInFlight {
+        PushInFlight(Sending::Answered(self.push(request)))
+    }
     /// Changes after the request's cursor, leaving out states exactly as its
     /// site pushed them.
     fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError>;
+}
+
+/// A push sent, and its answer once it has come.
+pub struct PushInFlight(Sending);
+
+enum Sending {
+    Answered(Result<PushResponse, ClientError>),
+    OnItsWay(std::thread::JoinHandle<Result<PushResponse, ClientError>>),
+}
+
+impl PushInFlight {
+    /// Whether the answer is still to come (the caller can work meanwhile).
+    pub fn on_its_way(&self) -> bool {
+        matches!(self.0, Sending::OnItsWay(_))
+    }
+
+    /// The server's answer, waited for.
+    pub fn answer(self) -> Result<PushResponse, ClientError> {
+        match self.0 {
+            Sending::Answered(answer) => answer,
+            Sending::OnItsWay(sending) => {
+                sending.join().unwrap_or_else(|_| Err(ClientError::Protocol("the push being sent panicked".into())))
+            }
+        }
+    }
 }
 
 /// Where a replica's server is and what it needs to reach it, as `rowsync
@@ -43,7 +74,8 @@ pub struct ServerAccess {
 /// pull takes that answer when it asks for exactly that page (anything
 /// else, such as a push in between, drops it: a pull changes nothing on
 /// the server), and so does a pull that comes too late for it. At most
-/// one page is held ahead.
+/// one page is held ahead. A push is sent on a thread of its own as well
+/// (see [`Transport::send_push`]).
 pub struct HttpTransport {
     http: Http,
     ahead: Mutex<Option<Ahead>>,
@@ -284,6 +316,22 @@ impl Transport for HttpTransport {
     fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError> {
         let body = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.http.answer("POST", "/v1/push", Some(&body))
+    }
+
+    fn send_push(&self, request: &PushRequest) -> PushInFlight {
+        let body = match serde_json::to_vec(request) {
+            Ok(body) => body,
+            Err(e) => return PushInFlight(Sending::Answered(Err(ClientError::Protocol(e.to_string())))),
+        };
+        let http = self.http.clone();
+        let sending = std::thread::Builder::new()
+            .name("rowsync-push".into())
+            .spawn(move || http.answer("POST", "/v1/push", Some(&body)));
+        match sending {
+            Ok(sending) => PushInFlight(Sending::OnItsWay(sending)),
+            // Without a thread, the push is sent here and now.
+            Err(_) => PushInFlight(Sending::Answered(self.push(request))),
+        }
     }
 
     fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError> {

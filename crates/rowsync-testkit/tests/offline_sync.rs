@@ -261,6 +261,65 @@ fn a_ten_thousand_row_backlog_moves_in_pages() {
     });
 }
 
+/// A batch is read while the one before it is on its way to the server;
+/// where the two carry the same row, it is read again after the
+/// acknowledgement. Either way each row arrives with its last values, and
+/// the batches' ids stay known (the next sync is not taken for a copy's).
+#[test]
+fn rows_written_again_across_batches_read_ahead_arrive_whole() {
+    on_every_store(|store| {
+        let (_dir, server, laptop, phone) = setup(store);
+        laptop.exec(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12)
+             INSERT INTO contacts SELECT 'k' || i, 'name ' || i, NULL, NULL FROM n;
+             UPDATE contacts SET phone = 'p' || substr(id, 2) WHERE id IN ('k1', 'k5', 'k9');
+             DELETE FROM contacts WHERE id = 'k2';
+             INSERT INTO contacts VALUES ('k13', 'name 13', NULL, NULL);
+             UPDATE contacts SET name = 'renamed' WHERE id IN ('k1', 'k13');",
+        );
+        let options = rowsync_client::SyncOptions { push_limit: 4, ..Default::default() };
+        let pushed = laptop.sync_with(options).unwrap();
+        assert_eq!(pushed.acknowledged, 19);
+        assert!(pushed.notes.is_empty(), "{:?}", pushed.notes);
+        laptop.exec("UPDATE contacts SET email = 'x@example.com' WHERE id = 'k3';");
+        let again = laptop.sync_with(options).unwrap();
+        assert_eq!(again.acknowledged, 1);
+        assert!(again.notes.is_empty(), "taken for a copy: {:?}", again.notes);
+        phone.sync().unwrap();
+        assert_eq!(server.rows("SELECT count(*) FROM contacts"), vec![vec![rowsync_proto::Value::Integer(12)]]);
+        assert_eq!(
+            server.rows("SELECT name, phone FROM contacts WHERE id = 'k1'"),
+            vec![vec![text("renamed"), text("p1")]]
+        );
+        assert_converged(&server, &[&laptop, &phone]);
+    });
+}
+
+/// The batch read ahead stays known when the one before it is
+/// acknowledged: should the server apply it and its answer be lost, the
+/// retry (a new batch) names it, and is not taken for a copy's.
+#[test]
+fn a_batch_read_ahead_whose_answer_is_lost_is_retried_as_this_replicas() {
+    use rowsync_client::outbox::{acknowledge, next_batch};
+    use rowsync_client::Transport;
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
+    let laptop = Device::init(dir.path(), "laptop", &server.url());
+    laptop.exec("INSERT INTO contacts (id, name) VALUES ('1', 'one'), ('2', 'two'), ('3', 'three'), ('4', 'four');");
+    let replica = laptop.replica();
+    let transport = rowsync_client::HttpTransport::new(&server.url(), None);
+    let first = next_batch(&replica, 0, 2, usize::MAX).unwrap().unwrap();
+    let second = next_batch(&replica, first.last_id, 2, usize::MAX).unwrap().unwrap();
+    let answer = transport.push(&first.request).unwrap();
+    acknowledge(&replica, &first, answer.acked_seq).unwrap();
+    // Applied by the server; the answer never arrives.
+    transport.push(&second.request).unwrap();
+    let report = laptop.sync().unwrap();
+    assert!(report.notes.is_empty(), "taken for a copy of itself: {:?}", report.notes);
+    assert_eq!(server.rows("SELECT count(*) FROM contacts"), vec![vec![rowsync_proto::Value::Integer(4)]]);
+    assert_converged(&server, &[&laptop]);
+}
+
 #[test]
 fn rows_present_before_init_are_queued_and_init_twice_is_harmless() {
     on_every_store(|store| {

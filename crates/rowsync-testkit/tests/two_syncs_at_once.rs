@@ -24,7 +24,7 @@ fn a_late_acknowledgement_removes_only_what_its_batch_sent() {
 
     // One process reads a batch and sends it; its answer is slow to come back.
     let slow = device.replica();
-    let batch = next_batch(&slow, 100, usize::MAX).unwrap().unwrap();
+    let batch = next_batch(&slow, 0, 100, usize::MAX).unwrap().unwrap();
     let answer = HttpTransport::new(&server.url(), None).push(&batch.request).unwrap();
     // Meanwhile another process syncs the file, and the app writes again.
     device.sync().unwrap();
