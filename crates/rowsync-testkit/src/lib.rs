@@ -5,10 +5,12 @@
 //! no rowsync code loaded, the way an application would.
 
 mod in_process;
+mod proxy;
 pub mod seeded;
 mod stores;
 
 pub use in_process::InProcessServer;
+pub use proxy::{Fault, FaultyProxy};
 pub use seeded::{run_seeded, Regression};
 pub use stores::{query_database, server_stores, test_stores, Session, TestStore};
 

@@ -1,0 +1,91 @@
+//! Replicas syncing through a network that breaks requests on purpose (a
+//! proxy between them and the server, see `rowsync_testkit::FaultyProxy`):
+//! connections cut in the middle of a request or of its answer, requests
+//! delayed or sent twice, bodies cut short, 502 and 503 answers. Every
+//! sync either succeeds or fails with an error that says the server could
+//! not be reached or refused the request; nothing is lost or applied twice,
+//! and no replica takes itself for a copy of another.
+
+use rowsync_client::{ClientError, SyncOptions};
+use rowsync_proto::Value;
+use rowsync_testkit::{run_seeded, text, Device, FaultyProxy, TestServer, CONTACTS_SCHEMA};
+use tempfile::TempDir;
+
+const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
+
+/// Syncs `device` until a round succeeds with nothing left to push; every
+/// failure must be one a network can cause.
+fn sync_through(device: &Device, options: SyncOptions, notes: &mut Vec<String>) -> usize {
+    for attempt in 1..=200 {
+        match device.sync_with(options) {
+            Ok(report) => {
+                notes.extend(report.notes);
+                if device.pending() == 0 {
+                    return attempt;
+                }
+            }
+            Err(ClientError::Unreachable { .. } | ClientError::Protocol(_) | ClientError::Refused { .. }) => {}
+            Err(other) => panic!("{}: a broken network gave {other:?}", device.name),
+        }
+    }
+    panic!("{}: 200 syncs through the proxy did not get its writes across", device.name);
+}
+
+#[test]
+fn writes_cross_a_hostile_network_once_each_and_replicas_converge() {
+    run_seeded("hostile_network", 3, &[], 1, |seed| {
+        let dir = TempDir::new().unwrap();
+        let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
+        let proxy = FaultyProxy::start(&server.url(), seed);
+        let laptop = Device::init(dir.path(), "laptop", &proxy.url());
+        let phone = Device::init(dir.path(), "phone", &proxy.url());
+        let sites = [laptop.replica().site().clone(), phone.replica().site().clone()];
+        proxy.faults(true);
+        // Batches of 40 over a backlog of 300: the next batch is read while
+        // one is on its way, and answers get lost between them.
+        let options = SyncOptions { push_limit: 40, pull_limit: 70, ..SyncOptions::default() };
+        let mut notes = Vec::new();
+        laptop.exec(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+             INSERT INTO contacts SELECT printf('l%03d', i), 'laptop ' || i, NULL, NULL FROM n;",
+        );
+        phone.exec(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+             INSERT INTO contacts SELECT printf('p%03d', i), 'phone ' || i, NULL, NULL FROM n;",
+        );
+        let mut attempts = sync_through(&laptop, options, &mut notes);
+        attempts += sync_through(&phone, options, &mut notes);
+        // Each edits and deletes the other's rows, having seen them.
+        phone.exec("UPDATE contacts SET phone = '555' WHERE id BETWEEN 'l100' AND 'l199'; DELETE FROM contacts WHERE id < 'l010';");
+        attempts += sync_through(&phone, options, &mut notes);
+        attempts += sync_through(&laptop, options, &mut notes);
+        laptop.exec(
+            "UPDATE contacts SET email = 'x@example.com' WHERE id LIKE 'l1%'; DELETE FROM contacts WHERE id = 'p001';",
+        );
+        attempts += sync_through(&laptop, options, &mut notes);
+        attempts += sync_through(&phone, options, &mut notes);
+
+        proxy.faults(false);
+        for device in [&laptop, &phone, &laptop] {
+            device.sync_with(options).unwrap();
+        }
+        let injected = proxy.injected();
+        eprintln!("seed {seed}: {attempts} syncs, faults met: {injected:?}");
+        assert!(notes.is_empty(), "a replica took itself for a copy: {notes:?}");
+        let now = [laptop.replica().site().clone(), phone.replica().site().clone()];
+        assert_eq!(now, sites, "a replica took itself for a copy and took a new device id");
+        assert!(injected.len() >= 5, "too few kinds of fault were met to mean anything: {injected:?}");
+        let expected = server.rows(ALL);
+        assert_eq!(expected.len(), 300 + 100 - 9 - 1, "rows lost or brought back");
+        for device in [&laptop, &phone] {
+            assert_eq!(device.rows(ALL), expected, "{} differs from the server", device.name);
+            assert_eq!(device.pending(), 0);
+        }
+        assert_eq!(
+            server.rows("SELECT count(*) FROM contacts WHERE phone = '555' AND email = 'x@example.com'"),
+            vec![vec![Value::Integer(100)]],
+            "both devices' edits of the same rows survive"
+        );
+        assert_eq!(server.rows("SELECT name FROM contacts WHERE id = 'p002'"), vec![vec![text("phone 2")]]);
+    });
+}
