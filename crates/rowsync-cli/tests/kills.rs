@@ -1,0 +1,158 @@
+//! Processes killed with SIGKILL at random points, as a phone's OS or a
+//! crashing host does it: `rowsync sync` while it stamps and pushes a
+//! backlog and while it applies a large pull, and `rowsync serve` while it
+//! applies pushes and while it serves pulls. After restarts and a final
+//! sync, every write the app committed is on the server once, every replica
+//! equals the server, and no file fails `PRAGMA integrity_check`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, Server, ROWSYNC};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rowsync_testkit::{query_rows, run_seeded, Device, CONTACTS_SCHEMA};
+
+const KILLS: usize = 20;
+const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
+
+fn serve(dir: &Path, port: u16) -> Server {
+    let schema = dir.join("schema.sql");
+    std::fs::write(&schema, CONTACTS_SCHEMA).unwrap();
+    let database = format!("sqlite://{}", dir.join("server.db").display());
+    common::serve(&["--database", &database, "--schema", schema.to_str().unwrap(), "--insecure-no-auth"], port)
+}
+
+/// The app commits `count` new contacts to `device` in one transaction.
+fn app_writes(device: &Device, next: &mut usize, count: usize) {
+    let mut app = device.plain();
+    let tx = app.transaction().unwrap();
+    for _ in 0..count {
+        *next += 1;
+        tx.execute("INSERT INTO contacts (id, name) VALUES (?, ?)", (format!("{}-{next:06}", device.name), "x"))
+            .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+fn start_sync(device: &Device) -> Child {
+    Command::new(ROWSYNC)
+        .args(["sync", device.path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Kills `child` after `after`; true when it was still running then.
+fn kill_after(mut child: Child, after: Duration) -> bool {
+    std::thread::sleep(after);
+    let running = running(&mut child);
+    let _ = child.kill();
+    let _ = child.wait();
+    running
+}
+
+fn running(child: &mut Child) -> bool {
+    child.try_wait().unwrap().is_none()
+}
+
+fn integrity(path: &Path) -> String {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap()
+}
+
+/// A whole `rowsync sync` of `device`, which must succeed; how long it took.
+fn timed_sync(device: &Device) -> Duration {
+    let started = Instant::now();
+    let status = Command::new(ROWSYNC).args(["sync", device.path.to_str().unwrap()]).status().unwrap();
+    assert!(status.success(), "{}: sync failed with the server up", device.name);
+    started.elapsed()
+}
+
+/// A moment within a sync that takes about `took`.
+fn within(rng: &mut StdRng, took: Duration) -> Duration {
+    let most = (took.as_millis() as u64 * 9 / 10).max(6);
+    Duration::from_millis(rng.gen_range(5..most))
+}
+
+#[test]
+fn killed_syncs_and_servers_lose_nothing_and_double_nothing() {
+    run_seeded("kills", 1, &[], 1, |seed| {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut server = serve(dir.path(), port);
+        let url = format!("http://127.0.0.1:{port}");
+        let laptop = Device::init(dir.path(), "laptop", &url);
+        let phone = Device::init(dir.path(), "phone", &url);
+        let (mut laptop_next, mut phone_next) = (0, 0);
+        let mut landed = [0usize; 4];
+        // Kill points are drawn within the time a sync of the same work
+        // takes when left alone.
+        const BACKLOG: usize = 3_000;
+
+        // The client, while it stamps and pushes a backlog.
+        app_writes(&laptop, &mut laptop_next, BACKLOG);
+        let push = timed_sync(&laptop);
+        for _ in 0..KILLS {
+            app_writes(&laptop, &mut laptop_next, BACKLOG);
+            landed[0] += kill_after(start_sync(&laptop), within(&mut rng, push)) as usize;
+        }
+        // The server, while it applies pushes.
+        for _ in 0..KILLS {
+            app_writes(&laptop, &mut laptop_next, BACKLOG);
+            let mut sync = start_sync(&laptop);
+            std::thread::sleep(within(&mut rng, push));
+            landed[1] += running(&mut sync) as usize;
+            drop(server);
+            server = serve(dir.path(), port);
+            kill_after(sync, Duration::ZERO);
+        }
+        timed_sync(&laptop);
+        // The client, while it applies a large pull (and stamps its own
+        // writes), then the server while it serves one.
+        timed_sync(&phone);
+        app_writes(&laptop, &mut laptop_next, BACKLOG);
+        timed_sync(&laptop);
+        let pull = timed_sync(&phone);
+        for _ in 0..KILLS {
+            app_writes(&laptop, &mut laptop_next, BACKLOG);
+            timed_sync(&laptop);
+            app_writes(&phone, &mut phone_next, 50);
+            landed[2] += kill_after(start_sync(&phone), within(&mut rng, pull)) as usize;
+        }
+        for _ in 0..KILLS {
+            app_writes(&laptop, &mut laptop_next, BACKLOG);
+            timed_sync(&laptop);
+            let mut sync = start_sync(&phone);
+            std::thread::sleep(within(&mut rng, pull));
+            landed[3] += running(&mut sync) as usize;
+            drop(server);
+            server = serve(dir.path(), port);
+            kill_after(sync, Duration::ZERO);
+        }
+
+        for device in [&laptop, &phone, &laptop] {
+            timed_sync(device);
+        }
+        eprintln!(
+            "seed {seed}: kills that landed mid-sync: client pushing {}/{KILLS}, server applying pushes {}/{KILLS}, \
+             client pulling {}/{KILLS}, server serving pulls {}/{KILLS} (a sync alone: push {push:?}, pull {pull:?})",
+            landed[0], landed[1], landed[2], landed[3]
+        );
+        let server_db = dir.path().join("server.db");
+        let on_server = query_rows(&rusqlite::Connection::open(&server_db).unwrap(), ALL);
+        assert_eq!(on_server.len(), laptop_next + phone_next, "writes lost or doubled on the server");
+        for device in [&laptop, &phone] {
+            assert_eq!(device.rows(ALL), on_server, "{} differs from the server", device.name);
+            assert_eq!(device.pending(), 0, "{}", device.name);
+            assert_eq!(integrity(&device.path), "ok", "{}", device.name);
+        }
+        assert_eq!(integrity(&server_db), "ok");
+        assert!(landed.iter().all(|&n| n >= KILLS / 2), "too few kills landed while work was under way: {landed:?}");
+    });
+}
