@@ -3,10 +3,13 @@
 //! connections cut in the middle of a request or of its answer, requests
 //! delayed or sent twice, bodies cut short, 502 and 503 answers. Every
 //! sync either succeeds or fails with an error that says the server could
-//! not be reached or refused the request; nothing is lost or applied twice,
-//! and no replica takes itself for a copy of another.
+//! not be reached or refused the request, and background agents retry by
+//! themselves; nothing is lost or applied twice, and no replica takes
+//! itself for a copy of another.
 
-use rowsync_client::{ClientError, SyncOptions};
+use std::time::{Duration, Instant};
+
+use rowsync_client::{Agent, AgentOptions, Backoff, ClientError, SyncOptions};
 use rowsync_proto::Value;
 use rowsync_testkit::{run_seeded, text, Device, FaultyProxy, TestServer, CONTACTS_SCHEMA};
 use tempfile::TempDir;
@@ -87,5 +90,63 @@ fn writes_cross_a_hostile_network_once_each_and_replicas_converge() {
             "both devices' edits of the same rows survive"
         );
         assert_eq!(server.rows("SELECT name FROM contacts WHERE id = 'p002'"), vec![vec![text("phone 2")]]);
+    });
+}
+
+/// Waits up to `limit` for `done`, polling.
+fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The background agents of two devices, syncing by themselves through the
+/// same network while the app writes: they retry through every fault and
+/// bring both devices to the same rows, with nothing lost.
+#[test]
+fn background_agents_keep_devices_in_step_through_a_hostile_network() {
+    run_seeded("hostile_network_agents", 2, &[], 1, |seed| {
+        let dir = TempDir::new().unwrap();
+        let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
+        let proxy = FaultyProxy::start(&server.url(), seed);
+        let laptop = Device::init(dir.path(), "laptop", &proxy.url());
+        let phone = Device::init(dir.path(), "phone", &proxy.url());
+        let sites = [laptop.replica().site().clone(), phone.replica().site().clone()];
+        proxy.faults(true);
+        let options = AgentOptions { backoff: Backoff { first_ms: 20, max_ms: 200 }, ..AgentOptions::default() };
+        let agents = [Agent::start(&laptop.path, options).unwrap(), Agent::start(&phone.path, options).unwrap()];
+        for round in 0..10 {
+            laptop.exec(&format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20)
+                 INSERT INTO contacts SELECT printf('l%02d-%02d', {round}, i), 'laptop', NULL, NULL FROM n;"
+            ));
+            phone.exec(&format!("INSERT INTO contacts VALUES ('p{round:02}', 'phone', NULL, NULL);"));
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        let count = |device: &Device| device.rows("SELECT count(*) FROM contacts")[0][0].clone();
+        eventually(Duration::from_secs(60), "both devices hold every write", || {
+            count(&laptop) == Value::Integer(210) && count(&phone) == Value::Integer(210)
+        });
+        phone.exec("UPDATE contacts SET phone = '555' WHERE id LIKE 'l00-%';");
+        eventually(Duration::from_secs(60), "the phone's edits on the laptop", || {
+            laptop.rows("SELECT count(*) FROM contacts WHERE phone = '555'")[0][0] == Value::Integer(20)
+        });
+        proxy.faults(false);
+        eventually(Duration::from_secs(30), "nothing pending", || laptop.pending() == 0 && phone.pending() == 0);
+        let faults = proxy.injected();
+        for agent in agents {
+            agent.stop().unwrap();
+        }
+        eprintln!("seed {seed}: faults met by the agents: {faults:?}");
+        let expected = server.rows(ALL);
+        assert_eq!(expected.len(), 210);
+        for device in [&laptop, &phone] {
+            assert_eq!(device.rows(ALL), expected, "{} differs from the server", device.name);
+        }
+        let now = [laptop.replica().site().clone(), phone.replica().site().clone()];
+        assert_eq!(now, sites, "a replica took itself for a copy and took a new device id");
+        assert!(faults.len() >= 5, "too few kinds of fault were met to mean anything: {faults:?}");
     });
 }
