@@ -15,6 +15,8 @@ use crate::error::ClientError;
 
 /// Keys of `_rowsync_meta`.
 pub(crate) mod key {
+    /// The replica file format the file is in (see `replica::FORMAT`).
+    pub const FORMAT: &str = "format";
     pub const SITE_ID: &str = "site_id";
     pub const SERVER_URL: &str = "server_url";
     pub const TOKEN: &str = "token";

@@ -41,6 +41,13 @@ pub enum ClientError {
     /// The file is not a rowsync replica.
     #[error("{path} is not a rowsync replica (run `rowsync init {path} --server URL` first)")]
     NotAReplica { path: String },
+    /// The file was written by a newer rowsync, in a format this one does
+    /// not know; it is left untouched.
+    #[error(
+        "{path} was written by a newer rowsync (replica file format {format}; this rowsync reads formats up to \
+         {known}): upgrade rowsync to use it"
+    )]
+    FormatTooNew { path: String, format: i64, known: i64 },
     /// The local file's tables do not match the server's schema.
     #[error("{0}")]
     SchemaMismatch(String),

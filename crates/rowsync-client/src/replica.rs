@@ -53,6 +53,13 @@ pub(crate) struct RowSql {
     pub delete: String,
 }
 
+/// The replica file format this version writes. Files of earlier formats
+/// (0: made before formats were numbered) are brought up to it in place
+/// when opened; a file of a later format is refused, untouched. Files of
+/// every format are kept in `crates/rowsync-testkit/tests/data/` and opened
+/// by the tests, so that a later version keeps reading them.
+pub const FORMAT: i64 = 1;
+
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 256;
 
@@ -134,9 +141,18 @@ impl Replica {
         if !has_meta {
             return Err(ClientError::NotAReplica { path: display });
         }
+        // A file of a newer format is left as it is: this version cannot
+        // know what its tables mean.
+        let format: i64 = meta_get(&conn, key::FORMAT)?.unwrap_or(0);
+        if format > FORMAT {
+            return Err(ClientError::FormatTooNew { path: display, format, known: FORMAT });
+        }
         // Tables and columns added by later versions (a no-op when all exist).
         conn.execute_batch(METADATA_SQL)?;
         migrate(&conn)?;
+        if format < FORMAT {
+            meta_set(&conn, key::FORMAT, FORMAT)?;
+        }
         let site: String = meta_get(&conn, key::SITE_ID)?.ok_or_else(|| ClientError::Corrupt("no site id".into()))?;
         let site = SiteId::try_from(site).map_err(ClientError::Corrupt)?;
         let mut replica = Replica {

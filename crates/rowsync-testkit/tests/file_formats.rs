@@ -1,0 +1,98 @@
+//! Files made by earlier rowsync versions, kept as they were in
+//! `tests/data/format-N/` (a replica, `laptop.db`, with writes synced,
+//! writes stamped but not pushed and writes not yet stamped; and the
+//! embedded store's database it synced with, `server.db`): today's rowsync
+//! opens them, upgrades them in place, and syncs what they hold. A replica
+//! file of a newer format is refused with a clear message and left alone.
+//!
+//! Format 1 was made by rowsync 0.1 (`rowsync init`, three inserts and a
+//! sync; then an update, a delete and an insert, stamped by `rowsync
+//! status`; then an insert and a rename, not stamped).
+
+use std::path::{Path, PathBuf};
+
+use rowsync_client::{ClientError, Replica};
+use rowsync_core::parse_schema;
+use rowsync_proto::Value;
+use rowsync_server::{Auth, BackgroundServer, DatabaseUrl, ServerConfig};
+use rowsync_testkit::{query_rows, text, Device, CONTACTS_SCHEMA};
+use tempfile::TempDir;
+
+const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
+
+/// Copies of the kept files of `format` in `dir`.
+fn kept(format: u32, dir: &Path) -> (PathBuf, PathBuf) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/format-{format}"));
+    let (replica, server) = (dir.join("laptop.db"), dir.join("server.db"));
+    std::fs::copy(from.join("laptop.db"), &replica).unwrap();
+    std::fs::copy(from.join("server.db"), &server).unwrap();
+    (replica, server)
+}
+
+fn meta(path: &Path, key: &str) -> Value {
+    let rows = query_rows(
+        &rusqlite::Connection::open(path).unwrap(),
+        &format!("SELECT value FROM _rowsync_meta WHERE key = '{key}'"),
+    );
+    rows.into_iter().next().map_or(Value::Null, |mut row| row.remove(0))
+}
+
+#[test]
+fn a_replica_and_a_server_database_of_format_1_open_and_sync_what_they_hold() {
+    let dir = TempDir::new().unwrap();
+    let (replica, server_db) = kept(1, dir.path());
+    let schema = parse_schema(CONTACTS_SCHEMA).unwrap();
+    let mut config = ServerConfig::new(DatabaseUrl::Sqlite(server_db.clone()), Some(schema.clone()));
+    config.auth = Auth::Off;
+    let server = BackgroundServer::start(config, ([127, 0, 0, 1], 0).into()).unwrap();
+    // The server it synced with listened elsewhere: pointed at this one.
+    Replica::init(&replica, &server.url(), &schema, None).unwrap();
+    assert_eq!(meta(&replica, "format"), Value::Integer(rowsync_client::replica::FORMAT));
+    let laptop = Device { name: "laptop".into(), path: replica };
+    assert_eq!(laptop.pending(), 5, "the kept writes not pushed yet");
+    laptop.sync().unwrap();
+    let phone = Device::init(dir.path(), "phone", &server.url());
+    phone.sync().unwrap();
+    let expected = vec![
+        vec![text("c1"), text("Ada L."), text("ada@example.com"), text("111")],
+        vec![text("c2"), text("Bo"), Value::Null, text("333")],
+        vec![text("c4"), text("Di"), text("di@example.com"), Value::Null],
+        vec![text("c5"), text("Ed"), Value::Null, text("555")],
+    ];
+    assert_eq!(query_rows(&rusqlite::Connection::open(&server_db).unwrap(), ALL), expected);
+    for device in [&laptop, &phone] {
+        assert_eq!(device.rows(ALL), expected, "{}", device.name);
+        assert_eq!(device.pending(), 0, "{}", device.name);
+    }
+    server.stop();
+}
+
+#[test]
+fn a_replica_file_of_a_newer_format_is_refused_and_left_alone() {
+    let dir = TempDir::new().unwrap();
+    let (replica, _) = kept(1, dir.path());
+    rusqlite::Connection::open(&replica)
+        .unwrap()
+        .execute_batch("UPDATE _rowsync_meta SET value = 99 WHERE key = 'format'; DELETE FROM _rowsync_meta WHERE key = 'last_sync';")
+        .unwrap();
+    let error = Replica::open(&replica).err().expect("a file of a newer format is refused");
+    assert!(matches!(error, ClientError::FormatTooNew { format: 99, .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("newer rowsync") && message.contains("upgrade rowsync"), "{message}");
+    assert_eq!(meta(&replica, "last_sync"), Value::Null, "the file was written to");
+}
+
+/// Files made before formats were numbered (format 0) carry no format: they
+/// are taken for the oldest, brought up to date, and marked.
+#[test]
+fn a_replica_file_without_a_format_is_upgraded_in_place() {
+    let dir = TempDir::new().unwrap();
+    let (replica, _) = kept(1, dir.path());
+    rusqlite::Connection::open(&replica)
+        .unwrap()
+        .execute("DELETE FROM _rowsync_meta WHERE key = 'format'", [])
+        .unwrap();
+    let opened = Replica::open(&replica).unwrap();
+    assert_eq!(opened.status().unwrap().pending_changes, 5);
+    assert_eq!(meta(&replica, "format"), Value::Integer(rowsync_client::replica::FORMAT));
+}
