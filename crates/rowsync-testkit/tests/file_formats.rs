@@ -3,7 +3,8 @@
 //! writes stamped but not pushed and writes not yet stamped; and the
 //! embedded store's database it synced with, `server.db`): today's rowsync
 //! opens them, upgrades them in place, and syncs what they hold. A replica
-//! file of a newer format is refused with a clear message and left alone.
+//! file or a server database of a newer format is refused with a clear
+//! message and left alone.
 //!
 //! Format 1 was made by rowsync 0.1 (`rowsync init`, three inserts and a
 //! sync; then an update, a delete and an insert, stamped by `rowsync
@@ -15,7 +16,7 @@ use rowsync_client::{ClientError, Replica};
 use rowsync_core::parse_schema;
 use rowsync_proto::Value;
 use rowsync_server::{Auth, BackgroundServer, DatabaseUrl, ServerConfig};
-use rowsync_testkit::{query_rows, text, Device, CONTACTS_SCHEMA};
+use rowsync_testkit::{on_every_store, query_rows, text, Device, TestServer, CONTACTS_SCHEMA};
 use tempfile::TempDir;
 
 const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
@@ -45,6 +46,9 @@ fn a_replica_and_a_server_database_of_format_1_open_and_sync_what_they_hold() {
     let mut config = ServerConfig::new(DatabaseUrl::Sqlite(server_db.clone()), Some(schema.clone()));
     config.auth = Auth::Off;
     let server = BackgroundServer::start(config, ([127, 0, 0, 1], 0).into()).unwrap();
+    let server_format = "SELECT value FROM rowsync_meta WHERE key = 'format'";
+    let stored = query_rows(&rusqlite::Connection::open(&server_db).unwrap(), server_format);
+    assert_eq!(stored, vec![vec![text(&rowsync_server::store::FORMAT.to_string())]], "the database is marked");
     // The server it synced with listened elsewhere: pointed at this one.
     Replica::init(&replica, &server.url(), &schema, None).unwrap();
     assert_eq!(meta(&replica, "format"), Value::Integer(rowsync_client::replica::FORMAT));
@@ -95,4 +99,23 @@ fn a_replica_file_without_a_format_is_upgraded_in_place() {
     let opened = Replica::open(&replica).unwrap();
     assert_eq!(opened.status().unwrap().pending_changes, 5);
     assert_eq!(meta(&replica, "format"), Value::Integer(rowsync_client::replica::FORMAT));
+}
+
+/// A server database of a newer format is refused when the server starts,
+/// with a message that says to upgrade rowsync, on every store.
+#[test]
+fn a_server_database_of_a_newer_format_is_refused_at_start() {
+    on_every_store(|store| {
+        let dir = TempDir::new().unwrap();
+        let mut server = TestServer::start_on(store, dir.path(), CONTACTS_SCHEMA);
+        server.stop();
+        let key = if store.name() == "mysql" { "`key`" } else { "key" };
+        server.exec(&format!("UPDATE rowsync_meta SET value = '99' WHERE {key} = 'format'"));
+        let mut config = ServerConfig::new(server.database.clone(), Some(server.schema.clone()));
+        config.auth = Auth::Off;
+        let error =
+            BackgroundServer::start(config, ([127, 0, 0, 1], 0).into()).err().expect("a newer database is refused");
+        let message = error.to_string();
+        assert!(message.contains("newer rowsync") && message.contains("format 99"), "{}: {message}", store.name());
+    });
 }

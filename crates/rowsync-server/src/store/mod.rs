@@ -222,6 +222,31 @@ pub(crate) fn reconcile_schema(given: Option<&Schema>, stored: Option<String>) -
     }
 }
 
+/// The server database format this version writes (`format` in
+/// `rowsync_meta`). A database without one was made before formats were
+/// numbered and is brought up to date; one of a later format is refused.
+pub const FORMAT: u32 = 1;
+
+/// Whether a database whose `rowsync_meta` records `stored` as its format
+/// can be served by this version: `Ok(true)` when this version's format is
+/// to be recorded (it is older, or none), an error when it is newer.
+pub(crate) fn check_format(stored: Option<String>) -> Result<bool, StoreError> {
+    let format: u32 = match stored {
+        None => 0,
+        Some(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| StoreError::Conflict(format!("unreadable database format in rowsync_meta: {text:?}")))?,
+    };
+    if format > FORMAT {
+        return Err(StoreError::Conflict(format!(
+            "this database was written by a newer rowsync (database format {format}; this rowsync serves formats up \
+             to {FORMAT}): upgrade rowsync to serve it"
+        )));
+    }
+    Ok(format < FORMAT)
+}
+
 /// The schema `rowsync_meta` records, if any.
 fn recorded(stored: Option<String>) -> Result<Option<Schema>, StoreError> {
     stored

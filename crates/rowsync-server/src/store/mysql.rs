@@ -129,6 +129,9 @@ fn capture_triggers(table: &Table) -> Vec<(String, String)> {
 
 const INSTALL_LOCK: &str = "SELECT GET_LOCK('rowsync_install', 60)";
 const INSTALL_UNLOCK: &str = "SELECT RELEASE_LOCK('rowsync_install')";
+const SELECT_FORMAT: &str = "SELECT value FROM rowsync_meta WHERE `key` = 'format'";
+const SAVE_FORMAT: &str =
+    "INSERT INTO rowsync_meta (`key`, value) VALUES ('format', ?) ON DUPLICATE KEY UPDATE value = VALUES(value)";
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE `key` = 'schema'";
 const SAVE_SCHEMA: &str =
     "INSERT INTO rowsync_meta (`key`, value) VALUES ('schema', ?) ON DUPLICATE KEY UPDATE value = VALUES(value)";
@@ -282,6 +285,10 @@ impl Store for MysqlStore {
         sqlx::query(INSTALL_LOCK).execute(&mut *conn).await?;
         let result = async {
             create_bookkeeping(&mut conn).await?;
+            let format: Option<String> = sqlx::query_scalar(SELECT_FORMAT).fetch_optional(&mut *conn).await?;
+            if super::check_format(format)? {
+                sqlx::query(SAVE_FORMAT).bind(super::FORMAT.to_string()).execute(&mut *conn).await?;
+            }
             let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *conn).await?;
             let installing = super::reconcile_schema(schema, stored)?;
             // Each ALTER commits by itself here: a start that stops midway

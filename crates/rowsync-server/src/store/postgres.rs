@@ -109,6 +109,9 @@ fn capture_triggers(table: &Table, schema: &str) -> Vec<String> {
 
 /// Serializes concurrent installs from several servers starting at once.
 const INSTALL_LOCK: &str = "SELECT pg_advisory_xact_lock(7152342)";
+const SELECT_FORMAT: &str = "SELECT value FROM rowsync_meta WHERE key = 'format'";
+const SAVE_FORMAT: &str =
+    "INSERT INTO rowsync_meta (key, value) VALUES ('format', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'";
 const HAS_COLUMN: &str = "SELECT count(*) FROM information_schema.columns \
      WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2";
@@ -353,6 +356,10 @@ impl Store for PostgresStore {
     async fn install(&self, schema: Option<&Schema>) -> Result<Schema, StoreError> {
         let mut tx = self.pool.begin().await?;
         create_bookkeeping(&mut tx).await?;
+        let format: Option<String> = sqlx::query_scalar(SELECT_FORMAT).fetch_optional(&mut *tx).await?;
+        if super::check_format(format)? {
+            sqlx::query(SAVE_FORMAT).bind(super::FORMAT.to_string()).execute(&mut *tx).await?;
+        }
         let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
         let installing = super::reconcile_schema(schema, stored)?;
         for (column, statement) in installing.steps(Dialect::Postgres) {

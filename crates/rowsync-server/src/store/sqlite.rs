@@ -91,6 +91,9 @@ fn capture_triggers(table: &Table) -> Vec<String> {
     ]
 }
 
+const SELECT_FORMAT: &str = "SELECT value FROM rowsync_meta WHERE key = 'format'";
+const SAVE_FORMAT: &str =
+    "INSERT INTO rowsync_meta (key, value) VALUES ('format', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'";
 const SAVE_SCHEMA: &str =
     "INSERT INTO rowsync_meta (key, value) VALUES ('schema', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
@@ -210,6 +213,10 @@ impl Store for SqliteStore {
     async fn install(&self, schema: Option<&Schema>) -> Result<Schema, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         create_bookkeeping(&mut tx).await?;
+        let format: Option<String> = sqlx::query_scalar(SELECT_FORMAT).fetch_optional(&mut *tx).await?;
+        if super::check_format(format)? {
+            sqlx::query(SAVE_FORMAT).bind(super::FORMAT.to_string()).execute(&mut *tx).await?;
+        }
         let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
         let installing = super::reconcile_schema(schema, stored)?;
         for (column, statement) in installing.steps(Dialect::Sqlite) {
