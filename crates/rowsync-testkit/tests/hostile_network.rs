@@ -10,11 +10,38 @@
 use std::time::{Duration, Instant};
 
 use rowsync_client::{Agent, AgentOptions, Backoff, ClientError, SyncOptions};
-use rowsync_proto::Value;
+use rowsync_proto::{SiteId, Value};
 use rowsync_testkit::{run_seeded, text, Device, FaultyProxy, TestServer, CONTACTS_SCHEMA};
 use tempfile::TempDir;
 
 const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
+
+/// A server, the proxy in front of it with faults on, and two devices
+/// that reach the server through it.
+struct Network {
+    _dir: TempDir,
+    server: TestServer,
+    proxy: FaultyProxy,
+    laptop: Device,
+    phone: Device,
+}
+
+impl Network {
+    fn start(seed: u64) -> Network {
+        let dir = TempDir::new().unwrap();
+        let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
+        let proxy = FaultyProxy::start(&server.url(), seed);
+        let laptop = Device::init(dir.path(), "laptop", &proxy.url());
+        let phone = Device::init(dir.path(), "phone", &proxy.url());
+        proxy.faults(true);
+        Network { _dir: dir, server, proxy, laptop, phone }
+    }
+}
+
+/// The two devices' ids (a replica that took itself for a copy has a new one).
+fn sites(laptop: &Device, phone: &Device) -> [SiteId; 2] {
+    [laptop.replica().site().clone(), phone.replica().site().clone()]
+}
 
 /// Syncs `device` until a round succeeds with nothing left to push; every
 /// failure must be one a network can cause.
@@ -37,13 +64,8 @@ fn sync_through(device: &Device, options: SyncOptions, notes: &mut Vec<String>) 
 #[test]
 fn writes_cross_a_hostile_network_once_each_and_replicas_converge() {
     run_seeded("hostile_network", 3, &[], 1, |seed| {
-        let dir = TempDir::new().unwrap();
-        let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
-        let proxy = FaultyProxy::start(&server.url(), seed);
-        let laptop = Device::init(dir.path(), "laptop", &proxy.url());
-        let phone = Device::init(dir.path(), "phone", &proxy.url());
-        let sites = [laptop.replica().site().clone(), phone.replica().site().clone()];
-        proxy.faults(true);
+        let Network { _dir, server, proxy, laptop, phone } = Network::start(seed);
+        let ids = sites(&laptop, &phone);
         // Batches of 40 over a backlog of 300: the next batch is read while
         // one is on its way, and answers get lost between them.
         let options = SyncOptions { push_limit: 40, pull_limit: 70, ..SyncOptions::default() };
@@ -75,8 +97,7 @@ fn writes_cross_a_hostile_network_once_each_and_replicas_converge() {
         let injected = proxy.injected();
         eprintln!("seed {seed}: {attempts} syncs, faults met: {injected:?}");
         assert!(notes.is_empty(), "a replica took itself for a copy: {notes:?}");
-        let now = [laptop.replica().site().clone(), phone.replica().site().clone()];
-        assert_eq!(now, sites, "a replica took itself for a copy and took a new device id");
+        assert_eq!(sites(&laptop, &phone), ids, "a replica took itself for a copy and took a new device id");
         assert!(injected.len() >= 5, "too few kinds of fault were met to mean anything: {injected:?}");
         let expected = server.rows(ALL);
         assert_eq!(expected.len(), 300 + 100 - 9 - 1, "rows lost or brought back");
@@ -108,13 +129,8 @@ fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn background_agents_keep_devices_in_step_through_a_hostile_network() {
     run_seeded("hostile_network_agents", 2, &[], 1, |seed| {
-        let dir = TempDir::new().unwrap();
-        let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
-        let proxy = FaultyProxy::start(&server.url(), seed);
-        let laptop = Device::init(dir.path(), "laptop", &proxy.url());
-        let phone = Device::init(dir.path(), "phone", &proxy.url());
-        let sites = [laptop.replica().site().clone(), phone.replica().site().clone()];
-        proxy.faults(true);
+        let Network { _dir, server, proxy, laptop, phone } = Network::start(seed);
+        let ids = sites(&laptop, &phone);
         let options = AgentOptions { backoff: Backoff { first_ms: 20, max_ms: 200 }, ..AgentOptions::default() };
         let agents = [Agent::start(&laptop.path, options).unwrap(), Agent::start(&phone.path, options).unwrap()];
         for round in 0..10 {
@@ -145,8 +161,7 @@ fn background_agents_keep_devices_in_step_through_a_hostile_network() {
         for device in [&laptop, &phone] {
             assert_eq!(device.rows(ALL), expected, "{} differs from the server", device.name);
         }
-        let now = [laptop.replica().site().clone(), phone.replica().site().clone()];
-        assert_eq!(now, sites, "a replica took itself for a copy and took a new device id");
+        assert_eq!(sites(&laptop, &phone), ids, "a replica took itself for a copy and took a new device id");
         assert!(faults.len() >= 5, "too few kinds of fault were met to mean anything: {faults:?}");
     });
 }
