@@ -60,6 +60,17 @@ fn running(child: &mut Child) -> bool {
     child.try_wait().unwrap().is_none()
 }
 
+/// Kills the server `after` into `sync` (true when the sync was still under
+/// way then), starts it again on its port and database, and ends `sync`.
+fn kill_server_during(mut sync: Child, after: Duration, server: Server, dir: &Path, port: u16) -> (Server, bool) {
+    std::thread::sleep(after);
+    let landed = running(&mut sync);
+    drop(server);
+    let server = serve(dir, port);
+    kill_after(sync, Duration::ZERO);
+    (server, landed)
+}
+
 fn integrity(path: &Path) -> String {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap()
@@ -105,12 +116,10 @@ fn killed_syncs_and_servers_lose_nothing_and_double_nothing() {
         // The server, while it applies pushes.
         for _ in 0..KILLS {
             app_writes(&laptop, &mut laptop_next, BACKLOG);
-            let mut sync = start_sync(&laptop);
-            std::thread::sleep(within(&mut rng, push));
-            landed[1] += running(&mut sync) as usize;
-            drop(server);
-            server = serve(dir.path(), port);
-            kill_after(sync, Duration::ZERO);
+            let killed;
+            (server, killed) =
+                kill_server_during(start_sync(&laptop), within(&mut rng, push), server, dir.path(), port);
+            landed[1] += killed as usize;
         }
         timed_sync(&laptop);
         // The client, while it applies a large pull (and stamps its own
@@ -128,12 +137,9 @@ fn killed_syncs_and_servers_lose_nothing_and_double_nothing() {
         for _ in 0..KILLS {
             app_writes(&laptop, &mut laptop_next, BACKLOG);
             timed_sync(&laptop);
-            let mut sync = start_sync(&phone);
-            std::thread::sleep(within(&mut rng, pull));
-            landed[3] += running(&mut sync) as usize;
-            drop(server);
-            server = serve(dir.path(), port);
-            kill_after(sync, Duration::ZERO);
+            let killed;
+            (server, killed) = kill_server_during(start_sync(&phone), within(&mut rng, pull), server, dir.path(), port);
+            landed[3] += killed as usize;
         }
 
         for device in [&laptop, &phone, &laptop] {

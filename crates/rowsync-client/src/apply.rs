@@ -1,7 +1,7 @@
 //! Applying a pulled page: merge each incoming row state with the local one,
 //! write the result, and move the cursor, all in one transaction. The
 //! engine sizes pages so that one takes about a slice to apply, and the
-//! driver leaves the file to the app between them (see [`crate::pace`]).
+//! driver leaves the file to the app between them (see the `pace` module).
 //!
 //! Local writes not yet stamped are stamped first (same transaction), so the
 //! merge sees every pending local edit with its version: a pulled change for
@@ -20,7 +20,7 @@
 
 use std::collections::HashSet;
 
-use rowsync_core::capture::{trigger_names, OP_SET_ASIDE};
+use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::change::{decode_change, DecodedChange};
 use rowsync_core::clocks::{Clocks, LiveRows};
 use rowsync_core::ddl::{update_columns, Dialect};
@@ -37,6 +37,7 @@ use crate::bookkeeping::{
 use crate::error::ClientError;
 use crate::replica::Replica;
 use crate::stamp::stamp_rest;
+use crate::triggers::apps_own_triggers;
 use crate::values::{key_token, stored_key, to_sql};
 
 /// Applies one page and stores its cursor. Returns how many rows changed locally.
@@ -52,7 +53,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         .collect::<Result<_, _>>()?;
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     // Triggers are back on when the page is done, however it ends.
-    let _capture = CaptureOff::when_alone(replica, &replica.conn)?;
+    let _capture = CaptureOff::when_alone(replica)?;
     stamp_rest(replica, &tx)?;
     let newest_before: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |row| row.get(0))?;
     let mut clock = load_clock(&tx)?;
@@ -159,23 +160,16 @@ struct CaptureOff<'a> {
 }
 
 impl<'a> CaptureOff<'a> {
-    /// Turns triggers off when the synced tables carry no triggers but
-    /// rowsync's capture triggers; `None` (triggers stay on) otherwise.
-    /// Read inside the write transaction, so no trigger can appear before
-    /// it ends.
-    fn when_alone(replica: &Replica, conn: &'a Connection) -> Result<Option<CaptureOff<'a>>, ClientError> {
-        let ours: HashSet<String> = replica.schema.tables.iter().flat_map(trigger_names).collect();
-        let synced: HashSet<&str> = replica.schema.tables.iter().map(|t| t.name.as_str()).collect();
-        let mut triggers = conn.prepare_cached("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'")?;
-        let mut rows = triggers.query([])?;
-        while let Some(row) = rows.next()? {
-            let (name, table): (String, String) = (row.get(0)?, row.get(1)?);
-            if !ours.contains(&name) && synced.iter().any(|t| t.eq_ignore_ascii_case(&table)) {
-                return Ok(None);
-            }
+    /// Turns triggers off on the replica's connection when the synced
+    /// tables carry no triggers but rowsync's capture triggers; `None`
+    /// (triggers stay on) otherwise. Called inside the write transaction,
+    /// so no trigger can appear before it ends.
+    fn when_alone(replica: &'a Replica) -> Result<Option<CaptureOff<'a>>, ClientError> {
+        if apps_own_triggers(&replica.conn, &replica.schema.tables)? {
+            return Ok(None);
         }
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
-        Ok(Some(CaptureOff { conn }))
+        replica.conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
+        Ok(Some(CaptureOff { conn: &replica.conn }))
     }
 }
 

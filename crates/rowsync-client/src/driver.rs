@@ -10,8 +10,6 @@
 //! it, so that the replica's reading and the server's writing overlap; the
 //! next push step sends that batch, and any other step drops it.
 
-use std::time::Instant;
-
 use rowsync_core::engine::{Done, Event, Failure, Step};
 use rowsync_proto::PullRequest;
 
@@ -101,10 +99,7 @@ impl<'a> Driver<'a> {
                 }
                 // A page is one write transaction: the app gets the file to
                 // itself for a while before it begins.
-                let (applied, took) = replica.pacer.slice(|| {
-                    let started = Instant::now();
-                    (apply_page(replica, &page), started.elapsed())
-                });
+                let (applied, took) = replica.pacer.slice(|| apply_page(replica, &page));
                 let (applied, took_us) = (applied? as u64, took.as_micros() as u64);
                 Done::Pulled {
                     changes: page.changes.len() as u64,
@@ -118,7 +113,7 @@ impl<'a> Driver<'a> {
                 let (limit, bytes) = (*limit, *bytes);
                 self.batch = match ahead {
                     Some((batch, l, b)) if (l, b) == (limit, bytes) => Some(batch),
-                    _ => replica.pacer.slice(|| next_batch(replica, 0, limit, bytes))?,
+                    _ => replica.pacer.slice(|| next_batch(replica, 0, limit, bytes)).0?,
                 };
                 let Some(batch) = &self.batch else { return Ok(Done::NothingToPush) };
                 *sent = batch.request.changes.len();
@@ -128,9 +123,10 @@ impl<'a> Driver<'a> {
                 // the two batches share no row: acknowledging touches only
                 // the rows of the batch acknowledged, and entries up to its
                 // last. Otherwise, or if this push fails, it is dropped.
-                let next = match sending.on_its_way() {
-                    true => replica.pacer.slice(|| next_batch(replica, batch.last_id, limit, bytes)).ok().flatten(),
-                    false => None,
+                let next = if sending.on_its_way() {
+                    replica.pacer.slice(|| next_batch(replica, batch.last_id, limit, bytes)).0.ok().flatten()
+                } else {
+                    None
                 };
                 let response = sending.answer()?;
                 let acknowledged = acknowledge(replica, batch, response.acked_seq)? as u64;

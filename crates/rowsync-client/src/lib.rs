@@ -12,7 +12,7 @@
 //! - [`status`]: what `rowsync status` shows.
 //! - [`stamp`]: turning recorded writes into versioned changes (the hybrid clock's send rule).
 //! - [`outbox`]: building push batches and dropping what the server acknowledged.
-//! - [`apply`]: merging a pulled page into the file, in slices, the cursor with the last.
+//! - [`apply`]: merging a pulled page into the file, cursor included, in one transaction.
 //! - `pace`: leaving the file to the app between sync's write transactions.
 //! - [`transport`]: the [`Transport`] trait and its HTTP implementation.
 //! - [`conflicts`]: open conflicts of manual-strategy tables, and resolving them.
@@ -25,8 +25,8 @@
 //! - [`recover`]: new versions for pending writes after a reused identity or a clock that ran ahead.
 //! - [`error`]: [`ClientError`], grouped by whose fault it is.
 //!
-//! Every write transaction rowsync opens is bounded (a slice of a page or
-//! of stamping, a batch), and long work leaves the file to the app between
+//! Every write transaction rowsync opens is bounded (a pull page, a chunk
+//! of stamping, a push batch), and long work leaves the file to the app between
 //! its transactions, so the application never waits long for the lock.
 
 pub mod agent;

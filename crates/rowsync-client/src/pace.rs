@@ -37,15 +37,17 @@ pub(crate) struct Pacer {
 
 impl Pacer {
     /// Runs `slice` once the file has been free for the gap the last slice
-    /// needs.
-    pub(crate) fn slice<T>(&self, slice: impl FnOnce() -> T) -> T {
+    /// needs; returns its result and how long it took (the pace that sizes
+    /// the next one, see `rowsync_core::pace`).
+    pub(crate) fn slice<T>(&self, slice: impl FnOnce() -> T) -> (T, Duration) {
         if let Some((end, took)) = self.last.get() {
             std::thread::sleep(wait(took, end.elapsed()));
         }
         let started = Instant::now();
         let result = slice();
-        self.last.set(Some((Instant::now(), started.elapsed())));
-        result
+        let took = started.elapsed();
+        self.last.set(Some((Instant::now(), took)));
+        (result, took)
     }
 }
 

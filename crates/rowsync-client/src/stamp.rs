@@ -14,7 +14,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::clocks::{julian_to_millis, Clocks, LiveRows};
@@ -46,20 +45,17 @@ pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
 
 /// [`stamp_all`] as sync does it, in the background: its transactions are
 /// slices of about [`pace::SLICE_MS`], sized from the pace of the last, with
-/// the file left to the app between them (see [`crate::pace`]). A caller
+/// the file left to the app between them (see the client's `pace`). A caller
 /// that waits for the answer (status, conflicts) stamps without pauses.
 pub fn stamp_all_yielding(replica: &Replica) -> Result<(), ClientError> {
     let mut size = STAMP_CHUNK as u32;
     loop {
-        let (stamped, took) = replica.pacer.slice(|| {
-            let started = Instant::now();
-            (stamp_chunk(replica, size as usize), started.elapsed())
-        });
+        let (stamped, took) = replica.pacer.slice(|| stamp_chunk(replica, size as usize));
         let stamped = stamped?;
         if stamped < size as usize {
             return Ok(());
         }
-        size = pace::fit(size, stamped as u64, took.as_micros() as u64, pace::SLICE_MS, MOST_PER_CHUNK);
+        size = pace::fit(size, stamped as u64, took.as_micros() as u64, MOST_PER_CHUNK);
     }
 }
 

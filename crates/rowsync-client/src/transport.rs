@@ -314,14 +314,13 @@ impl Transport for HttpTransport {
     }
 
     fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError> {
-        let body = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.http.answer("POST", "/v1/push", Some(&body))
+        self.http.answer("POST", "/v1/push", Some(&push_body(request)?))
     }
 
     fn send_push(&self, request: &PushRequest) -> PushInFlight {
-        let body = match serde_json::to_vec(request) {
+        let body = match push_body(request) {
             Ok(body) => body,
-            Err(e) => return PushInFlight(Sending::Answered(Err(ClientError::Protocol(e.to_string())))),
+            Err(error) => return PushInFlight(Sending::Answered(Err(error))),
         };
         let http = self.http.clone();
         let sending = std::thread::Builder::new()
@@ -346,6 +345,11 @@ impl HttpTransport {
         let path = format!("{}&wait={}", pull_path(request), wait.as_secs());
         self.http.answer("GET", &path, None)
     }
+}
+
+/// The JSON body of a push request.
+fn push_body(request: &PushRequest) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
 /// The path and query of a pull request.

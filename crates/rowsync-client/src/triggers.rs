@@ -6,6 +6,8 @@
 //! schema that grew (an altered table needs its update trigger to watch
 //! the new columns).
 
+use std::collections::HashSet;
+
 use rowsync_core::capture::{capture_triggers, stored_capture_triggers, trigger_names, TriggerForm};
 use rowsync_proto::Table;
 use rusqlite::{Connection, OptionalExtension};
@@ -51,6 +53,21 @@ pub(crate) fn triggers_of(
     } else {
         Triggers::Missing
     })
+}
+
+/// Whether any of `tables` carries a trigger of the app's own (one that is
+/// not a rowsync capture trigger).
+pub(crate) fn apps_own_triggers(conn: &Connection, tables: &[Table]) -> Result<bool, ClientError> {
+    let ours: HashSet<String> = tables.iter().flat_map(trigger_names).collect();
+    let mut triggers = conn.prepare_cached("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'")?;
+    let mut rows = triggers.query([])?;
+    while let Some(row) = rows.next()? {
+        let (name, on): (String, String) = (row.get(0)?, row.get(1)?);
+        if !ours.contains(&name) && tables.iter().any(|table| table.name.eq_ignore_ascii_case(&on)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Drops whatever capture triggers `table` has.

@@ -77,13 +77,11 @@ impl Backoff {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
-    /// Most changes asked for per pull page.
+    /// Most changes asked for per pull page (pages are sized to take about
+    /// [`pace::SLICE_MS`] to apply, from the pace of the last one: a page
+    /// is one write transaction on the replica, and the app's writes wait
+    /// for it).
     pub pull_limit: u32,
-    /// About how long applying one pull page may take, in milliseconds:
-    /// pages are sized to it from the pace of the last one (see
-    /// [`pace`]). A page is one write transaction on the replica, and the
-    /// app's writes wait for it.
-    pub pull_slice_ms: u64,
     /// Outbox entries per push batch.
     pub push_limit: usize,
     /// About how many bytes a push batch may carry.
@@ -103,7 +101,6 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             pull_limit: 5_000,
-            pull_slice_ms: pace::SLICE_MS,
             push_limit: 2_000,
             push_bytes: 4 * 1024 * 1024,
             backoff: Backoff::default(),
@@ -539,7 +536,7 @@ impl Engine {
             }
             Done::Stamped { pending } => running.pending = pending,
             Done::Pulled { changes, applied, cursor, more, took_us } => {
-                self.page = pace::fit(self.page, changes, took_us, self.config.pull_slice_ms, self.config.pull_limit);
+                self.page = pace::fit(self.page, changes, took_us, self.config.pull_limit);
                 running.report.pulled += changes;
                 running.report.applied += applied;
                 running.report.pull_pages += 1;

@@ -17,16 +17,16 @@ pub const SLICE_MS: u64 = 25;
 pub const SMALLEST: u32 = 100;
 
 /// The size of the next slice, after one of `done` changes took `took_us`
-/// microseconds: as many as fit in `slice_ms` at that pace, from
+/// microseconds: as many as fit in [`SLICE_MS`] at that pace, from
 /// [`SMALLEST`] to `most`. Slices too small to show a pace change nothing,
 /// and the size moves only when it is off by more than a quarter (work
 /// fetched ahead at the size asked last is not wasted for a small change).
-pub fn fit(current: u32, done: u64, took_us: u64, slice_ms: u64, most: u32) -> u32 {
+pub fn fit(current: u32, done: u64, took_us: u64, most: u32) -> u32 {
     if done < u64::from(SMALLEST) {
         return current;
     }
     let smallest = u64::from(SMALLEST.min(most));
-    let fits = (done.saturating_mul(slice_ms.saturating_mul(1_000)) / took_us.max(1)).clamp(smallest, most.into());
+    let fits = (done.saturating_mul(SLICE_MS * 1_000) / took_us.max(1)).clamp(smallest, most.into());
     let current = u64::from(current);
     if fits * 4 < current * 3 || fits * 4 > current * 5 {
         // Round sizes, so that a steady pace keeps one.
@@ -43,21 +43,21 @@ mod tests {
     #[test]
     fn slices_are_sized_to_take_about_a_slice() {
         // 1,000 changes in 50 ms: 500 fit in 25 ms.
-        assert_eq!(fit(1_000, 1_000, 50_000, 25, 5_000), 500);
+        assert_eq!(fit(1_000, 1_000, 50_000, 5_000), 500);
         // 1,000 in 5 ms: 5,000 would fit, and that is the most.
-        assert_eq!(fit(1_000, 1_000, 5_000, 25, 5_000), 5_000);
-        assert_eq!(fit(1_000, 1_000, 5_000, 25, 2_000), 2_000);
+        assert_eq!(fit(1_000, 1_000, 5_000, 5_000), 5_000);
+        assert_eq!(fit(1_000, 1_000, 5_000, 2_000), 2_000);
         // Within a quarter of the current size, it stays; beyond, it moves
         // to a round size.
-        assert_eq!(fit(1_000, 1_000, 22_000, 25, 5_000), 1_000);
-        assert_eq!(fit(1_000, 1_000, 30_000, 25, 5_000), 1_000);
-        assert_eq!(fit(1_000, 1_000, 19_000, 25, 5_000), 1_300);
+        assert_eq!(fit(1_000, 1_000, 22_000, 5_000), 1_000);
+        assert_eq!(fit(1_000, 1_000, 30_000, 5_000), 1_000);
+        assert_eq!(fit(1_000, 1_000, 19_000, 5_000), 1_300);
         // Huge rows: never below the smallest, nor above the most.
-        assert_eq!(fit(1_000, 1_000, 10_000_000, 25, 5_000), 100);
-        assert_eq!(fit(1_000, 1_000, 10_000_000, 25, 40), 40);
+        assert_eq!(fit(1_000, 1_000, 10_000_000, 5_000), 100);
+        assert_eq!(fit(1_000, 1_000, 10_000_000, 40), 40);
         // A slice too small to show a pace (the last of a backlog) changes
         // nothing, nor does one that took no time at all overflow.
-        assert_eq!(fit(1_000, 3, 10_000_000, 25, 5_000), 1_000);
-        assert_eq!(fit(1_000, 1_000, 0, 25, 5_000), 5_000);
+        assert_eq!(fit(1_000, 3, 10_000_000, 5_000), 1_000);
+        assert_eq!(fit(1_000, 1_000, 0, 5_000), 5_000);
     }
 }

@@ -50,7 +50,8 @@ impl Fault {
             Fault::Duplicate => "duplicate",
             Fault::ShortBody => "short body",
             Fault::Status(502) => "502",
-            Fault::Status(_) => "503",
+            Fault::Status(503) => "503",
+            Fault::Status(_) => "another status",
         }
     }
 

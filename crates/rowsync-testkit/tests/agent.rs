@@ -4,11 +4,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rowsync_client::{Agent, AgentOptions, AgentStatus, Backoff, State};
 use rowsync_proto::Value;
-use rowsync_testkit::{on_every_store, text, Device, TestServer, TestStore, CONTACTS_SCHEMA};
+use rowsync_testkit::{eventually, on_every_store, text, Device, TestServer, TestStore, CONTACTS_SCHEMA};
 use tempfile::TempDir;
 
 fn options() -> AgentOptions {
@@ -17,15 +17,6 @@ fn options() -> AgentOptions {
 
 fn start(device: &Device) -> Agent {
     Agent::start(&device.path, options()).expect("the agent starts")
-}
-
-/// Waits up to `limit` for `done`, polling.
-fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn names(device: &Device) -> Vec<Value> {

@@ -30,6 +30,13 @@ fn kept(format: u32, dir: &Path) -> (PathBuf, PathBuf) {
     (replica, server)
 }
 
+/// A copy of the kept format-1 replica in `dir`, changed by `sql` first.
+fn kept_replica_changed(dir: &Path, sql: &str) -> PathBuf {
+    let (replica, _) = kept(1, dir);
+    rusqlite::Connection::open(&replica).unwrap().execute_batch(sql).unwrap();
+    replica
+}
+
 fn meta(path: &Path, key: &str) -> Value {
     let rows = query_rows(
         &rusqlite::Connection::open(path).unwrap(),
@@ -74,11 +81,10 @@ fn a_replica_and_a_server_database_of_format_1_open_and_sync_what_they_hold() {
 #[test]
 fn a_replica_file_of_a_newer_format_is_refused_and_left_alone() {
     let dir = TempDir::new().unwrap();
-    let (replica, _) = kept(1, dir.path());
-    rusqlite::Connection::open(&replica)
-        .unwrap()
-        .execute_batch("UPDATE _rowsync_meta SET value = 99 WHERE key = 'format'; DELETE FROM _rowsync_meta WHERE key = 'last_sync';")
-        .unwrap();
+    let replica = kept_replica_changed(
+        dir.path(),
+        "UPDATE _rowsync_meta SET value = 99 WHERE key = 'format'; DELETE FROM _rowsync_meta WHERE key = 'last_sync';",
+    );
     let error = Replica::open(&replica).err().expect("a file of a newer format is refused");
     assert!(matches!(error, ClientError::FormatTooNew { format: 99, .. }), "{error:?}");
     let message = error.to_string();
@@ -91,11 +97,7 @@ fn a_replica_file_of_a_newer_format_is_refused_and_left_alone() {
 #[test]
 fn a_replica_file_without_a_format_is_upgraded_in_place() {
     let dir = TempDir::new().unwrap();
-    let (replica, _) = kept(1, dir.path());
-    rusqlite::Connection::open(&replica)
-        .unwrap()
-        .execute("DELETE FROM _rowsync_meta WHERE key = 'format'", [])
-        .unwrap();
+    let replica = kept_replica_changed(dir.path(), "DELETE FROM _rowsync_meta WHERE key = 'format'");
     let opened = Replica::open(&replica).unwrap();
     assert_eq!(opened.status().unwrap().pending_changes, 5);
     assert_eq!(meta(&replica, "format"), Value::Integer(rowsync_client::replica::FORMAT));

@@ -7,11 +7,11 @@
 //! themselves; nothing is lost or applied twice, and no replica takes
 //! itself for a copy of another.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rowsync_client::{Agent, AgentOptions, Backoff, ClientError, SyncOptions};
 use rowsync_proto::{SiteId, Value};
-use rowsync_testkit::{run_seeded, text, Device, FaultyProxy, TestServer, CONTACTS_SCHEMA};
+use rowsync_testkit::{eventually, run_seeded, text, Device, FaultyProxy, TestServer, CONTACTS_SCHEMA};
 use tempfile::TempDir;
 
 const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
@@ -112,15 +112,6 @@ fn writes_cross_a_hostile_network_once_each_and_replicas_converge() {
         );
         assert_eq!(server.rows("SELECT name FROM contacts WHERE id = 'p002'"), vec![vec![text("phone 2")]]);
     });
-}
-
-/// Waits up to `limit` for `done`, polling.
-fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// The background agents of two devices, syncing by themselves through the

@@ -206,10 +206,7 @@ fn pulled_changes_write_nothing_to_the_outbox() {
 /// page are captured.
 #[test]
 fn the_apps_own_triggers_see_pulled_rows_and_capture_resumes_after_a_pull() {
-    let dir = TempDir::new().unwrap();
-    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
-    let laptop = Device::init(dir.path(), "laptop", &server.url());
-    let phone = Device::init(dir.path(), "phone", &server.url());
+    let (dir, server, laptop, phone) = setup(&TestStore::Sqlite);
     let tablet = Device::init(dir.path(), "tablet", &server.url());
     phone.exec(
         "CREATE TABLE contact_log (id TEXT, name TEXT);
@@ -302,9 +299,7 @@ fn rows_written_again_across_batches_read_ahead_arrive_whole() {
 fn a_batch_read_ahead_whose_answer_is_lost_is_retried_as_this_replicas() {
     use rowsync_client::outbox::{acknowledge, next_batch};
     use rowsync_client::Transport;
-    let dir = TempDir::new().unwrap();
-    let server = TestServer::start(dir.path(), CONTACTS_SCHEMA);
-    let laptop = Device::init(dir.path(), "laptop", &server.url());
+    let (_dir, server, laptop, _phone) = setup(&TestStore::Sqlite);
     laptop.exec("INSERT INTO contacts (id, name) VALUES ('1', 'one'), ('2', 'two'), ('3', 'three'), ('4', 'four');");
     let replica = laptop.replica();
     let transport = rowsync_client::HttpTransport::new(&server.url(), None);
@@ -318,6 +313,29 @@ fn a_batch_read_ahead_whose_answer_is_lost_is_retried_as_this_replicas() {
     assert!(report.notes.is_empty(), "taken for a copy of itself: {:?}", report.notes);
     assert_eq!(server.rows("SELECT count(*) FROM contacts"), vec![vec![rowsync_proto::Value::Integer(4)]]);
     assert_converged(&server, &[&laptop]);
+}
+
+/// A batch read ahead while the push before it was on its way is dropped
+/// when that push fails: sent first, it would move the server's high-water
+/// mark past the failed batch's writes, which would then be skipped as
+/// repeats and acknowledged away.
+#[test]
+fn a_batch_read_ahead_is_dropped_when_the_push_before_it_fails() {
+    use rowsync_core::engine::{Done, Event, Step};
+    let (_dir, mut server, laptop, _phone) = setup(&TestStore::Sqlite);
+    laptop.exec("INSERT INTO contacts (id, name) VALUES ('1', 'one'), ('2', 'two'), ('3', 'three'), ('4', 'four');");
+    let mut replica = laptop.replica();
+    let transport = rowsync_client::HttpTransport::new(&server.url(), None);
+    let mut driver = rowsync_client::Driver::new(&mut replica, &transport, 1_000);
+    let push = Step::Push { limit: 2, bytes: 1 << 20 };
+    server.stop();
+    assert!(matches!(driver.run(&push), Event::Failed(_)), "pushed to a stopped server");
+    server.restart();
+    // The same driver pushes again, as an engine retrying the step would.
+    while matches!(driver.run(&push), Event::Done(Done::Pushed { .. })) {}
+    drop(driver);
+    assert_eq!(server.rows("SELECT count(*) FROM contacts"), vec![vec![rowsync_proto::Value::Integer(4)]]);
+    assert_eq!(laptop.pending(), 0);
 }
 
 #[test]

@@ -222,6 +222,10 @@ pub(crate) fn reconcile_schema(given: Option<&Schema>, stored: Option<String>) -
     }
 }
 
+/// Keys of `rowsync_meta`: the installed schema, and the database format.
+pub(crate) const META_SCHEMA: &str = "schema";
+pub(crate) const META_FORMAT: &str = "format";
+
 /// The server database format this version writes (`format` in
 /// `rowsync_meta`). A database without one was made before formats were
 /// numbered and is brought up to date; one of a later format is refused.

@@ -129,12 +129,10 @@ fn capture_triggers(table: &Table) -> Vec<(String, String)> {
 
 const INSTALL_LOCK: &str = "SELECT GET_LOCK('rowsync_install', 60)";
 const INSTALL_UNLOCK: &str = "SELECT RELEASE_LOCK('rowsync_install')";
-const SELECT_FORMAT: &str = "SELECT value FROM rowsync_meta WHERE `key` = 'format'";
-const SAVE_FORMAT: &str =
-    "INSERT INTO rowsync_meta (`key`, value) VALUES ('format', ?) ON DUPLICATE KEY UPDATE value = VALUES(value)";
-const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE `key` = 'schema'";
-const SAVE_SCHEMA: &str =
-    "INSERT INTO rowsync_meta (`key`, value) VALUES ('schema', ?) ON DUPLICATE KEY UPDATE value = VALUES(value)";
+/// A value of `rowsync_meta` (see `store::META_*` for the keys).
+const SELECT_META: &str = "SELECT value FROM rowsync_meta WHERE `key` = ?";
+const SAVE_META: &str =
+    "INSERT INTO rowsync_meta (`key`, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)";
 const LOCK_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1 FOR UPDATE";
 const CURRENT_POSITION: &str = "SELECT last FROM rowsync_positions WHERE id = 1";
 const UPDATE_POSITION: &str = "UPDATE rowsync_positions SET last = ? WHERE id = 1";
@@ -285,11 +283,17 @@ impl Store for MysqlStore {
         sqlx::query(INSTALL_LOCK).execute(&mut *conn).await?;
         let result = async {
             create_bookkeeping(&mut conn).await?;
-            let format: Option<String> = sqlx::query_scalar(SELECT_FORMAT).fetch_optional(&mut *conn).await?;
+            let format: Option<String> =
+                sqlx::query_scalar(SELECT_META).bind(super::META_FORMAT).fetch_optional(&mut *conn).await?;
             if super::check_format(format)? {
-                sqlx::query(SAVE_FORMAT).bind(super::FORMAT.to_string()).execute(&mut *conn).await?;
+                sqlx::query(SAVE_META)
+                    .bind(super::META_FORMAT)
+                    .bind(super::FORMAT.to_string())
+                    .execute(&mut *conn)
+                    .await?;
             }
-            let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *conn).await?;
+            let stored: Option<String> =
+                sqlx::query_scalar(SELECT_META).bind(super::META_SCHEMA).fetch_optional(&mut *conn).await?;
             let installing = super::reconcile_schema(schema, stored)?;
             // Each ALTER commits by itself here: a start that stops midway
             // leaves columns the next start finds there.
@@ -305,7 +309,7 @@ impl Store for MysqlStore {
                 sqlx::query(&statement).execute(&mut *conn).await?;
             }
             if let Some(json) = installing.record()? {
-                sqlx::query(SAVE_SCHEMA).bind(json).execute(&mut *conn).await?;
+                sqlx::query(SAVE_META).bind(super::META_SCHEMA).bind(json).execute(&mut *conn).await?;
             }
             installing.log();
             let schema = installing.schema;
@@ -410,7 +414,9 @@ impl Store for MysqlStore {
     }
 
     async fn schema_version(&self) -> Result<u64, StoreError> {
-        super::recorded_version(sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&self.pool).await?)
+        super::recorded_version(
+            sqlx::query_scalar(SELECT_META).bind(super::META_SCHEMA).fetch_optional(&self.pool).await?,
+        )
     }
 
     async fn last_position(&self) -> Result<u64, StoreError> {

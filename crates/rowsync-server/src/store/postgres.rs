@@ -109,14 +109,12 @@ fn capture_triggers(table: &Table, schema: &str) -> Vec<String> {
 
 /// Serializes concurrent installs from several servers starting at once.
 const INSTALL_LOCK: &str = "SELECT pg_advisory_xact_lock(7152342)";
-const SELECT_FORMAT: &str = "SELECT value FROM rowsync_meta WHERE key = 'format'";
-const SAVE_FORMAT: &str =
-    "INSERT INTO rowsync_meta (key, value) VALUES ('format', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
-const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'";
+/// A value of `rowsync_meta` (see `store::META_*` for the keys).
+const SELECT_META: &str = "SELECT value FROM rowsync_meta WHERE key = $1";
+const SAVE_META: &str =
+    "INSERT INTO rowsync_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 const HAS_COLUMN: &str = "SELECT count(*) FROM information_schema.columns \
      WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2";
-const SAVE_SCHEMA: &str =
-    "INSERT INTO rowsync_meta (key, value) VALUES ('schema', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 /// Also marks the transaction as rowsync's: the capture triggers skip it.
 const LOCK_POSITION: &str =
     "SELECT last, set_config('rowsync.applying', 'on', true) FROM rowsync_positions WHERE id = 1 FOR UPDATE";
@@ -356,11 +354,13 @@ impl Store for PostgresStore {
     async fn install(&self, schema: Option<&Schema>) -> Result<Schema, StoreError> {
         let mut tx = self.pool.begin().await?;
         create_bookkeeping(&mut tx).await?;
-        let format: Option<String> = sqlx::query_scalar(SELECT_FORMAT).fetch_optional(&mut *tx).await?;
+        let format: Option<String> =
+            sqlx::query_scalar(SELECT_META).bind(super::META_FORMAT).fetch_optional(&mut *tx).await?;
         if super::check_format(format)? {
-            sqlx::query(SAVE_FORMAT).bind(super::FORMAT.to_string()).execute(&mut *tx).await?;
+            sqlx::query(SAVE_META).bind(super::META_FORMAT).bind(super::FORMAT.to_string()).execute(&mut *tx).await?;
         }
-        let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
+        let stored: Option<String> =
+            sqlx::query_scalar(SELECT_META).bind(super::META_SCHEMA).fetch_optional(&mut *tx).await?;
         let installing = super::reconcile_schema(schema, stored)?;
         for (column, statement) in installing.steps(Dialect::Postgres) {
             if let Some(column) = column {
@@ -373,7 +373,7 @@ impl Store for PostgresStore {
             sqlx::query(&statement).execute(&mut *tx).await?;
         }
         if let Some(json) = installing.record()? {
-            sqlx::query(SAVE_SCHEMA).bind(json).execute(&mut *tx).await?;
+            sqlx::query(SAVE_META).bind(super::META_SCHEMA).bind(json).execute(&mut *tx).await?;
         }
         installing.log();
         let schema = installing.schema;
@@ -489,7 +489,9 @@ impl Store for PostgresStore {
     }
 
     async fn schema_version(&self) -> Result<u64, StoreError> {
-        super::recorded_version(sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&self.pool).await?)
+        super::recorded_version(
+            sqlx::query_scalar(SELECT_META).bind(super::META_SCHEMA).fetch_optional(&self.pool).await?,
+        )
     }
 
     async fn last_position(&self) -> Result<u64, StoreError> {

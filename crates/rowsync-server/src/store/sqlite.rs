@@ -91,12 +91,10 @@ fn capture_triggers(table: &Table) -> Vec<String> {
     ]
 }
 
-const SELECT_FORMAT: &str = "SELECT value FROM rowsync_meta WHERE key = 'format'";
-const SAVE_FORMAT: &str =
-    "INSERT INTO rowsync_meta (key, value) VALUES ('format', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
-const SELECT_SCHEMA: &str = "SELECT value FROM rowsync_meta WHERE key = 'schema'";
-const SAVE_SCHEMA: &str =
-    "INSERT INTO rowsync_meta (key, value) VALUES ('schema', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+/// A value of `rowsync_meta` (see `store::META_*` for the keys).
+const SELECT_META: &str = "SELECT value FROM rowsync_meta WHERE key = ?";
+const SAVE_META: &str =
+    "INSERT INTO rowsync_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 const SELECT_MARK: &str = "SELECT hwm, batch, usr FROM rowsync_sites WHERE site = ?";
 const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch, usr) VALUES (?, ?, ?, ?) \
      ON CONFLICT (site) DO UPDATE SET hwm = MAX(hwm, excluded.hwm), batch = excluded.batch, usr = excluded.usr";
@@ -213,11 +211,13 @@ impl Store for SqliteStore {
     async fn install(&self, schema: Option<&Schema>) -> Result<Schema, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         create_bookkeeping(&mut tx).await?;
-        let format: Option<String> = sqlx::query_scalar(SELECT_FORMAT).fetch_optional(&mut *tx).await?;
+        let format: Option<String> =
+            sqlx::query_scalar(SELECT_META).bind(super::META_FORMAT).fetch_optional(&mut *tx).await?;
         if super::check_format(format)? {
-            sqlx::query(SAVE_FORMAT).bind(super::FORMAT.to_string()).execute(&mut *tx).await?;
+            sqlx::query(SAVE_META).bind(super::META_FORMAT).bind(super::FORMAT.to_string()).execute(&mut *tx).await?;
         }
-        let stored: Option<String> = sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&mut *tx).await?;
+        let stored: Option<String> =
+            sqlx::query_scalar(SELECT_META).bind(super::META_SCHEMA).fetch_optional(&mut *tx).await?;
         let installing = super::reconcile_schema(schema, stored)?;
         for (column, statement) in installing.steps(Dialect::Sqlite) {
             if let Some(column) = column {
@@ -230,7 +230,7 @@ impl Store for SqliteStore {
             sqlx::query(&statement).execute(&mut *tx).await?;
         }
         if let Some(json) = installing.record()? {
-            sqlx::query(SAVE_SCHEMA).bind(json).execute(&mut *tx).await?;
+            sqlx::query(SAVE_META).bind(super::META_SCHEMA).bind(json).execute(&mut *tx).await?;
         }
         installing.log();
         let schema = installing.schema;
@@ -321,7 +321,9 @@ impl Store for SqliteStore {
     }
 
     async fn schema_version(&self) -> Result<u64, StoreError> {
-        super::recorded_version(sqlx::query_scalar(SELECT_SCHEMA).fetch_optional(&self.pool).await?)
+        super::recorded_version(
+            sqlx::query_scalar(SELECT_META).bind(super::META_SCHEMA).fetch_optional(&self.pool).await?,
+        )
     }
 
     async fn last_position(&self) -> Result<u64, StoreError> {
