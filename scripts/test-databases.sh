@@ -5,8 +5,8 @@
 #
 # Exports ROWSYNC_TEST_POSTGRES and ROWSYNC_TEST_MYSQL, admin URLs the tests
 # use to create a fresh database per test, and ROWSYNC_TEST_POSTGRES_CTL and
-# ROWSYNC_TEST_MYSQL_CTL, scripts taking `stop` or `start`, with which a test
-# takes a database server away and brings it back.
+# ROWSYNC_TEST_MYSQL_CTL, scripts taking `stop`, `kill` (SIGKILL) or
+# `start`, with which a test takes a database server away and brings it back.
 
 ROWSYNC_DB_DIR="$(mktemp -d "${TMPDIR:-/tmp}/rowsync-test-dbs.XXXXXX")"
 chmod 755 "$ROWSYNC_DB_DIR"
@@ -92,14 +92,25 @@ start_postgres() {
   local ctl="$ROWSYNC_DB_DIR/postgres-ctl"
   cat >"$ctl" <<CTL
 #!/usr/bin/env bash
-# stop|start the throwaway PostgreSQL of this test run
+# stop|kill|start the throwaway PostgreSQL of this test run
 set -e
 run() { if [ "\$(id -u)" = 0 ]; then runuser -u nobody -- "\$@"; else "\$@"; fi; }
+# Waits until process \$1 is gone: dead and reaped (a zombie still counts
+# as a live postmaster for PostgreSQL), 10 s at most.
+gone() { for _ in \$(seq 1 200); do [ -e /proc/\$1 ] || return 0; sleep 0.05; done; }
 case "\$1" in
   stop) run "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null ;;
   start) run "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$log" -w -t 60 \
-    -o "-p $port -k $ROWSYNC_DB_DIR/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null ;;
-  *) echo "usage: \$0 stop|start" >&2; exit 2 ;;
+    -o "-p $port -k $ROWSYNC_DB_DIR/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start \
+    >"$ROWSYNC_DB_DIR/pg/ctl.log" 2>&1 || { cat "$ROWSYNC_DB_DIR/pg/ctl.log" >&2; exit 1; } ;;
+  kill)
+    # SIGKILL to the postmaster and every process of it at once, as a
+    # crash does; the next start recovers from the WAL.
+    pid="\$(head -1 "$PG_DATA/postmaster.pid")"
+    kids="\$(pgrep -P "\$pid" || true)"
+    kill -9 \$kids "\$pid" 2>/dev/null || true
+    for p in \$kids "\$pid"; do gone "\$p"; done ;;
+  *) echo "usage: \$0 stop|start|kill" >&2; exit 2 ;;
 esac
 CTL
   chmod +x "$ctl"
@@ -118,13 +129,18 @@ start_mariadb() {
   local ctl="$ROWSYNC_DB_DIR/mariadb-ctl"
   cat >"$ctl" <<CTL
 #!/usr/bin/env bash
-# stop|start the throwaway MariaDB of this test run
+# stop|kill|start the throwaway MariaDB of this test run
 set -e
 case "\$1" in
   stop)
     pid="\$(cat "$MY_DIR/mariadb.pid")"
     kill "\$pid"
     while kill -0 "\$pid" 2>/dev/null; do sleep 0.1; done ;;
+  kill)
+    # SIGKILL, as a crash does; the next start recovers from InnoDB's log.
+    pid="\$(cat "$MY_DIR/mariadb.pid")"
+    kill -9 "\$pid"
+    for _ in \$(seq 1 200); do [ -e /proc/\$pid ] || break; sleep 0.05; done ;;
   start)
     setsid "$daemon" --no-defaults --datadir="$MY_DIR/data" --port="$port" --bind-address=127.0.0.1 \
       --socket="$MY_DIR/mariadb.sock" --pid-file="$MY_DIR/mariadb.pid" --user="$(id -un)" \
@@ -134,7 +150,7 @@ case "\$1" in
       sleep 0.1
     done
     echo "MariaDB did not come back" >&2; exit 1 ;;
-  *) echo "usage: \$0 stop|start" >&2; exit 2 ;;
+  *) echo "usage: \$0 stop|start|kill" >&2; exit 2 ;;
 esac
 CTL
   chmod +x "$ctl"

@@ -1,6 +1,6 @@
 //! Errors of the client library, grouped by what the caller can do about them.
 
-use rowsync_proto::ErrorCode;
+use rowsync_proto::{ErrorCode, Protocols};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -35,6 +35,20 @@ pub enum ClientError {
     /// The certificates given to trust (`--ca-file`) cannot be used.
     #[error("cannot trust these certificates: {0}")]
     BadCa(String),
+    /// The server speaks only protocol versions older than this rowsync's:
+    /// its answers are not read. Nothing is lost; upgrade the server.
+    #[error(
+        "the server at {url} is too old for this rowsync: it speaks rowsync protocol {server}, this rowsync \
+         speaks {ours}; upgrade the server"
+    )]
+    ServerTooOld { url: String, server: Protocols, ours: Protocols },
+    /// The server speaks only protocol versions newer than this rowsync's:
+    /// its answers are not read. Nothing is lost; upgrade rowsync here.
+    #[error(
+        "the server at {url} is newer than this rowsync: it speaks rowsync protocol {server}, this rowsync \
+         speaks {ours}; upgrade rowsync on this device"
+    )]
+    ServerTooNew { url: String, server: Protocols, ours: Protocols },
     /// The server answered something that is not rowsync's protocol.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
@@ -51,8 +65,16 @@ pub enum ClientError {
     /// The local file's tables do not match the server's schema.
     #[error("{0}")]
     SchemaMismatch(String),
-    /// The local SQLite file could not be read or written.
-    #[error("local database error: {0}")]
+    /// The replica file cannot be written (its permissions, or a read-only
+    /// disk): nothing was done.
+    #[error(
+        "{path} cannot be written (the file, or the disk it is on, is read-only): make it writable and sync \
+         again; nothing was lost"
+    )]
+    ReadOnly { path: String },
+    /// The local SQLite file could not be read or written. Whatever sync
+    /// was writing was rolled back: nothing was lost.
+    #[error("{}", local_failure(.0))]
     Sqlite(#[from] rusqlite::Error),
     /// A conflict resolution that cannot be carried out (unknown id, bad
     /// value, row gone). Nothing was written.
@@ -79,5 +101,20 @@ impl ClientError {
     /// True when the server refused the replica's token.
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, ClientError::Unauthorized { .. })
+    }
+}
+
+/// What a failure of the local file means: a full disk and a read-only file
+/// say what to do about them.
+fn local_failure(error: &rusqlite::Error) -> String {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => {
+            format!("the disk holding the replica is full ({error}): free some space and sync again; nothing was lost")
+        }
+        Some(rusqlite::ErrorCode::ReadOnly) => format!(
+            "the replica file is read-only ({error}): make it, and the directory it is in, writable and sync again; \
+             nothing was lost"
+        ),
+        _ => format!("local database error: {error}"),
     }
 }

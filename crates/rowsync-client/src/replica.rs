@@ -65,6 +65,10 @@ const STATEMENT_CACHE: usize = 256;
 
 fn open_connection(path: &Path) -> Result<Connection, ClientError> {
     let conn = Connection::open(path)?;
+    // SQLite opens a file it cannot write read-only, and fails later on.
+    if conn.is_readonly(rusqlite::DatabaseName::Main)? {
+        return Err(ClientError::ReadOnly { path: path.display().to_string() });
+    }
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // A sync round uses a few dozen distinct statements; rusqlite keeps 16
     // by default, and re-parsing the rest each time cost more than running them.

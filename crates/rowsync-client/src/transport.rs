@@ -10,9 +10,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 
-use rowsync_proto::ErrorCode;
-
-use rowsync_proto::{ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, Schema};
+use rowsync_core::protocol::{agree, Mismatch};
+use rowsync_proto::{
+    ErrorBody, ErrorCode, Protocols, PullRequest, PullResponse, PushRequest, PushResponse, Schema, PROTOCOL_HEADER,
+};
 
 use crate::error::ClientError;
 
@@ -164,7 +165,10 @@ impl HttpTransport {
 
 impl Http {
     fn request(&self, method: &str, path: &str) -> ureq::Request {
-        let request = self.agent.request(method, &format!("{}{path}", self.base));
+        let request = self
+            .agent
+            .request(method, &format!("{}{path}", self.base))
+            .set(PROTOCOL_HEADER, &Protocols::SPOKEN.to_string());
         match &self.token {
             Some(token) => request.set("Authorization", &format!("Bearer {token}")),
             None => request,
@@ -197,6 +201,9 @@ impl Http {
                 _ => break result,
             }
         };
+        if let Ok(response) | Err(ureq::Error::Status(_, response)) = &result {
+            self.speaks_with(response.header(PROTOCOL_HEADER))?;
+        }
         match result {
             Ok(response) => {
                 // Read the whole body first: parsing from the socket reader
@@ -217,6 +224,26 @@ impl Http {
                 Some(detail) => Err(ClientError::Untrusted { url: self.base.clone(), detail }),
                 None => Err(ClientError::Unreachable { url: self.base.clone(), detail: e.to_string() }),
             },
+        }
+    }
+}
+
+impl Http {
+    /// Whether the server, stating `spoken` (the versions it speaks; none
+    /// from servers before versions were stated), speaks a protocol version
+    /// this rowsync does: its answers are read only then.
+    fn speaks_with(&self, spoken: Option<&str>) -> Result<(), ClientError> {
+        let server = match spoken {
+            None => Protocols::UNSTATED,
+            Some(text) => text
+                .parse()
+                .map_err(|e| ClientError::Protocol(format!("{} states its protocol versions badly: {e}", self.base)))?,
+        };
+        let (url, ours) = (self.base.clone(), Protocols::SPOKEN);
+        match agree(ours, server) {
+            Ok(_) => Ok(()),
+            Err(Mismatch::TheyAreOlder) => Err(ClientError::ServerTooOld { url, server, ours }),
+            Err(Mismatch::TheyAreNewer) => Err(ClientError::ServerTooNew { url, server, ours }),
         }
     }
 }

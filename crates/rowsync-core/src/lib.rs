@@ -12,6 +12,7 @@
 //! - [`clocks`]: a replica's versions of one row, and recording a local write in them.
 //! - [`merge`]: a row's state and the merge of two states (last writer wins per cell).
 //! - [`change`]: checking a wire change against the schema and turning it into a row state.
+//! - [`protocol`]: whether a client and a server speak a protocol version in common.
 //! - [`pace`]: how much of sync's long work goes in one transaction on a replica.
 //! - [`engine`]: a replica's sync decisions as a state machine (what to run next, retries, status).
 
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod evolution;
 pub mod merge;
 pub mod pace;
+pub mod protocol;
 pub mod schema;
 
 pub use change::{ChangeError, DecodedChange};

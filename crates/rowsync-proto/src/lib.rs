@@ -11,6 +11,7 @@
 //! - [`PushRequest`] / [`PushResponse`], [`PullRequest`] / [`PullResponse`]: the `/v1` messages.
 //! - [`Schema`]: the synced tables, served at `GET /v1/schema`.
 //! - [`ErrorBody`] and [`ErrorCode`]: every 4xx/5xx answer.
+//! - [`Protocols`]: the protocol versions each side speaks, stated in a header.
 
 mod schema;
 mod value;
@@ -22,8 +23,53 @@ use serde::{Deserialize, Serialize};
 pub use schema::{Column, ColumnType, ConflictStrategy, Schema, Table};
 pub use value::Value;
 
-/// The protocol version spoken under `/v1`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The header in which each side of a `/v1` exchange states the protocol
+/// versions it speaks ([`Protocols`] in its wire form: `1`, or `1-2`).
+pub const PROTOCOL_HEADER: &str = "rowsync-protocol";
+
+/// The versions of the `/v1` protocol one side speaks, oldest to newest.
+///
+/// A replica sends its range with every request and the server answers with
+/// its own; a side that finds no version in common refuses, naming which one
+/// to upgrade, instead of misreading the other's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protocols {
+    pub oldest: u32,
+    pub newest: u32,
+}
+
+impl Protocols {
+    /// The versions this build speaks.
+    pub const SPOKEN: Protocols = Protocols { oldest: 1, newest: 1 };
+    /// What a side that states nothing speaks: rowsync from before versions
+    /// were stated spoke version 1.
+    pub const UNSTATED: Protocols = Protocols { oldest: 1, newest: 1 };
+}
+
+impl fmt::Display for Protocols {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.oldest == self.newest {
+            write!(f, "{}", self.oldest)
+        } else {
+            write!(f, "{}-{}", self.oldest, self.newest)
+        }
+    }
+}
+
+impl std::str::FromStr for Protocols {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Protocols, String> {
+        let number = |n: &str| n.trim().parse::<u32>().ok();
+        let range = match s.split_once('-') {
+            Some((oldest, newest)) => number(oldest).zip(number(newest)),
+            None => number(s).map(|n| (n, n)),
+        };
+        match range {
+            Some((oldest, newest)) if oldest <= newest => Ok(Protocols { oldest, newest }),
+            _ => Err(format!("protocol versions must read N or OLDEST-NEWEST, got {s:?}")),
+        }
+    }
+}
 
 /// A hybrid logical clock reading: wall milliseconds since the Unix epoch in
 /// the high 48 bits, a logical counter in the low 16 bits.
@@ -382,6 +428,9 @@ pub enum ErrorCode {
     /// Too many requests with this token; the `Retry-After` header says when
     /// to come back. Nothing was applied.
     RateLimited,
+    /// The client and the server speak no protocol version in common; the
+    /// message says which of them to upgrade. Nothing was applied.
+    ProtocolMismatch,
     /// A bug or unexpected failure on the server.
     Internal,
     /// A code this version does not know (sent by a newer server).

@@ -8,7 +8,7 @@ use axum::Json;
 use rowsync_core::ChangeError;
 use rowsync_proto::{ErrorBody, ErrorCode};
 
-use crate::store::StoreError;
+use crate::store::{CannotWrite, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -48,6 +48,18 @@ impl From<StoreError> for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     ErrorCode::Unavailable,
                     "the server's database cannot be reached right now; retry later",
+                )
+            }
+            StoreError::CannotWrite(why, detail) => {
+                tracing::error!(%detail, "the database takes no writes");
+                let what = match why {
+                    CannotWrite::DiskFull => "is full (its disk has no room left)",
+                    CannotWrite::ReadOnly => "is read-only",
+                };
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Unavailable,
+                    format!("the server's database {what}: nothing was applied; retry later"),
                 )
             }
             StoreError::SchemaBehind => {

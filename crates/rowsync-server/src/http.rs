@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{from_fn_with_state, map_response, Next};
+use axum::middleware::{from_fn, from_fn_with_state, map_response, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -22,8 +22,9 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
 use rowsync_core::change::decode_change;
+use rowsync_core::protocol::{agree, Mismatch};
 use rowsync_core::RowState;
-use rowsync_proto::{ErrorCode, PushRequest, PushResponse, Schema, SiteId, Value};
+use rowsync_proto::{ErrorCode, Protocols, PushRequest, PushResponse, Schema, SiteId, Value, PROTOCOL_HEADER};
 use serde::Deserialize;
 
 use crate::auth::{bearer, judge, parse, Refusal};
@@ -254,21 +255,57 @@ pub fn app<S: Store>(mut state: AppState<S>) -> Router {
         .limits
         .requests_per_second
         .map(|rate| Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(state.limits.burst))));
-    let guarded = Router::new()
+    let api = Router::new()
         .route("/v1/schema", get(get_schema::<S>))
         .route("/v1/push", post(push::<S>))
         .route("/v1/pull", get(pull::<S>))
+        .route_layer(from_fn_with_state(state.clone(), authenticate::<S>))
+        .route_layer(from_fn(speak_protocols));
+    let metrics = Router::new()
         .route("/metrics", get(metrics::<S>))
         .route_layer(from_fn_with_state(state.clone(), authenticate::<S>));
     let tutorial = crate::tutorial::routes::<S>()
         .route_layer(from_fn_with_state(state.clone(), authenticate_header_or_query::<S>));
     Router::new()
-        .merge(guarded)
+        .merge(api)
+        .merge(metrics)
         .merge(tutorial)
         .route("/health", get(health::<S>))
         .fallback(not_found)
         .layer(map_response(json_errors))
         .with_state(state)
+}
+
+/// Refuses a client that speaks no protocol version this server speaks
+/// (before anything else: its requests may mean something else), naming
+/// the side to upgrade; a client that states none speaks version 1. Every
+/// answer states the versions this server speaks.
+async fn speak_protocols(request: Request, next: Next) -> Response {
+    let stated = request
+        .headers()
+        .get(PROTOCOL_HEADER)
+        .map(|value| value.to_str().map_err(|_| "not text".to_string()).and_then(str::parse::<Protocols>));
+    let spoken = Protocols::SPOKEN;
+    let refusal = match stated {
+        None => None,
+        Some(Err(e)) => Some(ApiError::bad_parameter(format!("the {PROTOCOL_HEADER} header: {e}"))),
+        Some(Ok(client)) => agree(spoken, client).err().map(|mismatch| {
+            let (than, upgrade) = match mismatch {
+                Mismatch::TheyAreOlder => ("older", "upgrade rowsync on the client"),
+                Mismatch::TheyAreNewer => ("newer", "upgrade the server"),
+            };
+            let message =
+                format!("this client speaks rowsync protocol {client}, {than} than this server's {spoken}: {upgrade}");
+            ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ProtocolMismatch, message)
+        }),
+    };
+    let mut response = match refusal {
+        Some(refusal) => refusal.into_response(),
+        None => next.run(request).await,
+    };
+    let value = HeaderValue::from_str(&spoken.to_string()).expect("digits and a dash");
+    response.headers_mut().insert(PROTOCOL_HEADER, value);
+    response
 }
 
 /// Lets a request through only with a valid token (unless tokens are off)

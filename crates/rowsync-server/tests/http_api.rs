@@ -210,6 +210,41 @@ async fn assert_refused(router: &Router, request: Request<Body>, status: StatusC
     assert!(message.contains(needle), "{message:?} lacks {needle:?}");
 }
 
+/// A client states the protocol versions it speaks; one that shares none
+/// with the server is refused before anything is read, told which side to
+/// upgrade, and its push is not applied. Every `/v1` answer states the
+/// server's versions; a client that states none speaks version 1.
+#[tokio::test]
+async fn a_client_speaking_another_protocol_is_refused_and_told_what_to_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(&dir, 1 << 20).await;
+    let speaking = |request: Request<Body>, protocols: &str| {
+        let (mut parts, body) = request.into_parts();
+        parts.headers.insert("rowsync-protocol", protocols.parse().unwrap());
+        Request::from_parts(parts, body)
+    };
+    let schema = || Request::get("/v1/schema").body(Body::empty()).unwrap();
+    let served = [schema(), speaking(schema(), "1"), speaking(schema(), "0-3"), speaking(schema(), "1-9")];
+    for request in served {
+        let stated = request.headers().get("rowsync-protocol").cloned();
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{stated:?}");
+        assert_eq!(response.headers()["rowsync-protocol"], "1", "{stated:?}");
+    }
+    let refusals = [("2-3", "newer than this server's 1: upgrade the server"), ("0", "upgrade rowsync on the client")];
+    for (protocols, needle) in refusals {
+        let response = router.clone().oneshot(speaking(schema(), protocols)).await.unwrap();
+        assert_eq!(response.headers()["rowsync-protocol"], "1", "a refusal states the server's versions too");
+        assert_refused(&router, speaking(schema(), protocols), StatusCode::BAD_REQUEST, "protocol_mismatch", needle)
+            .await;
+        let push = post(batch(vec![contact("a", Value::Text("Ann".into()), Value::Null, 1)]));
+        assert_refused(&router, speaking(push, protocols), StatusCode::BAD_REQUEST, "protocol_mismatch", needle).await;
+    }
+    assert_eq!(pulled(&router).await.changes.len(), 0, "a refused push was applied");
+    let nonsense = speaking(schema(), "two");
+    assert_refused(&router, nonsense, StatusCode::BAD_REQUEST, "invalid_parameter", "rowsync-protocol header").await;
+}
+
 #[tokio::test]
 async fn bad_input_is_refused_with_a_stable_code_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,11 +4,13 @@
 //! devices (replica files) written to through plain SQLite connections with
 //! no rowsync code loaded, the way an application would.
 
+mod app;
 mod in_process;
 mod proxy;
 pub mod seeded;
 mod stores;
 
+pub use app::{AppWriter, Written};
 pub use in_process::InProcessServer;
 pub use proxy::{Fault, FaultyProxy};
 pub use seeded::{run_seeded, Regression};

@@ -79,10 +79,54 @@ pub enum StoreError {
          tables or columns; restart this process with the new schema file"
     )]
     SchemaBehind,
+    /// The database cannot take writes: its disk is full, or it is
+    /// read-only. Nothing was applied; the request may be retried once an
+    /// operator has made room or made it writable.
+    #[error("the database cannot take writes ({0:?}): {1}")]
+    CannotWrite(CannotWrite, String),
+}
+
+/// Why a database takes no writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CannotWrite {
+    DiskFull,
+    ReadOnly,
+}
+
+/// Whether a database error says the database takes no writes: SQLite's
+/// SQLITE_FULL and SQLITE_READONLY (with their extended codes), PostgreSQL's
+/// disk_full and read_only_sql_transaction, MySQL's disk and table full and
+/// read-only errors.
+fn cannot_write(db: &dyn sqlx::error::DatabaseError) -> Option<CannotWrite> {
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        let code = db.code().and_then(|code| code.parse::<u32>().ok()).map(|code| code & 0xff);
+        return match code {
+            Some(13) => Some(CannotWrite::DiskFull),
+            Some(8) => Some(CannotWrite::ReadOnly),
+            _ => None,
+        };
+    }
+    if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return match mysql.number() {
+            1021 | 1114 => Some(CannotWrite::DiskFull),
+            1290 | 1836 => Some(CannotWrite::ReadOnly),
+            _ => None,
+        };
+    }
+    match db.code().as_deref() {
+        Some("53100") => Some(CannotWrite::DiskFull),
+        Some("25006") => Some(CannotWrite::ReadOnly),
+        _ => None,
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> StoreError {
+        if let sqlx::Error::Database(db) = &err {
+            if let Some(why) = cannot_write(db.as_ref()) {
+                return StoreError::CannotWrite(why, err.to_string());
+            }
+        }
         let unavailable = match &err {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
