@@ -14,7 +14,7 @@ pub use app::{AppWriter, Written};
 pub use in_process::InProcessServer;
 pub use proxy::{Fault, FaultyProxy};
 pub use seeded::{run_seeded, Regression};
-pub use stores::{query_database, server_stores, test_stores, Session, TestStore};
+pub use stores::{exec_database, query_database, server_stores, test_stores, Session, TestStore};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,14 +1,14 @@
 //! Files made by earlier rowsync versions, kept as they were in
-//! `tests/data/format-N/` (a replica, `laptop.db`, with writes synced,
-//! writes stamped but not pushed and writes not yet stamped; and the
-//! embedded store's database it synced with, `server.db`): today's rowsync
+//! `tests/data/format-N/STORE/` (a replica, `laptop.db`, with writes synced,
+//! writes stamped but not pushed and writes not yet stamped; and the server
+//! database it synced with: the embedded store's `server.db`, a dump
+//! `server.sql` of the PostgreSQL or MariaDB database): today's rowsync
 //! opens them, upgrades them in place, and syncs what they hold. A replica
 //! file or a server database of a newer format is refused with a clear
 //! message and left alone.
 //!
-//! Format 1 was made by rowsync 0.1 (`rowsync init`, three inserts and a
-//! sync; then an update, a delete and an insert, stamped by `rowsync
-//! status`; then an insert and a rename, not stamped).
+//! Each format's files are made once, by the rowsync that writes it, with
+//! `tests/data/make-format-files N` (which says what the replica holds).
 
 use std::path::{Path, PathBuf};
 
@@ -16,23 +16,38 @@ use rowsync_client::{ClientError, Replica};
 use rowsync_core::parse_schema;
 use rowsync_proto::Value;
 use rowsync_server::{Auth, BackgroundServer, DatabaseUrl, ServerConfig};
-use rowsync_testkit::{on_every_store, query_rows, text, Device, TestServer, CONTACTS_SCHEMA};
+use rowsync_testkit::{
+    exec_database, on_every_store, query_database, query_rows, text, Device, TestServer, TestStore, CONTACTS_SCHEMA,
+};
 use tempfile::TempDir;
 
 const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
 
-/// Copies of the kept files of `format` in `dir`.
-fn kept(format: u32, dir: &Path) -> (PathBuf, PathBuf) {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/format-{format}"));
-    let (replica, server) = (dir.join("laptop.db"), dir.join("server.db"));
+/// The kept files of `format` for `store`: a copy of the replica in `dir`,
+/// and the server database as it was (the file copied, or the dump run
+/// into a fresh database).
+fn kept(format: u32, store: &TestStore, dir: &Path) -> (PathBuf, DatabaseUrl) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/format-{format}/{}", store.name()));
+    let replica = dir.join("laptop.db");
     std::fs::copy(from.join("laptop.db"), &replica).unwrap();
-    std::fs::copy(from.join("server.db"), &server).unwrap();
-    (replica, server)
+    let database = match store {
+        TestStore::Sqlite => {
+            let server = dir.join("server.db");
+            std::fs::copy(from.join("server.db"), &server).unwrap();
+            DatabaseUrl::Sqlite(server)
+        }
+        _ => {
+            let database = store.fresh_database(dir);
+            exec_database(&database, &std::fs::read_to_string(from.join("server.sql")).unwrap());
+            database
+        }
+    };
+    (replica, database)
 }
 
 /// A copy of the kept format-1 replica in `dir`, changed by `sql` first.
 fn kept_replica_changed(dir: &Path, sql: &str) -> PathBuf {
-    let (replica, _) = kept(1, dir);
+    let (replica, _) = kept(1, &TestStore::Sqlite, dir);
     rusqlite::Connection::open(&replica).unwrap().execute_batch(sql).unwrap();
     replica
 }
@@ -47,35 +62,37 @@ fn meta(path: &Path, key: &str) -> Value {
 
 #[test]
 fn a_replica_and_a_server_database_of_format_1_open_and_sync_what_they_hold() {
-    let dir = TempDir::new().unwrap();
-    let (replica, server_db) = kept(1, dir.path());
-    let schema = parse_schema(CONTACTS_SCHEMA).unwrap();
-    let mut config = ServerConfig::new(DatabaseUrl::Sqlite(server_db.clone()), Some(schema.clone()));
-    config.auth = Auth::Off;
-    let server = BackgroundServer::start(config, ([127, 0, 0, 1], 0).into()).unwrap();
-    let server_format = "SELECT value FROM rowsync_meta WHERE key = 'format'";
-    let stored = query_rows(&rusqlite::Connection::open(&server_db).unwrap(), server_format);
-    assert_eq!(stored, vec![vec![text(&rowsync_server::store::FORMAT.to_string())]], "the database is marked");
-    // The server it synced with listened elsewhere: pointed at this one.
-    Replica::init(&replica, &server.url(), &schema, None).unwrap();
-    assert_eq!(meta(&replica, "format"), Value::Integer(rowsync_client::replica::FORMAT));
-    let laptop = Device { name: "laptop".into(), path: replica };
-    assert_eq!(laptop.pending(), 5, "the kept writes not pushed yet");
-    laptop.sync().unwrap();
-    let phone = Device::init(dir.path(), "phone", &server.url());
-    phone.sync().unwrap();
-    let expected = vec![
-        vec![text("c1"), text("Ada L."), text("ada@example.com"), text("111")],
-        vec![text("c2"), text("Bo"), Value::Null, text("333")],
-        vec![text("c4"), text("Di"), text("di@example.com"), Value::Null],
-        vec![text("c5"), text("Ed"), Value::Null, text("555")],
-    ];
-    assert_eq!(query_rows(&rusqlite::Connection::open(&server_db).unwrap(), ALL), expected);
-    for device in [&laptop, &phone] {
-        assert_eq!(device.rows(ALL), expected, "{}", device.name);
-        assert_eq!(device.pending(), 0, "{}", device.name);
-    }
-    server.stop();
+    on_every_store(|store| {
+        let dir = TempDir::new().unwrap();
+        let (replica, database) = kept(1, store, dir.path());
+        let schema = parse_schema(CONTACTS_SCHEMA).unwrap();
+        let mut config = ServerConfig::new(database.clone(), Some(schema.clone()));
+        config.auth = Auth::Off;
+        let server = BackgroundServer::start(config, ([127, 0, 0, 1], 0).into()).unwrap();
+        let key = if store.name() == "mysql" { "`key`" } else { "key" };
+        let format = query_database(&database, &format!("SELECT value FROM rowsync_meta WHERE {key} = 'format'"));
+        assert_eq!(format, vec![vec![text(&rowsync_server::store::FORMAT.to_string())]], "the database is marked");
+        // The server it synced with listened elsewhere: pointed at this one.
+        Replica::init(&replica, &server.url(), &schema, None).unwrap();
+        assert_eq!(meta(&replica, "format"), Value::Integer(rowsync_client::replica::FORMAT));
+        let laptop = Device { name: "laptop".into(), path: replica };
+        assert_eq!(laptop.pending(), 5, "the kept writes not pushed yet");
+        laptop.sync().unwrap();
+        let phone = Device::init(dir.path(), "phone", &server.url());
+        phone.sync().unwrap();
+        let expected = vec![
+            vec![text("c1"), text("Ada L."), text("ada@example.com"), text("111")],
+            vec![text("c2"), text("Bo"), Value::Null, text("333")],
+            vec![text("c4"), text("Di"), text("di@example.com"), Value::Null],
+            vec![text("c5"), text("Ed"), Value::Null, text("555")],
+        ];
+        assert_eq!(query_database(&database, ALL), expected);
+        for device in [&laptop, &phone] {
+            assert_eq!(device.rows(ALL), expected, "{}", device.name);
+            assert_eq!(device.pending(), 0, "{}", device.name);
+        }
+        server.stop();
+    });
 }
 
 #[test]
