@@ -190,12 +190,14 @@ fn a_server_database_on_a_full_disk_answers_503_and_nothing_is_lost() {
     let answer = sync(&laptop);
     let err = String::from_utf8_lossy(&answer.stderr);
     assert!(!answer.status.success(), "a push into a full database succeeded");
-    assert!(err.contains("server's database") && err.contains("full"), "{err}");
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    assert!(err.contains("server's database") && err.contains("full"), "{err}\nthe server's log:\n{log}");
     assert_eq!(laptop.pending(), 4_000, "changes left the queue");
 
     ns.ok(&format!("mount -o remount,size=64m {}", disk.display()));
     let answer = sync(&laptop);
-    assert!(answer.status.success(), "{}", String::from_utf8_lossy(&answer.stderr));
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    assert!(answer.status.success(), "{}\nthe server's log:\n{log}", String::from_utf8_lossy(&answer.stderr));
 
     let kept = dir.path().join("server-after.db");
     ns.ok(&format!("sqlite3 {} \".backup {}\"", server_db.display(), kept.display()));

@@ -157,7 +157,9 @@ impl SqliteStore {
         self
     }
 
-    /// Opens (creating when missing) the SQLite file at `path`.
+    /// Opens (creating when missing) the SQLite file at `path`. A
+    /// connection whose transaction SQLite ended by itself is closed rather
+    /// than used again (see [`still_sound`]).
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(StoreError::from)?
@@ -168,6 +170,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .after_release(|conn, _| Box::pin(async move { still_sound(conn).await }))
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open SQLite store {}: {e}", path.display())))?;
@@ -491,4 +494,22 @@ fn sqlite_value(row: &sqlx::sqlite::SqliteRow, index: usize) -> Result<Value, St
         "BLOB" => Value::Blob(row.try_get(index)?),
         _ => Value::Text(row.try_get(index)?),
     })
+}
+
+/// Whether a connection given back to the pool can serve again. SQLite
+/// rolls a transaction back by itself on some errors (a full disk, an I/O
+/// error); sqlx's ROLLBACK then fails ("no transaction is active") and the
+/// connection stays counted as inside a transaction, so that every later
+/// BEGIN on it fails: the store would refuse every write until restarted.
+/// Such a connection is closed instead (a new one is opened when needed).
+async fn still_sound(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::TransactionManager;
+    type Manager = <Sqlite as sqlx::Database>::TransactionManager;
+    if Manager::get_transaction_depth(conn) == 0 {
+        return Ok(true);
+    }
+    // A transaction dropped without COMMIT has its ROLLBACK queued: once a
+    // statement after it has run, the count says whether it took.
+    sqlx::query("SELECT 1").execute(&mut *conn).await?;
+    Ok(Manager::get_transaction_depth(conn) == 0)
 }
