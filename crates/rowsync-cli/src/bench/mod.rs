@@ -5,13 +5,14 @@
 //! - `capture`: the same writes through Python's sqlite3 module (how an app
 //!   sees it) against a plain table and a captured one; see bench/capture.py.
 //! - `sync`: a backlog pushed by one replica and pulled by a new one through
-//!   a real server on a loopback port, beside a plain batched insert of the
-//!   same rows into the server's database and plain bulk inserts into a
-//!   local SQLite file (Python's sqlite3, as an app writes, and Rust's); an
-//!   app keeps committing to each replica file while it pushes or pulls,
-//!   and the longest of its commits is the figure for how long sync keeps
-//!   an app waiting.
-//!   See bench/plain_insert.py.
+//!   a real server on a loopback port, beside the database's own fastest
+//!   way in for the same rows (PostgreSQL's COPY; elsewhere a plain batched
+//!   insert), the naive way to sync them (one `POST /sync` request per
+//!   change, each answer awaited), and plain bulk inserts into a local
+//!   SQLite file (Python's sqlite3, as an app writes, and Rust's); an app
+//!   keeps committing to each replica file while it pushes or pulls, and the
+//!   longest of its commits is the figure for how long sync keeps an app
+//!   waiting. See bench/plain_insert.py.
 //! - `latency`: two devices under their background agents on one server;
 //!   from a commit on one until the row is readable on the other, and the
 //!   CPU the idle agents use.
@@ -326,14 +327,63 @@ async fn plain_table(pool: &sqlx::AnyPool, dialect: Dialect) -> anyhow::Result<S
     Ok(table.name)
 }
 
-/// A plain batched insert of the same rows into a scratch table of the
-/// server's database: 500-row INSERT statements in one transaction.
-async fn plain_server_insert(database: &DatabaseUrl, rows: usize) -> anyhow::Result<f64> {
+/// The database's own fastest way in for the same rows, into a scratch
+/// table of the server's database: PostgreSQL's COPY, and elsewhere 500-row
+/// INSERT statements in one transaction. Its name and the seconds it took.
+async fn plain_server_insert(database: &DatabaseUrl, rows: usize) -> anyhow::Result<(&'static str, f64)> {
     let (pool, dialect) = other_program(database).await?;
     let table = plain_table(&pool, dialect).await?;
-    let secs = batched_insert(&pool, dialect, &table, rows).await?;
+    let done = match database {
+        DatabaseUrl::Postgres(url) => ("COPY into the server database", copy_rows(url, &table, rows).await?),
+        _ => ("plain batched insert, server", batched_insert(&pool, dialect, &table, rows).await?),
+    };
     sqlx::query(&format!("DROP TABLE {table}")).execute(&pool).await?;
-    Ok(secs)
+    Ok(done)
+}
+
+/// Loads rows `k0000000`… into `table` with PostgreSQL's COPY (text
+/// format, one stream); returns the seconds it took.
+async fn copy_rows(url: &str, table: &str, rows: usize) -> anyhow::Result<f64> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.context("connect to the bench database")?;
+    let started = Instant::now();
+    let mut copy = conn.copy_in_raw(&format!("COPY {table} (id, name, qty, price) FROM STDIN")).await?;
+    let mut chunk = String::new();
+    for i in 0..rows {
+        chunk.push_str(&format!("k{i:07}\titem {i}\t{i}\t{}\n", i as f64 * 0.5));
+        if chunk.len() > 1 << 20 || i + 1 == rows {
+            copy.send(std::mem::take(&mut chunk).into_bytes()).await?;
+        }
+    }
+    copy.finish().await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// How many changes the naive way sends: enough for a steady rate, few
+/// enough not to dominate the run.
+const NAIVE_CHANGES: usize = 2_000;
+
+/// The naive way to sync: one change per HTTP request, each answer awaited
+/// before the next is sent (the tutorial protocol's `POST /sync`), for
+/// `count` new rows; changes per second.
+fn one_request_per_change(url: &str, token: &str, count: usize) -> anyhow::Result<f64> {
+    let agent = ureq::AgentBuilder::new().build();
+    let started = Instant::now();
+    for i in 0..count {
+        let change = serde_json::json!({
+            "table": "items",
+            "record_id": format!("naive{i:07}"),
+            "operation": "INSERT",
+            "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            "data": {"id": format!("naive{i:07}"), "name": format!("item {i}"), "qty": i, "price": i as f64 * 0.5},
+        });
+        agent
+            .post(&format!("{url}/sync"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .send_json(change)
+            .with_context(|| format!("change {i} of the naive sync"))?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Writes made directly in the server's database: the same statements on
@@ -442,7 +492,8 @@ fn sync_backlog(dir: &std::path::Path, database: &DatabaseUrl, rows: usize) -> a
     let rust_local = rows as f64 / started.elapsed().as_secs_f64();
     let python_local = rows as f64 / python_insert_secs(dir.path(), rows)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let plain_server = rows as f64 / runtime.block_on(plain_server_insert(database, rows))?;
+    let (plain_server_name, plain_server_secs) = runtime.block_on(plain_server_insert(database, rows))?;
+    let plain_server = rows as f64 / plain_server_secs;
 
     let (server, token) = bench_server(database, &schema)?;
     let url = server.url();
@@ -451,7 +502,7 @@ fn sync_backlog(dir: &std::path::Path, database: &DatabaseUrl, rows: usize) -> a
     let receiver_file = dir.path().join("receiver.db");
     let mut receiver = Replica::init(&receiver_file, &url, &schema, Some(&token))?;
     insert_rows(sender.connection(), rows)?;
-    let transport = HttpTransport::new(&url, Some(token));
+    let transport = HttpTransport::new(&url, Some(token.clone()));
     let options = SyncOptions::default();
 
     let started = Instant::now();
@@ -465,12 +516,16 @@ fn sync_backlog(dir: &std::path::Path, database: &DatabaseUrl, rows: usize) -> a
     if pushed.acknowledged != rows as u64 || pulled.pulled != rows as u64 {
         bail!("expected {rows} changes each way, pushed {} and pulled {}", pushed.acknowledged, pulled.pulled);
     }
+    let naive = one_request_per_change(&url, &token, rows.min(NAIVE_CHANGES))?;
     server.stop();
     let figure = |name: &str, value: f64, unit: &'static str| Figure::new("sync", store, rows, name, value, unit);
     Ok(vec![
         figure("push (sync on the writing device)", push, "changes/s")
-            .against("plain batched insert, server", plain_server, "rows/s")
+            .against(plain_server_name, plain_server, "rows/s")
             .target(Target::RatioAtLeast(0.3)),
+        figure("push (sync on the writing device)", push, "changes/s")
+            .against("one request per change, each awaited", naive, "changes/s")
+            .target(Target::RatioAtLeast(50.0)),
         figure("longest app commit during that push", ms(longest_push_commit), "ms").target(Target::AtMost(50.0)),
         figure("pull (sync on a new device)", pull, "changes/s")
             .against("plain insert, Python sqlite3", python_local, "rows/s")
