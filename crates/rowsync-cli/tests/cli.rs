@@ -302,6 +302,8 @@ fn the_sync_benchmark_prints_each_figure_beside_its_reference_and_its_target() {
         "$ rowsync bench sync --rows 300",
         "push (sync on the writing device)",
         "plain batched insert, server",
+        "one request per change, each awaited",
+        ">= 50.00x",
         "pull (sync on a new device)",
         "plain insert, Python sqlite3",
         ">= 0.30x",

@@ -122,7 +122,7 @@ fn wait_up_to(sync: &mut Child, most: Duration) -> Option<ExitStatus> {
 }
 
 /// A device's life until `until`: app transactions, whole syncs and syncs
-/// killed part-way, at random.
+/// killed part-way, at random; the app writes on while a sync runs.
 fn live(device: &Device, seed: u64, until: Instant) -> Tally {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut tally = Tally::default();
@@ -131,6 +131,10 @@ fn live(device: &Device, seed: u64, until: Instant) -> Tally {
             0..=4 => app_writes(device, &mut rng, &mut tally),
             5..=7 => {
                 let mut sync = start_sync(device);
+                // The app goes on writing while it syncs.
+                for _ in 0..rng.gen_range(0..3) {
+                    app_writes(device, &mut rng, &mut tally);
+                }
                 match wait_up_to(&mut sync, STUCK) {
                     Some(status) if status.success() => tally.syncs_done += 1,
                     Some(_) => tally.syncs_failed += 1,
@@ -144,6 +148,9 @@ fn live(device: &Device, seed: u64, until: Instant) -> Tally {
             _ => {
                 let mut sync = start_sync(device);
                 let after = Duration::from_millis(rng.gen_range(1..150));
+                if rng.gen_bool(0.5) {
+                    app_writes(device, &mut rng, &mut tally);
+                }
                 if wait_up_to(&mut sync, after).is_none() {
                     tally.syncs_killed += 1;
                     let _ = sync.kill();
