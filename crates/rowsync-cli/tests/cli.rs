@@ -34,10 +34,7 @@ fn assert_one_line_error(output: &Output, needle: &str) {
 
 /// A server without tokens (tokens are tested in `tokens_cli.rs`).
 fn serve(dir: &Path, port: u16) -> Server {
-    let schema = dir.join("schema.sql");
-    std::fs::write(&schema, "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, phone TEXT);").unwrap();
-    let database = format!("sqlite://{}", dir.join("server.db").display());
-    common::serve(&["--database", &database, "--schema", schema.to_str().unwrap(), "--insecure-no-auth"], port)
+    common::serve_open(dir, port, "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, phone TEXT);")
 }
 
 #[test]

@@ -10,13 +10,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Server, ROWSYNC};
+use common::{free_port, serve_open, start_sync, Server, ROWSYNC};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rowsync_testkit::{query_rows, run_seeded, AppWriter, Device, CONTACTS_SCHEMA};
+use rowsync_testkit::{integrity_check, query_rows, run_seeded, AppWriter, Device, CONTACTS_SCHEMA};
 
 const KILLS: usize = 20;
 /// The longest an app's commit may wait for sync, killed or not (the
@@ -25,13 +25,6 @@ const KILLS: usize = 20;
 /// over this bound is measured rather than cut short.
 const APP_WAIT: Duration = Duration::from_secs(1);
 const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
-
-fn serve(dir: &Path, port: u16) -> Server {
-    let schema = dir.join("schema.sql");
-    std::fs::write(&schema, CONTACTS_SCHEMA).unwrap();
-    let database = format!("sqlite://{}", dir.join("server.db").display());
-    common::serve(&["--database", &database, "--schema", schema.to_str().unwrap(), "--insecure-no-auth"], port)
-}
 
 /// The app commits `count` new contacts to `device` in one transaction.
 fn app_writes(device: &Device, next: &mut usize, count: usize) {
@@ -43,15 +36,6 @@ fn app_writes(device: &Device, next: &mut usize, count: usize) {
             .unwrap();
     }
     tx.commit().unwrap();
-}
-
-fn start_sync(device: &Device) -> Child {
-    Command::new(ROWSYNC)
-        .args(["sync", device.path.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 /// Kills `child` after `after`; true when it was still running then.
@@ -73,14 +57,9 @@ fn kill_server_during(mut sync: Child, after: Duration, server: Server, dir: &Pa
     std::thread::sleep(after);
     let landed = running(&mut sync);
     drop(server);
-    let server = serve(dir, port);
+    let server = serve_open(dir, port, CONTACTS_SCHEMA);
     kill_after(sync, Duration::ZERO);
     (server, landed)
-}
-
-fn integrity(path: &Path) -> String {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap()
 }
 
 /// A whole `rowsync sync` of `device`, which must succeed; how long it took.
@@ -103,7 +82,7 @@ fn killed_syncs_and_servers_lose_nothing_and_double_nothing() {
         let mut rng = StdRng::seed_from_u64(seed);
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut server = serve(dir.path(), port);
+        let mut server = serve_open(dir.path(), port, CONTACTS_SCHEMA);
         let url = format!("http://127.0.0.1:{port}");
         let laptop = Device::init(dir.path(), "laptop", &url);
         let phone = Device::init(dir.path(), "phone", &url);
@@ -119,14 +98,14 @@ fn killed_syncs_and_servers_lose_nothing_and_double_nothing() {
         let push = timed_sync(&laptop);
         for _ in 0..KILLS {
             app_writes(&laptop, &mut laptop_next, BACKLOG);
-            landed[0] += kill_after(start_sync(&laptop), within(&mut rng, push)) as usize;
+            landed[0] += kill_after(start_sync(&laptop.path), within(&mut rng, push)) as usize;
         }
         // The server, while it applies pushes.
         for _ in 0..KILLS {
             app_writes(&laptop, &mut laptop_next, BACKLOG);
             let killed;
             (server, killed) =
-                kill_server_during(start_sync(&laptop), within(&mut rng, push), server, dir.path(), port);
+                kill_server_during(start_sync(&laptop.path), within(&mut rng, push), server, dir.path(), port);
             landed[1] += killed as usize;
         }
         timed_sync(&laptop);
@@ -140,13 +119,14 @@ fn killed_syncs_and_servers_lose_nothing_and_double_nothing() {
             app_writes(&laptop, &mut laptop_next, BACKLOG);
             timed_sync(&laptop);
             app_writes(&phone, &mut phone_next, 50);
-            landed[2] += kill_after(start_sync(&phone), within(&mut rng, pull)) as usize;
+            landed[2] += kill_after(start_sync(&phone.path), within(&mut rng, pull)) as usize;
         }
         for _ in 0..KILLS {
             app_writes(&laptop, &mut laptop_next, BACKLOG);
             timed_sync(&laptop);
             let killed;
-            (server, killed) = kill_server_during(start_sync(&phone), within(&mut rng, pull), server, dir.path(), port);
+            (server, killed) =
+                kill_server_during(start_sync(&phone.path), within(&mut rng, pull), server, dir.path(), port);
             landed[3] += killed as usize;
         }
 
@@ -172,9 +152,9 @@ fn killed_syncs_and_servers_lose_nothing_and_double_nothing() {
         for device in [&laptop, &phone] {
             assert_eq!(device.rows(ALL), on_server, "{} differs from the server", device.name);
             assert_eq!(device.pending(), 0, "{}", device.name);
-            assert_eq!(integrity(&device.path), "ok", "{}", device.name);
+            assert_eq!(integrity_check(&device.path), "ok", "{}", device.name);
         }
-        assert_eq!(integrity(&server_db), "ok");
+        assert_eq!(integrity_check(&server_db), "ok");
         // Enough of them land mid-sync for the test to mean something, on
         // a loaded machine too.
         assert!(landed.iter().all(|&n| n >= KILLS / 4), "too few kills landed while work was under way: {landed:?}");

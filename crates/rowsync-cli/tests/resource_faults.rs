@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use common::{free_port, serve, ROWSYNC};
+use common::{free_port, serve_open, ROWSYNC};
 use rowsync_testkit::{query_rows, Device, CONTACTS_SCHEMA};
 
 const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
@@ -107,11 +107,8 @@ fn many_writes(device: &Device, prefix: &str, count: usize) {
 fn a_replica_on_a_full_or_read_only_disk_fails_clearly_loses_nothing_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let schema = dir.path().join("schema.sql");
-    std::fs::write(&schema, CONTACTS_SCHEMA).unwrap();
+    let _server = serve_open(dir.path(), port, CONTACTS_SCHEMA);
     let server_db = dir.path().join("server.db");
-    let database = format!("sqlite://{}", server_db.display());
-    let _server = serve(&["--database", &database, "--schema", schema.to_str().unwrap(), "--insecure-no-auth"], port);
     let url = format!("http://127.0.0.1:{port}");
     // Another device puts about 1.5 MB of rows on the server.
     let phone = Device::init(dir.path(), "phone", &url);

@@ -14,14 +14,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Server, ROWSYNC};
+use common::{free_port, serve_open, start_sync, Server};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rowsync_testkit::{query_rows, run_seeded, Device, FaultyProxy, CONTACTS_SCHEMA};
+use rowsync_testkit::{integrity_check, query_rows, run_seeded, Device, FaultyProxy, CONTACTS_SCHEMA};
 
 const DEVICES: usize = 3;
 /// Rows every device edits, replaces and deletes.
@@ -30,13 +29,6 @@ const SHARED: usize = 40;
 /// then is stuck, which the verdict counts.
 const STUCK: Duration = Duration::from_secs(60);
 const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
-
-fn serve(dir: &Path, port: u16) -> Server {
-    let schema = dir.join("schema.sql");
-    std::fs::write(&schema, CONTACTS_SCHEMA).unwrap();
-    let database = format!("sqlite://{}", dir.join("server.db").display());
-    common::serve(&["--database", &database, "--schema", schema.to_str().unwrap(), "--insecure-no-auth"], port)
-}
 
 /// What one device did.
 #[derive(Debug, Default)]
@@ -98,15 +90,6 @@ fn app_writes(device: &Device, rng: &mut StdRng, tally: &mut Tally) {
     tally.shared_writes += shared;
 }
 
-fn start_sync(device: &Device) -> Child {
-    Command::new(ROWSYNC)
-        .args(["sync", device.path.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 /// Waits for `sync` up to `most`; `None` when it is still running then.
 fn wait_up_to(sync: &mut Child, most: Duration) -> Option<ExitStatus> {
     let started = Instant::now();
@@ -130,7 +113,7 @@ fn live(device: &Device, seed: u64, until: Instant) -> Tally {
         match rng.gen_range(0..10) {
             0..=4 => app_writes(device, &mut rng, &mut tally),
             5..=7 => {
-                let mut sync = start_sync(device);
+                let mut sync = start_sync(&device.path);
                 // The app goes on writing while it syncs.
                 for _ in 0..rng.gen_range(0..3) {
                     app_writes(device, &mut rng, &mut tally);
@@ -146,7 +129,7 @@ fn live(device: &Device, seed: u64, until: Instant) -> Tally {
                 }
             }
             _ => {
-                let mut sync = start_sync(device);
+                let mut sync = start_sync(&device.path);
                 let after = Duration::from_millis(rng.gen_range(1..150));
                 if rng.gen_bool(0.5) {
                     app_writes(device, &mut rng, &mut tally);
@@ -163,16 +146,11 @@ fn live(device: &Device, seed: u64, until: Instant) -> Tally {
     tally
 }
 
-fn integrity(path: &Path) -> String {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap()
-}
-
 fn soak(seed: u64, length: Duration) {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = serve(dir.path(), port);
+    let mut server = serve_open(dir.path(), port, CONTACTS_SCHEMA);
     let proxy = FaultyProxy::start(&format!("http://127.0.0.1:{port}"), seed);
     let devices: Vec<Device> =
         (0..DEVICES).map(|i| Device::init(dir.path(), &format!("device{i}"), &proxy.url())).collect();
@@ -196,7 +174,7 @@ fn soak(seed: u64, length: Duration) {
                 break;
             }
             drop(server);
-            server = serve(dir.path(), port);
+            server = serve_open(dir.path(), port, CONTACTS_SCHEMA);
             server_kills += 1;
         }
         (lives.into_iter().map(|life| life.join().unwrap()).collect(), server)
@@ -245,7 +223,7 @@ fn soak(seed: u64, length: Duration) {
         if device.pending() != 0 {
             divergences.push(format!("{}: {} change(s) still pending", device.name, device.pending()));
         }
-        let integrity = integrity(&device.path);
+        let integrity = integrity_check(&device.path);
         if integrity != "ok" {
             divergences.push(format!("{}: integrity_check: {integrity}", device.name));
         }
@@ -253,7 +231,7 @@ fn soak(seed: u64, length: Duration) {
             divergences.push(format!("{}: {} sync(s) ran over {STUCK:?}", device.name, tally.syncs_stuck));
         }
     }
-    let integrity = integrity(&server_db);
+    let integrity = integrity_check(&server_db);
     if integrity != "ok" {
         divergences.push(format!("the server database: integrity_check: {integrity}"));
     }

@@ -225,6 +225,13 @@ impl Device {
     }
 }
 
+/// What `PRAGMA integrity_check` says of the SQLite file at `path` ("ok"
+/// when it is whole).
+pub fn integrity_check(path: &Path) -> String {
+    let conn = Connection::open(path).expect("open for integrity_check");
+    conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).expect("integrity_check")
+}
+
 /// Runs `test` once per store of [`test_stores`], naming the store when it fails.
 pub fn on_every_store(test: impl Fn(&TestStore)) {
     for store in test_stores() {
