@@ -131,6 +131,9 @@ fn a_replica_on_a_full_or_read_only_disk_fails_clearly_loses_nothing_and_resumes
     assert_ne!(status, 0, "a sync onto a full disk succeeded: {out}");
     assert!(out.contains("disk is full") && out.lines().count() == 1, "{out}");
     assert!(out.contains("nothing was lost"), "{out}");
+    // Sync that fails says so where the user looks, even on a full disk.
+    let status = ns.ok(&format!("{rowsync} status {laptop_s}"));
+    assert!(status.contains("last error   the disk holding the replica is full"), "{status}");
     assert_eq!(ns.ok(&format!("sqlite3 {laptop_s} 'PRAGMA integrity_check'")).trim(), "ok");
 
     // Room again: it resumes.

@@ -226,9 +226,7 @@ impl Http {
             },
         }
     }
-}
 
-impl Http {
     /// Whether the server, stating `spoken` (the versions it speaks; none
     /// from servers before versions were stated), speaks a protocol version
     /// this rowsync does: its answers are read only then.

@@ -65,6 +65,8 @@ fn a_server_too_new_or_too_old_is_refused_with_the_side_to_upgrade_and_nothing_i
     assert!(matches!(error, ClientError::ServerTooOld { .. }), "{error:?}");
     assert!(error.to_string().contains("upgrade the server"), "{error}");
     assert_eq!(laptop.pending(), 1, "the change stays queued");
+    let shown = laptop.replica().status().unwrap().last_error.unwrap_or_default();
+    assert!(shown.contains("upgrade the server"), "status shows {shown:?}");
 
     // Back with a server it shares a version with, it syncs what it kept.
     pointed_at(&server.url());
