@@ -343,6 +343,9 @@ fn serve(
             if let Some(secs) = settings.max_clock_ahead_secs {
                 config.max_clock_ahead = Duration::from_secs(secs);
             }
+            if let Some(secs) = settings.tombstone_retention_secs {
+                config.tombstone_retention = (secs > 0).then(|| Duration::from_secs(secs));
+            }
             config.limits = settings.limits.into_limits()?;
         }
         if let Some(bytes) = body_bytes {
@@ -371,6 +374,9 @@ fn serve(
 struct Settings {
     /// Versions further ahead of the server's clock are refused.
     max_clock_ahead_secs: Option<u64>,
+    /// Deletes are forgotten this long after their row's last write; 0
+    /// keeps them forever.
+    tombstone_retention_secs: Option<u64>,
     #[serde(default)]
     limits: LimitSettings,
     #[serde(default)]

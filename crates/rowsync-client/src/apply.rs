@@ -35,6 +35,7 @@ use crate::bookkeeping::{
     save_live_rows,
 };
 use crate::error::ClientError;
+use crate::rebuild::{after_page, note_seen, Download};
 use crate::replica::Replica;
 use crate::stamp::stamp_rest;
 use crate::triggers::apps_own_triggers;
@@ -61,6 +62,8 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
     let mut changed_rows = 0;
     let mut live = LiveRows::default();
     let mut unpushed = None;
+    let cursor: i64 = meta_get(&tx, key::CURSOR)?.unwrap_or(0);
+    let download = Download::of(&tx, cursor as u64)?;
     for decoded in &changes {
         for version in decoded.state.versions() {
             clock.observe(version.hlc);
@@ -69,6 +72,9 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         let table = &replica.schema.tables[decoded.table];
         let table_id = replica.table_ids[decoded.table];
         let local_key = stored_key(&tx, &decoded.key)?;
+        if download == Download::Reconciling {
+            note_seen(&tx, table_id, &local_key)?;
+        }
         let mut clocks = load_clocks(&tx, table_id, &local_key)?.unwrap_or_default();
         let mut state = clocks.to_state(table.columns.len());
         // A row an earlier page deleted while it had local writes not yet
@@ -144,6 +150,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         }
         changed_rows += 1;
     }
+    changed_rows += after_page(replica, &tx, download, page.more, &mut live)?;
     save_live_rows(&tx, &live)?;
     save_clock(&tx, &clock)?;
     meta_set(&tx, key::OBSERVED, observed)?;

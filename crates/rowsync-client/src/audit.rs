@@ -176,7 +176,7 @@ pub(crate) fn audit_against_server(
     let everything = SiteId::server();
     let mut cursor = 0;
     loop {
-        let request = PullRequest { site: everything.clone(), cursor, limit, known: None };
+        let request = PullRequest { site: everything.clone(), cursor, limit, known: None, full: true };
         let page = transport.pull(&request)?;
         let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
         stamp_rest(replica, &tx)?;

@@ -25,6 +25,9 @@ pub(crate) mod key {
     pub const CA_PEM: &str = "ca_pem";
     pub const SCHEMA: &str = "schema";
     pub const CURSOR: &str = "cursor";
+    /// 1 while the replica downloads everything again and reconciles what
+    /// it holds with it (see `rebuild`).
+    pub const REBUILD: &str = "rebuild";
     pub const CLOCK: &str = "clock";
     /// Site sequence number of an outbox entry = this offset + its id.
     pub const SEQ_OFFSET: &str = "seq_offset";

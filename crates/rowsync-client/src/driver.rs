@@ -18,6 +18,7 @@ use crate::audit::{audit_against_server, check_capture};
 use crate::bookkeeping::{key, known_batches, meta_get};
 use crate::error::ClientError;
 use crate::outbox::{acknowledge, next_batch, set_aside, Batch};
+use crate::rebuild::Download;
 use crate::replica::Replica;
 use crate::stamp::stamp_all_yielding;
 use crate::transport::Transport;
@@ -84,7 +85,8 @@ impl<'a> Driver<'a> {
             Step::Pull { limit } => {
                 let cursor = meta_get::<i64>(&replica.conn, key::CURSOR)?.unwrap_or(0) as u64;
                 let known = known_batches(&replica.conn)?;
-                let request = PullRequest { site: replica.site.clone(), cursor, limit: *limit, known };
+                let full = Download::of(&replica.conn, cursor)?.full();
+                let request = PullRequest { site: replica.site.clone(), cursor, limit: *limit, known, full };
                 let page = self.transport.pull(&request)?;
                 if page.cursor < cursor {
                     return Err(ClientError::Protocol(format!(
@@ -149,6 +151,15 @@ impl<'a> Driver<'a> {
                          took the new device id {new} (was {old}), sends its pending writes again and pulls \
                          everything again"
                     ),
+                }
+            }
+            Step::StartOver => {
+                replica.start_over()?;
+                Done::StartedOver {
+                    note: "this replica last synced before deletes the server has since forgotten (it keeps them \
+                           for its tombstone retention): it downloads everything again, and deletes the rows the \
+                           server no longer has, except those with writes of its own still to push"
+                        .into(),
                 }
             }
             Step::CorrectClock { max_clock_ms } => {

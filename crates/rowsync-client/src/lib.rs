@@ -22,6 +22,7 @@
 //! - [`lock`]: one sync at a time per replica file.
 //! - [`audit`]: checking before each sync that capture saw every write (table rebuilds, REPLACE).
 //! - `triggers`: whether a table carries exactly rowsync's capture triggers; installing them again.
+//! - `rebuild`: downloading everything again, and deleting what the server no longer has.
 //! - [`recover`]: new versions for pending writes after a reused identity or a clock that ran ahead.
 //! - [`error`]: [`ClientError`], grouped by whose fault it is.
 //!
@@ -39,6 +40,7 @@ pub mod error;
 pub mod lock;
 pub mod outbox;
 mod pace;
+mod rebuild;
 pub mod recover;
 pub mod replica;
 pub mod stamp;

@@ -30,6 +30,7 @@ use crate::bookkeeping::{
     key, load_clock, meta_get, meta_set, read_clocks, save_clock, save_clocks, set_known_batches,
 };
 use crate::error::ClientError;
+use crate::rebuild::start_over;
 use crate::replica::Replica;
 use crate::stamp::stamp_rest;
 
@@ -92,7 +93,7 @@ impl Replica {
         // The new site has sent nothing yet. Earlier pulls left out the other
         // copy's writes as this site's own echoes: pull everything again.
         set_known_batches(&tx, &[])?;
-        meta_set(&tx, key::CURSOR, 0)?;
+        start_over(&tx)?;
         tx.commit()?;
         self.site = new.clone();
         Ok(new)

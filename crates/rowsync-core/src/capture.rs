@@ -69,6 +69,11 @@ CREATE TABLE IF NOT EXISTS _rowsync_conflicts (
   body TEXT NOT NULL,
   PRIMARY KEY (tbl, pk, id)
 );
+CREATE TABLE IF NOT EXISTS _rowsync_seen (
+  tbl INTEGER NOT NULL,
+  pk NOT NULL,
+  PRIMARY KEY (tbl, pk)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _rowsync_rejected (
   id INTEGER PRIMARY KEY,
   tbl INTEGER NOT NULL,

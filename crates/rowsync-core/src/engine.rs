@@ -141,6 +141,10 @@ pub enum Step {
     /// Re-stamp own writes made beyond `max_clock_ms`, the latest wall time
     /// the server accepts now. Answered with [`Done::ClockCorrected`].
     CorrectClock { max_clock_ms: u64 },
+    /// The server no longer serves the replica's cursor (deletes after it
+    /// were forgotten): go back to the start of its log, to download
+    /// everything again and reconcile. Answered with [`Done::StartedOver`].
+    StartOver,
 }
 
 /// A step that succeeded, and what it found.
@@ -173,6 +177,9 @@ pub enum Done {
     NothingToPush,
     SetAside,
     Renewed {
+        note: String,
+    },
+    StartedOver {
         note: String,
     },
     /// How many rows were re-stamped (0: nothing could be corrected).
@@ -329,6 +336,7 @@ enum Stage {
     SettingAside,
     Renewing,
     Correcting,
+    StartingOver,
 }
 
 #[derive(Debug)]
@@ -342,6 +350,7 @@ struct Running {
     push_bytes: usize,
     renewed: bool,
     corrected: bool,
+    started_over: bool,
 }
 
 /// The size of the first pull page, before any pace is known. The
@@ -490,6 +499,7 @@ impl Engine {
             push_bytes: self.config.push_bytes.max(1),
             renewed: false,
             corrected: false,
+            started_over: false,
         });
         match round {
             Round::Full => self.run(Stage::Preparing, Step::Prepare, actions),
@@ -557,6 +567,11 @@ impl Engine {
             Done::NothingToPush => return self.after(Stage::Pushing, now, actions),
             Done::SetAside => {}
             Done::Renewed { note } => running.report.notes.push(note),
+            Done::StartedOver { note } => {
+                running.report.notes.push(note);
+                running.report.cursor = 0;
+                self.cursor = 0;
+            }
             Done::ClockCorrected { rows: 0 } => {
                 let failure = Failure::Refused {
                     code: ErrorCode::ClockSkew,
@@ -604,6 +619,7 @@ impl Engine {
             }
             Stage::PullingFirst if round == Round::Remote => self.end_round(now, actions),
             Stage::PullingFirst | Stage::SettingAside | Stage::Correcting => self.push(actions),
+            Stage::StartingOver => self.pull(Stage::PullingFirst, actions),
             Stage::Pushing => self.pull(Stage::PullingLast, actions),
             Stage::PullingLast => self.end_round(now, actions),
             Stage::Renewing => {
@@ -695,7 +711,8 @@ impl Engine {
 /// The step that mends `failure` within the round, if one does: a refused
 /// change is set aside, a batch too large is halved (a single row too large
 /// is set aside), a copied file takes a new identity once, a clock that ran
-/// ahead is corrected once.
+/// ahead is corrected once, a cursor the server no longer serves starts the
+/// download over once.
 fn mend(running: &mut Running, failure: &Failure) -> Option<(Stage, Step)> {
     let Failure::Refused { code, message, change, max_clock_ms, sent } = failure else { return None };
     let pushing = running.stage == Stage::Pushing;
@@ -711,6 +728,10 @@ fn mend(running: &mut Running, failure: &Failure) -> Option<(Stage, Step)> {
         (ErrorCode::BodyTooLarge, _) if pushing => {
             let reason = format!("the row is more than the server accepts in one request: {message}");
             Some((Stage::SettingAside, Step::SetAside { change: 0, reason }))
+        }
+        (ErrorCode::CursorExpired, _) if !running.started_over => {
+            running.started_over = true;
+            Some((Stage::StartingOver, Step::StartOver))
         }
         (ErrorCode::SiteReused, _) if !running.renewed => {
             running.renewed = true;

@@ -11,6 +11,7 @@
 //! - [`clock`]: the hybrid logical clock's send and receive rules.
 //! - [`clocks`]: a replica's versions of one row, and recording a local write in them.
 //! - [`merge`]: a row's state and the merge of two states (last writer wins per cell).
+//! - [`horizon`]: which tombstones the server may forget, and what it must then refuse.
 //! - [`change`]: checking a wire change against the schema and turning it into a row state.
 //! - [`protocol`]: whether a client and a server speak a protocol version in common.
 //! - [`pace`]: how much of sync's long work goes in one transaction on a replica.
@@ -23,6 +24,7 @@ pub mod clocks;
 pub mod ddl;
 pub mod engine;
 pub mod evolution;
+pub mod horizon;
 pub mod merge;
 pub mod pace;
 pub mod protocol;

@@ -368,6 +368,11 @@ pub struct PullRequest {
     /// As [`PushRequest::known`]: a copy of a replica would otherwise skip
     /// the other copy's writes as its own echoes.
     pub known: Option<Vec<u64>>,
+    /// The replica downloads everything to reconcile what it holds: none of
+    /// its own states is left out, and a cursor below the tombstone
+    /// horizon is served (see [`ErrorCode::CursorExpired`]).
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// `GET /v1/pull` answer: changes after `cursor` in commit order.
@@ -431,6 +436,14 @@ pub enum ErrorCode {
     /// The client and the server speak no protocol version in common; the
     /// message says which of them to upgrade. Nothing was applied.
     ProtocolMismatch,
+    /// The pull's cursor lies below the tombstone horizon: deletes it had
+    /// not pulled were forgotten since. The replica must download
+    /// everything again (`full=true`) and reconcile what it holds.
+    CursorExpired,
+    /// A pushed write for a row the server forgot (its delete was collected
+    /// behind the tombstone horizon) is no newer than that delete may have
+    /// been: it is refused rather than revive the row. `change` says which.
+    ForgottenRow,
     /// A bug or unexpected failure on the server.
     Internal,
     /// A code this version does not know (sent by a newer server).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use rowsync_proto::{ColumnType, ConflictStrategy, Schema, Value};
+use rowsync_proto::{ColumnType, ConflictStrategy, Hlc, Schema, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -129,7 +129,14 @@ pub struct ServerConfig {
     pub clock: WallClock,
     /// Serve HTTPS with this certificate; plain HTTP when `None`.
     pub tls: Option<Tls>,
+    /// How long deletes are kept after their last write; older ones are
+    /// forgotten (see [`rowsync_core::horizon`]). `None` keeps them forever.
+    pub tombstone_retention: Option<Duration>,
 }
+
+/// How long deletes are kept by default: a replica offline for longer
+/// downloads everything again when it comes back.
+pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl ServerConfig {
     pub fn new(database: DatabaseUrl, schema: Option<Schema>) -> ServerConfig {
@@ -145,6 +152,7 @@ impl ServerConfig {
             max_clock_ahead: DEFAULT_MAX_CLOCK_AHEAD,
             clock: WallClock::default(),
             tls: None,
+            tombstone_retention: Some(DEFAULT_TOMBSTONE_RETENTION),
         }
     }
 }
@@ -194,7 +202,25 @@ async fn router_for<S: Store>(store: S, config: &ServerConfig) -> Result<App, St
         state.clock.clone(),
         commits.clone(),
     ));
+    if let Some(retention) = config.tombstone_retention {
+        tokio::spawn(collect_tombstones(state.store.clone(), state.schema.clone(), state.clock.clone(), retention));
+    }
     Ok(App { router: app(state), commits, tls: config.tls.clone() })
+}
+
+/// Forgets the tombstones older than `retention`, once every quarter of it
+/// (at most hourly, at least every 100 ms), for as long as the server runs.
+async fn collect_tombstones<S: Store>(store: Arc<S>, schema: Arc<Schema>, clock: WallClock, retention: Duration) {
+    let every = (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(3600));
+    loop {
+        tokio::time::sleep(every).await;
+        let cutoff = Hlc::from_millis(clock.now_ms().saturating_sub(retention.as_millis() as u64));
+        match store.collect_tombstones(&schema, cutoff).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "forgot deletes older than the tombstone retention"),
+            Err(error) => tracing::warn!(%error, "collecting tombstones"),
+        }
+    }
 }
 
 /// Writes made directly in the database wake waiting pulls: while any pull

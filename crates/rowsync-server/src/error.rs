@@ -86,6 +86,20 @@ impl From<StoreError> for ApiError {
                 error.change = Some(*change);
                 error
             }
+            StoreError::Forgotten { change } => {
+                let mut error = ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorCode::ForgottenRow,
+                    format!(
+                        "change {change}: this row was deleted on the server, and the delete is older than the \
+                         server keeps deletes for (its tombstone retention); these writes may be older than that \
+                         delete, so they do not bring the row back. Write the row again to keep it; nothing was \
+                         applied"
+                    ),
+                );
+                error.change = Some(*change);
+                error
+            }
             StoreError::ForeignSite => ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Forbidden,

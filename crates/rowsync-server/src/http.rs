@@ -22,6 +22,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
 use rowsync_core::change::decode_change;
+use rowsync_core::horizon::cursor_expired;
 use rowsync_core::protocol::{agree, Mismatch};
 use rowsync_core::RowState;
 use rowsync_proto::{ErrorCode, Protocols, PushRequest, PushResponse, Schema, SiteId, Value, PROTOCOL_HEADER};
@@ -587,7 +588,10 @@ async fn push<S: Store>(
     };
     let Pushed { response, position, collisions } =
         state.store.push(&state.schema, &batch).await.map_err(|e| match e {
-            StoreError::SiteReused | StoreError::NotOwner { .. } | StoreError::ForeignSite => refused(e.into()),
+            StoreError::SiteReused
+            | StoreError::NotOwner { .. }
+            | StoreError::Forgotten { .. }
+            | StoreError::ForeignSite => refused(e.into()),
             other => other.into(),
         })?;
     report_collisions(&state, &collisions);
@@ -611,6 +615,10 @@ struct PullParams {
     /// The ids of the pulling replica's last requests, comma-separated:
     /// checked like a push's `known`.
     known: Option<String>,
+    /// The replica downloads everything to reconcile what it holds (see
+    /// [`rowsync_proto::PullRequest::full`]).
+    #[serde(default)]
+    full: bool,
 }
 
 async fn pull<S: Store>(
@@ -655,7 +663,12 @@ async fn pull<S: Store>(
         }
     }
     let until = tokio::time::Instant::now() + Duration::from_secs(params.wait);
-    let (site, user) = (params.site.as_ref(), caller.user.as_deref());
+    // A full download leaves none of the replica's own states out: it
+    // reconciles what it holds with what it receives.
+    let site = if params.full { None } else { params.site.as_ref() };
+    let user = caller.user.as_deref();
+    // Every position up to this one is visible to the page read below.
+    let committed = if params.full { state.store.last_position().await? } else { 0 };
     if let Some(position) = state.store.drain_direct(&state.schema, state.clock.now_ms()).await? {
         state.commits.committed(position);
     }
@@ -672,6 +685,25 @@ async fn pull<S: Store>(
     {
         seen = state.commits.newest();
         page = state.store.pull(params.cursor, limit, PAGE_BYTES, site, user).await?;
+    }
+    // Read after the page: tombstones collected before or while it was read
+    // move the horizon past the cursor, so a page that missed one is refused.
+    if params.cursor > 0 || params.full {
+        let horizon = state.store.horizon().await?;
+        if cursor_expired(&horizon, params.cursor, params.full) {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                ErrorCode::CursorExpired,
+                "this replica last pulled before deletes the server has since forgotten (they are kept for the \
+                 server's tombstone retention): download everything again with full=true",
+            ));
+        }
+        // A full download that reached the end has read every position up
+        // to `committed`: it passes the forgotten ones there, or the next
+        // pull would stop below the horizon.
+        if params.full && !page.more {
+            page.cursor = page.cursor.max(horizon.position.min(committed));
+        }
     }
     state.metrics.pulls.fetch_add(1, Ordering::Relaxed);
     state.metrics.pulled_changes.fetch_add(page.states.len() as u64, Ordering::Relaxed);

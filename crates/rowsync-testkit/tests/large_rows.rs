@@ -149,7 +149,9 @@ fn pull_pages_are_bounded_by_bytes() {
         let mut pages = 0;
         let mut rows = 0;
         loop {
-            let page = plain.pull(&PullRequest { site: stranger.clone(), cursor, limit: 1_000, known: None }).unwrap();
+            let page = plain
+                .pull(&PullRequest { site: stranger.clone(), cursor, limit: 1_000, known: None, full: false })
+                .unwrap();
             let bytes: usize = page.changes.iter().map(|c| serde_json::to_vec(c).unwrap().len()).sum();
             let first = page.changes.first().map_or(0, |c| serde_json::to_vec(c).unwrap().len());
             assert!(bytes - first <= PAGE_BYTES, "a page of {} rows and {bytes} bytes", page.changes.len());

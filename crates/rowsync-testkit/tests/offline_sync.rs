@@ -107,7 +107,13 @@ fn a_pulled_change_merges_with_pending_local_edits_cell_by_cell() {
         let transport = rowsync_client::HttpTransport::new(&server.url(), None);
         use rowsync_client::Transport;
         let page = transport
-            .pull(&rowsync_proto::PullRequest { site: replica.site().clone(), cursor: 0, limit: 100, known: None })
+            .pull(&rowsync_proto::PullRequest {
+                site: replica.site().clone(),
+                cursor: 0,
+                limit: 100,
+                known: None,
+                full: false,
+            })
             .unwrap();
         rowsync_client::apply::apply_page(&replica, &page).unwrap();
         assert_eq!(laptop.rows("SELECT email, phone FROM contacts"), vec![vec![text("phone@x"), text("222")]]);

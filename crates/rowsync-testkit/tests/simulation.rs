@@ -227,7 +227,8 @@ impl SimAgent {
             if self.engine.deadline().is_some_and(|at| at <= now) {
                 self.event(now, Event::Tick);
             } else if let Some(cursor) = self.listening {
-                let request = PullRequest { site: device.replica.site().clone(), cursor, limit: 1, known: None };
+                let request =
+                    PullRequest { site: device.replica.site().clone(), cursor, limit: 1, known: None, full: false };
                 if let Ok(page) = server.pull(&request) {
                     if !page.changes.is_empty() {
                         self.listening = None;

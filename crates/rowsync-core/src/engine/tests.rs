@@ -138,6 +138,21 @@ fn a_copied_file_takes_a_new_identity_once_then_pulls_everything_and_pushes() {
 }
 
 #[test]
+fn a_cursor_the_server_no_longer_serves_starts_the_download_over_once() {
+    let mut engine = once();
+    engine.start();
+    engine.handle(0, Event::Done(Done::Prepared { notes: vec![], pending: 1 }));
+    let actions = engine.handle(0, refused(ErrorCode::CursorExpired, None, 0));
+    assert_eq!(steps(&actions), vec![Step::StartOver]);
+    let actions = engine.handle(0, Event::Done(Done::StartedOver { note: "again".into() }));
+    assert_eq!(steps(&actions), vec![PULL], "the download starts over, then the writes are pushed");
+    assert_eq!(steps(&engine.handle(0, pulled(9, false))), vec![PUSH]);
+    engine.handle(0, Event::Done(Done::NothingToPush));
+    let actions = engine.handle(0, refused(ErrorCode::CursorExpired, None, 0));
+    assert!(matches!(actions[..], [Action::RoundFailed(_), Action::Stopped]), "only once: {actions:?}");
+}
+
+#[test]
 fn a_remote_round_that_finds_a_copied_file_goes_on_to_push() {
     let mut engine = continuous();
     engine.start();

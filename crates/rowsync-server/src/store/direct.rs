@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 
 use rowsync_core::change::decode_change;
+use rowsync_core::horizon::Horizon;
 use rowsync_core::schema::column_default;
 use rowsync_core::RowState;
 use rowsync_proto::{Cell, Hlc, RowChange, Schema, SiteId, Table, Value, Version};
@@ -74,7 +75,7 @@ pub(crate) async fn drain_direct<T: PushTransaction>(
         let held = stored.get(&row.id).map(|s| &s.state);
         direct_version(&schema.tables[row.id.0], &mut row.state, held, written_at[&row.id])
     });
-    let planned = plan_writes(schema, incoming, &mut stored, position, None)?;
+    let planned = plan_writes(schema, incoming, &mut stored, position, None, &Horizon::default())?;
     let mut writes = planned.writes;
     for write in &mut writes {
         write.echo = false;

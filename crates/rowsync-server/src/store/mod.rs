@@ -18,6 +18,7 @@
 //! in one query. A row changed again moves to a new position, so the change log
 //! compacts itself: a puller never receives a row's superseded states.
 
+mod collect;
 mod direct;
 mod mysql;
 pub mod plan;
@@ -31,8 +32,9 @@ use std::time::Duration;
 
 use rowsync_core::change::decode_state;
 use rowsync_core::ddl::{self, Dialect};
+use rowsync_core::horizon::Horizon;
 use rowsync_core::{Addition, ChangeError, DecodedChange, RowState};
-use rowsync_proto::{PushResponse, RowChange, Schema, SiteId};
+use rowsync_proto::{Hlc, PushResponse, RowChange, Schema, SiteId};
 
 use crate::auth::TokenRecord;
 use crate::commits::{Commits, POLL_EVERY};
@@ -63,6 +65,12 @@ pub enum StoreError {
     /// another user. Nothing was applied.
     #[error("change {change}: this row belongs to another user")]
     NotOwner { change: usize },
+    /// A change of a push batch (its index given) revives a row the server
+    /// forgot behind the tombstone horizon, with writes no newer than its
+    /// delete may have been (see [`rowsync_core::horizon`]). Nothing was
+    /// applied.
+    #[error("change {change}: this row was deleted, and its delete forgotten, after these writes may have been made")]
+    Forgotten { change: usize },
     /// The device id was first used by another user. Nothing was applied.
     #[error("this device id is registered to another user")]
     ForeignSite,
@@ -582,6 +590,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the database answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// What the server remembers of the tombstones it collected (see
+    /// [`rowsync_core::horizon`]).
+    fn horizon(&self) -> impl Future<Output = Result<Horizon, StoreError>> + Send;
+
+    /// Forgets the tombstones whose versions all read before `cutoff` (see
+    /// `store::collect`); returns how many rows it forgot.
+    fn collect_tombstones(&self, schema: &Schema, cutoff: Hlc) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 #[cfg(test)]

@@ -18,11 +18,13 @@
 use std::collections::HashMap;
 
 use rowsync_core::ddl::{self, Dialect};
-use rowsync_proto::{ColumnType, Schema, SiteId, Table, Value};
+use rowsync_core::horizon::Horizon;
+use rowsync_proto::{ColumnType, Hlc, Schema, SiteId, Table, Value};
 use sqlx::mysql::{MySqlArguments, MySqlPoolOptions};
 use sqlx::query::Query;
 use sqlx::{Executor, MySql, MySqlPool};
 
+use super::collect::{collect, read_horizon, META_HORIZON};
 use super::plan::{row_values, IncomingRow, RowId, RowWrite, Stored};
 use super::push::{push_retrying, DirectEntry, MarkRow, PushTransaction, SiteMark};
 use super::{
@@ -129,6 +131,10 @@ fn capture_triggers(table: &Table) -> Vec<(String, String)> {
 
 const INSTALL_LOCK: &str = "SELECT GET_LOCK('rowsync_install', 60)";
 const INSTALL_UNLOCK: &str = "SELECT RELEASE_LOCK('rowsync_install')";
+/// Rows whose state holds a delete, after a position (tombstone candidates).
+const TOMBSTONES: &str = "SELECT pos, tbl, pk, state FROM rowsync_rows WHERE pos > ? AND state LIKE '%\"deleted\"%' \
+     ORDER BY pos LIMIT ?";
+const FORGET_ROW: &str = "DELETE FROM rowsync_rows WHERE tbl = ? AND pk = ? AND pos = ?";
 /// A value of `rowsync_meta` (see `store::META_*` for the keys).
 const SELECT_META: &str = "SELECT value FROM rowsync_meta WHERE `key` = ?";
 const SAVE_META: &str =
@@ -428,6 +434,22 @@ impl Store for MysqlStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn horizon(&self) -> Result<Horizon, StoreError> {
+        let stored: Option<String> =
+            sqlx::query_scalar(SELECT_META).bind(META_HORIZON).fetch_optional(&self.pool).await?;
+        read_horizon(stored)
+    }
+
+    async fn collect_tombstones(&self, schema: &Schema, cutoff: Hlc) -> Result<u64, StoreError> {
+        let candidates = |after: i64, limit: u32| async move {
+            // Binary collations: the table and key come back as bytes.
+            let rows: Vec<(i64, Vec<u8>, Vec<u8>, String)> =
+                sqlx::query_as(TOMBSTONES).bind(after).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+            rows.into_iter().map(|(pos, table, key, state)| Ok((pos, utf8(table)?, utf8(key)?, state))).collect()
+        };
+        collect(schema, cutoff, candidates, || async { Ok(MysqlPush(self.pool.begin().await?)) }).await
+    }
 }
 
 /// A push transaction on MySQL/MariaDB: multi-row statements, chunked to
@@ -561,6 +583,20 @@ impl PushTransaction for MysqlPush {
             .execute(&mut *self.0)
             .await?;
         Ok(())
+    }
+
+    async fn meta(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(SELECT_META).bind(key).fetch_optional(&mut *self.0).await?)
+    }
+
+    async fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(SAVE_META).bind(key).bind(value).execute(&mut *self.0).await?;
+        Ok(())
+    }
+
+    async fn forget_row(&mut self, table: &str, key: &str, position: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(FORGET_ROW).bind(table).bind(key).bind(position).execute(&mut *self.0).await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn commit(self) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use rowsync_core::change::{conflict_id, encode_change};
+use rowsync_core::horizon::{forgotten, Horizon};
 use rowsync_core::schema::column_default;
 use rowsync_core::RowState;
 use rowsync_proto::{ConflictStrategy, Hlc, Schema, SiteId, Table, Value, Version};
@@ -106,13 +107,16 @@ pub struct Planned {
 /// changed, with positions after `last_position` in batch order. `user` is
 /// the pushing token's: a private row held (or once held) by another user
 /// refuses the whole batch, and the owner column of every private row it
-/// writes holds `user`, whatever was sent.
+/// writes holds `user`, whatever was sent. A row the server forgot behind
+/// `horizon`, revived by writes no newer than its delete may have been,
+/// refuses the batch too (see [`rowsync_core::horizon`]).
 pub fn plan_writes(
     schema: &Schema,
     incoming: Vec<IncomingRow>,
     stored: &mut HashMap<RowId, Stored>,
     last_position: i64,
     user: Option<&str>,
+    horizon: &Horizon,
 ) -> Result<Planned, StoreError> {
     let mut position = last_position;
     let mut planned = Planned::default();
@@ -122,6 +126,9 @@ pub fn plan_writes(
         let stored_row = stored.remove(&row.id);
         if owner_column.is_some() && stored_row.as_ref().is_some_and(|s| s.owner.as_deref() != user) {
             return Err(StoreError::NotOwner { change: row.first });
+        }
+        if stored_row.is_none() && forgotten(horizon, &row.state) {
+            return Err(StoreError::Forgotten { change: row.first });
         }
         let held = stored_row.as_ref().map(|s| &s.state);
         let collision = held.filter(|held| meets_another_row(table, &row.state, held)).map(|held| Collision {
@@ -296,7 +303,7 @@ mod tests {
         if let Some(held) = held {
             stored.insert(rows[0].id.clone(), Stored { state: held.clone(), owner: None });
         }
-        let planned = plan_writes(&schema, rows, &mut stored, 0, None).unwrap();
+        let planned = plan_writes(&schema, rows, &mut stored, 0, None, &Horizon::default()).unwrap();
         let state = planned.writes.first().map_or_else(|| held.unwrap().clone(), |w| w.state.clone());
         (planned, state)
     }
@@ -341,8 +348,11 @@ mod tests {
         let (rows, _) = fold_batch(&[change(1, "a", 5)], 0);
         let mut stored = HashMap::new();
         stored.insert(rows[0].id.clone(), Stored { state: rows[0].state.clone(), owner: None });
-        assert!(plan_writes(&schema, rows.clone(), &mut stored, 10, None).unwrap().writes.is_empty());
-        let writes = plan_writes(&schema, rows, &mut HashMap::new(), 10, None).unwrap().writes;
+        assert!(plan_writes(&schema, rows.clone(), &mut stored, 10, None, &Horizon::default())
+            .unwrap()
+            .writes
+            .is_empty());
+        let writes = plan_writes(&schema, rows, &mut HashMap::new(), 10, None, &Horizon::default()).unwrap().writes;
         assert_eq!(writes[0].position, 11);
     }
 }

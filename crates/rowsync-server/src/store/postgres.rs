@@ -18,11 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rowsync_core::ddl::{self, Dialect};
-use rowsync_proto::{ColumnType, Schema, SiteId, Table, Value};
+use rowsync_core::horizon::Horizon;
+use rowsync_proto::{ColumnType, Hlc, Schema, SiteId, Table, Value};
 use sqlx::postgres::{PgArguments, PgListener, PgPoolOptions};
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres};
 
+use super::collect::{collect, read_horizon, META_HORIZON};
 use super::plan::{row_values, IncomingRow, RowId, RowWrite, Stored};
 use super::push::{push_retrying, DirectEntry, MarkRow, PushTransaction, SiteMark};
 use super::{
@@ -109,6 +111,10 @@ fn capture_triggers(table: &Table, schema: &str) -> Vec<String> {
 
 /// Serializes concurrent installs from several servers starting at once.
 const INSTALL_LOCK: &str = "SELECT pg_advisory_xact_lock(7152342)";
+/// Rows whose state holds a delete, after a position (tombstone candidates).
+const TOMBSTONES: &str = "SELECT pos, tbl, pk, state FROM rowsync_rows WHERE pos > $1 AND state LIKE '%\"deleted\"%' \
+     ORDER BY pos LIMIT $2";
+const FORGET_ROW: &str = "DELETE FROM rowsync_rows WHERE tbl = $1 AND pk = $2 AND pos = $3";
 /// A value of `rowsync_meta` (see `store::META_*` for the keys).
 const SELECT_META: &str = "SELECT value FROM rowsync_meta WHERE key = $1";
 const SAVE_META: &str =
@@ -503,6 +509,19 @@ impl Store for PostgresStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn horizon(&self) -> Result<Horizon, StoreError> {
+        let stored: Option<String> =
+            sqlx::query_scalar(SELECT_META).bind(META_HORIZON).fetch_optional(&self.pool).await?;
+        read_horizon(stored)
+    }
+
+    async fn collect_tombstones(&self, schema: &Schema, cutoff: Hlc) -> Result<u64, StoreError> {
+        let candidates = |after: i64, limit: u32| async move {
+            Ok(sqlx::query_as(TOMBSTONES).bind(after).bind(i64::from(limit)).fetch_all(&self.pool).await?)
+        };
+        collect(schema, cutoff, candidates, || async { Ok(PostgresPush(self.pool.begin().await?)) }).await
+    }
 }
 
 /// A push transaction on PostgreSQL: every step one statement over arrays.
@@ -629,6 +648,20 @@ impl PushTransaction for PostgresPush {
         // Delivered to every listener when (and only if) the push commits.
         sqlx::query(NOTIFY_COMMIT).bind(COMMIT_CHANNEL).bind(position.to_string()).execute(&mut *self.0).await?;
         Ok(())
+    }
+
+    async fn meta(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(SELECT_META).bind(key).fetch_optional(&mut *self.0).await?)
+    }
+
+    async fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(SAVE_META).bind(key).bind(value).execute(&mut *self.0).await?;
+        Ok(())
+    }
+
+    async fn forget_row(&mut self, table: &str, key: &str, position: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(FORGET_ROW).bind(table).bind(key).bind(position).execute(&mut *self.0).await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn commit(self) -> Result<(), StoreError> {

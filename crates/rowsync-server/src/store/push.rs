@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rowsync_proto::{PushResponse, Schema, SiteId, Table, Value};
 
+use super::collect::{read_horizon, META_HORIZON};
 use super::direct::{drain_direct, raced};
 use super::plan::{fold_batch, plan_writes, IncomingRow, Planned, RowId, RowWrite, Stored};
 use super::{from_another_copy, CheckedBatch, Pushed, StoreError};
@@ -123,6 +124,21 @@ pub(crate) trait PushTransaction: Send {
         async { Ok(()) }
     }
 
+    /// A value of `rowsync_meta`.
+    fn meta(&mut self, key: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Sets a value of `rowsync_meta`.
+    fn set_meta(&mut self, key: &str, value: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes the bookkeeping row of `table` under `key` if it still holds
+    /// `position`; returns whether it did.
+    fn forget_row(
+        &mut self,
+        table: &str,
+        key: &str,
+        position: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -182,7 +198,10 @@ pub(crate) async fn push_batch<T: PushTransaction>(
     let position = drain_direct(&mut tx, schema, position, batch.now_ms).await?;
     let (incoming, applied) = fold_batch(&batch.changes, hwm);
     let mut stored = tx.load_states(schema, &incoming).await?;
-    let Planned { writes, collisions } = plan_writes(schema, incoming, &mut stored, position, batch.user.as_deref())?;
+    // Read under the position lock, which collecting tombstones takes too.
+    let horizon = read_horizon(tx.meta(META_HORIZON).await?)?;
+    let Planned { writes, collisions } =
+        plan_writes(schema, incoming, &mut stored, position, batch.user.as_deref(), &horizon)?;
     if !writes.is_empty() {
         tx.save_states(schema, site, &writes).await?;
     }

@@ -11,11 +11,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use rowsync_core::ddl::{self, Dialect};
-use rowsync_proto::{Schema, SiteId, Table, Value};
+use rowsync_core::horizon::Horizon;
+use rowsync_proto::{Hlc, Schema, SiteId, Table, Value};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
+use super::collect::{collect, read_horizon, META_HORIZON};
 use super::plan::{row_values, IncomingRow, RowId, RowWrite, Stored};
 use super::push::{push_batch, DirectEntry, MarkRow, PushTransaction, SiteMark};
 use super::{decode_stored, token_from_row, CheckedBatch, PullPage, Pushed, Revoke, Store, StoreError, TokenRow};
@@ -91,6 +93,10 @@ fn capture_triggers(table: &Table) -> Vec<String> {
     ]
 }
 
+/// Rows whose state holds a delete, after a position (tombstone candidates).
+const TOMBSTONES: &str = "SELECT pos, tbl, pk, state FROM rowsync_rows WHERE pos > ? AND state LIKE '%\"deleted\"%' \
+     ORDER BY pos LIMIT ?";
+const FORGET_ROW: &str = "DELETE FROM rowsync_rows WHERE tbl = ? AND pk = ? AND pos = ?";
 /// A value of `rowsync_meta` (see `store::META_*` for the keys).
 const SELECT_META: &str = "SELECT value FROM rowsync_meta WHERE key = ?";
 const SAVE_META: &str =
@@ -346,6 +352,20 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn horizon(&self) -> Result<Horizon, StoreError> {
+        let stored: Option<String> =
+            sqlx::query_scalar(SELECT_META).bind(META_HORIZON).fetch_optional(&self.pool).await?;
+        read_horizon(stored)
+    }
+
+    async fn collect_tombstones(&self, schema: &Schema, cutoff: Hlc) -> Result<u64, StoreError> {
+        let candidates = |after: i64, limit: u32| async move {
+            Ok(sqlx::query_as(TOMBSTONES).bind(after).bind(i64::from(limit)).fetch_all(&self.pool).await?)
+        };
+        collect(schema, cutoff, candidates, || async { Ok(SqlitePush(self.pool.begin_with("BEGIN IMMEDIATE").await?)) })
+            .await
+    }
 }
 
 /// A push transaction on the SQLite store: multi-row statements, chunked to
@@ -473,6 +493,20 @@ impl PushTransaction for SqlitePush {
             .execute(&mut *self.0)
             .await?;
         Ok(())
+    }
+
+    async fn meta(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(SELECT_META).bind(key).fetch_optional(&mut *self.0).await?)
+    }
+
+    async fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(SAVE_META).bind(key).bind(value).execute(&mut *self.0).await?;
+        Ok(())
+    }
+
+    async fn forget_row(&mut self, table: &str, key: &str, position: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(FORGET_ROW).bind(table).bind(key).bind(position).execute(&mut *self.0).await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn commit(mut self) -> Result<(), StoreError> {
