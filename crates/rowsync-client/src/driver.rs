@@ -11,7 +11,7 @@
 //! next push step sends that batch, and any other step drops it.
 
 use rowsync_core::engine::{Done, Event, Failure, Step};
-use rowsync_proto::PullRequest;
+use rowsync_proto::{PullRequest, SiteId};
 
 use crate::apply::apply_page;
 use crate::audit::{audit_against_server, check_capture};
@@ -85,8 +85,14 @@ impl<'a> Driver<'a> {
             Step::Pull { limit } => {
                 let cursor = meta_get::<i64>(&replica.conn, key::CURSOR)?.unwrap_or(0) as u64;
                 let known = known_batches(&replica.conn)?;
-                let full = Download::of(&replica.conn, cursor)?.full();
-                let request = PullRequest { site: replica.site.clone(), cursor, limit: *limit, known, full };
+                let download = Download::of(&replica.conn, cursor)?;
+                // A reconciling download must bring every row, this site's
+                // own too: it asks as a site that is nobody's origin.
+                let site = match download {
+                    Download::Reconciling => SiteId::server(),
+                    _ => replica.site.clone(),
+                };
+                let request = PullRequest { site, cursor, limit: *limit, known, full: download.full() };
                 let page = self.transport.pull(&request)?;
                 if page.cursor < cursor {
                     return Err(ClientError::Protocol(format!(

@@ -368,9 +368,9 @@ pub struct PullRequest {
     /// As [`PushRequest::known`]: a copy of a replica would otherwise skip
     /// the other copy's writes as its own echoes.
     pub known: Option<Vec<u64>>,
-    /// The replica downloads everything to reconcile what it holds: none of
-    /// its own states is left out, and a cursor below the tombstone
-    /// horizon is served (see [`ErrorCode::CursorExpired`]).
+    /// The replica downloads everything from the start: a cursor below the
+    /// tombstone horizon is served, and the last page ends past the horizon
+    /// (see [`ErrorCode::CursorExpired`]).
     #[serde(default)]
     pub full: bool,
 }

@@ -615,7 +615,7 @@ struct PullParams {
     /// The ids of the pulling replica's last requests, comma-separated:
     /// checked like a push's `known`.
     known: Option<String>,
-    /// The replica downloads everything to reconcile what it holds (see
+    /// The replica downloads everything from the start (see
     /// [`rowsync_proto::PullRequest::full`]).
     #[serde(default)]
     full: bool,
@@ -663,9 +663,7 @@ async fn pull<S: Store>(
         }
     }
     let until = tokio::time::Instant::now() + Duration::from_secs(params.wait);
-    // A full download leaves none of the replica's own states out: it
-    // reconciles what it holds with what it receives.
-    let site = if params.full { None } else { params.site.as_ref() };
+    let site = params.site.as_ref();
     let user = caller.user.as_deref();
     // Every position up to this one is visible to the page read below.
     let committed = if params.full { state.store.last_position().await? } else { 0 };
