@@ -315,7 +315,7 @@ fn listen_loop(transport: &HttpTransport, inbox: &Receiver<(u64, SiteId)>, event
             asked = newer;
         }
         let (cursor, site) = asked;
-        let request = PullRequest { site, cursor, limit: 1, known: None, full: false };
+        let request = PullRequest { site, cursor, limit: 1, known: None, full: None };
         let event = match transport.pull_waiting(&request, wait) {
             Ok(page) => Event::Heard { news: !page.changes.is_empty(), cursor: page.cursor },
             Err(error) => Event::HearingFailed(failure(&error, 0)),

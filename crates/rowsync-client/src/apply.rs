@@ -150,7 +150,7 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         }
         changed_rows += 1;
     }
-    changed_rows += after_page(replica, &tx, download, page.more, &mut live)?;
+    changed_rows += after_page(replica, &tx, download, page, &mut live)?;
     save_live_rows(&tx, &live)?;
     save_clock(&tx, &clock)?;
     meta_set(&tx, key::OBSERVED, observed)?;

@@ -25,9 +25,10 @@ pub(crate) mod key {
     pub const CA_PEM: &str = "ca_pem";
     pub const SCHEMA: &str = "schema";
     pub const CURSOR: &str = "cursor";
-    /// 1 while the replica downloads everything again and reconciles what
-    /// it holds with it (see `rebuild`).
+    /// The download from the start under way, if any (see `rebuild`).
     pub const REBUILD: &str = "rebuild";
+    /// The tombstone horizon's position when that download began.
+    pub const DOWNLOAD_BEGAN: &str = "download_began";
     pub const CLOCK: &str = "clock";
     /// Site sequence number of an outbox entry = this offset + its id.
     pub const SEQ_OFFSET: &str = "seq_offset";

@@ -92,7 +92,8 @@ impl<'a> Driver<'a> {
                     Download::Reconciling => SiteId::server(),
                     _ => replica.site.clone(),
                 };
-                let request = PullRequest { site, cursor, limit: *limit, known, full: download.full() };
+                let full = download.full(&replica.conn)?;
+                let request = PullRequest { site, cursor, limit: *limit, known, full };
                 let page = self.transport.pull(&request)?;
                 if page.cursor < cursor {
                     return Err(ClientError::Protocol(format!(
@@ -162,8 +163,8 @@ impl<'a> Driver<'a> {
             Step::StartOver => {
                 replica.start_over()?;
                 Done::StartedOver {
-                    note: "this replica last synced before deletes the server has since forgotten (it keeps them \
-                           for its tombstone retention): it downloads everything again, and deletes the rows the \
+                    note: "deletes the server has since forgotten (it keeps them for its tombstone retention) may \
+                           not have reached this replica: it downloads everything again, and deletes the rows the \
                            server no longer has, except those with writes of its own still to push"
                         .into(),
                 }

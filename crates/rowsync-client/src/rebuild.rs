@@ -18,19 +18,23 @@
 //! happens in the last page's: a download killed part-way resumes where it
 //! stopped, and none of it is half done.
 //!
-//! A new replica's first download is a full one too, with nothing to
-//! reconcile: it asks for every row (`full`), so that the server serves it
-//! whatever deletes it forgot meanwhile, and ends at a cursor past them.
+//! A new replica's first download is a download from the start too, with
+//! nothing to reconcile. Both kinds say so to the server (`full`, with the
+//! horizon the download began at): it then refuses them only for a delete
+//! forgotten since they began, which may be of a row they brought already
+//! (they begin again, reconciling), and their last page ends past the
+//! horizon.
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::clocks::LiveRows;
+use rowsync_proto::PullResponse;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use crate::bookkeeping::{key, meta_get, meta_set, read_clocks};
 use crate::error::ClientError;
 use crate::replica::Replica;
-use crate::values::key_values;
+use crate::values::{key_values, to_sql};
 
 /// What kind of download is under way (`rebuild` in `_rowsync_meta`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,9 +59,13 @@ impl Download {
         })
     }
 
-    /// Whether pulls ask for every row (see [`rowsync_proto::PullRequest::full`]).
-    pub(crate) fn full(self) -> bool {
-        self != Download::Incremental
+    /// What pulls say of the download (see [`rowsync_proto::PullRequest::full`]):
+    /// for a download from the start, the horizon it began at.
+    pub(crate) fn full(self, conn: &Connection) -> Result<Option<u64>, ClientError> {
+        if self == Download::Incremental {
+            return Ok(None);
+        }
+        Ok(Some(meta_get::<i64>(conn, key::DOWNLOAD_BEGAN)?.unwrap_or(0) as u64))
     }
 
     /// Records, in the transaction of a page that leaves `more` to pull,
@@ -87,21 +95,24 @@ pub(crate) fn start_over(conn: &Connection) -> Result<(), ClientError> {
 
 /// In a page's transaction, once its rows are applied: at the end of a
 /// reconciling download, deletes what the server no longer has (counted
-/// in `live`); records whether the download goes on. Returns how many
-/// rows were deleted.
+/// in `live`); records whether the download goes on, and the horizon it
+/// began at. Returns how many rows were deleted.
 pub(crate) fn after_page(
     replica: &Replica,
     conn: &Connection,
     download: Download,
-    more: bool,
+    page: &PullResponse,
     live: &mut LiveRows,
 ) -> Result<usize, ClientError> {
     let deleted = match download {
-        Download::Reconciling if !more => reconcile(replica, conn, live)?,
+        Download::Reconciling if !page.more => reconcile(replica, conn, live)?,
         _ => 0,
     };
     if download != Download::Incremental {
-        download.record(conn, more)?;
+        download.record(conn, page.more)?;
+    }
+    if let Some(began) = page.began {
+        meta_set(conn, key::DOWNLOAD_BEGAN, began as i64)?;
     }
     Ok(deleted)
 }
@@ -131,7 +142,7 @@ fn reconcile(replica: &Replica, conn: &Connection, live: &mut LiveRows) -> Resul
         let Some(&index) = replica.table_index.get(&table_id) else { continue };
         if read_clocks(&json)?.is_visible() {
             let key = key_values(&replica.schema.tables[index], &stored_key)?;
-            let params: Vec<SqlValue> = key.iter().map(crate::values::to_sql).collect();
+            let params: Vec<SqlValue> = key.iter().map(to_sql).collect();
             conn.prepare_cached(&replica.row_sql[index].delete)?.execute(rusqlite::params_from_iter(params))?;
             live.moved(table_id, true, false);
             deleted += 1;

@@ -381,8 +381,8 @@ fn push_body(request: &PushRequest) -> Result<Vec<u8>, ClientError> {
 pub fn pull_path(request: &PullRequest) -> String {
     let PullRequest { site, cursor, limit, known, full } = request;
     let mut path = format!("/v1/pull?cursor={cursor}&limit={limit}&site={site}");
-    if *full {
-        path.push_str("&full=true");
+    if let Some(began) = full {
+        path.push_str(&format!("&full={began}"));
     }
     if let Some(known) = known {
         let ids: Vec<String> = known.iter().map(u64::to_string).collect();

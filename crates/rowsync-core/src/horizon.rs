@@ -12,7 +12,10 @@
 //!   lies below it may have missed a delete that is no longer there to be
 //!   pulled: its pull is refused ([`cursor_expired`]), and it downloads
 //!   everything again, deleting the rows it holds that the server no longer
-//!   has (except those with writes of its own still to push).
+//!   has (except those with writes of its own still to push). A download
+//!   from the start is held to the same rule against the horizon it began
+//!   at: a delete forgotten while it runs may be of a row it brought
+//!   already, and the download must then begin again.
 //! - the newest version of a collected tombstone. A pushed write for a row
 //!   the server holds nothing of, all of whose versions are at or below
 //!   it, may be an old edit of a row whose delete was collected: it is
@@ -53,11 +56,16 @@ pub fn collectable(state: &RowState, cutoff: Hlc) -> Option<Hlc> {
     (newest < cutoff).then_some(newest)
 }
 
-/// Whether a pull from `cursor` may have missed a collected delete. A pull
-/// from the start, or one whose replica reconciles what it holds with
-/// everything it receives (`full`), misses nothing it needs.
-pub fn cursor_expired(horizon: &Horizon, cursor: u64, full: bool) -> bool {
-    !full && cursor > 0 && cursor < horizon.position
+/// Whether a pull from `cursor` may have missed a collected delete.
+/// `download` is, for a download from the start, the horizon's position
+/// when it began: what was forgotten before then it never met, so only a
+/// delete forgotten since, beyond its cursor, can have been missed (of a row
+/// an earlier page brought). Any other pull from the start misses nothing.
+pub fn cursor_expired(horizon: &Horizon, cursor: u64, download: Option<u64>) -> bool {
+    match download {
+        Some(began) => horizon.position > cursor.max(began),
+        None => cursor > 0 && horizon.position > cursor,
+    }
 }
 
 /// Whether a pushed state, for a row the server holds nothing of, must be
@@ -102,11 +110,14 @@ mod tests {
     #[test]
     fn a_cursor_below_the_horizon_has_expired_unless_the_pull_starts_over() {
         let horizon = Horizon { position: 50, clock: Hlc::from_millis(1) };
-        assert!(cursor_expired(&horizon, 49, false));
-        assert!(!cursor_expired(&horizon, 50, false), "it pulled the last collected tombstone");
-        assert!(!cursor_expired(&horizon, 0, false), "a new replica has nothing to miss");
-        assert!(!cursor_expired(&horizon, 10, true), "a full download reconciles");
-        assert!(!cursor_expired(&Horizon::default(), 10, false), "nothing collected");
+        assert!(cursor_expired(&horizon, 49, None));
+        assert!(!cursor_expired(&horizon, 50, None), "it pulled the last collected tombstone");
+        assert!(!cursor_expired(&horizon, 0, None), "a new replica has nothing to miss");
+        assert!(!cursor_expired(&Horizon::default(), 10, None), "nothing collected");
+        assert!(!cursor_expired(&horizon, 10, Some(50)), "forgotten before the download began");
+        assert!(cursor_expired(&horizon, 10, Some(40)), "forgotten since, beyond the download's cursor");
+        assert!(!cursor_expired(&horizon, 50, Some(40)), "forgotten since, but the download passed it");
+        assert!(cursor_expired(&horizon, 0, Some(40)), "forgotten while the first page was read");
     }
 
     #[test]

@@ -368,11 +368,13 @@ pub struct PullRequest {
     /// As [`PushRequest::known`]: a copy of a replica would otherwise skip
     /// the other copy's writes as its own echoes.
     pub known: Option<Vec<u64>>,
-    /// The replica downloads everything from the start: a cursor below the
-    /// tombstone horizon is served, and the last page ends past the horizon
-    /// (see [`ErrorCode::CursorExpired`]).
-    #[serde(default)]
-    pub full: bool,
+    /// A download of everything from the start (`full=N`): `N` is the
+    /// [`PullResponse::began`] of its first page (any value on the first
+    /// page itself). Its cursor is refused only if a delete was forgotten
+    /// since it began, beyond the cursor, and its last page ends past the
+    /// tombstone horizon (see [`ErrorCode::CursorExpired`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<u64>,
 }
 
 /// `GET /v1/pull` answer: changes after `cursor` in commit order.
@@ -388,6 +390,11 @@ pub struct PullResponse {
     /// the page, whose rows may carry the new columns and tables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<u64>,
+    /// On a page of a download from the start (`full`): the tombstone
+    /// horizon's position when the download began, to send back as `full`
+    /// on its next pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub began: Option<u64>,
 }
 
 /// Stable, machine-readable error codes. Never renamed once published.
@@ -438,7 +445,7 @@ pub enum ErrorCode {
     ProtocolMismatch,
     /// The pull's cursor lies below the tombstone horizon: deletes it had
     /// not pulled were forgotten since. The replica must download
-    /// everything again (`full=true`) and reconcile what it holds.
+    /// everything again (`full`) and reconcile what it holds.
     CursorExpired,
     /// A pushed write for a row the server forgot (its delete was collected
     /// behind the tombstone horizon) is no newer than that delete may have

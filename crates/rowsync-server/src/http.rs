@@ -615,10 +615,9 @@ struct PullParams {
     /// The ids of the pulling replica's last requests, comma-separated:
     /// checked like a push's `known`.
     known: Option<String>,
-    /// The replica downloads everything from the start (see
-    /// [`rowsync_proto::PullRequest::full`]).
-    #[serde(default)]
-    full: bool,
+    /// A download from the start, and the horizon's position it began at
+    /// (see [`rowsync_proto::PullRequest::full`]).
+    full: Option<u64>,
 }
 
 async fn pull<S: Store>(
@@ -663,10 +662,15 @@ async fn pull<S: Store>(
         }
     }
     let until = tokio::time::Instant::now() + Duration::from_secs(params.wait);
-    let site = params.site.as_ref();
-    let user = caller.user.as_deref();
+    let (site, user) = (params.site.as_ref(), caller.user.as_deref());
+    // A download from the start is held to the horizon it began at: its
+    // first page's, read before that page, or the one its client sends back.
+    let began = match params.full {
+        Some(_) if params.cursor == 0 => Some(state.store.horizon().await?.position),
+        given => given,
+    };
     // Every position up to this one is visible to the page read below.
-    let committed = if params.full { state.store.last_position().await? } else { 0 };
+    let committed = if began.is_some() { state.store.last_position().await? } else { 0 };
     if let Some(position) = state.store.drain_direct(&state.schema, state.clock.now_ms()).await? {
         state.commits.committed(position);
     }
@@ -686,20 +690,20 @@ async fn pull<S: Store>(
     }
     // Read after the page: tombstones collected before or while it was read
     // move the horizon past the cursor, so a page that missed one is refused.
-    if params.cursor > 0 || params.full {
+    if params.cursor > 0 || began.is_some() {
         let horizon = state.store.horizon().await?;
-        if cursor_expired(&horizon, params.cursor, params.full) {
+        if cursor_expired(&horizon, params.cursor, began) {
             return Err(ApiError::new(
                 StatusCode::GONE,
                 ErrorCode::CursorExpired,
-                "this replica last pulled before deletes the server has since forgotten (they are kept for the \
-                 server's tombstone retention): download everything again with full=true",
+                "this replica may have missed deletes the server has since forgotten (they are kept for the \
+                 server's tombstone retention): download everything again from cursor 0 with full",
             ));
         }
-        // A full download that reached the end has read every position up
-        // to `committed`: it passes the forgotten ones there, or the next
+        // A download that reached the end has read every position up to
+        // `committed`: it passes the forgotten ones there, or the next
         // pull would stop below the horizon.
-        if params.full && !page.more {
+        if began.is_some() && !page.more {
             page.cursor = page.cursor.max(horizon.position.min(committed));
         }
     }
@@ -716,9 +720,13 @@ async fn pull<S: Store>(
         body.push_str(state);
     }
     body.push_str(&format!(
-        "],\"cursor\":{},\"more\":{},\"schema_version\":{}}}",
+        "],\"cursor\":{},\"more\":{},\"schema_version\":{}",
         page.cursor, page.more, state.schema.version
     ));
+    if let Some(began) = began {
+        body.push_str(&format!(",\"began\":{began}"));
+    }
+    body.push('}');
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

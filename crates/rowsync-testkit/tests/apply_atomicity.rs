@@ -38,6 +38,7 @@ fn a_page_that_fails_part_way_changes_nothing() {
         cursor: 42,
         more: false,
         schema_version: None,
+        began: None,
     };
     assert!(apply_page(&replica, &page).is_err());
 
@@ -46,8 +47,13 @@ fn a_page_that_fails_part_way_changes_nothing() {
     assert_eq!(status.cursor, 0, "the cursor did not move");
     assert_eq!(status.pending_changes, 1, "the local write is still queued");
 
-    let good =
-        PullResponse { changes: vec![contact("a", "Applied first")], cursor: 42, more: false, schema_version: None };
+    let good = PullResponse {
+        changes: vec![contact("a", "Applied first")],
+        cursor: 42,
+        more: false,
+        schema_version: None,
+        began: None,
+    };
     apply_page(&replica, &good).unwrap();
     assert_eq!(replica.status().unwrap().cursor, 42);
     assert_eq!(device.rows("SELECT name FROM contacts WHERE id = 'a'"), vec![vec![text("Applied first")]]);
@@ -98,7 +104,7 @@ fn pulled_names_outside_the_schema_are_refused_before_any_sql() {
     let mut own_table = contact("a", "Ann");
     own_table.table = "_rowsync_meta".into();
     for change in [hidden_column, own_table] {
-        let page = PullResponse { changes: vec![change], cursor: 7, more: false, schema_version: None };
+        let page = PullResponse { changes: vec![change], cursor: 7, more: false, schema_version: None, began: None };
         match apply_page(&replica, &page) {
             Err(rowsync_client::ClientError::Protocol(message)) => {
                 assert!(message.contains("does not fit the schema"), "{message}")

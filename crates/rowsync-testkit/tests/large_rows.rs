@@ -150,7 +150,7 @@ fn pull_pages_are_bounded_by_bytes() {
         let mut rows = 0;
         loop {
             let page = plain
-                .pull(&PullRequest { site: stranger.clone(), cursor, limit: 1_000, known: None, full: false })
+                .pull(&PullRequest { site: stranger.clone(), cursor, limit: 1_000, known: None, full: None })
                 .unwrap();
             let bytes: usize = page.changes.iter().map(|c| serde_json::to_vec(c).unwrap().len()).sum();
             let first = page.changes.first().map_or(0, |c| serde_json::to_vec(c).unwrap().len());

@@ -75,7 +75,7 @@ fn a_page_fetched_ahead_is_only_the_answer_to_the_pull_that_asks_for_it() {
     writer.sync().unwrap();
 
     let site = SiteId::from_bytes([7; 16]);
-    let request = |cursor, limit| PullRequest { site: site.clone(), cursor, limit, known: None, full: false };
+    let request = |cursor, limit| PullRequest { site: site.clone(), cursor, limit, known: None, full: None };
     let ahead = HttpTransport::new(&server.url(), None);
     let fresh = || HttpTransport::new(&server.url(), None);
     let first = ahead.pull(&request(0, 10)).unwrap();

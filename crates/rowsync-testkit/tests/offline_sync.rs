@@ -112,7 +112,7 @@ fn a_pulled_change_merges_with_pending_local_edits_cell_by_cell() {
                 cursor: 0,
                 limit: 100,
                 known: None,
-                full: false,
+                full: None,
             })
             .unwrap();
         rowsync_client::apply::apply_page(&replica, &page).unwrap();

@@ -228,7 +228,7 @@ impl SimAgent {
                 self.event(now, Event::Tick);
             } else if let Some(cursor) = self.listening {
                 let request =
-                    PullRequest { site: device.replica.site().clone(), cursor, limit: 1, known: None, full: false };
+                    PullRequest { site: device.replica.site().clone(), cursor, limit: 1, known: None, full: None };
                 if let Ok(page) = server.pull(&request) {
                     if !page.changes.is_empty() {
                         self.listening = None;

@@ -108,3 +108,72 @@ fn a_copied_replica_that_pulls_everything_again_drops_rows_whose_deletes_were_fo
     assert_eq!(laptop.rows("SELECT id FROM contacts ORDER BY id"), expected, "a is gone, d was sent");
     assert_eq!(server.rows("SELECT id FROM contacts ORDER BY id"), expected);
 }
+
+/// Runs `between` once, after the first page of a download reached the
+/// replica and before it asks for the next one.
+struct PausedDownload<F: Fn()> {
+    inner: rowsync_client::HttpTransport,
+    between: F,
+    paused: std::cell::Cell<bool>,
+}
+
+impl<F: Fn()> rowsync_client::Transport for PausedDownload<F> {
+    fn schema(&self) -> Result<rowsync_proto::Schema, rowsync_client::ClientError> {
+        self.inner.schema()
+    }
+
+    fn push(
+        &self,
+        request: &rowsync_proto::PushRequest,
+    ) -> Result<rowsync_proto::PushResponse, rowsync_client::ClientError> {
+        self.inner.push(request)
+    }
+
+    fn pull(
+        &self,
+        request: &rowsync_proto::PullRequest,
+    ) -> Result<rowsync_proto::PullResponse, rowsync_client::ClientError> {
+        let page = self.inner.pull(request)?;
+        if !page.changes.is_empty() && !self.paused.replace(true) {
+            (self.between)();
+        }
+        Ok(page)
+    }
+}
+
+/// A row a download brought on an early page, deleted and forgotten before
+/// the download passed its delete: the download begins again, and the row
+/// does not stay behind.
+#[test]
+fn a_delete_forgotten_during_a_download_does_not_leave_its_row_behind() {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start_configured(&TestStore::Sqlite, dir.path(), SCHEMA, |config| {
+        config.tombstone_retention = Some(Duration::from_millis(1));
+    });
+    let laptop = Device::init(dir.path(), "laptop", &server.url());
+    laptop.exec(
+        "INSERT INTO contacts VALUES ('a', 'Ada', '1'), ('b', 'Bob', '2'), ('c', 'Cy', '3'),
+                                     ('d', 'Di', '4'), ('e', 'Ed', '5');",
+    );
+    laptop.sync().unwrap();
+    let phone = Device::init(dir.path(), "phone", &server.url());
+    let mut replica = phone.replica();
+    let transport = PausedDownload {
+        inner: rowsync_client::HttpTransport::connect(&replica.server_access().unwrap()).unwrap(),
+        between: || {
+            laptop.exec("DELETE FROM contacts WHERE id = 'a';");
+            laptop.sync().unwrap();
+            eventually(Duration::from_secs(20), "the server forgets the delete", || {
+                server.rows("SELECT count(*) FROM rowsync_rows") == vec![vec![Value::Integer(4)]]
+            });
+        },
+        paused: std::cell::Cell::new(false),
+    };
+    let options = rowsync_client::SyncOptions { pull_limit: 1, ..Default::default() };
+    let report = rowsync_client::sync(&mut replica, &transport, options).unwrap();
+    assert!(report.notes.iter().any(|n| n.contains("downloads everything again")), "{:?}", report.notes);
+    let expected: Vec<Vec<Value>> = ["b", "c", "d", "e"].iter().map(|id| vec![text(id)]).collect();
+    assert_eq!(server.rows("SELECT id FROM contacts ORDER BY id"), expected);
+    assert_eq!(phone.rows("SELECT id FROM contacts ORDER BY id"), expected, "row a was pulled, then forgotten");
+    assert!(phone.sync().unwrap().notes.is_empty(), "a later sync is an ordinary one");
+}

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
+use rowsync_core::horizon::Horizon;
 use rowsync_proto::{PushResponse, Schema, SiteId, Table, Value};
 
 use super::collect::{read_horizon, META_HORIZON};
@@ -198,8 +199,13 @@ pub(crate) async fn push_batch<T: PushTransaction>(
     let position = drain_direct(&mut tx, schema, position, batch.now_ms).await?;
     let (incoming, applied) = fold_batch(&batch.changes, hwm);
     let mut stored = tx.load_states(schema, &incoming).await?;
-    // Read under the position lock, which collecting tombstones takes too.
-    let horizon = read_horizon(tx.meta(META_HORIZON).await?)?;
+    // Only rows the server holds nothing of are judged by the horizon. It is
+    // read under the position lock, which collecting tombstones takes too.
+    let horizon = if incoming.iter().any(|row| !stored.contains_key(&row.id)) {
+        read_horizon(tx.meta(META_HORIZON).await?)?
+    } else {
+        Horizon::default()
+    };
     let Planned { writes, collisions } =
         plan_writes(schema, incoming, &mut stored, position, batch.user.as_deref(), &horizon)?;
     if !writes.is_empty() {
