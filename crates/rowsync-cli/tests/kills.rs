@@ -70,6 +70,20 @@ fn timed_sync(device: &Device) -> Duration {
     started.elapsed()
 }
 
+/// How long a sync of the same work typically takes: the median of three,
+/// each after `prepare` (one sync slowed by a busy machine would otherwise
+/// stretch every kill window past the syncs it is meant to interrupt).
+fn typical(device: &Device, mut prepare: impl FnMut()) -> Duration {
+    let mut took: Vec<Duration> = (0..3)
+        .map(|_| {
+            prepare();
+            timed_sync(device)
+        })
+        .collect();
+    took.sort();
+    took[1]
+}
+
 /// A moment within a sync that takes about `took`.
 fn within(rng: &mut StdRng, took: Duration) -> Duration {
     let most = (took.as_millis() as u64 * 9 / 10).max(6);
@@ -94,8 +108,7 @@ fn killed_syncs_and_servers_lose_nothing_and_double_nothing() {
         const BACKLOG: usize = 3_000;
 
         // The client, while it stamps and pushes a backlog.
-        app_writes(&laptop, &mut laptop_next, BACKLOG);
-        let push = timed_sync(&laptop);
+        let push = typical(&laptop, || app_writes(&laptop, &mut laptop_next, BACKLOG));
         for _ in 0..KILLS {
             app_writes(&laptop, &mut laptop_next, BACKLOG);
             landed[0] += kill_after(start_sync(&laptop.path), within(&mut rng, push)) as usize;
@@ -112,9 +125,10 @@ fn killed_syncs_and_servers_lose_nothing_and_double_nothing() {
         // The client, while it applies a large pull (and stamps its own
         // writes), then the server while it serves one.
         timed_sync(&phone);
-        app_writes(&laptop, &mut laptop_next, BACKLOG);
-        timed_sync(&laptop);
-        let pull = timed_sync(&phone);
+        let pull = typical(&phone, || {
+            app_writes(&laptop, &mut laptop_next, BACKLOG);
+            timed_sync(&laptop);
+        });
         for _ in 0..KILLS {
             app_writes(&laptop, &mut laptop_next, BACKLOG);
             timed_sync(&laptop);
