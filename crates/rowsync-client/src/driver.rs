@@ -138,7 +138,8 @@ impl<'a> Driver<'a> {
                     None
                 };
                 let response = sending.answer()?;
-                let acknowledged = acknowledge(replica, batch, response.acked_seq)? as u64;
+                // A write transaction like the rest: it keeps the app's gap.
+                let acknowledged = replica.pacer.slice(|| acknowledge(replica, batch, response.acked_seq)).0? as u64;
                 self.ahead = next.filter(|next| !next.shares_rows_with(batch)).map(|next| (next, limit, bytes));
                 Done::Pushed { changes: batch.request.changes.len() as u64, acknowledged }
             }
