@@ -546,16 +546,7 @@ impl Engine {
             }
             Done::Stamped { pending } => running.pending = pending,
             Done::Pulled { changes, applied, cursor, more, took_us } => {
-                // A page that brought nothing yet has more behind it held only
-                // this replica's own writes coming back (or rows it may not
-                // see): it cost nothing to apply, so the next asks for the
-                // most. A device that has just pushed a backlog skips past it
-                // in the fewest requests.
-                self.page = if changes == 0 && more {
-                    self.config.pull_limit
-                } else {
-                    pace::fit(self.page, changes, took_us, self.config.pull_limit)
-                };
+                self.page = pace::fit(self.page, changes, took_us, self.config.pull_limit);
                 running.report.pulled += changes;
                 running.report.applied += applied;
                 running.report.pull_pages += 1;

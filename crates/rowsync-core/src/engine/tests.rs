@@ -354,19 +354,3 @@ fn the_next_pull_asks_for_the_size_the_last_page_showed_fits() {
     let actions = engine.handle(0, Event::Done(page));
     assert_eq!(steps(&actions), vec![Step::Pull { limit: 200 }], "1,000 changes took 100 ms: 250 fit in 25 ms");
 }
-
-#[test]
-fn a_page_of_nothing_but_own_writes_is_followed_by_the_largest() {
-    let mut engine = Engine::new(Mode::Once, Config { pull_limit: 5_000, ..config() }, 7);
-    engine.start();
-    let actions = engine.handle(0, Event::Done(Done::Prepared { notes: vec![], pending: 0 }));
-    assert_eq!(steps(&actions), vec![Step::Pull { limit: 1_000 }]);
-    // The server skipped 1,000 positions of this replica's own writes.
-    let echoes = Done::Pulled { changes: 0, applied: 0, cursor: 1_000, more: true, took_us: 50 };
-    let actions = engine.handle(0, Event::Done(echoes));
-    assert_eq!(steps(&actions), vec![Step::Pull { limit: 5_000 }]);
-    // Real changes size the page by their pace again.
-    let page = Done::Pulled { changes: 5_000, applied: 5_000, cursor: 6_000, more: true, took_us: 250_000 };
-    let actions = engine.handle(0, Event::Done(page));
-    assert_eq!(steps(&actions), vec![Step::Pull { limit: 500 }]);
-}
