@@ -12,8 +12,9 @@
 //!
 //! A pull returns the rows whose position lies after the cursor, in position
 //! order: at most `limit` rows with the size of each state, and the states
-//! themselves unless they are large; the page is then cut to its byte budget
-//! ([`page_extent`]) and the large states it keeps are read one by one. So
+//! themselves unless they are large, looking through at most [`PULL_SPAN`]
+//! positions; the page is then cut to its byte budget ([`page_extent`]) and
+//! the large states it keeps are read one by one. So
 //! memory stays bounded however large rows are, and small rows still come
 //! in one query. A row changed again moves to a new position, so the change log
 //! compacts itself: a puller never receives a row's superseded states.
@@ -346,12 +347,35 @@ pub(crate) fn decode_stored_change(
 /// it is cut to its byte budget.
 pub(crate) const INLINE_STATE: i64 = 16 * 1024;
 
+/// How many positions past the cursor one pull page looks through at most.
+/// Rows a page leaves out (the asking device's own writes) cost it only a
+/// look inside the database, not a row sent back: a device that has just
+/// pushed a backlog skips past its own writes in a few requests, and no
+/// request looks through more than this.
+pub(crate) const PULL_SPAN: i64 = 100_000;
+
+/// What a pull query found beyond the rows it may send, in the same
+/// snapshot: the last position within the span that the caller may see
+/// (its own writes included), and whether it may see any position past the
+/// span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub end: i64,
+    pub last_seen: Option<i64>,
+    pub more: bool,
+}
+
 /// How far a pull page reaches: given the `(position, size in bytes)` of
-/// the rows after the cursor (fetched with one row more than `limit`, to
-/// learn whether more follow), the last position of the page and whether
-/// more follow. A page holds at most `limit` rows and, beyond its first
-/// row, at most `max_bytes` bytes of states: one huge row is a page alone.
-pub(crate) fn page_extent(sizes: &[(i64, i64)], limit: u32, max_bytes: usize) -> Option<(i64, bool)> {
+/// the rows it may send (fetched with one row more than `limit`, to learn
+/// whether more follow) and what lies beyond them in the `span`, the last
+/// position of the page and whether more follow. A page holds at most
+/// `limit` rows and, beyond its first row, at most `max_bytes` bytes of
+/// states: one huge row is a page alone. When every row fits, the page
+/// reaches the last position of the span the caller may see: positions
+/// become visible in the order they were handed out, so none below it can
+/// appear later. With nothing to see in the span but something past it,
+/// the page reaches the span's end.
+pub(crate) fn page_extent(sizes: &[(i64, i64)], span: Span, limit: u32, max_bytes: usize) -> Option<(i64, bool)> {
     let mut bytes = 0usize;
     let mut taken = 0usize;
     for &(_, size) in sizes.iter().take(limit as usize) {
@@ -361,21 +385,53 @@ pub(crate) fn page_extent(sizes: &[(i64, i64)], limit: u32, max_bytes: usize) ->
         }
         taken += 1;
     }
-    let (last, _) = *sizes.get(taken.checked_sub(1)?)?;
-    Some((last, taken < sizes.len()))
+    if taken < sizes.len() {
+        return Some((sizes[taken.checked_sub(1)?].0, true));
+    }
+    let last_sent = sizes.last().map(|&(pos, _)| pos);
+    match (last_sent.max(span.last_seen), span.more) {
+        (Some(last), more) => Some((last, more)),
+        (None, true) => Some((span.end, true)),
+        (None, false) => None,
+    }
 }
 
-/// One row of a pull query: its position, the size of its state (0 for an
-/// echo), and the state unless it is an echo or larger than [`INLINE_STATE`].
-pub(crate) type PulledRow = (i64, i64, Option<String>);
+/// One row of a pull query: `(0, position, size, state)` for a row the page
+/// may send, its state left out when larger than [`INLINE_STATE`]; and one
+/// `(1, last position seen in the span, 1 if more lie past it, None)`.
+pub(crate) type PulledRow = (i64, Option<i64>, i64, Option<String>);
 
-/// Cuts the rows of a pull query (fetched with one row more than `limit`)
-/// to a page, fetching the large states it includes with `large`, by
-/// position. A large state whose row moved on meanwhile (it changed again)
-/// is left out: it comes later, at its new position.
+/// The parameters of a pull query, for the stores to bind.
+pub(crate) struct PullParams<'a> {
+    pub cursor: i64,
+    /// The last position of the span ([`PULL_SPAN`]).
+    pub end: i64,
+    /// One more than the page's limit.
+    pub rows: i64,
+    pub site: Option<&'a str>,
+    pub user: Option<&'a str>,
+}
+
+impl PullParams<'_> {
+    pub(crate) fn new<'a>(cursor: u64, limit: u32, site: Option<&'a SiteId>, user: Option<&'a str>) -> PullParams<'a> {
+        let cursor = cursor.min(i64::MAX as u64) as i64;
+        PullParams {
+            cursor,
+            end: cursor.saturating_add(PULL_SPAN),
+            rows: i64::from(limit) + 1,
+            site: site.map(SiteId::as_str),
+            user,
+        }
+    }
+}
+
+/// Cuts the rows of a pull query to a page, fetching the large states it
+/// includes with `large`, by position. A large state whose row moved on
+/// meanwhile (it changed again) is left out: it comes later, at its new
+/// position.
 pub(crate) async fn page_from_rows<F, Fut>(
     rows: Vec<PulledRow>,
-    cursor: u64,
+    params: &PullParams<'_>,
     limit: u32,
     max_bytes: usize,
     mut large: F,
@@ -384,12 +440,23 @@ where
     F: FnMut(i64) -> Fut,
     Fut: Future<Output = Result<Option<String>, StoreError>>,
 {
-    let sizes: Vec<(i64, i64)> = rows.iter().map(|(pos, size, _)| (*pos, *size)).collect();
-    let Some((last, more)) = page_extent(&sizes, limit, max_bytes) else {
+    let mut span = Span { end: params.end, last_seen: None, more: false };
+    let mut sent = Vec::with_capacity(rows.len());
+    for (kind, pos, size, state) in rows {
+        match (kind, pos) {
+            (0, Some(pos)) => sent.push((pos, size, state)),
+            (_, last_seen) => span = Span { end: params.end, last_seen, more: size > 0 },
+        }
+    }
+    // A union's order is not promised: the rows are put in position order.
+    sent.sort_unstable_by_key(|(pos, _, _)| *pos);
+    let sizes: Vec<(i64, i64)> = sent.iter().map(|(pos, size, _)| (*pos, *size)).collect();
+    let cursor = params.cursor as u64;
+    let Some((last, more)) = page_extent(&sizes, span, limit, max_bytes) else {
         return Ok(PullPage { cursor, ..PullPage::default() });
     };
     let (mut states, mut positions) = (Vec::new(), Vec::new());
-    for (pos, size, state) in rows.into_iter().take_while(|(pos, _, _)| *pos <= last) {
+    for (pos, size, state) in sent.into_iter().take_while(|(pos, _, _)| *pos <= last) {
         let state = match state {
             Some(state) => Some(state),
             None if size > INLINE_STATE => large(pos).await?,
@@ -515,10 +582,11 @@ pub trait Store: Send + Sync + 'static {
     fn push(&self, schema: &Schema, batch: &CheckedBatch) -> impl Future<Output = Result<Pushed, StoreError>> + Send;
 
     /// The row states changed after `cursor`, oldest first, at most `limit`
-    /// positions and, beyond the first, `max_bytes` bytes of states (see
-    /// [`page_extent`]). With `site`, states that are exactly what that site
-    /// pushed are left out (it has them already); the cursor still moves
-    /// past them. Private rows are left out unless `user` owns them, and the
+    /// rows and, beyond the first, `max_bytes` bytes of states (see
+    /// [`page_extent`]), within [`PULL_SPAN`] positions. With `site`, states
+    /// that are exactly what that site pushed are left out (it has them
+    /// already) and do not count toward `limit`; the cursor still moves past
+    /// them. Private rows are left out unless `user` owns them, and the
     /// cursor stops at the last row the page holds: it tells nothing of
     /// other users' rows.
     fn pull(
@@ -602,16 +670,34 @@ pub trait Store: Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::page_extent;
+    use super::{page_extent, Span};
 
     #[test]
     fn pages_are_bounded_by_rows_and_by_bytes_and_a_huge_row_goes_alone() {
+        let span = Span { end: 100, last_seen: Some(6), more: false };
         let small: Vec<(i64, i64)> = (1..=6).map(|p| (p, 10)).collect();
-        assert_eq!(page_extent(&small, 5, 1_000), Some((5, true)), "five rows, one more follows");
-        assert_eq!(page_extent(&small[..5], 5, 1_000), Some((5, false)));
-        assert_eq!(page_extent(&small, 5, 25), Some((2, true)), "two rows fit in 25 bytes");
+        assert_eq!(page_extent(&small, span, 5, 1_000), Some((5, true)), "five rows, one more follows");
+        assert_eq!(page_extent(&small[..5], Span { last_seen: Some(5), ..span }, 5, 1_000), Some((5, false)));
+        assert_eq!(page_extent(&small, span, 5, 25), Some((2, true)), "two rows fit in 25 bytes");
         let huge = [(7, 5_000_000), (8, 10)];
-        assert_eq!(page_extent(&huge, 1_000, 4_096), Some((7, true)), "a row over the budget goes alone");
-        assert_eq!(page_extent(&[], 1_000, 4_096), None);
+        assert_eq!(page_extent(&huge, span, 1_000, 4_096), Some((7, true)), "a row over the budget goes alone");
+        assert_eq!(page_extent(&[], Span { last_seen: None, ..span }, 1_000, 4_096), None);
+    }
+
+    #[test]
+    fn a_page_reaches_past_the_rows_it_leaves_out() {
+        // Rows 1-3 to send, the caller's own writes up to 90 after them.
+        let sent = [(1, 10), (2, 10), (3, 10)];
+        let span = Span { end: 100, last_seen: Some(90), more: false };
+        assert_eq!(page_extent(&sent, span, 5, 1_000), Some((90, false)));
+        assert_eq!(page_extent(&sent, Span { more: true, ..span }, 5, 1_000), Some((90, true)));
+        // Nothing but its own writes.
+        assert_eq!(page_extent(&[], span, 5, 1_000), Some((90, false)));
+        // A page cut short stops at its last row, whatever lies beyond.
+        assert_eq!(page_extent(&sent, span, 2, 1_000), Some((2, true)));
+        assert_eq!(page_extent(&sent, span, 5, 15), Some((1, true)));
+        // Nothing it may see in the span, something past it.
+        let beyond = Span { end: 100, last_seen: None, more: true };
+        assert_eq!(page_extent(&[], beyond, 5, 1_000), Some((100, true)));
     }
 }

@@ -20,7 +20,9 @@ use sqlx::{Sqlite, SqlitePool};
 use super::collect::{collect, read_horizon, META_HORIZON};
 use super::plan::{row_values, IncomingRow, RowId, RowWrite, Stored};
 use super::push::{push_batch, DirectEntry, MarkRow, PushTransaction, SiteMark};
-use super::{decode_stored, token_from_row, CheckedBatch, PullPage, Pushed, Revoke, Store, StoreError, TokenRow};
+use super::{
+    decode_stored, token_from_row, CheckedBatch, PullPage, PullParams, Pushed, Revoke, Store, StoreError, TokenRow,
+};
 use crate::auth::TokenRecord;
 
 const BOOKKEEPING: [&str; 9] = [
@@ -118,9 +120,15 @@ const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
 const HAS_COLUMN: &str = "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?";
 /// A pull page (see the module docs of `store`): position, size and, unless
 /// it is an echo or large, the state of at most `limit` rows.
-const PULL: &str = "SELECT pos, CASE WHEN origin = ? THEN 0 ELSE coalesce(size, length(state)) END, \
-     CASE WHEN origin = ? OR coalesce(size, length(state)) > ? THEN NULL ELSE state END \
-     FROM rowsync_rows WHERE pos > ? AND (owner IS NULL OR owner = ?) ORDER BY pos LIMIT ?";
+/// A pull page and, in the same snapshot, what lies beyond it (see
+/// `store::PulledRow`); parameters: inline state size, cursor, span end,
+/// user, site, rows; cursor, span end, user; span end, user.
+const PULL: &str = "SELECT * FROM (SELECT 0, pos, coalesce(size, length(state)), \
+     CASE WHEN coalesce(size, length(state)) > ? THEN NULL ELSE state END FROM rowsync_rows \
+     WHERE pos > ? AND pos <= ? AND (owner IS NULL OR owner = ?) AND (origin = ?) IS NOT TRUE ORDER BY pos LIMIT ?) \
+     UNION ALL SELECT 1, (SELECT pos FROM rowsync_rows \
+     WHERE pos > ? AND pos <= ? AND (owner IS NULL OR owner = ?) ORDER BY pos DESC LIMIT 1), \
+     CASE WHEN (SELECT pos FROM rowsync_rows WHERE pos > ? AND (owner IS NULL OR owner = ?) ORDER BY pos LIMIT 1) IS NULL THEN 0 ELSE 1 END, NULL";
 const PULL_ONE: &str = "SELECT state FROM rowsync_rows WHERE pos = ?";
 const INSERT_TOKEN: &str = "INSERT INTO rowsync_tokens (id, usr, hash, created, expires) VALUES (?, ?, ?, ?, ?)";
 const SELECT_TOKEN: &str = "SELECT id, usr, hash, created, expires, revoked FROM rowsync_tokens WHERE id = ?";
@@ -266,17 +274,22 @@ impl Store for SqliteStore {
         site: Option<&SiteId>,
         user: Option<&str>,
     ) -> Result<PullPage, StoreError> {
-        let site = site.map(SiteId::as_str);
+        let params = PullParams::new(cursor, limit, site, user);
         let rows: Vec<super::PulledRow> = sqlx::query_as(PULL)
-            .bind(site)
-            .bind(site)
             .bind(super::INLINE_STATE)
-            .bind(cursor as i64)
-            .bind(user)
-            .bind(i64::from(limit) + 1)
+            .bind(params.cursor)
+            .bind(params.end)
+            .bind(params.user)
+            .bind(params.site)
+            .bind(params.rows)
+            .bind(params.cursor)
+            .bind(params.end)
+            .bind(params.user)
+            .bind(params.end)
+            .bind(params.user)
             .fetch_all(&self.pool)
             .await?;
-        super::page_from_rows(rows, cursor, limit, max_bytes, |pos| async move {
+        super::page_from_rows(rows, &params, limit, max_bytes, |pos| async move {
             Ok(sqlx::query_scalar(PULL_ONE).bind(pos).fetch_optional(&self.pool).await?)
         })
         .await
