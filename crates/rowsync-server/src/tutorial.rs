@@ -341,10 +341,15 @@ async fn changes<S: Store>(
     if limit == 0 || limit > state.limits.page_changes {
         return Err(ApiError::bad_parameter(format!("limit must be between 1 and {}", state.limits.page_changes)));
     }
-    // No site: a client gets its own changes back too (it upserts them
-    // again, harmlessly); leaving them out would still count them against
-    // the page, and a run of them could stall the client for good.
-    let page = state.store.pull(since, limit, PAGE_BYTES, None, caller.user.as_deref()).await?;
+    // No site: this protocol names no device, so a client gets its own
+    // changes back too (it upserts them again, harmlessly).
+    let mut page = state.store.pull(since, limit, PAGE_BYTES, None, caller.user.as_deref()).await?;
+    // A page that looked through its span and found nothing this caller may
+    // see has moved the cursor on; this protocol's client knows only the
+    // last timestamp it received, and would ask for the same span again.
+    while page.states.is_empty() && page.more {
+        page = state.store.pull(page.cursor, limit, PAGE_BYTES, None, caller.user.as_deref()).await?;
+    }
     let mut answer = Vec::with_capacity(page.states.len());
     for (position, stored) in page.positions.iter().zip(&page.states) {
         answer.push(element(&state, *position, stored)?);

@@ -587,8 +587,9 @@ pub trait Store: Send + Sync + 'static {
     /// that are exactly what that site pushed are left out (it has them
     /// already) and do not count toward `limit`; the cursor still moves past
     /// them. Private rows are left out unless `user` owns them, and the
-    /// cursor stops at the last row the page holds: it tells nothing of
-    /// other users' rows.
+    /// cursor stops at the last row the page holds, the last position of
+    /// the span the caller may see, or the span's end: it tells nothing of
+    /// other users' rows. A page can be empty with `more` true.
     fn pull(
         &self,
         cursor: u64,

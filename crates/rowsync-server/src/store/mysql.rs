@@ -158,8 +158,6 @@ const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
 ];
 const HAS_COLUMN: &str = "SELECT count(*) FROM information_schema.columns \
      WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?";
-/// A pull page (see the module docs of `store`): position, size and, unless
-/// it is an echo or large, the state of at most `limit` rows.
 /// A pull page and, in the same snapshot, what lies beyond it (see
 /// `store::PulledRow`); parameters: inline state size, cursor, span end,
 /// user, site, rows; cursor, span end, user; span end, user.

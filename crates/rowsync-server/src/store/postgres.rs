@@ -138,8 +138,6 @@ const SELECT_MARK: &str = "SELECT hwm, batch, usr FROM rowsync_sites WHERE site 
 const UPSERT_HWM: &str = "INSERT INTO rowsync_sites (site, hwm, batch, usr) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (site) DO UPDATE SET hwm = GREATEST(rowsync_sites.hwm, excluded.hwm), batch = excluded.batch, \
      usr = excluded.usr";
-/// A pull page (see the module docs of `store`): position, size and, unless
-/// it is an echo or large, the state of at most `limit` rows.
 /// A pull page and, in the same snapshot, what lies beyond it (see
 /// `store::PulledRow`); parameters: inline state size, cursor, span end,
 /// user, site, rows.
