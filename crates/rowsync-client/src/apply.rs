@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 
 use rowsync_core::capture::OP_SET_ASIDE;
-use rowsync_core::change::{decode_change, DecodedChange};
+use rowsync_core::change::DecodedChange;
 use rowsync_core::clocks::{Clocks, LiveRows};
 use rowsync_core::ddl::{update_columns, Dialect};
 use rowsync_core::RowState;
@@ -37,21 +37,21 @@ use crate::bookkeeping::{
 use crate::error::ClientError;
 use crate::rebuild::{after_page, note_seen, Download};
 use crate::replica::Replica;
+use crate::stage::{stage, Staged};
 use crate::stamp::stamp_rest;
 use crate::triggers::apps_own_triggers;
-use crate::values::{key_token, stored_key, to_sql};
+use crate::values::{key_token, to_sql};
 
 /// Applies one page and stores its cursor. Returns how many rows changed locally.
 pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, ClientError> {
-    // Decoding needs no lock: it is done before the transaction begins.
-    let changes: Vec<DecodedChange> = page
-        .changes
-        .iter()
-        .map(|change| {
-            decode_change(&replica.schema, change)
-                .map_err(|e| ClientError::Protocol(format!("pulled change does not fit the schema: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
+    let staged = stage(replica, page)?;
+    apply_staged(replica, page, staged)
+}
+
+/// Applies a page [`stage`]d before, in one write transaction (the slice
+/// the app waits for), and stores its cursor. Returns how many rows
+/// changed locally.
+pub(crate) fn apply_staged(replica: &Replica, page: &PullResponse, mut staged: Staged) -> Result<usize, ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     // Triggers are back on when the page is done, however it ends.
     let _capture = CaptureOff::when_alone(replica)?;
@@ -59,23 +59,52 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
     let newest_before: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |row| row.get(0))?;
     let mut clock = load_clock(&tx)?;
     let mut observed: i64 = meta_get(&tx, key::OBSERVED)?.unwrap_or(0);
-    let mut changed_rows = 0;
-    let mut live = LiveRows::default();
-    let mut unpushed = None;
+    if let Some(newest) = staged.newest {
+        clock.observe(newest);
+        observed = observed.max(newest.0 as i64);
+    }
     let cursor: i64 = meta_get(&tx, key::CURSOR)?.unwrap_or(0);
     let download = Download::of(&tx, cursor as u64)?;
-    for decoded in &changes {
-        for version in decoded.state.versions() {
-            clock.observe(version.hlc);
-            observed = observed.max(version.hlc.0 as i64);
-        }
+    let mut live = LiveRows::default();
+    let mut changed_rows = staged.write(replica, &tx, download == Download::Reconciling, &mut live)?;
+    let mut rows = Merging { replica, conn: &tx, download, newest_before, unpushed: None, live: &mut live };
+    for &n in &staged.general {
+        changed_rows += rows.merge(&staged.changes[n], &staged.keys[n])? as usize;
+    }
+    changed_rows += after_page(replica, &tx, download, page, &mut live)?;
+    save_live_rows(&tx, &live)?;
+    save_clock(&tx, &clock)?;
+    meta_set(&tx, key::OBSERVED, observed)?;
+    meta_set(&tx, key::CURSOR, page.cursor as i64)?;
+    tx.execute("DELETE FROM _rowsync_outbox WHERE id > ?", [newest_before])?;
+    tx.commit()?;
+    Ok(changed_rows)
+}
+
+/// Pulled rows merged one by one with the versions the replica holds for
+/// them, inside a page's transaction.
+struct Merging<'a> {
+    replica: &'a Replica,
+    conn: &'a Connection,
+    download: Download,
+    /// The outbox's newest entry before the page.
+    newest_before: i64,
+    /// The rows with local writes not pushed yet, read when first needed.
+    unpushed: Option<HashSet<(i64, String)>>,
+    live: &'a mut LiveRows,
+}
+
+impl Merging<'_> {
+    /// Merges one pulled row state, stored under `local_key`, into the
+    /// row. Returns whether the row changed.
+    fn merge(&mut self, decoded: &DecodedChange, local_key: &SqlValue) -> Result<bool, ClientError> {
+        let (replica, tx) = (self.replica, self.conn);
         let table = &replica.schema.tables[decoded.table];
         let table_id = replica.table_ids[decoded.table];
-        let local_key = stored_key(&tx, &decoded.key)?;
-        if download == Download::Reconciling {
-            note_seen(&tx, table_id, &local_key)?;
+        if self.download == Download::Reconciling {
+            note_seen(tx, table_id, local_key)?;
         }
-        let mut clocks = load_clocks(&tx, table_id, &local_key)?.unwrap_or_default();
+        let mut clocks = load_clocks(tx, table_id, local_key)?.unwrap_or_default();
         let mut state = clocks.to_state(table.columns.len());
         // A row an earlier page deleted while it had local writes not yet
         // pushed: they are held in its clocks, and part of its state.
@@ -88,30 +117,30 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
         }
         let manual = table.conflict == ConflictStrategy::Manual;
         if manual {
-            state.conflicts = load_conflicts(&tx, table_id, &local_key, table)?;
+            state.conflicts = load_conflicts(tx, table_id, local_key, table)?;
         }
         let was_visible = state.is_visible();
         let outcome = state.merge_from(&decoded.state);
         if !outcome.changed {
-            continue;
+            return Ok(false);
         }
         if manual {
-            hold_displaced(replica, &tx, decoded.table, &decoded.key, &mut clocks, &outcome.taken)?;
+            hold_displaced(replica, tx, decoded.table, &decoded.key, &mut clocks, &outcome.taken)?;
         }
         let key_params: Vec<SqlValue> = decoded.key.iter().map(to_sql).collect();
-        live.moved(table_id, was_visible, state.is_visible());
+        self.live.moved(table_id, was_visible, state.is_visible());
         // Local writes not pushed yet still go out when a pulled delete
         // removes their row (so that a later revival shows them, whatever the
         // order the two reached the server in): the row is held whole.
         let deleted_here = was_visible && !state.is_visible();
-        if deleted_here && unpushed.is_none() {
-            unpushed = Some(unpushed_rows(&tx, newest_before)?);
+        if deleted_here && self.unpushed.is_none() {
+            self.unpushed = Some(unpushed_rows(tx, self.newest_before)?);
         }
-        let unpushed_here = unpushed.as_ref().is_some_and(|rows| rows.contains(&key_token(table_id, &local_key)));
+        let unpushed_here = self.unpushed.as_ref().is_some_and(|rows| rows.contains(&key_token(table_id, local_key)));
         let mut hold = Vec::new();
         if (deleted_here && unpushed_here) || (held_while_deleted && !state.is_visible()) {
             if deleted_here {
-                local_values(replica, &tx, decoded.table, &decoded.key, &mut state, &outcome.taken)?;
+                local_values(replica, tx, decoded.table, &decoded.key, &mut state, &outcome.taken)?;
             }
             hold = state.cells.iter().enumerate().filter_map(|(i, c)| Some((i, c.clone()?))).collect();
         }
@@ -143,21 +172,13 @@ pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, Clien
             new_clocks.held = clocks.held;
         }
         new_clocks.held.extend(hold);
-        save_clocks(&tx, table_id, &local_key, &new_clocks)?;
+        save_clocks(tx, table_id, local_key, &new_clocks)?;
         if manual {
             let open = if state.is_visible() { state.conflicts.as_slice() } else { &[] };
-            save_conflicts(&tx, table_id, &local_key, table, open)?;
+            save_conflicts(tx, table_id, local_key, table, open)?;
         }
-        changed_rows += 1;
+        Ok(true)
     }
-    changed_rows += after_page(replica, &tx, download, page, &mut live)?;
-    save_live_rows(&tx, &live)?;
-    save_clock(&tx, &clock)?;
-    meta_set(&tx, key::OBSERVED, observed)?;
-    meta_set(&tx, key::CURSOR, page.cursor as i64)?;
-    tx.execute("DELETE FROM _rowsync_outbox WHERE id > ?", [newest_before])?;
-    tx.commit()?;
-    Ok(changed_rows)
 }
 
 /// Triggers off on rowsync's connection for as long as it lives (see the

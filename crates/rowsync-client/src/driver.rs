@@ -13,13 +13,14 @@
 use rowsync_core::engine::{Done, Event, Failure, Step};
 use rowsync_proto::{PullRequest, SiteId};
 
-use crate::apply::apply_page;
+use crate::apply::apply_staged;
 use crate::audit::{audit_against_server, check_capture};
 use crate::bookkeeping::{key, known_batches, meta_get};
 use crate::error::ClientError;
 use crate::outbox::{acknowledge, next_batch, set_aside, Batch};
 use crate::rebuild::Download;
 use crate::replica::Replica;
+use crate::stage::stage;
 use crate::stamp::stamp_all_yielding;
 use crate::transport::Transport;
 
@@ -106,9 +107,11 @@ impl<'a> Driver<'a> {
                 if page.schema_version.is_some_and(|version| version > replica.schema.version) {
                     replica.adopt_schema(&self.transport.schema()?)?;
                 }
-                // A page is one write transaction: the app gets the file to
-                // itself for a while before it begins.
-                let (applied, took) = replica.pacer.slice(|| apply_page(replica, &page));
+                // Staging takes no lock. The page is then one write
+                // transaction: the app gets the file to itself for a while
+                // before it begins.
+                let staged = stage(replica, &page)?;
+                let (applied, took) = replica.pacer.slice(|| apply_staged(replica, &page, staged));
                 let (applied, took_us) = (applied? as u64, took.as_micros() as u64);
                 Done::Pulled {
                     changes: page.changes.len() as u64,

@@ -43,6 +43,7 @@ mod pace;
 mod rebuild;
 pub mod recover;
 pub mod replica;
+mod stage;
 pub mod stamp;
 pub mod status;
 pub mod sync;

@@ -17,6 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use crate::bookkeeping::{key, meta_get, meta_set, now_text};
 use crate::error::ClientError;
 use crate::pace::Pacer;
+use crate::stage::StageSql;
 use crate::stamp::stamp_rest;
 use crate::transport::{trusted_roots, ServerAccess};
 use crate::triggers::{drop_triggers, install_triggers, triggers_of, Triggers};
@@ -51,6 +52,8 @@ pub(crate) struct RowSql {
     pub select: String,
     pub upsert: String,
     pub delete: String,
+    /// Staging pulled rows (see the `stage` module).
+    pub stage: StageSql,
 }
 
 /// The replica file format this version writes. Files of earlier formats
@@ -91,6 +94,8 @@ fn open_connection(path: &Path) -> Result<Connection, ClientError> {
     // 1,000,000 rows by `rowsync bench sync`). The cache grows only as pages
     // are read, to at most this much.
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    // Pulled pages are staged in temporary tables (see `stage`): in memory.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 
@@ -206,10 +211,12 @@ impl Replica {
         self.row_sql = schema
             .tables
             .iter()
-            .map(|t| RowSql {
+            .zip(&table_ids)
+            .map(|(t, &id)| RowSql {
                 select: select_row(t, Dialect::Sqlite),
                 upsert: upsert_row(t, Dialect::Sqlite),
                 delete: delete_row(t, Dialect::Sqlite),
+                stage: StageSql::new(t, id),
             })
             .collect();
         (self.schema, self.table_ids, self.table_index) = (schema, table_ids, table_index);

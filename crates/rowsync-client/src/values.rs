@@ -4,7 +4,7 @@
 
 use rowsync_core::capture::NULL_KEY;
 use rowsync_proto::{Table, Value};
-use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::Connection;
 
 use crate::error::ClientError;
@@ -29,6 +29,17 @@ pub fn to_sql(value: &Value) -> SqlValue {
         Value::Text(t) => SqlValue::Text(t.clone()),
         Value::Blob(b) => SqlValue::Blob(b.clone()),
     }
+}
+
+/// A wire value bound as it is, without a copy.
+pub fn bind(value: &Value) -> ToSqlOutput<'_> {
+    ToSqlOutput::Borrowed(match value {
+        Value::Null => ValueRef::Null,
+        Value::Integer(i) => ValueRef::Integer(*i),
+        Value::Real(r) => ValueRef::Real(*r),
+        Value::Text(t) => ValueRef::Text(t.as_bytes()),
+        Value::Blob(b) => ValueRef::Blob(b),
+    })
 }
 
 /// A stored outbox key back into key values.

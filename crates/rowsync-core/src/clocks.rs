@@ -266,6 +266,11 @@ impl LiveRows {
         }
     }
 
+    /// `count` rows of table `table_id` became visible (or, negative, went).
+    pub fn add(&mut self, table_id: i64, count: i64) {
+        *self.0.entry(table_id).or_default() += count;
+    }
+
     /// The non-zero changes, by table id.
     pub fn deltas(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
         self.0.iter().map(|(&table, &delta)| (table, delta)).filter(|(_, delta)| *delta != 0)

@@ -103,6 +103,28 @@ pub fn upsert_rows(table: &Table, dialect: Dialect, rows: usize) -> String {
             format!("({})", params.join(", "))
         })
         .collect();
+    let insert =
+        format!("INSERT INTO {} ({}) VALUES {}", dialect.quote(&table.name), columns.join(", "), tuples.join(", "));
+    format!("{insert} {}", on_conflict_update(table, dialect))
+}
+
+/// SQLite: an upsert of the rows a `SELECT` gives, every column of the
+/// table in order (the `SELECT` must have a `WHERE` clause, so that SQLite
+/// does not read `ON CONFLICT` as a join's `ON`).
+pub fn upsert_select(table: &Table, select: &str) -> String {
+    let dialect = Dialect::Sqlite;
+    let columns: Vec<String> = table.columns.iter().map(|c| dialect.quote(&c.name)).collect();
+    format!(
+        "INSERT INTO {} ({}) {select} {}",
+        dialect.quote(&table.name),
+        columns.join(", "),
+        on_conflict_update(table, dialect)
+    )
+}
+
+/// What an upsert does with a row whose key exists: takes the new values
+/// of the columns outside the key.
+fn on_conflict_update(table: &Table, dialect: Dialect) -> String {
     let non_key: Vec<&str> = table
         .columns
         .iter()
@@ -111,8 +133,6 @@ pub fn upsert_rows(table: &Table, dialect: Dialect, rows: usize) -> String {
         .map(|(_, c)| c.name.as_str())
         .collect();
     let key: Vec<String> = table.primary_key.iter().map(|&i| dialect.quote(&table.columns[i].name)).collect();
-    let insert =
-        format!("INSERT INTO {} ({}) VALUES {}", dialect.quote(&table.name), columns.join(", "), tuples.join(", "));
     match dialect {
         Dialect::Mysql => {
             // MySQL has no "do nothing"; assigning a key column to itself is the idiom.
@@ -121,14 +141,14 @@ pub fn upsert_rows(table: &Table, dialect: Dialect, rows: usize) -> String {
             } else {
                 non_key.iter().map(|c| format!("`{c}` = VALUES(`{c}`)")).collect()
             };
-            format!("{insert} ON DUPLICATE KEY UPDATE {}", sets.join(", "))
+            format!("ON DUPLICATE KEY UPDATE {}", sets.join(", "))
         }
         Dialect::Sqlite | Dialect::Postgres => {
             if non_key.is_empty() {
-                format!("{insert} ON CONFLICT ({}) DO NOTHING", key.join(", "))
+                format!("ON CONFLICT ({}) DO NOTHING", key.join(", "))
             } else {
                 let sets: Vec<String> = non_key.iter().map(|c| format!("\"{c}\" = excluded.\"{c}\"")).collect();
-                format!("{insert} ON CONFLICT ({}) DO UPDATE SET {}", key.join(", "), sets.join(", "))
+                format!("ON CONFLICT ({}) DO UPDATE SET {}", key.join(", "), sets.join(", "))
             }
         }
     }
