@@ -23,14 +23,15 @@
 use rowsync_core::change::{decode_change, DecodedChange};
 use rowsync_core::clocks::{Clocks, LiveRows};
 use rowsync_core::ddl::upsert_select;
+use rowsync_core::schema::column_default;
 use rowsync_core::RowState;
-use rowsync_proto::{ConflictStrategy, Hlc, PullResponse, Table};
+use rowsync_proto::{ConflictStrategy, Hlc, PullResponse, Table, Value};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use crate::error::ClientError;
 use crate::replica::Replica;
-use crate::values::{bind, stored_key};
+use crate::values::{bind, stored_key, to_sql};
 
 /// A pulled page, decoded, with the rows that need no merging staged.
 pub(crate) struct Staged {
@@ -124,14 +125,13 @@ pub(crate) fn stage(replica: &Replica, page: &PullResponse) -> Result<Staged, Cl
             tx.execute(&sql.clear, [])?;
         }
         visible[n] = state.is_visible();
-        let row = state.row_values(table, &decoded.key);
         let head = [
             ToSqlOutput::from(n as i64),
             ToSqlOutput::Borrowed(ValueRef::from(&keys[n])),
             ToSqlOutput::from(visible[n]),
             ToSqlOutput::from(clocks.as_str()),
         ];
-        let values = head.into_iter().chain(row.iter().map(bind));
+        let values = head.into_iter().chain(row_values(table, &state, &decoded.key));
         tx.prepare_cached(&sql.insert)?.execute(rusqlite::params_from_iter(values))?;
         staged[decoded.table].push(n);
     }
@@ -153,6 +153,20 @@ fn whole_state(table: &Table, decoded: &DecodedChange) -> Option<(RowState, Stri
     }
     let clocks = serde_json::to_string(&Clocks::from_state(&state).to_stored()).ok()?;
     Some((state, clocks))
+}
+
+/// The row's values in table column order, as [`RowState::row_values`]
+/// gives them, bound where they are.
+fn row_values<'a>(table: &'a Table, state: &'a RowState, key: &'a [Value]) -> impl Iterator<Item = ToSqlOutput<'a>> {
+    (0..table.columns.len()).map(move |index| {
+        if let Some(part) = table.primary_key.iter().position(|&column| column == index) {
+            return bind(&key[part]);
+        }
+        match state.cells.get(index).and_then(Option::as_ref) {
+            Some((value, _)) => bind(value),
+            None => ToSqlOutput::Owned(to_sql(&column_default(&table.columns[index]))),
+        }
+    })
 }
 
 impl Staged {
