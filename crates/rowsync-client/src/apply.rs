@@ -66,11 +66,17 @@ pub(crate) fn apply_staged(replica: &Replica, page: &PullResponse, mut staged: S
     let cursor: i64 = meta_get(&tx, key::CURSOR)?.unwrap_or(0);
     let download = Download::of(&tx, cursor as u64)?;
     let mut live = LiveRows::default();
-    let mut changed_rows = staged.write(replica, &tx, download == Download::Reconciling, &mut live)?;
-    let mut rows = Merging { replica, conn: &tx, download, newest_before, unpushed: None, live: &mut live };
+    let reconciling = download == Download::Reconciling;
+    // Rows written since the page was staged are merged one by one too.
+    staged.take_known(replica, &tx)?;
+    let mut rows = Merging { replica, conn: &tx, download, newest_before, unpushed: None };
+    let (mut changed_rows, mut from) = (0, 0);
     for &n in &staged.general {
-        changed_rows += rows.merge(&staged.changes[n], &staged.keys[n])? as usize;
+        changed_rows += staged.write(replica, &tx, (from, n), reconciling, &mut live)?;
+        changed_rows += rows.merge(&staged.changes[n], &staged.keys[n], &mut live)? as usize;
+        from = n + 1;
     }
+    changed_rows += staged.write(replica, &tx, (from, staged.changes.len()), reconciling, &mut live)?;
     changed_rows += after_page(replica, &tx, download, page, &mut live)?;
     save_live_rows(&tx, &live)?;
     save_clock(&tx, &clock)?;
@@ -78,6 +84,7 @@ pub(crate) fn apply_staged(replica: &Replica, page: &PullResponse, mut staged: S
     meta_set(&tx, key::CURSOR, page.cursor as i64)?;
     tx.execute("DELETE FROM _rowsync_outbox WHERE id > ?", [newest_before])?;
     tx.commit()?;
+    staged.clear(replica);
     Ok(changed_rows)
 }
 
@@ -91,13 +98,17 @@ struct Merging<'a> {
     newest_before: i64,
     /// The rows with local writes not pushed yet, read when first needed.
     unpushed: Option<HashSet<(i64, String)>>,
-    live: &'a mut LiveRows,
 }
 
 impl Merging<'_> {
     /// Merges one pulled row state, stored under `local_key`, into the
-    /// row. Returns whether the row changed.
-    fn merge(&mut self, decoded: &DecodedChange, local_key: &SqlValue) -> Result<bool, ClientError> {
+    /// row, counting it in `live`. Returns whether the row changed.
+    fn merge(
+        &mut self,
+        decoded: &DecodedChange,
+        local_key: &SqlValue,
+        live: &mut LiveRows,
+    ) -> Result<bool, ClientError> {
         let (replica, tx) = (self.replica, self.conn);
         let table = &replica.schema.tables[decoded.table];
         let table_id = replica.table_ids[decoded.table];
@@ -128,7 +139,7 @@ impl Merging<'_> {
             hold_displaced(replica, tx, decoded.table, &decoded.key, &mut clocks, &outcome.taken)?;
         }
         let key_params: Vec<SqlValue> = decoded.key.iter().map(to_sql).collect();
-        self.live.moved(table_id, was_visible, state.is_visible());
+        live.moved(table_id, was_visible, state.is_visible());
         // Local writes not pushed yet still go out when a pulled delete
         // removes their row (so that a later revival shows them, whatever the
         // order the two reached the server in): the row is held whole.

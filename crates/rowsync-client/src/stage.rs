@@ -12,13 +12,19 @@
 //! written into temporary tables (`temp._rowsync_stage_*`: a connection's
 //! temporary database is its own, and writing it locks nothing the app
 //! uses). The transaction then moves them into the synced table and
-//! `_rowsync_rows` with one `INSERT ... SELECT` each, inside SQLite.
+//! `_rowsync_rows` with an `INSERT ... SELECT` each, inside SQLite, and
+//! the tables are emptied after it.
 //!
-//! Whether the replica holds versions for a row is settled inside the
-//! transaction, after the writes made meanwhile are stamped: a staged row
-//! that has some by then (the app wrote it, or another process stamped
-//! it) is merged one by one like every row of a manual table (see
-//! `apply`).
+//! The rows that must be merged with the replica's own versions (rows it
+//! holds versions for, every row of a manual table, a row that comes twice
+//! in a page) are merged one by one, as `apply` does, in page order with
+//! the staged rows around them: an app's UNIQUE index may depend on that
+//! order. Whether the replica holds versions for a row is looked up when
+//! staging (a read, which does not keep the app waiting), and again inside
+//! the transaction, once the writes made meanwhile are stamped: a staged
+//! row the app wrote in between is merged like the others.
+
+use std::collections::HashSet;
 
 use rowsync_core::change::{decode_change, DecodedChange};
 use rowsync_core::clocks::{Clocks, LiveRows};
@@ -31,7 +37,7 @@ use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use crate::error::ClientError;
 use crate::replica::Replica;
-use crate::values::{bind, stored_key, to_sql};
+use crate::values::{bind, key_token, stored_key, to_sql};
 
 /// A pulled page, decoded, with the rows that need no merging staged.
 pub(crate) struct Staged {
@@ -42,10 +48,12 @@ pub(crate) struct Staged {
     /// The changes (indexes) to merge one by one with the replica's
     /// versions, in page order.
     pub general: Vec<usize>,
-    /// Per schema table, the changes staged for it.
-    staged: Vec<Vec<usize>>,
+    /// Per change, the schema table whose staging table holds it, if any.
+    staged_in: Vec<Option<usize>>,
     /// Per change, whether its row is visible once staged.
     visible: Vec<bool>,
+    /// The schema tables whose staging tables this page filled.
+    tables: Vec<usize>,
     /// The newest clock reading the page carries.
     pub newest: Option<Hlc>,
 }
@@ -59,6 +67,7 @@ pub(crate) struct StageSql {
     /// The staged rows whose row the replica holds versions for.
     known: String,
     forget: String,
+    /// Moving the staged rows of positions `?1` to `?2` (excluded) in.
     rows: String,
     clocks: String,
     seen: String,
@@ -83,18 +92,26 @@ impl StageSql {
                  (SELECT 1 FROM main._rowsync_rows r WHERE r.tbl = {table_id} AND r.pk = s.pk)"
             ),
             forget: format!("DELETE FROM {name} WHERE n = ?"),
-            rows: upsert_select(table, &format!("SELECT {} FROM {name} WHERE visible ORDER BY n", values.join(", "))),
-            clocks: format!(
-                "INSERT INTO main._rowsync_rows (tbl, pk, clocks) SELECT {table_id}, pk, clocks FROM {name} ORDER BY n"
+            rows: upsert_select(
+                table,
+                &format!("SELECT {} FROM {name} WHERE visible AND n >= ?1 AND n < ?2 ORDER BY n", values.join(", ")),
             ),
-            seen: format!("INSERT OR IGNORE INTO main._rowsync_seen (tbl, pk) SELECT {table_id}, pk FROM {name}"),
+            clocks: format!(
+                "INSERT INTO main._rowsync_rows (tbl, pk, clocks) \
+                 SELECT {table_id}, pk, clocks FROM {name} WHERE n >= ?1 AND n < ?2 ORDER BY n"
+            ),
+            seen: format!(
+                "INSERT OR IGNORE INTO main._rowsync_seen (tbl, pk) \
+                 SELECT {table_id}, pk FROM {name} WHERE n >= ?1 AND n < ?2"
+            ),
             clear: format!("DELETE FROM {name}"),
         }
     }
 }
 
 /// Decodes `page` and stages what needs no merging; takes no lock on the
-/// replica file.
+/// replica file. Rows the replica holds versions for, and a row that comes
+/// again in the same page, are left to be merged one by one.
 pub(crate) fn stage(replica: &Replica, page: &PullResponse) -> Result<Staged, ClientError> {
     let changes: Vec<DecodedChange> = page
         .changes
@@ -108,35 +125,48 @@ pub(crate) fn stage(replica: &Replica, page: &PullResponse) -> Result<Staged, Cl
     let conn = &replica.conn;
     // Only the temporary database is written: the file stays the app's.
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)?;
-    let mut keys = Vec::with_capacity(changes.len());
-    let mut general = Vec::new();
-    let mut staged = vec![Vec::new(); replica.schema.tables.len()];
-    let mut visible = vec![false; changes.len()];
+    let mut staged = Staged {
+        keys: Vec::with_capacity(changes.len()),
+        general: Vec::new(),
+        staged_in: vec![None; changes.len()],
+        visible: vec![false; changes.len()],
+        tables: Vec::new(),
+        newest,
+        changes: Vec::new(),
+    };
+    let mut seen = HashSet::new();
     for (n, decoded) in changes.iter().enumerate() {
-        keys.push(stored_key(&tx, &decoded.key)?);
+        let key = stored_key(&tx, &decoded.key)?;
         let table = &replica.schema.tables[decoded.table];
-        let Some((state, clocks)) = whole_state(table, decoded) else {
-            general.push(n);
+        let again = !seen.insert(key_token(decoded.table as i64, &key));
+        staged.keys.push(key);
+        let Some((state, clocks)) = whole_state(table, decoded).filter(|_| !again) else {
+            staged.general.push(n);
             continue;
         };
         let sql = &replica.row_sql[decoded.table].stage;
-        if staged[decoded.table].is_empty() {
+        if !staged.tables.contains(&decoded.table) {
             tx.execute(&sql.create, [])?;
             tx.execute(&sql.clear, [])?;
+            staged.tables.push(decoded.table);
         }
-        visible[n] = state.is_visible();
+        staged.visible[n] = state.is_visible();
         let head = [
             ToSqlOutput::from(n as i64),
-            ToSqlOutput::Borrowed(ValueRef::from(&keys[n])),
-            ToSqlOutput::from(visible[n]),
+            ToSqlOutput::Borrowed(ValueRef::from(&staged.keys[n])),
+            ToSqlOutput::from(staged.visible[n]),
             ToSqlOutput::from(clocks.as_str()),
         ];
         let values = head.into_iter().chain(row_values(table, &state, &decoded.key));
         tx.prepare_cached(&sql.insert)?.execute(rusqlite::params_from_iter(values))?;
-        staged[decoded.table].push(n);
+        staged.staged_in[n] = Some(decoded.table);
     }
+    staged.changes = changes;
+    // Most rows the replica holds versions for are found here, without the
+    // lock (a read of the file); the transaction looks again.
+    staged.take_known(replica, &tx)?;
     tx.commit()?;
-    Ok(Staged { changes, keys, general, staged, visible, newest })
+    Ok(staged)
 }
 
 /// A row's state and stored versions after `decoded` is applied to a
@@ -170,40 +200,67 @@ fn row_values<'a>(table: &'a Table, state: &'a RowState, key: &'a [Value]) -> im
 }
 
 impl Staged {
-    /// In the page's write transaction, once every local write is stamped:
-    /// writes the staged rows the replica still holds no versions for (their
-    /// values, their versions and, for a reconciling download, that they
-    /// were seen), and hands the others to [`Staged::general`]. Returns how
-    /// many rows it wrote.
+    /// Hands the staged rows the replica holds versions for to
+    /// [`Staged::general`]. Run again in the page's write transaction, once
+    /// every local write is stamped, it finds those written meanwhile.
+    pub(crate) fn take_known(&mut self, replica: &Replica, conn: &Connection) -> Result<(), ClientError> {
+        for &table in &self.tables {
+            let sql = &replica.row_sql[table].stage;
+            let known: Vec<i64> =
+                conn.prepare_cached(&sql.known)?.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+            for n in known {
+                conn.prepare_cached(&sql.forget)?.execute(params![n])?;
+                self.staged_in[n as usize] = None;
+                self.general.push(n as usize);
+            }
+        }
+        self.general.sort_unstable();
+        Ok(())
+    }
+
+    /// In the page's write transaction: writes the staged rows among the
+    /// changes `from..to` (their values, their versions and, for a
+    /// reconciling download, that they were seen), counting the rows that
+    /// appear in `live`. Returns how many rows it wrote. Called between
+    /// the rows merged one by one, so that the page is written in its
+    /// order (an app's UNIQUE index may depend on it).
     pub(crate) fn write(
-        &mut self,
+        &self,
         replica: &Replica,
         conn: &Connection,
+        (from, to): (usize, usize),
         reconciling: bool,
         live: &mut LiveRows,
     ) -> Result<usize, ClientError> {
         let mut written = 0;
-        for (table, staged) in self.staged.iter().enumerate() {
-            if staged.is_empty() {
+        for &table in &self.tables {
+            let mut rows = (from..to).filter(|&n| self.staged_in[n] == Some(table)).peekable();
+            if rows.peek().is_none() {
                 continue;
             }
+            let visible = rows.filter(|&n| self.visible[n]).count();
             let sql = &replica.row_sql[table].stage;
-            let known: Vec<i64> =
-                conn.prepare_cached(&sql.known)?.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
-            for &n in &known {
-                conn.prepare_cached(&sql.forget)?.execute(params![n])?;
-                self.general.push(n as usize);
-            }
-            conn.prepare_cached(&sql.rows)?.execute([])?;
-            let visible = staged.iter().filter(|&&n| self.visible[n] && !known.contains(&(n as i64))).count();
+            let range = params![from as i64, to as i64];
+            conn.prepare_cached(&sql.rows)?.execute(range)?;
             live.add(replica.table_ids[table], visible as i64);
-            written += conn.prepare_cached(&sql.clocks)?.execute([])?;
+            written += conn.prepare_cached(&sql.clocks)?.execute(range)?;
             if reconciling {
-                conn.prepare_cached(&sql.seen)?.execute([])?;
+                conn.prepare_cached(&sql.seen)?.execute(range)?;
             }
         }
-        self.general.sort_unstable();
         Ok(written)
+    }
+
+    /// Empties the staging tables once the page is written (they hold its
+    /// values, and would otherwise until the next page).
+    pub(crate) fn clear(&self, replica: &Replica) {
+        for &table in &self.tables {
+            if let Err(error) =
+                replica.conn.prepare_cached(&replica.row_sql[table].stage.clear).and_then(|mut s| s.execute([]))
+            {
+                tracing::warn!(%error, "emptying a staging table after a pulled page");
+            }
+        }
     }
 }
 
@@ -213,10 +270,11 @@ mod tests {
     use rowsync_proto::{Cell, Hlc, RowChange, SiteId, Value, Version};
 
     use super::*;
-    use crate::apply::apply_staged;
+    use crate::apply::{apply_page, apply_staged};
 
-    fn page(id: &str, name: &str, email: &str) -> PullResponse {
-        let version = Version { hlc: Hlc::from_millis(1_000), site: SiteId::from_bytes([3; 16]) };
+    /// A contact as a device wrote it whole at `ms`.
+    fn contact(id: &str, name: &str, email: &str, ms: u64) -> RowChange {
+        let version = Version { hlc: Hlc::from_millis(ms), site: SiteId::from_bytes([3; 16]) };
         let cell = |column: &str, value: &str| Cell {
             column: column.into(),
             value: Value::Text(value.into()),
@@ -224,7 +282,7 @@ mod tests {
             base: None,
             memory: None,
         };
-        let change = RowChange {
+        RowChange {
             table: "contacts".into(),
             key: vec![Value::Text(id.into())],
             alive: Some(version.clone()),
@@ -232,8 +290,32 @@ mod tests {
             deleted: None,
             cells: vec![cell("name", name), cell("email", email)],
             conflicts: Vec::new(),
-        };
-        PullResponse { changes: vec![change], cursor: 7, more: false, schema_version: None, began: None }
+        }
+    }
+
+    fn page(changes: Vec<RowChange>, cursor: u64) -> PullResponse {
+        PullResponse { changes, cursor, more: false, schema_version: None, began: None }
+    }
+
+    fn replica(dir: &tempfile::TempDir) -> (Replica, Connection) {
+        let path = dir.path().join("replica.db");
+        let schema =
+            parse_schema("CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT);").unwrap();
+        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
+        (replica, Connection::open(&path).unwrap())
+    }
+
+    fn contacts(app: &Connection) -> Vec<(String, String, Option<String>)> {
+        let mut statement = app.prepare("SELECT id, name, email FROM contacts ORDER BY id").unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn row(id: &str, name: &str, email: Option<&str>) -> (String, String, Option<String>) {
+        (id.into(), name.into(), email.map(Into::into))
     }
 
     /// A row the app writes after its page was staged, before the page's
@@ -242,32 +324,66 @@ mod tests {
     #[test]
     fn a_row_written_while_its_page_was_staged_keeps_the_apps_write() {
         let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("replica.db");
-        let schema =
-            parse_schema("CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT);").unwrap();
-        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
-        let pulled = page("ann", "Ann (pulled)", "ann@pulled");
+        let (replica, app) = replica(&dir);
+        let pulled = page(vec![contact("ann", "Ann (pulled)", "ann@pulled", 1_000)], 7);
         let staged = stage(&replica, &pulled).unwrap();
         assert_eq!(staged.general, Vec::<usize>::new(), "a row the replica holds no versions for is staged");
 
-        let app = Connection::open(&path).unwrap();
         app.execute("INSERT INTO contacts (id, name) VALUES ('ann', 'Ann (mine)')", []).unwrap();
         apply_staged(&replica, &pulled, staged).unwrap();
 
-        let row: (String, Option<String>) = app
-            .query_row("SELECT name, email FROM contacts WHERE id = 'ann'", [], |row| Ok((row.get(0)?, row.get(1)?)))
-            .unwrap();
-        assert_eq!(row, ("Ann (mine)".to_string(), None), "the app's insert is newer in every column");
+        assert_eq!(contacts(&app), vec![row("ann", "Ann (mine)", None)], "the app's insert is newer in every column");
         let status = replica.status().unwrap();
         assert_eq!((status.cursor, status.pending_changes), (7, 1), "the page is applied and the insert still queued");
 
         // A row nobody wrote here goes in whole, with the page's versions.
-        let other = page("bob", "Bob", "bob@pulled");
-        apply_staged(&replica, &other, stage(&replica, &other).unwrap()).unwrap();
-        let row: (String, String) = app
-            .query_row("SELECT name, email FROM contacts WHERE id = 'bob'", [], |row| Ok((row.get(0)?, row.get(1)?)))
-            .unwrap();
-        assert_eq!(row, ("Bob".to_string(), "bob@pulled".to_string()));
+        apply_page(&replica, &page(vec![contact("bob", "Bob", "bob@pulled", 1_000)], 8)).unwrap();
+        assert_eq!(contacts(&app)[1], row("bob", "Bob", Some("bob@pulled")));
         assert_eq!(replica.status().unwrap().pending_changes, 1, "a pulled row is not queued");
+    }
+
+    /// Rows merged one by one and staged rows are written in page order: an
+    /// email that moves from one contact to a new one, under the app's own
+    /// UNIQUE index, leaves the first before it reaches the second.
+    #[test]
+    fn a_page_is_written_in_its_order() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (replica, app) = replica(&dir);
+        app.execute("CREATE UNIQUE INDEX contacts_email ON contacts (email)", []).unwrap();
+        apply_page(&replica, &page(vec![contact("ann", "Ann", "shared@example.com", 1_000)], 1)).unwrap();
+
+        let moved = page(
+            vec![contact("ann", "Ann", "ann@example.com", 2_000), contact("bob", "Bob", "shared@example.com", 2_000)],
+            2,
+        );
+        let staged = stage(&replica, &moved).unwrap();
+        assert_eq!(staged.general, vec![0], "the row the replica knows is merged one by one");
+        apply_staged(&replica, &moved, staged).unwrap();
+        assert_eq!(
+            contacts(&app),
+            vec![row("ann", "Ann", Some("ann@example.com")), row("bob", "Bob", Some("shared@example.com"))]
+        );
+    }
+
+    /// A row that comes twice in one page is staged once and merged the
+    /// second time: the newer state wins, whichever comes first.
+    #[test]
+    fn a_row_twice_in_a_page_ends_with_its_newer_state() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (replica, app) = replica(&dir);
+        let twice = page(
+            vec![
+                contact("cy", "Cy (older)", "cy@example.com", 1_000),
+                contact("cy", "Cy (newer)", "cy@example.com", 2_000),
+                contact("dee", "Dee (newer)", "dee@example.com", 2_000),
+                contact("dee", "Dee (older)", "dee@example.com", 1_000),
+            ],
+            3,
+        );
+        apply_page(&replica, &twice).unwrap();
+        assert_eq!(
+            contacts(&app),
+            vec![row("cy", "Cy (newer)", Some("cy@example.com")), row("dee", "Dee (newer)", Some("dee@example.com"))]
+        );
     }
 }
