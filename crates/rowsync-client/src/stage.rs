@@ -24,12 +24,12 @@
 //! the transaction, once the writes made meanwhile are stamped: a staged
 //! row the app wrote in between is merged like the others.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use rowsync_core::change::{decode_change, DecodedChange};
 use rowsync_core::clocks::{Clocks, LiveRows};
 use rowsync_core::ddl::upsert_select;
-use rowsync_core::schema::column_default;
 use rowsync_core::RowState;
 use rowsync_proto::{ConflictStrategy, Hlc, PullResponse, Table, Value};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
@@ -185,17 +185,12 @@ fn whole_state(table: &Table, decoded: &DecodedChange) -> Option<(RowState, Stri
     Some((state, clocks))
 }
 
-/// The row's values in table column order, as [`RowState::row_values`]
-/// gives them, bound where they are.
+/// The row's values in table column order ([`RowState::row_values`]),
+/// bound where they are.
 fn row_values<'a>(table: &'a Table, state: &'a RowState, key: &'a [Value]) -> impl Iterator<Item = ToSqlOutput<'a>> {
-    (0..table.columns.len()).map(move |index| {
-        if let Some(part) = table.primary_key.iter().position(|&column| column == index) {
-            return bind(&key[part]);
-        }
-        match state.cells.get(index).and_then(Option::as_ref) {
-            Some((value, _)) => bind(value),
-            None => ToSqlOutput::Owned(to_sql(&column_default(&table.columns[index]))),
-        }
+    (0..table.columns.len()).map(move |index| match state.value_at(table, key, index) {
+        Cow::Borrowed(value) => bind(value),
+        Cow::Owned(value) => ToSqlOutput::Owned(to_sql(&value)),
     })
 }
 

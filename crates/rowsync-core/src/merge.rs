@@ -120,17 +120,24 @@ impl RowState {
     /// primary key order) in their own columns; the column's default where
     /// no cell is known (a column added after the row was written).
     pub fn row_values(&self, table: &rowsync_proto::Table, key: &[Value]) -> Vec<Value> {
-        let mut row: Vec<Value> = (0..table.columns.len())
-            .map(|index| match self.cells.get(index).cloned().flatten() {
-                Some((value, _)) => value,
-                None if table.is_key_column(index) => Value::Null,
-                None => crate::schema::column_default(&table.columns[index]),
-            })
-            .collect();
-        for (&column, value) in table.primary_key.iter().zip(key) {
-            row[column] = value.clone();
+        (0..table.columns.len()).map(|index| self.value_at(table, key, index).into_owned()).collect()
+    }
+
+    /// One value of [`RowState::row_values`], borrowed where it can be.
+    pub fn value_at<'a>(
+        &'a self,
+        table: &rowsync_proto::Table,
+        key: &'a [Value],
+        index: usize,
+    ) -> std::borrow::Cow<'a, Value> {
+        use std::borrow::Cow;
+        if let Some(part) = table.primary_key.iter().position(|&column| column == index) {
+            return Cow::Borrowed(key.get(part).unwrap_or(&Value::Null));
         }
-        row
+        match self.cells.get(index).and_then(Option::as_ref) {
+            Some((value, _)) => Cow::Borrowed(value),
+            None => Cow::Owned(crate::schema::column_default(&table.columns[index])),
+        }
     }
 
     /// The same row data (versions, values, tombstones, open conflicts),
