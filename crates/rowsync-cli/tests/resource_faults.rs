@@ -178,9 +178,12 @@ fn a_server_database_on_a_full_disk_answers_503_and_nothing_is_lost() {
         dir.path().display()
     ));
     let url = format!("http://127.0.0.1:{port}");
+    // It says so once it listens (a connect to the port is no proof: see
+    // `common::serve`).
     let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed().as_secs() < 20, "rowsync serve did not start");
+    let serving = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    while !serving().contains("rowsync: serving") {
+        assert!(started.elapsed().as_secs() < 60, "rowsync serve did not start:\n{}", serving());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let laptop = Device::init(dir.path(), "laptop", &url);

@@ -3,10 +3,12 @@
 //! processes. (Each test binary compiles this module on its own and uses
 //! some of it: the rest is not dead code, hence the `allow`s.)
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 pub const ROWSYNC: &str = env!("CARGO_BIN_EXE_rowsync");
 
@@ -25,23 +27,49 @@ impl Drop for Server {
 }
 
 /// Starts `rowsync serve ARGS --listen 127.0.0.1:PORT` and waits until it
-/// accepts connections.
+/// says it is serving: it prints that line once its socket listens.
+/// (Connecting to the port is no proof: a loopback connect to a port in the
+/// ephemeral range can, now and then, connect to itself with nobody
+/// listening.) A server that exits first fails the test with its stderr.
 pub fn serve(args: &[&str], port: u16) -> Server {
-    let child = Command::new(ROWSYNC)
+    let mut child = Command::new(ROWSYNC)
         .arg("serve")
         .args(args)
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let server = Server(child);
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "rowsync serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
+    // Both pipes are read to their end, so that a chatty server never blocks
+    // on a full pipe; stderr's last lines are kept for the failure message.
+    let stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut tail = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            tail.push(line);
+            if tail.len() > 20 {
+                tail.remove(0);
+            }
+        }
+        tail.join("\n")
+    });
+    let stdout = child.stdout.take().unwrap();
+    let (ready, serving) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let said = lines.by_ref().any(|line| line.starts_with("rowsync: serving"));
+        let _ = ready.send(said);
+        lines.for_each(drop);
+    });
+    let mut server = Server(child);
+    match serving.recv_timeout(Duration::from_secs(60)) {
+        Ok(true) => server,
+        Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let status = server.0.wait().unwrap();
+            panic!("rowsync serve exited ({status}) before serving:\n{}", errors.join().unwrap())
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("rowsync serve did not start within 60 s"),
     }
-    server
 }
 
 /// `rowsync serve` without tokens on an embedded store in `dir`
