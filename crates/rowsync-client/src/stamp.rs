@@ -14,6 +14,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::clocks::{julian_to_millis, Clocks, LiveRows};
@@ -36,35 +37,64 @@ pub const STAMP_CHUNK: usize = 1_000;
 /// The most outbox entries one paced chunk stamps.
 const MOST_PER_CHUNK: u32 = 20_000;
 
+/// Within a paced chunk, the clock is looked at after every this many
+/// entries.
+const STEP: usize = 250;
+
+/// How much of a slice a paced chunk may spend stamping: the commit that
+/// follows writes the pages it dirtied, about a quarter more.
+const STAMPING_PART: Duration = Duration::from_millis(pace::SLICE_MS * 3 / 4);
+
 /// Stamps what is pending, in bounded transactions, so that later
 /// transactions only have a little left to do.
 pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
-    while stamp_chunk(replica, STAMP_CHUNK)? == STAMP_CHUNK {}
+    while stamp_chunk(replica, STAMP_CHUNK, None)?.1 {}
     Ok(())
 }
 
 /// [`stamp_all`] as sync does it, in the background: its transactions are
-/// slices of about [`pace::SLICE_MS`], sized from the pace of the last, with
-/// the file left to the app between them (see the client's `pace`). A caller
-/// that waits for the answer (status, conflicts) stamps without pauses.
+/// slices of about [`pace::SLICE_MS`], with the file left to the app
+/// between them (see the client's `pace`). A chunk is sized from the pace
+/// of the last, and also ends when its time is up: entries cost more or
+/// less from one moment to the next (pages in the cache or not, the other
+/// core busy or not), and a slice that runs a third over its time keeps
+/// the app waiting for another retry. A caller that waits for the answer
+/// (status, conflicts) stamps without pauses.
 pub fn stamp_all_yielding(replica: &Replica) -> Result<(), ClientError> {
     let mut size = STAMP_CHUNK as u32;
     loop {
-        let (stamped, took) = replica.pacer.slice(|| stamp_chunk(replica, size as usize));
-        let stamped = stamped?;
-        if stamped < size as usize {
+        let (chunk, took) = replica.pacer.slice(|| {
+            let until = Instant::now() + STAMPING_PART;
+            stamp_chunk(replica, size as usize, Some(until))
+        });
+        let (stamped, more) = chunk?;
+        if !more {
             return Ok(());
         }
         size = pace::fit(size, stamped as u64, took.as_micros() as u64, MOST_PER_CHUNK);
     }
 }
 
-/// Stamps at most `limit` entries in a transaction of their own.
-fn stamp_chunk(replica: &Replica, limit: usize) -> Result<usize, ClientError> {
+/// Stamps at most `limit` entries in a transaction of their own, stopping
+/// early once the clock passes `until`. Returns how many it stamped and
+/// whether entries are left.
+fn stamp_chunk(replica: &Replica, limit: usize, until: Option<Instant>) -> Result<(usize, bool), ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
-    let stamped = stamp_pending(replica, &tx, limit)?;
+    let step = if until.is_some() { STEP } else { limit };
+    let mut stamped = 0;
+    let more = loop {
+        let asked = step.min(limit - stamped);
+        let done = stamp_pending(replica, &tx, asked)?;
+        stamped += done;
+        if done < asked {
+            break false;
+        }
+        if stamped == limit || until.is_some_and(|until| Instant::now() >= until) {
+            break true;
+        }
+    };
     tx.commit()?;
-    Ok(stamped)
+    Ok((stamped, more))
 }
 
 /// Stamps every unstamped outbox entry on the caller's transaction.
@@ -137,4 +167,34 @@ struct Touched {
     written: BTreeSet<usize>,
     /// Whether the row was visible before these entries.
     was_visible: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use rowsync_core::schema::parse_schema;
+
+    use super::*;
+
+    /// A paced chunk ends when its time is up, whatever its size, and the
+    /// entries it left are stamped by the next.
+    #[test]
+    fn a_chunk_whose_time_is_up_stops_and_the_next_goes_on() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("replica.db");
+        let schema = parse_schema("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT);").unwrap();
+        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
+        let app = Connection::open(&path).unwrap();
+        app.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+             INSERT INTO notes SELECT 'note-' || i, 'body' FROM n",
+        )
+        .unwrap();
+        let stamped = || -> i64 { meta_get(&replica.conn, key::STAMPED_ID).unwrap().unwrap_or(0) };
+        let newest: i64 = app.query_row("SELECT max(id) FROM _rowsync_outbox", [], |r| r.get(0)).unwrap();
+
+        assert_eq!(stamp_chunk(&replica, 2_000, Some(Instant::now())).unwrap(), (STEP, true));
+        assert!(stamped() < newest, "a chunk out of time stamped everything");
+        assert_eq!(stamp_chunk(&replica, 2_000, None).unwrap(), (2_000 - STEP, false));
+        assert_eq!(stamped(), newest);
+    }
 }
