@@ -15,7 +15,8 @@
 //!
 //! So sync's long work runs in slices of that length (pull pages and
 //! stamping chunks, each sized from the pace of the last to take about
-//! [`rowsync_core::pace::SLICE_MS`]; push batches read from the outbox,
+//! [`rowsync_core::pace::SLICE_MS`], stamping chunks also ending when
+//! their time is up; push batches read from the outbox,
 //! and the acknowledgements that drop them)
 //! through a [`Pacer`], which keeps the gap between one slice and the next,
 //! whichever step they belong to. A short slice needs
