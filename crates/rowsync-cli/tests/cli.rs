@@ -305,6 +305,7 @@ fn the_sync_benchmark_prints_each_figure_beside_its_reference_and_its_target() {
         "plain insert, Python sqlite3",
         ">= 0.30x",
         "longest app commit during that pull",
+        "longest app wait for the write lock during that pull",
         "targets met",
     ] {
         assert!(out.contains(needle), "{out} lacks {needle:?}");
