@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use common::{free_port, serve_open, ROWSYNC};
+use common::{free_port, serve_open, ROWSYNC, SERVING};
 use rowsync_testkit::{query_rows, Device, CONTACTS_SCHEMA};
 
 const ALL: &str = "SELECT id, name, email, phone FROM contacts ORDER BY id";
@@ -178,11 +178,10 @@ fn a_server_database_on_a_full_disk_answers_503_and_nothing_is_lost() {
         dir.path().display()
     ));
     let url = format!("http://127.0.0.1:{port}");
-    // It says so once it listens (a connect to the port is no proof: see
-    // `common::serve`).
+    // It says so once it listens (see `common::SERVING`).
     let started = std::time::Instant::now();
     let serving = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
-    while !serving().contains("rowsync: serving") {
+    while !serving().contains(SERVING) {
         assert!(started.elapsed().as_secs() < 60, "rowsync serve did not start:\n{}", serving());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

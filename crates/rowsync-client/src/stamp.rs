@@ -175,20 +175,28 @@ mod tests {
 
     use super::*;
 
+    /// A replica of a `notes` table whose app inserted `rows` notes, and the
+    /// app's connection.
+    fn replica_with_notes(dir: &tempfile::TempDir, rows: usize) -> (Replica, Connection) {
+        let path = dir.path().join("replica.db");
+        let schema = parse_schema("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, n INTEGER);").unwrap();
+        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
+        let app = Connection::open(&path).unwrap();
+        app.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) \
+             INSERT INTO notes SELECT 'note-' || i, 'body', i FROM n",
+            [rows as i64],
+        )
+        .unwrap();
+        (replica, app)
+    }
+
     /// A paced chunk ends when its time is up, whatever its size, and the
     /// entries it left are stamped by the next.
     #[test]
     fn a_chunk_whose_time_is_up_stops_and_the_next_goes_on() {
         let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("replica.db");
-        let schema = parse_schema("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT);").unwrap();
-        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
-        let app = Connection::open(&path).unwrap();
-        app.execute_batch(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
-             INSERT INTO notes SELECT 'note-' || i, 'body' FROM n",
-        )
-        .unwrap();
+        let (replica, app) = replica_with_notes(&dir, 2_000);
         let stamped = || -> i64 { meta_get(&replica.conn, key::STAMPED_ID).unwrap().unwrap_or(0) };
         let newest: i64 = app.query_row("SELECT max(id) FROM _rowsync_outbox", [], |r| r.get(0)).unwrap();
 
@@ -196,5 +204,45 @@ mod tests {
         assert!(stamped() < newest, "a chunk out of time stamped everything");
         assert_eq!(stamp_chunk(&replica, 2_000, None).unwrap(), (2_000 - STEP, false));
         assert_eq!(stamped(), newest);
+    }
+
+    /// Stamping cut into steps, and into chunks whose time is up, gives every
+    /// write the version stamping it in one go gives (conflicts are decided
+    /// by versions alone): rows written in several steps' entries, deleted
+    /// and written again, end with the same versions and the same count.
+    #[test]
+    fn stamping_in_steps_gives_the_versions_of_stamping_at_once() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (replica, app) = replica_with_notes(&dir, 700);
+        app.execute_batch(
+            "UPDATE notes SET body = 'again' WHERE n % 3 = 0; \
+             DELETE FROM notes WHERE n % 7 = 0; \
+             INSERT INTO notes SELECT 'note-' || n, 'back', n FROM notes WHERE n % 7 = 1 AND n > 7 \
+               ON CONFLICT (id) DO UPDATE SET body = 'later'; \
+             UPDATE notes SET n = n + 1000 WHERE n % 5 = 0;",
+        )
+        .unwrap();
+        let copy = dir.path().join("copy.db");
+        app.execute("VACUUM INTO ?", [copy.to_str().unwrap()]).unwrap();
+        let at_once = Replica::open(&copy).unwrap();
+
+        while stamp_chunk(&replica, 10_000, Some(Instant::now())).unwrap().1 {}
+        assert!(!stamp_chunk(&at_once, 10_000, None).unwrap().1, "stamped in one go");
+
+        let stamped = |conn: &Connection| -> Vec<(i64, String, String)> {
+            let mut rows =
+                conn.prepare("SELECT tbl, CAST(pk AS TEXT), clocks FROM _rowsync_rows ORDER BY 1, 2").unwrap();
+            let mut rows: Vec<_> =
+                rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+            let meta = |key: &str| -> String {
+                conn.query_row("SELECT CAST(value AS TEXT) FROM _rowsync_meta WHERE key = ?", [key], |r| r.get(0))
+                    .unwrap()
+            };
+            let live: i64 = conn.query_row("SELECT live FROM _rowsync_tables", [], |r| r.get(0)).unwrap();
+            rows.push((live, meta(key::CLOCK), meta(key::STAMPED_ID)));
+            rows
+        };
+        assert!(stamped(&replica.conn).len() > 700);
+        assert_eq!(stamped(&replica.conn), stamped(&at_once.conn));
     }
 }

@@ -3,6 +3,7 @@
 //! processes. (Each test binary compiles this module on its own and uses
 //! some of it: the rest is not dead code, hence the `allow`s.)
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
@@ -11,6 +12,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub const ROWSYNC: &str = env!("CARGO_BIN_EXE_rowsync");
+
+/// How `rowsync serve`'s line on stdout begins once its socket listens.
+/// (Connecting to the port is no proof that it does: a loopback connect to
+/// a port in the ephemeral range can, now and then, connect to itself with
+/// nobody listening.)
+pub const SERVING: &str = "rowsync: serving";
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -27,10 +34,8 @@ impl Drop for Server {
 }
 
 /// Starts `rowsync serve ARGS --listen 127.0.0.1:PORT` and waits until it
-/// says it is serving: it prints that line once its socket listens.
-/// (Connecting to the port is no proof: a loopback connect to a port in the
-/// ephemeral range can, now and then, connect to itself with nobody
-/// listening.) A server that exits first fails the test with its stderr.
+/// says it is serving ([`SERVING`]). A server that exits first fails the
+/// test with its stderr.
 pub fn serve(args: &[&str], port: u16) -> Server {
     let mut child = Command::new(ROWSYNC)
         .arg("serve")
@@ -44,20 +49,20 @@ pub fn serve(args: &[&str], port: u16) -> Server {
     // on a full pipe; stderr's last lines are kept for the failure message.
     let stderr = child.stderr.take().unwrap();
     let errors = std::thread::spawn(move || {
-        let mut tail = Vec::new();
+        let mut tail = VecDeque::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            tail.push(line);
+            tail.push_back(line);
             if tail.len() > 20 {
-                tail.remove(0);
+                tail.pop_front();
             }
         }
-        tail.join("\n")
+        Vec::from(tail).join("\n")
     });
     let stdout = child.stdout.take().unwrap();
     let (ready, serving) = mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-        let said = lines.by_ref().any(|line| line.starts_with("rowsync: serving"));
+        let said = lines.by_ref().any(|line| line.starts_with(SERVING));
         let _ = ready.send(said);
         lines.for_each(drop);
     });
