@@ -43,9 +43,9 @@ use crate::triggers::apps_own_triggers;
 use crate::values::{key_token, to_sql};
 
 /// Applies one page and stores its cursor. Returns how many rows changed locally.
-pub fn apply_page(replica: &Replica, page: &PullResponse) -> Result<usize, ClientError> {
-    let staged = stage(replica, page)?;
-    apply_staged(replica, page, staged)
+pub fn apply_page(replica: &Replica, mut page: PullResponse) -> Result<usize, ClientError> {
+    let staged = stage(replica, &mut page)?;
+    apply_staged(replica, &page, staged)
 }
 
 /// Applies a page [`stage`]d before, in one write transaction (the slice

@@ -180,10 +180,10 @@ pub(crate) fn audit_against_server(
         // the rows there are, and a delete it misses changes nothing here.
         let full = Some(u64::MAX);
         let request = PullRequest { site: everything.clone(), cursor, limit, known: None, full };
-        let page = transport.pull(&request)?;
+        let mut page = transport.pull(&request)?;
         let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
         stamp_rest(replica, &tx)?;
-        for change in &page.changes {
+        for change in std::mem::take(&mut page.changes) {
             let decoded = decode_change(&replica.schema, change)
                 .map_err(|e| ClientError::Protocol(format!("pulled change does not fit the schema: {e}")))?;
             if !audited.contains(&decoded.table) {

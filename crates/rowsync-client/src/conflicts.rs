@@ -192,7 +192,7 @@ fn checked_values(
         if values.iter().any(|(i, _)| *i == index) {
             return Err(bad(format!("column {name} is given twice")));
         }
-        let value = check_value(table, index, value).map_err(|e| bad(e.to_string()))?;
+        let value = check_value(table, index, value.clone()).map_err(|e| bad(e.to_string()))?;
         values.push((index, value));
     }
     if !pairs.iter().any(|(name, _)| name == in_conflict) {

@@ -95,7 +95,7 @@ impl<'a> Driver<'a> {
                 };
                 let full = download.full(&replica.conn)?;
                 let request = PullRequest { site, cursor, limit: *limit, known, full };
-                let page = self.transport.pull(&request)?;
+                let mut page = self.transport.pull(&request)?;
                 if page.cursor < cursor {
                     return Err(ClientError::Protocol(format!(
                         "the server moved the cursor back from {cursor} to {}",
@@ -110,16 +110,11 @@ impl<'a> Driver<'a> {
                 // Staging takes no lock. The page is then one write
                 // transaction: the app gets the file to itself for a while
                 // before it begins.
-                let staged = stage(replica, &page)?;
+                let staged = stage(replica, &mut page)?;
+                let changes = staged.changes.len() as u64;
                 let (applied, took) = replica.pacer.slice(|| apply_staged(replica, &page, staged));
                 let (applied, took_us) = (applied? as u64, took.as_micros() as u64);
-                Done::Pulled {
-                    changes: page.changes.len() as u64,
-                    applied,
-                    cursor: page.cursor,
-                    more: page.more,
-                    took_us,
-                }
+                Done::Pulled { changes, applied, cursor: page.cursor, more: page.more, took_us }
             }
             Step::Push { limit, bytes } => {
                 let (limit, bytes) = (*limit, *bytes);

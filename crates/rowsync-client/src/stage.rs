@@ -111,11 +111,12 @@ impl StageSql {
 
 /// Decodes `page` and stages what needs no merging; takes no lock on the
 /// replica file. Rows the replica holds versions for, and a row that comes
-/// again in the same page, are left to be merged one by one.
-pub(crate) fn stage(replica: &Replica, page: &PullResponse) -> Result<Staged, ClientError> {
-    let changes: Vec<DecodedChange> = page
-        .changes
-        .iter()
+/// again in the same page, are left to be merged one by one. The page's
+/// changes move into the staged page (decoding takes their values over
+/// rather than copy them).
+pub(crate) fn stage(replica: &Replica, page: &mut PullResponse) -> Result<Staged, ClientError> {
+    let changes: Vec<DecodedChange> = std::mem::take(&mut page.changes)
+        .into_iter()
         .map(|change| {
             decode_change(&replica.schema, change)
                 .map_err(|e| ClientError::Protocol(format!("pulled change does not fit the schema: {e}")))
@@ -140,7 +141,7 @@ pub(crate) fn stage(replica: &Replica, page: &PullResponse) -> Result<Staged, Cl
         let table = &replica.schema.tables[decoded.table];
         let again = !seen.insert(key_token(decoded.table as i64, &key));
         staged.keys.push(key);
-        let Some((state, clocks)) = whole_state(table, decoded).filter(|_| !again) else {
+        let Some(clocks) = whole_state(table, decoded).filter(|_| !again) else {
             staged.general.push(n);
             continue;
         };
@@ -150,6 +151,7 @@ pub(crate) fn stage(replica: &Replica, page: &PullResponse) -> Result<Staged, Cl
             tx.execute(&sql.clear, [])?;
             staged.tables.push(decoded.table);
         }
+        let state = &decoded.state;
         staged.visible[n] = state.is_visible();
         let head = [
             ToSqlOutput::from(n as i64),
@@ -157,7 +159,7 @@ pub(crate) fn stage(replica: &Replica, page: &PullResponse) -> Result<Staged, Cl
             ToSqlOutput::from(staged.visible[n]),
             ToSqlOutput::from(clocks.as_str()),
         ];
-        let values = head.into_iter().chain(row_values(table, &state, &decoded.key));
+        let values = head.into_iter().chain(row_values(table, state, &decoded.key));
         tx.prepare_cached(&sql.insert)?.execute(rusqlite::params_from_iter(values))?;
         staged.staged_in[n] = Some(decoded.table);
     }
@@ -169,20 +171,17 @@ pub(crate) fn stage(replica: &Replica, page: &PullResponse) -> Result<Staged, Cl
     Ok(staged)
 }
 
-/// A row's state and stored versions after `decoded` is applied to a
-/// replica that holds no versions for it (`None` where that is not for
-/// staging: manual tables keep conflicts and writes aside per row, and a
-/// change that changes nothing is left to the general way).
-fn whole_state(table: &Table, decoded: &DecodedChange) -> Option<(RowState, String)> {
-    if table.conflict == ConflictStrategy::Manual {
+/// The stored versions of `decoded`'s row once it is applied to a replica
+/// that holds no versions for it, where the pulled state is then the row's
+/// whole state, as it came (`None` where that is not for staging: manual
+/// tables keep conflicts and writes aside per row, and a change that
+/// changes nothing, or that the merge would rework, is left to the
+/// general way).
+fn whole_state(table: &Table, decoded: &DecodedChange) -> Option<String> {
+    if table.conflict == ConflictStrategy::Manual || !decoded.state.merges_into_nothing_unchanged(table.columns.len()) {
         return None;
     }
-    let mut state = RowState::empty(table.columns.len());
-    if !state.merge_from(&decoded.state).changed {
-        return None;
-    }
-    let clocks = serde_json::to_string(&Clocks::from_state(&state).to_stored()).ok()?;
-    Some((state, clocks))
+    serde_json::to_string(&Clocks::from_state(&decoded.state).to_stored()).ok()
 }
 
 /// The row's values in table column order ([`RowState::row_values`]),
@@ -320,8 +319,8 @@ mod tests {
     fn a_row_written_while_its_page_was_staged_keeps_the_apps_write() {
         let dir = tempfile::TempDir::new().unwrap();
         let (replica, app) = replica(&dir);
-        let pulled = page(vec![contact("ann", "Ann (pulled)", "ann@pulled", 1_000)], 7);
-        let staged = stage(&replica, &pulled).unwrap();
+        let mut pulled = page(vec![contact("ann", "Ann (pulled)", "ann@pulled", 1_000)], 7);
+        let staged = stage(&replica, &mut pulled).unwrap();
         assert_eq!(staged.general, Vec::<usize>::new(), "a row the replica holds no versions for is staged");
 
         app.execute("INSERT INTO contacts (id, name) VALUES ('ann', 'Ann (mine)')", []).unwrap();
@@ -332,7 +331,7 @@ mod tests {
         assert_eq!((status.cursor, status.pending_changes), (7, 1), "the page is applied and the insert still queued");
 
         // A row nobody wrote here goes in whole, with the page's versions.
-        apply_page(&replica, &page(vec![contact("bob", "Bob", "bob@pulled", 1_000)], 8)).unwrap();
+        apply_page(&replica, page(vec![contact("bob", "Bob", "bob@pulled", 1_000)], 8)).unwrap();
         assert_eq!(contacts(&app)[1], row("bob", "Bob", Some("bob@pulled")));
         assert_eq!(replica.status().unwrap().pending_changes, 1, "a pulled row is not queued");
     }
@@ -345,13 +344,13 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let (replica, app) = replica(&dir);
         app.execute("CREATE UNIQUE INDEX contacts_email ON contacts (email)", []).unwrap();
-        apply_page(&replica, &page(vec![contact("ann", "Ann", "shared@example.com", 1_000)], 1)).unwrap();
+        apply_page(&replica, page(vec![contact("ann", "Ann", "shared@example.com", 1_000)], 1)).unwrap();
 
-        let moved = page(
+        let mut moved = page(
             vec![contact("ann", "Ann", "ann@example.com", 2_000), contact("bob", "Bob", "shared@example.com", 2_000)],
             2,
         );
-        let staged = stage(&replica, &moved).unwrap();
+        let staged = stage(&replica, &mut moved).unwrap();
         assert_eq!(staged.general, vec![0], "the row the replica knows is merged one by one");
         apply_staged(&replica, &moved, staged).unwrap();
         assert_eq!(
@@ -375,7 +374,7 @@ mod tests {
             ],
             3,
         );
-        apply_page(&replica, &twice).unwrap();
+        apply_page(&replica, twice).unwrap();
         assert_eq!(
             contacts(&app),
             vec![row("cy", "Cy (newer)", Some("cy@example.com")), row("dee", "Dee (newer)", Some("dee@example.com"))]
@@ -406,7 +405,7 @@ mod tests {
         let (replica, app) = replica(&dir);
         let believed = || -> i64 { app.query_row("SELECT live FROM _rowsync_tables", [], |r| r.get(0)).unwrap() };
         let count = || -> i64 { app.query_row("SELECT count(*) FROM contacts", [], |r| r.get(0)).unwrap() };
-        apply_page(&replica, &page(vec![contact("ann", "Ann", "a@x", 1_000), contact("bob", "Bob", "b@x", 1_000)], 1))
+        apply_page(&replica, page(vec![contact("ann", "Ann", "a@x", 1_000), contact("bob", "Bob", "b@x", 1_000)], 1))
             .unwrap();
         assert_eq!((believed(), count()), (2, 2));
 
@@ -422,7 +421,7 @@ mod tests {
             ],
             2,
         );
-        apply_page(&replica, &mixed).unwrap();
+        apply_page(&replica, mixed).unwrap();
         assert_eq!(count(), 2, "bob and dee remain");
         assert_eq!(believed(), count(), "the believed count drifted from the table's");
     }

@@ -67,9 +67,10 @@ pub struct DecodedChange {
 /// carry every NOT NULL column without a DEFAULT, so that a row can always
 /// be written whole; a column it lacks takes its default in a new row and
 /// keeps its value in an existing one.
-pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChange, ChangeError> {
-    let table_index =
-        schema.table_index(&change.table).ok_or_else(|| ChangeError::UnknownTable(change.table.clone()))?;
+pub fn decode_change(schema: &Schema, mut change: RowChange) -> Result<DecodedChange, ChangeError> {
+    let Some(table_index) = schema.table_index(&change.table) else {
+        return Err(ChangeError::UnknownTable(change.table));
+    };
     let table = &schema.tables[table_index];
     if change.key.len() != table.primary_key.len() {
         return Err(ChangeError::InvalidKey {
@@ -82,7 +83,7 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
         });
     }
     let mut key = Vec::with_capacity(change.key.len());
-    for (value, &index) in change.key.iter().zip(&table.primary_key) {
+    for (value, &index) in std::mem::take(&mut change.key).into_iter().zip(&table.primary_key) {
         let value = check_value(table, index, value)?;
         if value == Value::Null {
             return Err(ChangeError::InvalidKey {
@@ -120,46 +121,46 @@ pub fn decode_change(schema: &Schema, change: &RowChange) -> Result<DecodedChang
 
 /// Checks the state part of `change` (everything but its table and key)
 /// against `table` and turns it into a row state.
-pub fn decode_state(table: &Table, change: &RowChange) -> Result<RowState, ChangeError> {
+pub fn decode_state(table: &Table, change: RowChange) -> Result<RowState, ChangeError> {
     let mut state = RowState::empty(table.columns.len());
-    state.alive.clone_from(&change.alive);
-    state.deleted.clone_from(&change.deleted);
-    for cell in &change.cells {
+    let has_cells = !change.cells.is_empty();
+    state.alive = change.alive;
+    state.deleted = change.deleted;
+    for cell in change.cells {
         let index = table
             .column_index(&cell.column)
             .ok_or_else(|| ChangeError::UnknownColumn { table: table.name.clone(), column: cell.column.clone() })?;
         if table.is_key_column(index) {
             return Err(ChangeError::InvalidValue {
                 table: table.name.clone(),
-                column: cell.column.clone(),
+                column: cell.column,
                 message: "a key column travels in `key`, not as a cell".into(),
             });
         }
         if state.cells[index].is_some() {
             return Err(ChangeError::InvalidValue {
                 table: table.name.clone(),
-                column: cell.column.clone(),
+                column: cell.column,
                 message: "column appears twice".into(),
             });
         }
-        let version = cell.version.as_ref().or(change.version.as_ref()).ok_or_else(|| ChangeError::InvalidValue {
-            table: table.name.clone(),
-            column: cell.column.clone(),
-            message: "has no version: give the cell one, or the change a default `version`".into(),
-        })?;
-        state.cells[index] = Some((check_value(table, index, &cell.value)?, version.clone()));
-        if let (Some(base), ConflictStrategy::Manual) = (&cell.base, table.conflict) {
-            state.bases.insert(index, base.clone());
+        let Some(version) = cell.version.or_else(|| change.version.clone()) else {
+            return Err(ChangeError::InvalidValue {
+                table: table.name.clone(),
+                column: cell.column,
+                message: "has no version: give the cell one, or the change a default `version`".into(),
+            });
+        };
+        state.cells[index] = Some((check_value(table, index, cell.value)?, version));
+        if let (Some(base), ConflictStrategy::Manual) = (cell.base, table.conflict) {
+            state.bases.insert(index, base);
         }
-        if let Some(memory) = &cell.memory {
-            let previous = match &memory.previous {
-                Some(p) => Some((check_value(table, index, &p.value)?, p.version.clone())),
+        if let Some(memory) = cell.memory {
+            let previous = match memory.previous {
+                Some(p) => Some((check_value(table, index, p.value)?, p.version)),
                 None => None,
             };
-            state.memory.insert(
-                index,
-                CellMemory { previous, aliases: memory.aliases.clone(), writers: memory.writers.clone() },
-            );
+            state.memory.insert(index, CellMemory { previous, aliases: memory.aliases, writers: memory.writers });
         }
     }
     for conflict in &change.conflicts {
@@ -169,7 +170,7 @@ pub fn decode_state(table: &Table, change: &RowChange) -> Result<RowState, Chang
     // A column that is nullable or has a default may be missing: its writer
     // did not know it (it was added to the schema later), and the row keeps
     // what it holds there, or takes the default.
-    if !change.cells.is_empty() || state.is_visible() {
+    if has_cells || state.is_visible() {
         let required = |i: usize| {
             let column = &table.columns[i];
             !table.is_key_column(i) && column.not_null && column.default.is_none()
@@ -244,9 +245,9 @@ pub fn decode_conflict(table: &Table, conflict: &Conflict) -> Result<CellConflic
         column: index,
         at: conflict.at.clone(),
         base: conflict.base.clone(),
-        base_value: conflict.base_value.as_ref().map(|v| check_value(table, index, v)).transpose()?,
-        kept: (check_value(table, index, &conflict.kept.value)?, conflict.kept.version.clone()),
-        other: (check_value(table, index, &conflict.other.value)?, conflict.other.version.clone()),
+        base_value: conflict.base_value.clone().map(|v| check_value(table, index, v)).transpose()?,
+        kept: (check_value(table, index, conflict.kept.value.clone())?, conflict.kept.version.clone()),
+        other: (check_value(table, index, conflict.other.value.clone())?, conflict.other.version.clone()),
     })
 }
 
@@ -278,7 +279,7 @@ pub fn conflict_id(table: &str, key_json: &str, column: &str, other: &Version) -
 
 /// Checks one value against its column, converting where the conversion is
 /// exact (an integer into a REAL column).
-pub fn check_value(table: &Table, index: usize, value: &Value) -> Result<Value, ChangeError> {
+pub fn check_value(table: &Table, index: usize, value: Value) -> Result<Value, ChangeError> {
     let column = &table.columns[index];
     let refuse =
         |message: String| ChangeError::InvalidValue { table: table.name.clone(), column: column.name.clone(), message };
@@ -288,14 +289,14 @@ pub fn check_value(table: &Table, index: usize, value: &Value) -> Result<Value, 
         (ColumnType::Text, Value::Text(t)) if t.contains('\0') => {
             return Err(refuse("text may not contain NUL characters (PostgreSQL cannot store them)".into()));
         }
-        (ColumnType::Integer, Value::Integer(_))
-        | (ColumnType::Real, Value::Real(_))
-        | (ColumnType::Text, Value::Text(_))
-        | (ColumnType::Blob, Value::Blob(_)) => value.clone(),
-        (ColumnType::Real, Value::Integer(i)) if (*i as f64) as i64 == *i => Value::Real(*i as f64),
-        (ColumnType::Boolean, Value::Integer(i @ (0 | 1))) => Value::Integer(*i),
+        (ColumnType::Integer, value @ Value::Integer(_))
+        | (ColumnType::Real, value @ Value::Real(_))
+        | (ColumnType::Text, value @ Value::Text(_))
+        | (ColumnType::Blob, value @ Value::Blob(_)) => value,
+        (ColumnType::Real, Value::Integer(i)) if (i as f64) as i64 == i => Value::Real(i as f64),
+        (ColumnType::Boolean, Value::Integer(i @ (0 | 1))) => Value::Integer(i),
         (ty, other) => {
-            return Err(refuse(format!("expected {} but got {} {}", ty.sql_name(), other.kind(), short(other))));
+            return Err(refuse(format!("expected {} but got {} {}", ty.sql_name(), other.kind(), short(&other))));
         }
     };
     Ok(ok)
@@ -355,10 +356,10 @@ mod tests {
     fn accepts_a_full_row_and_round_trips_it() {
         let schema = schema();
         let wire = full(Value::Text("Ann".into()), Value::Null);
-        let decoded = decode_change(&schema, &wire).unwrap();
+        let decoded = decode_change(&schema, wire.clone()).unwrap();
         assert_eq!(decoded.state.cells[3].as_ref().unwrap().0, Value::Real(3.0));
         let back = encode_change(&schema.tables[0], decoded.key.clone(), &decoded.state);
-        assert_eq!(decode_change(&schema, &back).unwrap(), decoded);
+        assert_eq!(decode_change(&schema, back.clone()).unwrap(), decoded);
     }
 
     #[test]
@@ -366,30 +367,30 @@ mod tests {
         let schema = schema();
         let mut unknown_table = full(Value::Text("a".into()), Value::Null);
         unknown_table.table = "nope".into();
-        assert_eq!(decode_change(&schema, &unknown_table).unwrap_err().code(), ErrorCode::UnknownTable);
+        assert_eq!(decode_change(&schema, unknown_table.clone()).unwrap_err().code(), ErrorCode::UnknownTable);
         let mut unknown_column = full(Value::Text("a".into()), Value::Null);
         unknown_column.cells[0].column = "x\"; DROP TABLE c; --".into();
-        assert_eq!(decode_change(&schema, &unknown_column).unwrap_err().code(), ErrorCode::UnknownColumn);
+        assert_eq!(decode_change(&schema, unknown_column.clone()).unwrap_err().code(), ErrorCode::UnknownColumn);
         let wrong_type = full(Value::Text("a".into()), Value::Text("old".into()));
-        let err = decode_change(&schema, &wrong_type).unwrap_err();
+        let err = decode_change(&schema, wrong_type.clone()).unwrap_err();
         assert_eq!(err.to_string(), "table c, column age: expected INTEGER but got text old");
         let null_name = full(Value::Null, Value::Null);
-        assert_eq!(decode_change(&schema, &null_name).unwrap_err().code(), ErrorCode::InvalidValue);
+        assert_eq!(decode_change(&schema, null_name.clone()).unwrap_err().code(), ErrorCode::InvalidValue);
         // A nullable column may be missing (its writer did not know it); a
         // NOT NULL one without a default may not.
         let partial = change(&[("name", Value::Text("a".into()))]);
-        let state = decode_change(&schema, &partial).unwrap().state;
+        let state = decode_change(&schema, partial.clone()).unwrap().state;
         assert_eq!(state.cells[2], None, "age: no write known");
         assert_eq!(state.row_values(&schema.tables[0], &[Value::Text("k".into())])[2], Value::Null);
         let nameless = change(&[("age", Value::Integer(3))]);
-        assert!(decode_change(&schema, &nameless).unwrap_err().to_string().contains("column name: missing"));
+        assert!(decode_change(&schema, nameless.clone()).unwrap_err().to_string().contains("column name: missing"));
         let mut bad_key = full(Value::Text("a".into()), Value::Null);
         bad_key.key.push(Value::Integer(1));
-        assert_eq!(decode_change(&schema, &bad_key).unwrap_err().code(), ErrorCode::InvalidKey);
+        assert_eq!(decode_change(&schema, bad_key.clone()).unwrap_err().code(), ErrorCode::InvalidKey);
         let mut long_key = full(Value::Text("a".into()), Value::Null);
         long_key.key = vec![Value::Text("é".repeat(256))];
-        assert!(decode_change(&schema, &long_key).unwrap_err().to_string().contains("longer than 255"));
+        assert!(decode_change(&schema, long_key.clone()).unwrap_err().to_string().contains("longer than 255"));
         long_key.key = vec![Value::Text("é".repeat(255))];
-        assert!(decode_change(&schema, &long_key).is_ok());
+        assert!(decode_change(&schema, long_key.clone()).is_ok());
     }
 }

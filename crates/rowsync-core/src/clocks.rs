@@ -89,7 +89,7 @@ impl<'de> Deserialize<'de> for Slot {
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Slot, E> {
                 let (hlc, site) = text.split_once(':').ok_or_else(|| E::custom("a version is HLC:SITE"))?;
                 let hlc = hlc.parse().map_err(|_| E::custom("a version's HLC is a number"))?;
-                let site = SiteId::try_from(site.to_string()).map_err(E::custom)?;
+                let site: SiteId = site.parse().map_err(E::custom)?;
                 Ok(Slot::Own(Version { hlc: Hlc(hlc), site }))
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<Slot, M::Error> {

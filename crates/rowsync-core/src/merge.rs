@@ -176,6 +176,18 @@ impl RowState {
         self
     }
 
+    /// Whether merging this state into a row of `width` columns that holds
+    /// nothing yet ([`RowState::empty`]) changes that row and gives exactly
+    /// this state, so that a replica may write it as it is. Every part is
+    /// taken then, except cell memory (never merged) and open conflicts
+    /// (kept only while their cell holds their version, and sorted): a
+    /// state with either is merged the long way.
+    pub fn merges_into_nothing_unchanged(&self, width: usize) -> bool {
+        let carries_something =
+            self.alive.is_some() || self.deleted.is_some() || self.cells.iter().any(Option::is_some);
+        carries_something && self.cells.len() >= width && self.memory.is_empty() && self.conflicts.is_empty()
+    }
+
     /// Merges `incoming` into `self`, keeping the newer version of every part.
     pub fn merge_from(&mut self, incoming: &RowState) -> MergeOutcome {
         let mut outcome = MergeOutcome::default();
@@ -463,6 +475,42 @@ mod tests {
 
     fn row(alive: u64, cells: Vec<Option<(Value, Version)>>) -> RowState {
         RowState { alive: Some(v(alive, 9)), cells, ..RowState::default() }
+    }
+
+    #[test]
+    fn a_state_said_to_merge_into_nothing_unchanged_does() {
+        let conflict = CellConflict {
+            id: "1/x".into(),
+            column: 1,
+            at: v(2, 1),
+            base: None,
+            base_value: None,
+            kept: (Value::Text("kept".into()), v(2, 1)),
+            other: (Value::Text("other".into()), v(1, 2)),
+        };
+        let whole = row(1, vec![None, text("555", 1, 9), text("a@x", 2, 1)]);
+        let states = [
+            whole.clone(),
+            RowState { deleted: Some(v(3, 2)), ..whole.clone() },
+            RowState { deleted: Some(v(3, 2)), ..RowState::empty(3) },
+            RowState { bases: BTreeMap::from([(1, Some(v(0, 1)))]), ..whole.clone() },
+            RowState { cells: vec![None, text("555", 1, 9)], ..whole.clone() },
+            RowState { conflicts: vec![conflict.clone()], ..whole.clone() },
+            RowState { conflicts: vec![CellConflict { at: v(1, 9), ..conflict }], ..whole.clone() },
+            RowState { memory: BTreeMap::from([(1, CellMemory::default())]), ..whole.clone() },
+            RowState::empty(3),
+        ];
+        let mut said = 0;
+        for state in states {
+            let mut merged = RowState::empty(3);
+            let outcome = merged.merge_from(&state);
+            if state.merges_into_nothing_unchanged(3) {
+                said += 1;
+                assert!(outcome.changed, "{state:?}");
+                assert_eq!(merged, state);
+            }
+        }
+        assert_eq!(said, 4, "whole rows, deleted ones and tombstones, with or without bases");
     }
 
     #[test]

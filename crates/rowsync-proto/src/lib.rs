@@ -109,53 +109,97 @@ impl fmt::Display for Hlc {
 /// A replica's identity: 16 random bytes, written as 32 lowercase hex digits.
 ///
 /// Lowercase hex of equal length sorts like the bytes it encodes, so the
-/// string order is the tie-break order.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct SiteId(String);
+/// string order is the tie-break order. The digits are held inline: every
+/// version carries a site id, and a version is copied wherever a cell is,
+/// so cloning one must not allocate.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SiteId([u8; 32]);
 
 impl SiteId {
     /// The site id used for versions written by the server itself.
     pub fn server() -> SiteId {
-        SiteId("0".repeat(32))
+        SiteId([b'0'; 32])
     }
 
     /// The site id of writes made directly in the server's database (not
     /// through rowsync).
     pub fn direct() -> SiteId {
-        SiteId(format!("{}1", "0".repeat(31)))
+        let mut digits = [b'0'; 32];
+        digits[31] = b'1';
+        SiteId(digits)
     }
 
     /// Builds a site id from 16 bytes.
     pub fn from_bytes(bytes: [u8; 16]) -> SiteId {
-        SiteId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0; 32];
+        for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
+        }
+        SiteId(digits)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only lowercase hex digits are ever stored (see `from_str`).
+        std::str::from_utf8(&self.0).expect("a site id is ASCII")
+    }
+}
+
+impl std::str::FromStr for SiteId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SiteId, String> {
+        match <[u8; 32]>::try_from(s.as_bytes()) {
+            Ok(digits) if digits.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)) => Ok(SiteId(digits)),
+            _ => Err(format!("site id must be 32 lowercase hex digits, got {s:?}")),
+        }
     }
 }
 
 impl TryFrom<String> for SiteId {
     type Error = String;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            Ok(SiteId(s))
-        } else {
-            Err(format!("site id must be 32 lowercase hex digits, got {s:?}"))
-        }
+        s.parse()
     }
 }
 
 impl From<SiteId> for String {
     fn from(s: SiteId) -> String {
-        s.0
+        s.as_str().to_owned()
     }
 }
 
 impl fmt::Display for SiteId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for SiteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SiteId({:?})", self.as_str())
+    }
+}
+
+impl Serialize for SiteId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SiteId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SiteId, D::Error> {
+        struct Digits;
+        impl serde::de::Visitor<'_> for Digits {
+            type Value = SiteId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("32 lowercase hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SiteId, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Digits)
     }
 }
 
@@ -169,7 +213,7 @@ pub struct Version {
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.hlc, &self.site.0[..8])
+        write!(f, "{}@{}", self.hlc, &self.site.as_str()[..8])
     }
 }
 
@@ -474,4 +518,26 @@ pub struct ErrorBody {
     /// re-stamps them below it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_clock_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_ids_read_and_write_as_32_lowercase_hex_digits_and_sort_as_their_text() {
+        let a = SiteId::from_bytes([0x0f; 16]);
+        let b = SiteId::from_bytes([0xa0; 16]);
+        assert_eq!(a.as_str(), "0f".repeat(16));
+        assert_eq!(serde_json::to_string(&b).unwrap(), format!("\"{}\"", "a0".repeat(16)));
+        assert_eq!(serde_json::from_str::<SiteId>(&format!("\"{}\"", "a0".repeat(16))).unwrap(), b);
+        assert_eq!(a < b, a.as_str() < b.as_str());
+        assert!(SiteId::server() < SiteId::direct() && SiteId::direct() < a);
+        assert_eq!(SiteId::direct().to_string(), format!("{}1", "0".repeat(31)));
+        for bad in ["0F".repeat(16), "0".repeat(31), "0".repeat(33), "g".repeat(32)] {
+            let err = serde_json::from_str::<SiteId>(&format!("\"{bad}\"")).unwrap_err();
+            assert!(err.to_string().contains("32 lowercase hex digits"), "{bad}: {err}");
+            assert!(SiteId::try_from(bad).is_err());
+        }
+    }
 }

@@ -551,7 +551,7 @@ async fn push<S: Store>(
                 format!("change {index}: seq {} is above the batch's last_seq {}", pushed.seq, request.last_seq),
             )));
         }
-        let change = match decode_change(&state.schema, &pushed.row) {
+        let change = match decode_change(&state.schema, pushed.row.clone()) {
             Ok(change) => change,
             Err(e) if behind(&state, e.code()).await? => return Err(StoreError::SchemaBehind.into()),
             Err(e) => {

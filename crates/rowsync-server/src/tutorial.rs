@@ -146,7 +146,7 @@ async fn store_change<S: Store>(
             conflicts: Vec::new(),
         },
     };
-    let change = decode_change(&state.schema, &row).map_err(ApiError::from)?;
+    let change = decode_change(&state.schema, row).map_err(ApiError::from)?;
     check_clock(&change.state, state.clock.now_ms(), state.max_clock_ahead, None)?;
     let batch = CheckedBatch {
         site,
@@ -243,7 +243,7 @@ fn json_value(table: &Table, column: usize, json: &serde_json::Value) -> Result<
         other => serde_json::from_value(other.clone())
             .map_err(|e| invalid(format!("table {}, column {}: {e}", table.name, table.columns[column].name)))?,
     };
-    rowsync_core::change::check_value(table, column, &value).map_err(ApiError::from)
+    rowsync_core::change::check_value(table, column, value).map_err(ApiError::from)
 }
 
 fn is_decimal(text: &str) -> bool {
@@ -364,9 +364,10 @@ async fn changes<S: Store>(
 fn element<S>(state: &AppState<S>, position: u64, stored: &str) -> Result<serde_json::Value, ApiError> {
     let damaged = |e: String| ApiError::from(crate::store::StoreError::Database(format!("a stored state: {e}")));
     let change: RowChange = serde_json::from_str(stored).map_err(|e| damaged(e.to_string()))?;
-    let (index, row) = crate::store::decode_stored_change(&state.schema, &change.table, &change)?;
+    let (table_name, key) = (change.table.clone(), change.key.clone());
+    let (index, row) = crate::store::decode_stored_change(&state.schema, &table_name, change)?;
     let table = &state.schema.tables[index];
-    let record_id = match change.key.as_slice() {
+    let record_id = match key.as_slice() {
         [one] => serde_json::to_value(one),
         all => serde_json::to_value(all),
     }
@@ -388,7 +389,7 @@ fn element<S>(state: &AppState<S>, position: u64, stored: &str) -> Result<serde_
     let data: serde_json::Map<String, serde_json::Value> = table
         .columns
         .iter()
-        .zip(row.row_values(table, &change.key))
+        .zip(row.row_values(table, &key))
         .map(|(column, value)| Ok((column.name.clone(), serde_json::to_value(value)?)))
         .collect::<Result<_, serde_json::Error>>()
         .map_err(|e| damaged(e.to_string()))?;

@@ -40,7 +40,7 @@ fn a_page_that_fails_part_way_changes_nothing() {
         schema_version: None,
         began: None,
     };
-    assert!(apply_page(&replica, &page).is_err());
+    assert!(apply_page(&replica, page).is_err());
 
     assert_eq!(device.rows("SELECT id FROM contacts"), vec![vec![text("mine")]], "no row of the page was written");
     let status = replica.status().unwrap();
@@ -54,7 +54,7 @@ fn a_page_that_fails_part_way_changes_nothing() {
         schema_version: None,
         began: None,
     };
-    apply_page(&replica, &good).unwrap();
+    apply_page(&replica, good).unwrap();
     assert_eq!(replica.status().unwrap().cursor, 42);
     assert_eq!(device.rows("SELECT name FROM contacts WHERE id = 'a'"), vec![vec![text("Applied first")]]);
 }
@@ -105,7 +105,7 @@ fn pulled_names_outside_the_schema_are_refused_before_any_sql() {
     own_table.table = "_rowsync_meta".into();
     for change in [hidden_column, own_table] {
         let page = PullResponse { changes: vec![change], cursor: 7, more: false, schema_version: None, began: None };
-        match apply_page(&replica, &page) {
+        match apply_page(&replica, page) {
             Err(rowsync_client::ClientError::Protocol(message)) => {
                 assert!(message.contains("does not fit the schema"), "{message}")
             }

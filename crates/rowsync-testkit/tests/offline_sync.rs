@@ -115,7 +115,7 @@ fn a_pulled_change_merges_with_pending_local_edits_cell_by_cell() {
                 full: None,
             })
             .unwrap();
-        rowsync_client::apply::apply_page(&replica, &page).unwrap();
+        rowsync_client::apply::apply_page(&replica, page).unwrap();
         assert_eq!(laptop.rows("SELECT email, phone FROM contacts"), vec![vec![text("phone@x"), text("222")]]);
         assert_eq!(laptop.pending(), 1, "the local edit's outbox entry survives the pull");
         laptop.sync().unwrap();

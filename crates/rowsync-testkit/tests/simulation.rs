@@ -408,7 +408,7 @@ fn server_state(server: &SimServer, key: &str) -> rowsync_core::RowState {
     let json = server.rows(&format!("SELECT state FROM rowsync_rows WHERE tbl = 'contacts' AND pk = '[\"{key}\"]'"));
     let Value::Text(json) = &json[0][0] else { panic!("state is text") };
     let change: rowsync_proto::RowChange = serde_json::from_str(json).unwrap();
-    rowsync_core::change::decode_change(&server.schema, &change).unwrap().state
+    rowsync_core::change::decode_change(&server.schema, change).unwrap().state
 }
 
 fn run_case(seed: u64) {

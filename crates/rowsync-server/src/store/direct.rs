@@ -61,7 +61,7 @@ pub(crate) async fn drain_direct<T: PushTransaction>(
     for (_, index, key, at) in rows {
         let table = &schema.tables[index];
         let current = tx.read_row(table, &key).await?;
-        match decode_change(schema, &noted_change(table, key, current.as_deref(), placeholder())) {
+        match decode_change(schema, noted_change(table, key, current.as_deref(), placeholder())) {
             Ok(change) => {
                 written_at.insert((change.table, change.key_json.clone()), at);
                 changes.push(CheckedChange { seq: 1, change, whole_row: true });
@@ -251,7 +251,7 @@ mod tests {
 
     fn state_of(table: &Table, key: &str, values: Option<&[Value]>) -> RowState {
         let wire = noted_change(table, vec![Value::Text(key.into())], values, placeholder());
-        rowsync_core::change::decode_state(table, &wire).unwrap()
+        rowsync_core::change::decode_state(table, wire).unwrap()
     }
 
     #[test]

@@ -322,14 +322,14 @@ pub(crate) fn recorded_version(stored: Option<String>) -> Result<u64, StoreError
 pub(crate) fn decode_stored(schema: &Schema, name: &str, json: &str) -> Result<(usize, RowState), StoreError> {
     let change: RowChange = serde_json::from_str(json)
         .map_err(|e| StoreError::Conflict(format!("unreadable row state in rowsync_rows: {e}")))?;
-    decode_stored_change(schema, name, &change)
+    decode_stored_change(schema, name, change)
 }
 
 /// [`decode_stored`] of a state already read from its JSON.
 pub(crate) fn decode_stored_change(
     schema: &Schema,
     name: &str,
-    change: &RowChange,
+    change: RowChange,
 ) -> Result<(usize, RowState), StoreError> {
     // A store only writes names its schema had: one this process does not
     // know was added by a process started with a grown schema since.

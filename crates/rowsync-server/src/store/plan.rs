@@ -259,7 +259,7 @@ mod tests {
             }],
             conflicts: Vec::new(),
         };
-        CheckedChange { seq, change: decode_change(&schema, &wire).unwrap(), whole_row: false }
+        CheckedChange { seq, change: decode_change(&schema, wire).unwrap(), whole_row: false }
     }
 
     #[test]
@@ -292,7 +292,7 @@ mod tests {
             cells: vec![cell("name", name), cell("phone", phone)],
             conflicts: Vec::new(),
         };
-        CheckedChange { seq: 1, change: decode_change(&schema, &wire).unwrap(), whole_row: true }
+        CheckedChange { seq: 1, change: decode_change(&schema, wire).unwrap(), whole_row: true }
     }
 
     /// Plans `change` over `held` (a previous plan's outcome).
