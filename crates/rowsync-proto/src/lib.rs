@@ -380,14 +380,52 @@ pub struct PushRequest {
     pub changes: Vec<PushedChange>,
 }
 
-/// One change in a push batch with the site sequence it covers.
+/// One change in a push batch with the site sequence it covers: a
+/// [`RowChange`]'s fields with `seq` beside them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PushedFields")]
 pub struct PushedChange {
     /// The newest site sequence number folded into this change. The server
     /// skips a change whose `seq` is at or below the site's high-water mark.
     pub seq: u64,
     #[serde(flatten)]
     pub row: RowChange,
+}
+
+/// A [`PushedChange`] as it is read, its fields and its row's side by side
+/// (as [`RowChange`] reads them). Read through `flatten`, every change was
+/// first buffered whole, each of its strings and numbers copied, and then
+/// read again: the larger part of the server's work on a push.
+#[derive(Deserialize)]
+struct PushedFields {
+    seq: u64,
+    table: String,
+    key: Vec<Value>,
+    #[serde(default)]
+    alive: Option<Version>,
+    #[serde(default)]
+    version: Option<Version>,
+    #[serde(default)]
+    deleted: Option<Version>,
+    #[serde(default)]
+    cells: Vec<Cell>,
+    #[serde(default)]
+    conflicts: Vec<Conflict>,
+}
+
+impl From<PushedFields> for PushedChange {
+    fn from(f: PushedFields) -> PushedChange {
+        let row = RowChange {
+            table: f.table,
+            key: f.key,
+            alive: f.alive,
+            version: f.version,
+            deleted: f.deleted,
+            cells: f.cells,
+            conflicts: f.conflicts,
+        };
+        PushedChange { seq: f.seq, row }
+    }
 }
 
 /// `POST /v1/push` answer.
@@ -523,6 +561,47 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pushed change reads back as it was written, every field of its row
+    /// included (a field RowChange gains must be read beside `seq` too).
+    #[test]
+    fn a_pushed_change_reads_back_whole() {
+        let version = |n| Version { hlc: Hlc(n), site: SiteId::from_bytes([n as u8; 16]) };
+        let written = Written { value: Value::Text("kept".into()), version: version(4) };
+        let row = RowChange {
+            table: "contacts".into(),
+            key: vec![Value::Text("ann".into()), Value::Integer(7)],
+            alive: Some(version(1)),
+            version: Some(version(2)),
+            deleted: Some(version(3)),
+            cells: vec![Cell {
+                column: "name".into(),
+                value: Value::Blob(vec![0, 1, 2]),
+                version: Some(version(5)),
+                base: Some(Some(version(6))),
+                memory: Some(CellMemory {
+                    previous: Some(written.clone()),
+                    aliases: vec![version(7)],
+                    writers: vec![],
+                }),
+            }],
+            conflicts: vec![Conflict {
+                id: "c1".into(),
+                column: "name".into(),
+                at: version(5),
+                base: None,
+                base_value: Some(Value::Null),
+                kept: written.clone(),
+                other: written,
+            }],
+        };
+        let pushed = PushedChange { seq: 42, row };
+        let json = serde_json::to_string(&pushed).unwrap();
+        assert!(json.starts_with("{\"seq\":42,\"table\":\"contacts\""), "{json}");
+        assert_eq!(serde_json::from_str::<PushedChange>(&json).unwrap(), pushed);
+        let bare: PushedChange = serde_json::from_str(r#"{"seq":1,"table":"t","key":[1]}"#).unwrap();
+        assert_eq!((bare.seq, bare.row.cells.len(), bare.row.alive), (1, 0, None));
+    }
 
     #[test]
     fn site_ids_read_and_write_as_32_lowercase_hex_digits_and_sort_as_their_text() {

@@ -526,7 +526,7 @@ async fn push<S: Store>(
         e
     };
     let bytes = read_body(&headers, body, &state.limits).await.map_err(refused)?;
-    let request: PushRequest = serde_json::from_slice(&bytes).map_err(|e| {
+    let mut request: PushRequest = serde_json::from_slice(&bytes).map_err(|e| {
         refused(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedBody, format!("not a push request: {e}")))
     })?;
     drop(bytes);
@@ -543,7 +543,7 @@ async fn push<S: Store>(
     // row named twice is a crafted or broken request.
     let mut rows: HashMap<(usize, String), usize> = HashMap::with_capacity(request.changes.len());
     let now_ms = state.clock.now_ms();
-    for (index, pushed) in request.changes.iter().enumerate() {
+    for (index, pushed) in std::mem::take(&mut request.changes).into_iter().enumerate() {
         if pushed.seq > request.last_seq {
             return Err(refused(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -551,7 +551,7 @@ async fn push<S: Store>(
                 format!("change {index}: seq {} is above the batch's last_seq {}", pushed.seq, request.last_seq),
             )));
         }
-        let change = match decode_change(&state.schema, pushed.row.clone()) {
+        let change = match decode_change(&state.schema, pushed.row) {
             Ok(change) => change,
             Err(e) if behind(&state, e.code()).await? => return Err(StoreError::SchemaBehind.into()),
             Err(e) => {
