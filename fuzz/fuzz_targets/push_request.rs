@@ -24,13 +24,13 @@ static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     let Ok(request) = serde_json::from_slice::<PushRequest>(data) else { return };
-    for pushed in &request.changes {
-        let Ok(decoded) = decode_change(&SCHEMA, &pushed.row) else { continue };
+    for pushed in request.changes {
+        let Ok(decoded) = decode_change(&SCHEMA, pushed.row) else { continue };
         let table = &SCHEMA.tables[decoded.table];
         assert_eq!(decoded.key.len(), table.primary_key.len());
         assert!(decoded.key_json.chars().count() <= MAX_KEY_JSON, "{}", decoded.key_json);
         let encoded = encode_change(table, decoded.key.clone(), &decoded.state);
-        let again = decode_change(&SCHEMA, &encoded).expect("a change re-encoded for a pull decodes");
+        let again = decode_change(&SCHEMA, encoded).expect("a change re-encoded for a pull decodes");
         assert_eq!(again, decoded, "encoding for a pull changed the row");
     }
 });

@@ -44,7 +44,7 @@ use crate::values::{key_token, to_sql};
 
 /// Applies one page and stores its cursor. Returns how many rows changed locally.
 pub fn apply_page(replica: &Replica, mut page: PullResponse) -> Result<usize, ClientError> {
-    let staged = stage(replica, &mut page)?;
+    let staged = stage(replica, std::mem::take(&mut page.changes))?;
     apply_staged(replica, &page, staged)
 }
 

@@ -138,7 +138,7 @@ pub(crate) fn load_conflicts(
         .map(|body| {
             let conflict: Conflict =
                 serde_json::from_str(body).map_err(|e| ClientError::Corrupt(format!("stored conflict: {e}")))?;
-            decode_conflict(table, &conflict).map_err(|e| ClientError::Corrupt(format!("stored conflict: {e}")))
+            decode_conflict(table, conflict).map_err(|e| ClientError::Corrupt(format!("stored conflict: {e}")))
         })
         .collect()
 }

@@ -110,7 +110,7 @@ impl<'a> Driver<'a> {
                 // Staging takes no lock. The page is then one write
                 // transaction: the app gets the file to itself for a while
                 // before it begins.
-                let staged = stage(replica, &mut page)?;
+                let staged = stage(replica, std::mem::take(&mut page.changes))?;
                 let changes = staged.changes.len() as u64;
                 let (applied, took) = replica.pacer.slice(|| apply_staged(replica, &page, staged));
                 let (applied, took_us) = (applied? as u64, took.as_micros() as u64);

@@ -8,8 +8,10 @@
 //! download is nothing else): the pulled state is then the row's whole
 //! state, and what to write (the row's values, its versions as
 //! `_rowsync_rows` stores them) is known before the transaction begins.
-//! Those rows are decoded, merged and encoded here, without the lock, and
-//! written into temporary tables (`temp._rowsync_stage_*`: a connection's
+//! Those rows are decoded and their versions encoded here, without the
+//! lock (merging them into nothing would give them back unchanged:
+//! `RowState::merges_into_nothing_unchanged`), and written into temporary
+//! tables (`temp._rowsync_stage_*`: a connection's
 //! temporary database is its own, and writing it locks nothing the app
 //! uses). The transaction then moves them into the synced table and
 //! `_rowsync_rows` with an `INSERT ... SELECT` each, inside SQLite, and
@@ -31,7 +33,7 @@ use rowsync_core::change::{decode_change, DecodedChange};
 use rowsync_core::clocks::{Clocks, LiveRows};
 use rowsync_core::ddl::upsert_select;
 use rowsync_core::RowState;
-use rowsync_proto::{ConflictStrategy, Hlc, PullResponse, Table, Value};
+use rowsync_proto::{ConflictStrategy, Hlc, RowChange, Table, Value};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
@@ -111,11 +113,10 @@ impl StageSql {
 
 /// Decodes `page` and stages what needs no merging; takes no lock on the
 /// replica file. Rows the replica holds versions for, and a row that comes
-/// again in the same page, are left to be merged one by one. The page's
-/// changes move into the staged page (decoding takes their values over
-/// rather than copy them).
-pub(crate) fn stage(replica: &Replica, page: &mut PullResponse) -> Result<Staged, ClientError> {
-    let changes: Vec<DecodedChange> = std::mem::take(&mut page.changes)
+/// again in the same page, are left to be merged one by one. Decoding
+/// takes the changes' values over rather than copy them.
+pub(crate) fn stage(replica: &Replica, changes: Vec<RowChange>) -> Result<Staged, ClientError> {
+    let changes: Vec<DecodedChange> = changes
         .into_iter()
         .map(|change| {
             decode_change(&replica.schema, change)
@@ -261,7 +262,7 @@ impl Staged {
 #[cfg(test)]
 mod tests {
     use rowsync_core::schema::parse_schema;
-    use rowsync_proto::{Cell, Hlc, RowChange, SiteId, Value, Version};
+    use rowsync_proto::{Cell, Hlc, PullResponse, SiteId, Value, Version};
 
     use super::*;
     use crate::apply::{apply_page, apply_staged};
@@ -320,7 +321,7 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let (replica, app) = replica(&dir);
         let mut pulled = page(vec![contact("ann", "Ann (pulled)", "ann@pulled", 1_000)], 7);
-        let staged = stage(&replica, &mut pulled).unwrap();
+        let staged = stage(&replica, std::mem::take(&mut pulled.changes)).unwrap();
         assert_eq!(staged.general, Vec::<usize>::new(), "a row the replica holds no versions for is staged");
 
         app.execute("INSERT INTO contacts (id, name) VALUES ('ann', 'Ann (mine)')", []).unwrap();
@@ -350,7 +351,7 @@ mod tests {
             vec![contact("ann", "Ann", "ann@example.com", 2_000), contact("bob", "Bob", "shared@example.com", 2_000)],
             2,
         );
-        let staged = stage(&replica, &mut moved).unwrap();
+        let staged = stage(&replica, std::mem::take(&mut moved.changes)).unwrap();
         assert_eq!(staged.general, vec![0], "the row the replica knows is merged one by one");
         apply_staged(&replica, &moved, staged).unwrap();
         assert_eq!(

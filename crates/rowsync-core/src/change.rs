@@ -163,7 +163,7 @@ pub fn decode_state(table: &Table, change: RowChange) -> Result<RowState, Change
             state.memory.insert(index, CellMemory { previous, aliases: memory.aliases, writers: memory.writers });
         }
     }
-    for conflict in &change.conflicts {
+    for conflict in change.conflicts {
         state.conflicts.push(decode_conflict(table, conflict)?);
     }
     state.conflicts.sort_by(|a, b| a.id.cmp(&b.id));
@@ -235,19 +235,18 @@ pub fn encode_change(table: &Table, key: Vec<Value>, state: &RowState) -> RowCha
 }
 
 /// Checks a wire conflict against its table.
-pub fn decode_conflict(table: &Table, conflict: &Conflict) -> Result<CellConflict, ChangeError> {
-    let index = table
-        .column_index(&conflict.column)
-        .filter(|&i| !table.is_key_column(i))
-        .ok_or_else(|| ChangeError::UnknownColumn { table: table.name.clone(), column: conflict.column.clone() })?;
+pub fn decode_conflict(table: &Table, conflict: Conflict) -> Result<CellConflict, ChangeError> {
+    let Some(index) = table.column_index(&conflict.column).filter(|&i| !table.is_key_column(i)) else {
+        return Err(ChangeError::UnknownColumn { table: table.name.clone(), column: conflict.column });
+    };
     Ok(CellConflict {
-        id: conflict.id.clone(),
+        id: conflict.id,
         column: index,
-        at: conflict.at.clone(),
-        base: conflict.base.clone(),
-        base_value: conflict.base_value.clone().map(|v| check_value(table, index, v)).transpose()?,
-        kept: (check_value(table, index, conflict.kept.value.clone())?, conflict.kept.version.clone()),
-        other: (check_value(table, index, conflict.other.value.clone())?, conflict.other.version.clone()),
+        at: conflict.at,
+        base: conflict.base,
+        base_value: conflict.base_value.map(|v| check_value(table, index, v)).transpose()?,
+        kept: (check_value(table, index, conflict.kept.value)?, conflict.kept.version),
+        other: (check_value(table, index, conflict.other.value)?, conflict.other.version),
     })
 }
 

@@ -395,8 +395,9 @@ pub struct PushedChange {
 /// A [`PushedChange`] as it is read, its fields and its row's side by side
 /// (as [`RowChange`] reads them). Read through `flatten`, every change was
 /// first buffered whole, each of its strings and numbers copied, and then
-/// read again: the larger part of the server's work on a push.
+/// read again (about 7% of a push into the embedded store, measured).
 #[derive(Deserialize)]
+#[serde(rename = "PushedChange")]
 struct PushedFields {
     seq: u64,
     table: String,
