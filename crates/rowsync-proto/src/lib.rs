@@ -397,7 +397,7 @@ pub struct PushedChange {
 /// first buffered whole, each of its strings and numbers copied, and then
 /// read again (about 7% of a push into the embedded store, measured).
 #[derive(Deserialize)]
-#[serde(rename = "PushedChange")]
+#[serde(expecting = "struct PushedChange")]
 struct PushedFields {
     seq: u64,
     table: String,
@@ -602,6 +602,15 @@ mod tests {
         assert_eq!(serde_json::from_str::<PushedChange>(&json).unwrap(), pushed);
         let bare: PushedChange = serde_json::from_str(r#"{"seq":1,"table":"t","key":[1]}"#).unwrap();
         assert_eq!((bare.seq, bare.row.cells.len(), bare.row.alive), (1, 0, None));
+        // As before: fields in any order, unknown ones ignored, and the
+        // errors name the type.
+        let later: PushedChange =
+            serde_json::from_str(r#"{"table":"t","key":[1],"future":{"x":[1]},"seq":9}"#).unwrap();
+        assert_eq!((later.seq, later.row.table.as_str()), (9, "t"));
+        let err = serde_json::from_str::<PushedChange>(r#"{"table":"t","key":[1]}"#).unwrap_err().to_string();
+        assert!(err.contains("missing field `seq`"), "{err}");
+        let err = serde_json::from_str::<PushedChange>("7").unwrap_err().to_string();
+        assert!(err.contains("struct PushedChange"), "{err}");
     }
 
     #[test]
