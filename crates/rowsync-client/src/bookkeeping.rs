@@ -87,8 +87,7 @@ pub(crate) fn load_clocks(conn: &Connection, table_id: i64, key: &SqlValue) -> R
 
 /// A row's clocks from their stored JSON.
 pub(crate) fn read_clocks(json: &str) -> Result<Clocks, ClientError> {
-    let corrupt = |e: String| ClientError::Corrupt(format!("row clocks: {e}"));
-    Clocks::from_stored(serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?).map_err(corrupt)
+    Clocks::from_json(json).map_err(|e| ClientError::Corrupt(format!("row clocks: {e}")))
 }
 
 pub(crate) fn save_clocks(
@@ -97,11 +96,10 @@ pub(crate) fn save_clocks(
     key: &SqlValue,
     clocks: &Clocks,
 ) -> Result<(), ClientError> {
-    let json = serde_json::to_string(&clocks.to_stored()).map_err(|e| ClientError::Corrupt(e.to_string()))?;
     conn.prepare_cached(
         "INSERT INTO _rowsync_rows (tbl, pk, clocks) VALUES (?, ?, ?) ON CONFLICT (tbl, pk) DO UPDATE SET clocks = excluded.clocks",
     )?
-    .execute(params![table_id, key, json])?;
+    .execute(params![table_id, key, clocks.to_json()])?;
     Ok(())
 }
 

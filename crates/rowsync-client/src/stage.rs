@@ -182,7 +182,7 @@ fn whole_state(table: &Table, decoded: &DecodedChange) -> Option<String> {
     if table.conflict == ConflictStrategy::Manual || !decoded.state.merges_into_nothing_unchanged(table.columns.len()) {
         return None;
     }
-    serde_json::to_string(&Clocks::from_state(&decoded.state).to_stored()).ok()
+    Some(Clocks::from_state(&decoded.state).to_json())
 }
 
 /// The row's values in table column order ([`RowState::row_values`]),

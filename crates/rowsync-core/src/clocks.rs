@@ -14,7 +14,7 @@ use crate::capture::{changed_columns, OP_DELETE, OP_INSERT};
 use crate::merge::RowState;
 
 /// The versions of one row as `_rowsync_rows.clocks` stores them (see
-/// [`StoredClocks`] for the stored form).
+/// `StoredClocks` for the stored form, [`Clocks::to_json`] for its text).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Clocks {
     pub alive: Option<Version>,
@@ -40,7 +40,7 @@ pub struct Clocks {
 /// version is the text `HLC:SITE`. (Files made before this form write every
 /// version as an object `{"hlc": …, "site": …}`; both are read.)
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct StoredClocks {
+struct StoredClocks {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     v: Option<Slot>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,8 +101,20 @@ impl<'de> Deserialize<'de> for Slot {
 }
 
 impl Clocks {
+    /// The text `_rowsync_rows.clocks` holds: the stored form as JSON.
+    pub fn to_json(&self) -> String {
+        // Plain fields and integer-keyed maps: nothing JSON cannot hold.
+        serde_json::to_string(&self.to_stored()).expect("stored clocks are plain JSON")
+    }
+
+    /// Reads [`Clocks::to_json`]'s text (or the older form, see
+    /// `StoredClocks`).
+    pub fn from_json(json: &str) -> Result<Clocks, String> {
+        Clocks::from_stored(serde_json::from_str(json).map_err(|e| e.to_string())?)
+    }
+
     /// The stored form (see [`StoredClocks`]).
-    pub fn to_stored(&self) -> StoredClocks {
+    fn to_stored(&self) -> StoredClocks {
         let mut counts: Vec<(&Version, usize)> = Vec::new();
         for version in self.cells.iter().flatten().chain(self.alive.as_ref()) {
             match counts.iter_mut().find(|(v, _)| *v == version) {
@@ -130,7 +142,7 @@ impl Clocks {
     }
 
     /// Reads the stored form.
-    pub fn from_stored(stored: StoredClocks) -> Result<Clocks, String> {
+    fn from_stored(stored: StoredClocks) -> Result<Clocks, String> {
         let common = match stored.v {
             Some(Slot::Own(v)) => Some(v),
             Some(Slot::Common) => return Err("the common version refers to itself".into()),
@@ -292,11 +304,11 @@ mod tests {
     }
 
     fn stored(clocks: &Clocks) -> String {
-        serde_json::to_string(&clocks.to_stored()).unwrap()
+        clocks.to_json()
     }
 
     fn read(json: &str) -> Clocks {
-        Clocks::from_stored(serde_json::from_str(json).unwrap()).unwrap()
+        Clocks::from_json(json).unwrap()
     }
 
     #[test]

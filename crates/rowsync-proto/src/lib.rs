@@ -622,6 +622,25 @@ mod tests {
         assert_eq!(serde_json::from_str::<SiteId>(&format!("\"{}\"", "a0".repeat(16))).unwrap(), b);
         assert_eq!(a < b, a.as_str() < b.as_str());
         assert!(SiteId::server() < SiteId::direct() && SiteId::direct() < a);
+        // The tie-break order (DESIGN invariant 5) is the text's and the
+        // bytes', for ids differing in any digit, high or low, digit or letter.
+        let mut ids: Vec<SiteId> = (0..=255u8)
+            .flat_map(|b| {
+                [
+                    SiteId::from_bytes([b; 16]),
+                    SiteId::from_bytes([0x5a ^ b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b]),
+                ]
+            })
+            .collect();
+        let mut texts: Vec<String> = ids.iter().map(SiteId::to_string).collect();
+        ids.sort();
+        texts.sort();
+        assert_eq!(ids.iter().map(SiteId::to_string).collect::<Vec<_>>(), texts);
+        let mut bytes: Vec<[u8; 16]> = (0..=255u8).map(|b| [b; 16]).collect();
+        bytes.reverse();
+        let mut by_bytes: Vec<SiteId> = bytes.iter().map(|b| SiteId::from_bytes(*b)).collect();
+        by_bytes.sort();
+        assert_eq!(by_bytes, (0..=255u8).map(|b| SiteId::from_bytes([b; 16])).collect::<Vec<_>>());
         assert_eq!(SiteId::direct().to_string(), format!("{}1", "0".repeat(31)));
         for bad in ["0F".repeat(16), "0".repeat(31), "0".repeat(33), "g".repeat(32)] {
             let err = serde_json::from_str::<SiteId>(&format!("\"{bad}\"")).unwrap_err();
