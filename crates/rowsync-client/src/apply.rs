@@ -3,10 +3,12 @@
 //! engine sizes pages so that one takes about a slice to apply, and the
 //! driver leaves the file to the app between them (see the `pace` module).
 //!
-//! Local writes not yet stamped are stamped first (same transaction), so the
-//! merge sees every pending local edit with its version: a pulled change for
-//! a row with local edits is merged cell by cell, never written over them,
-//! and the outbox entries survive to be pushed.
+//! Local writes not yet stamped are stamped first (same transaction; the
+//! driver stamps a large backlog in paced chunks before), so the merge sees
+//! every pending local edit with its version: a pulled change for a row with
+//! local edits is merged cell by cell, never written over them, and the
+//! outbox entries survive to be pushed. A page that brings nothing leaves
+//! them as they are.
 //!
 //! No pulled change echoes into the outbox. Where the synced tables carry
 //! no triggers but rowsync's, triggers are off on rowsync's connection
@@ -55,7 +57,14 @@ pub(crate) fn apply_staged(replica: &Replica, page: &PullResponse, mut staged: S
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     // Triggers are back on when the page is done, however it ends.
     let _capture = CaptureOff::when_alone(replica)?;
-    stamp_rest(replica, &tx)?;
+    let cursor: i64 = meta_get(&tx, key::CURSOR)?.unwrap_or(0);
+    let download = Download::of(&tx, cursor as u64)?;
+    // A page that brings nothing (the usual answer while the push of a
+    // backlog runs) merges and observes nothing: the writes still to be
+    // stamped can wait for their batches.
+    if !staged.changes.is_empty() || download == Download::Reconciling {
+        stamp_rest(replica, &tx)?;
+    }
     let newest_before: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |row| row.get(0))?;
     let mut clock = load_clock(&tx)?;
     let mut observed: i64 = meta_get(&tx, key::OBSERVED)?.unwrap_or(0);
@@ -63,8 +72,6 @@ pub(crate) fn apply_staged(replica: &Replica, page: &PullResponse, mut staged: S
         clock.observe(newest);
         observed = observed.max(newest.0 as i64);
     }
-    let cursor: i64 = meta_get(&tx, key::CURSOR)?.unwrap_or(0);
-    let download = Download::of(&tx, cursor as u64)?;
     let mut live = LiveRows::default();
     let reconciling = download == Download::Reconciling;
     // Rows written since the page was staged are merged one by one too.

@@ -14,7 +14,10 @@
 //! synced table's triggers with rowsync's (the SQL text SQLite keeps) and its
 //! columns with the schema, and the table's row count with the number of
 //! rows rowsync believes it holds (`_rowsync_tables.live`, kept by stamping
-//! and applying). Then:
+//! and applying). That belief is whole only once every write is stamped;
+//! a large backlog is stamped as it is pushed, so the counts are then
+//! compared when the push has caught up, and what that finds is pushed in
+//! the same sync. Then:
 //! - columns that no longer match stop the sync with what differs;
 //! - missing or altered triggers are installed again, and since writes made
 //!   meanwhile went unrecorded, every row is compared with what rowsync
@@ -39,18 +42,41 @@ use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use crate::bookkeeping::{load_clocks, read_clocks};
 use crate::error::ClientError;
 use crate::replica::{table_problems, trigger_form, Replica};
-use crate::stamp::stamp_rest;
+use crate::stamp::{stamp_all_yielding, stamp_rest};
 use crate::transport::Transport;
 use crate::triggers::{drop_triggers, install_triggers, triggers_of, Triggers};
 use crate::values::{key_token, stored_key};
 
+/// Whether [`check_capture`] compares each table's row count with the rows
+/// rowsync believes it holds: the belief is complete only once every write
+/// is stamped, which a large backlog is only as it is pushed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Counts {
+    /// Stamp what is left and compare.
+    Compare,
+    /// Leave the counts for a later check (the columns and triggers are
+    /// checked all the same).
+    Later,
+}
+
 /// Checks capture on every synced table, repairs what can be repaired here,
 /// and returns what it found, for the user to read.
-pub(crate) fn check_capture(replica: &Replica) -> Result<Vec<String>, ClientError> {
+pub(crate) fn check_capture(replica: &Replica, counts: Counts) -> Result<Vec<String>, ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     // Every recorded write gets its version first, so that rowsync's view
-    // of which rows exist is complete.
-    stamp_rest(replica, &tx)?;
+    // of which rows exist is complete (where the counts are compared, or a
+    // table's rows must be compared; stamped once).
+    let mut all_stamped = false;
+    let mut stamp_all_once = |tx: &Transaction| -> Result<(), ClientError> {
+        if !all_stamped {
+            stamp_rest(replica, tx)?;
+            all_stamped = true;
+        }
+        Ok(())
+    };
+    if counts == Counts::Compare {
+        stamp_all_once(&tx)?;
+    }
     let mut notes = Vec::new();
     for (index, table) in replica.schema.tables.iter().enumerate() {
         let table_id = replica.table_ids[index];
@@ -77,6 +103,7 @@ pub(crate) fn check_capture(replica: &Replica) -> Result<Vec<String>, ClientErro
             install_triggers(&tx, table, table_id, form)?;
         }
         if triggers == Triggers::Missing {
+            stamp_all_once(&tx)?;
             tx.execute("UPDATE _rowsync_tables SET audit = 1 WHERE id = ?", [table_id])?;
             let (inserts, deletes) = compare_rows(replica, &tx, index)?;
             notes.push(format!(
@@ -85,6 +112,9 @@ pub(crate) fn check_capture(replica: &Replica) -> Result<Vec<String>, ClientErro
                  updates are looked for by comparing with the server",
                 table.name
             ));
+            continue;
+        }
+        if counts == Counts::Later {
             continue;
         }
         let believed: Option<i64> =
@@ -101,7 +131,6 @@ pub(crate) fn check_capture(replica: &Replica) -> Result<Vec<String>, ClientErro
             }
         }
     }
-    stamp_rest(replica, &tx)?;
     tx.commit()?;
     Ok(notes)
 }
@@ -171,6 +200,9 @@ pub(crate) fn audit_against_server(
     if audited.is_empty() {
         return Ok(Vec::new());
     }
+    // Each page's transaction stamps what is left: a large backlog first,
+    // in paced chunks.
+    stamp_all_yielding(replica)?;
     let mut updates = vec![0usize; replica.schema.tables.len()];
     // A site that is nobody's origin: no state is left out as an echo.
     let everything = SiteId::server();

@@ -8,20 +8,25 @@
 //! While a push is on its way (where the transport sends on a thread of
 //! its own, see [`Transport::send_push`]), the driver reads the batch after
 //! it, so that the replica's reading and the server's writing overlap; the
-//! next push step sends that batch, and any other step drops it.
+//! next push step sends that batch, and any other step drops it. A large
+//! backlog of local writes is stamped in the same way, batch by batch as
+//! it is read (see `backlog`), rather than all of it before the first
+//! batch: the capture check's row counts, which need every write stamped,
+//! are then compared once the push finds nothing more to send.
 
 use rowsync_core::engine::{Done, Event, Failure, Step};
 use rowsync_proto::{PullRequest, SiteId};
 
 use crate::apply::apply_staged;
-use crate::audit::{audit_against_server, check_capture};
+use crate::audit::{audit_against_server, check_capture, Counts};
+use crate::backlog::Backlog;
 use crate::bookkeeping::{key, known_batches, meta_get};
 use crate::error::ClientError;
-use crate::outbox::{acknowledge, next_batch, set_aside, Batch};
+use crate::outbox::{acknowledge, read_batch, set_aside, Batch};
 use crate::rebuild::Download;
 use crate::replica::Replica;
 use crate::stage::stage;
-use crate::stamp::stamp_all_yielding;
+use crate::stamp::{stamp_all_yielding, unstamped, STAMP_CHUNK};
 use crate::transport::Transport;
 
 /// Runs an engine's steps on one replica over one transport.
@@ -33,6 +38,12 @@ pub struct Driver<'a> {
     /// The batch after it, read while it was on its way, for the push step
     /// with these limits that comes next (any other step drops it).
     ahead: Option<(Batch, usize, usize)>,
+    /// What the push steps in a row learnt of the unstamped outbox (any
+    /// other step drops it).
+    backlog: Backlog,
+    /// Whether the capture check left the row counts for when the push has
+    /// caught up.
+    counts_due: bool,
     /// Changes per page when comparing tables with the server.
     pull_limit: u32,
     /// The error behind the last failed step, for callers that return it.
@@ -43,7 +54,16 @@ impl<'a> Driver<'a> {
     /// A driver; `pull_limit` is the page size when tables are compared
     /// with the server.
     pub fn new(replica: &'a mut Replica, transport: &'a dyn Transport, pull_limit: u32) -> Driver<'a> {
-        Driver { replica, transport, batch: None, ahead: None, pull_limit, last_error: None }
+        Driver {
+            replica,
+            transport,
+            batch: None,
+            ahead: None,
+            backlog: Backlog::default(),
+            counts_due: false,
+            pull_limit,
+            last_error: None,
+        }
     }
 
     /// The replica the steps run on.
@@ -67,15 +87,27 @@ impl<'a> Driver<'a> {
     fn try_run(&mut self, step: &Step, sent: &mut usize) -> Result<Done, ClientError> {
         let replica = &mut *self.replica;
         let ahead = self.ahead.take();
+        if !matches!(step, Step::Push { .. }) {
+            self.backlog = Backlog::default();
+        }
         // Another process may have taken on a new schema meanwhile.
         replica.refresh()?;
         Ok(match step {
             Step::Prepare => {
                 let schema = self.transport.schema()?;
                 replica.adopt_schema(&schema)?;
-                stamp_all_yielding(replica)?;
+                // A large backlog is stamped as it is pushed (the server
+                // need not wait for all of it); the row counts are then
+                // compared once the push has caught up.
+                let counts = if unstamped(&replica.conn)? > STAMP_CHUNK as i64 {
+                    Counts::Later
+                } else {
+                    stamp_all_yielding(replica)?;
+                    Counts::Compare
+                };
+                self.counts_due = counts == Counts::Later;
                 // Capture is checked, not trusted: writes it missed are queued first.
-                let mut notes = check_capture(replica)?;
+                let mut notes = check_capture(replica, counts)?;
                 notes.extend(audit_against_server(replica, self.transport, self.pull_limit)?);
                 Done::Prepared { notes, pending: replica.pending()? }
             }
@@ -110,7 +142,14 @@ impl<'a> Driver<'a> {
                 // Staging takes no lock. The page is then one write
                 // transaction: the app gets the file to itself for a while
                 // before it begins.
+                let merges = !page.changes.is_empty() || download == Download::Reconciling;
                 let staged = stage(replica, std::mem::take(&mut page.changes))?;
+                // Local writes get their versions before anything pulled is
+                // merged (a page that brings nothing needs none): a large
+                // backlog in paced chunks, before the page's transaction.
+                if merges && unstamped(&replica.conn)? > 0 {
+                    stamp_all_yielding(replica)?;
+                }
                 let changes = staged.changes.len() as u64;
                 let (applied, took) = replica.pacer.slice(|| apply_staged(replica, &page, staged));
                 let (applied, took_us) = (applied? as u64, took.as_micros() as u64);
@@ -120,9 +159,16 @@ impl<'a> Driver<'a> {
                 let (limit, bytes) = (*limit, *bytes);
                 self.batch = match ahead {
                     Some((batch, l, b)) if (l, b) == (limit, bytes) => Some(batch),
-                    _ => replica.pacer.slice(|| next_batch(replica, 0, limit, bytes)).0?,
+                    _ => read_batch(replica, &mut self.backlog, 0, limit, bytes)?,
                 };
-                let Some(batch) = &self.batch else { return Ok(Done::NothingToPush) };
+                let mut notes = Vec::new();
+                if self.batch.is_none() && std::mem::take(&mut self.counts_due) {
+                    // Everything is stamped now: the counts can be
+                    // compared, and what that finds goes out in this sync.
+                    notes = check_capture(replica, Counts::Compare)?;
+                    self.batch = read_batch(replica, &mut self.backlog, 0, limit, bytes)?;
+                }
+                let Some(batch) = &self.batch else { return Ok(Done::NothingToPush { notes }) };
                 *sent = batch.request.changes.len();
                 let sending = self.transport.send_push(&batch.request);
                 // While the server works, the next batch is read. It is
@@ -131,7 +177,7 @@ impl<'a> Driver<'a> {
                 // the rows of the batch acknowledged, and entries up to its
                 // last. Otherwise, or if this push fails, it is dropped.
                 let next = if sending.on_its_way() {
-                    replica.pacer.slice(|| next_batch(replica, batch.last_id, limit, bytes)).0.ok().flatten()
+                    read_batch(replica, &mut self.backlog, batch.last_id, limit, bytes).ok().flatten()
                 } else {
                     None
                 };
@@ -139,7 +185,7 @@ impl<'a> Driver<'a> {
                 // A write transaction like the rest: it keeps the app's gap.
                 let acknowledged = replica.pacer.slice(|| acknowledge(replica, batch, response.acked_seq)).0? as u64;
                 self.ahead = next.filter(|next| !next.shares_rows_with(batch)).map(|next| (next, limit, bytes));
-                Done::Pushed { changes: batch.request.changes.len() as u64, acknowledged }
+                Done::Pushed { changes: batch.request.changes.len() as u64, acknowledged, notes }
             }
             Step::SetAside { change, reason } => {
                 let batch = self.batch.as_ref().ok_or_else(|| {

@@ -12,6 +12,7 @@
 //! - [`status`]: what `rowsync status` shows.
 //! - [`stamp`]: turning recorded writes into versioned changes (the hybrid clock's send rule).
 //! - [`outbox`]: building push batches and dropping what the server acknowledged.
+//! - `backlog`: the newest unstamped write of each row, so that a batch stamps only what it needs.
 //! - [`apply`]: merging a pulled page into the file, cursor included, in one transaction.
 //! - `pace`: leaving the file to the app between sync's write transactions.
 //! - [`transport`]: the [`Transport`] trait and its HTTP implementation.
@@ -33,6 +34,7 @@
 pub mod agent;
 pub mod apply;
 pub mod audit;
+mod backlog;
 mod bookkeeping;
 pub mod conflicts;
 pub mod driver;

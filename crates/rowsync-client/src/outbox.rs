@@ -1,10 +1,11 @@
 //! Building push batches from the outbox, and dropping what the server has
 //! acknowledged.
 //!
-//! A batch holds the oldest stamped outbox entries. Entries for the same row
-//! fold into one change carrying the row's current values, each with the
-//! version of the local write that produced it (read in the same transaction
-//! as the stamping, so a value and its version always belong together).
+//! A batch holds the oldest outbox entries. Entries for the same row fold
+//! into one change carrying the row's current values, each with the version
+//! of the local write that produced it (read in the same transaction as the
+//! stamping of every write to the row, later ones included, so a value and
+//! its version always belong together; see the client's `backlog`).
 //! Entries leave the outbox only after the server has answered with an
 //! acknowledgement that covers them.
 
@@ -13,15 +14,16 @@ use std::collections::{HashMap, HashSet};
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::change::encode_change;
 use rowsync_proto::{ConflictStrategy, PushRequest, PushedChange, RowChange};
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Transaction, TransactionBehavior};
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
+use crate::backlog::Backlog;
 use crate::bookkeeping::{
     key, known_batches, load_clocks, meta_get, meta_set, now_text, save_clocks, set_known_batches,
 };
 use crate::error::ClientError;
 use crate::replica::Replica;
-use crate::stamp::stamp_rest;
+use crate::stamp::{stamp_through, stamp_yielding_through};
 use crate::values::{key_token, key_values};
 
 /// How many ids of requests sent since the last acknowledged one a replica
@@ -49,27 +51,147 @@ pub struct Batch {
 /// `after` (`0`: from the oldest), or `None` when there are none. Rows are
 /// added in the order of their oldest entry until the batch would pass
 /// about `max_bytes` bytes as JSON (a batch always holds at least one row,
-/// however large).
+/// however large). Stamps what the batch needs first.
 pub fn next_batch(
     replica: &Replica,
     after: i64,
     max_entries: usize,
     max_bytes: usize,
 ) -> Result<Option<Batch>, ClientError> {
+    read_batch(replica, &mut Backlog::default(), after, max_entries, max_bytes)
+}
+
+/// [`next_batch`] as a push reads one batch after another: `backlog`
+/// carries what it learnt of the unstamped entries from one batch to the
+/// next. The writes the batch needs are stamped in one slice of the
+/// replica's pace (where its rows were written again far later in the
+/// backlog, the entries up to there are stamped first, in slices of their
+/// own); the batch is then read without taking the write lock, in the gap
+/// the app gets after the slice. If the app wrote one of its rows in
+/// between, stamping and reading are done again, the second time in one
+/// transaction.
+pub(crate) fn read_batch(
+    replica: &Replica,
+    backlog: &mut Backlog,
+    after: i64,
+    max_entries: usize,
+    max_bytes: usize,
+) -> Result<Option<Batch>, ClientError> {
+    let mut read_now = None;
+    loop {
+        let stamping = replica.pacer.slice(|| stamp_for_batch(replica, backlog, after, max_entries, read_now)).0?;
+        match stamping {
+            Stamping::Nothing => return Ok(None),
+            Stamping::StampFirst { through } => stamp_yielding_through(replica, through)?,
+            Stamping::Read(batch) => return Ok(Some(batch)),
+            Stamping::Stamped(id) => {
+                let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Deferred)?;
+                match build_batch(replica, &tx, backlog, (after, max_entries, max_bytes), id)? {
+                    Some(batch) => return Ok(Some(batch)),
+                    None => read_now = Some(max_bytes),
+                }
+            }
+        }
+    }
+}
+
+/// What stamping for a batch came to.
+enum Stamping {
+    /// No entries after the batch's start.
+    Nothing,
+    /// The batch's rows were written again up to entry `through`, further
+    /// than a batch's transaction should stamp.
+    StampFirst { through: i64 },
+    /// Stamped; the batch's request id, and the ids known before it.
+    Stamped(BatchId),
+    /// Stamped and read in the same transaction.
+    Read(Batch),
+}
+
+/// A batch's request id, and the ids of requests sent before it since the
+/// last acknowledged one (see `PushRequest::known`).
+struct BatchId {
+    id: u64,
+    known: Option<Vec<u64>>,
+}
+
+/// Stamps every write to the rows of the batch after entry `after`, later
+/// ones included, and records the batch's request id; with `read_now` (the
+/// batch's bytes), reads the batch too.
+fn stamp_for_batch(
+    replica: &Replica,
+    backlog: &mut Backlog,
+    after: i64,
+    max_entries: usize,
+    read_now: Option<usize>,
+) -> Result<Stamping, ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
-    stamp_rest(replica, &tx)?;
-    let stamped_id: i64 = meta_get(&tx, key::STAMPED_ID)?.unwrap_or(0);
-    let offset: i64 = meta_get(&tx, key::SEQ_OFFSET)?.unwrap_or(0);
-    // Emptied entries (op 0) carry nothing; the acknowledgement removes
-    // those below the batch's last entry.
-    let entries: Vec<(i64, i64, SqlValue)> = tx
+    let entries = entries_after(&tx, after, i64::MAX, max_entries)?;
+    let Some(&(through, ..)) = entries.last() else { return Ok(Stamping::Nothing) };
+    let rows = entries.iter().map(|(_, table_id, stored_key)| (*table_id, ValueRef::from(stored_key)));
+    let needed = backlog.must_stamp_through(&tx, through, rows)?;
+    let stamped: i64 = meta_get(&tx, key::STAMPED_ID)?.unwrap_or(0);
+    if needed.saturating_sub(stamped) > 2 * max_entries as i64 {
+        return Ok(Stamping::StampFirst { through: needed });
+    }
+    stamp_through(replica, &tx, needed)?;
+    // Recorded before the request leaves: if the server applied it, its id
+    // is one this replica knows (see `PushRequest::known`).
+    // 53 bits: exact as a JSON number in every language, JavaScript included.
+    let id: u64 = rand::random::<u64>() >> 11;
+    let known = known_batches(&tx)?;
+    let mut now_known = known.clone().unwrap_or_default();
+    now_known.push(id);
+    let skip = now_known.len().saturating_sub(MAX_KNOWN_BATCHES);
+    set_known_batches(&tx, &now_known[skip..])?;
+    let id = BatchId { id, known };
+    let stamping = match read_now {
+        None => Stamping::Stamped(id),
+        Some(max_bytes) => match build_batch(replica, &tx, backlog, (after, max_entries, max_bytes), id)? {
+            Some(batch) => Stamping::Read(batch),
+            None => return Err(ClientError::Corrupt("a row just stamped reads as unstamped".into())),
+        },
+    };
+    tx.commit()?;
+    Ok(stamping)
+}
+
+/// The outbox entries (id, table id, stored key) after entry `after` up to
+/// entry `through`, at most `limit` of them, oldest first. Emptied entries
+/// (op 0) carry nothing and are left out; the acknowledgement removes those
+/// below the batch's last entry.
+fn entries_after(
+    conn: &Connection,
+    after: i64,
+    through: i64,
+    limit: usize,
+) -> Result<Vec<(i64, i64, SqlValue)>, ClientError> {
+    Ok(conn
         .prepare_cached(
             "SELECT id, tbl, pk FROM _rowsync_outbox WHERE id > ? AND id <= ? AND op != ? ORDER BY id LIMIT ?",
         )?
-        .query_map(params![after, stamped_id, OP_SET_ASIDE, max_entries as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
+        .query_map(params![after, through, OP_SET_ASIDE, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Reads the batch of at most `max_entries` stamped entries after entry
+/// `after`, and about `max_bytes` bytes, on `conn`; `None` if a write to
+/// one of its rows is not stamped (the app wrote it since).
+fn build_batch(
+    replica: &Replica,
+    conn: &Connection,
+    backlog: &mut Backlog,
+    (after, max_entries, max_bytes): (i64, usize, usize),
+    BatchId { id, known }: BatchId,
+) -> Result<Option<Batch>, ClientError> {
+    let stamped: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
+    let offset: i64 = meta_get(conn, key::SEQ_OFFSET)?.unwrap_or(0);
+    let entries = entries_after(conn, after, stamped, max_entries)?;
+    let Some(&(through, ..)) = entries.last() else { return Ok(None) };
+    let rows = entries.iter().map(|(_, table_id, stored_key)| (*table_id, ValueRef::from(stored_key)));
+    if backlog.must_stamp_through(conn, through, rows)? > stamped {
+        return Ok(None);
+    }
 
     // Entries come in id order: a row's change is built at its oldest entry
     // (with the row's current values), and carries the seq of its newest.
@@ -85,7 +207,7 @@ pub fn next_batch(
         if let Some(&row) = row_of.get(&token) {
             changes[row].seq = seq;
         } else {
-            let (change, holds) = read_change(replica, &tx, *table_id, stored_key)?;
+            let (change, holds) = read_change(replica, conn, *table_id, stored_key)?;
             let size = change.wire_size();
             if !changes.is_empty() && bytes.saturating_add(size) > max_bytes {
                 break;
@@ -100,21 +222,8 @@ pub fn next_batch(
         }
         last_id = Some(*id);
     }
-    let Some(last_id) = last_id else {
-        tx.commit()?;
-        return Ok(None);
-    };
-    // Recorded before the request leaves: if the server applied it, its id
-    // is one this replica knows (see `PushRequest::known`).
+    let Some(last_id) = last_id else { return Ok(None) };
     let last_seq = (offset + last_id) as u64;
-    // 53 bits: exact as a JSON number in every language, JavaScript included.
-    let id: u64 = rand::random::<u64>() >> 11;
-    let known = known_batches(&tx)?;
-    let mut now_known = known.clone().unwrap_or_default();
-    now_known.push(id);
-    let skip = now_known.len().saturating_sub(MAX_KNOWN_BATCHES);
-    set_known_batches(&tx, &now_known[skip..])?;
-    tx.commit()?;
     Ok(Some(Batch {
         request: PushRequest { site: replica.site.clone(), last_seq, batch: Some(id), known, changes },
         last_id,
@@ -136,7 +245,7 @@ impl Batch {
 /// writes displaced before they could be pushed.
 fn read_change(
     replica: &Replica,
-    tx: &Transaction,
+    tx: &Connection,
     table_id: i64,
     stored_key: &SqlValue,
 ) -> Result<(RowChange, bool), ClientError> {
@@ -305,4 +414,97 @@ pub fn set_aside(replica: &Replica, batch: &Batch, change: usize, reason: &str) 
     }
     tx.commit()?;
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use rowsync_core::schema::parse_schema;
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::stamp::stamp_all;
+
+    /// A replica of a `notes` table, and the app's connection to it.
+    fn replica_of_notes(dir: &TempDir) -> (Replica, Connection) {
+        let path = dir.path().join("replica.db");
+        let schema = parse_schema("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, n INTEGER);").unwrap();
+        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
+        (replica, Connection::open(&path).unwrap())
+    }
+
+    /// A copy of the file as the app sees it now, opened as a replica.
+    fn copy_of(dir: &TempDir, app: &Connection, name: &str) -> Replica {
+        let copy = dir.path().join(name);
+        app.execute("VACUUM INTO ?", [copy.to_str().unwrap()]).unwrap();
+        Replica::open(&copy).unwrap()
+    }
+
+    /// What a batch carries, request ids aside (they are random).
+    fn carried(batch: &Batch) -> (i64, u64, String) {
+        (batch.last_id, batch.request.last_seq, serde_json::to_string(&batch.request.changes).unwrap())
+    }
+
+    /// Every batch after another, from the oldest entry.
+    fn all_batches(replica: &Replica, backlog: &mut Backlog, limit: usize) -> Vec<(i64, u64, String)> {
+        let (mut after, mut batches) = (0, Vec::new());
+        while let Some(batch) = read_batch(replica, backlog, after, limit, usize::MAX).unwrap() {
+            after = batch.last_id;
+            batches.push(carried(&batch));
+        }
+        batches
+    }
+
+    /// Stamping batch by batch as they are read (rows written again just
+    /// after their batch, and far later) gives the batches stamping the
+    /// whole backlog first gives: every value goes out with the version of
+    /// the write that made it.
+    #[test]
+    fn batches_stamped_as_they_are_read_carry_what_stamping_everything_first_gives() {
+        let dir = TempDir::new().unwrap();
+        let (replica, app) = replica_of_notes(&dir);
+        app.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500) \
+             INSERT INTO notes SELECT 'note-' || i, 'body', i FROM n; \
+             UPDATE notes SET body = 'later' WHERE n % 100 = 1; \
+             DELETE FROM notes WHERE n % 250 = 0; \
+             INSERT INTO notes SELECT 'note-' || (n + 1), 'back', n + 1 FROM notes WHERE n % 250 = 249; \
+             UPDATE notes SET n = n + 10000 WHERE n < 30;",
+        )
+        .unwrap();
+        let at_once = copy_of(&dir, &app, "copy.db");
+        stamp_all(&at_once).unwrap();
+
+        let expected = all_batches(&at_once, &mut Backlog::default(), 100);
+        assert!(expected.len() >= 15, "{} batches", expected.len());
+        assert_eq!(all_batches(&replica, &mut Backlog::default(), 100), expected);
+    }
+
+    /// A row the app writes after its batch was stamped, before it was
+    /// read, is not read with a version older than its value: the batch is
+    /// stamped and read again, and carries the new write.
+    #[test]
+    fn a_row_written_between_stamping_and_reading_is_stamped_again() {
+        let dir = TempDir::new().unwrap();
+        let (replica, app) = replica_of_notes(&dir);
+        app.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10) \
+             INSERT INTO notes SELECT 'note-' || i, 'body', i FROM n;",
+        )
+        .unwrap();
+        let mut backlog = Backlog::default();
+        let Stamping::Stamped(id) = stamp_for_batch(&replica, &mut backlog, 0, 100, None).unwrap() else {
+            panic!("expected the batch's writes stamped")
+        };
+        app.execute("UPDATE notes SET body = 'meanwhile' WHERE id = 'note-3'", []).unwrap();
+        let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Deferred).unwrap();
+        assert!(build_batch(&replica, &tx, &mut backlog, (0, 100, usize::MAX), id).unwrap().is_none());
+        drop(tx);
+
+        let at_once = copy_of(&dir, &app, "copy.db");
+        stamp_all(&at_once).unwrap();
+        let batch = read_batch(&replica, &mut backlog, 0, 100, usize::MAX).unwrap().unwrap();
+        let expected = next_batch(&at_once, 0, 100, usize::MAX).unwrap().unwrap();
+        assert_eq!(carried(&batch), carried(&expected));
+        assert!(carried(&batch).2.contains("meanwhile"));
+    }
 }

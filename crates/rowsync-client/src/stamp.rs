@@ -11,6 +11,11 @@
 //! transaction, so a write made before a remote change was received is
 //! versioned before the clock observes that change: a stale local edit can
 //! never outrank a newer remote one just because it was pushed later.
+//!
+//! A push batch needs only its own rows' writes stamped (see the client's
+//! `backlog`): a large backlog is stamped batch by batch, while the batch
+//! before is on its way to the server, so stamping goes in id order up to
+//! a given entry ([`stamp_through`]) as well as to the end.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
@@ -48,7 +53,7 @@ const STAMPING_PART: Duration = Duration::from_millis(pace::SLICE_MS * 3 / 4);
 /// Stamps what is pending, in bounded transactions, so that later
 /// transactions only have a little left to do.
 pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
-    while stamp_chunk(replica, STAMP_CHUNK, None)?.1 {}
+    while stamp_chunk(replica, STAMP_CHUNK, None, i64::MAX)?.1 {}
     Ok(())
 }
 
@@ -61,11 +66,16 @@ pub fn stamp_all(replica: &Replica) -> Result<(), ClientError> {
 /// the app waiting for another retry. A caller that waits for the answer
 /// (status, conflicts) stamps without pauses.
 pub fn stamp_all_yielding(replica: &Replica) -> Result<(), ClientError> {
+    stamp_yielding_through(replica, i64::MAX)
+}
+
+/// [`stamp_all_yielding`], up to outbox entry `through`.
+pub(crate) fn stamp_yielding_through(replica: &Replica, through: i64) -> Result<(), ClientError> {
     let mut size = STAMP_CHUNK as u32;
     loop {
         let (chunk, took) = replica.pacer.slice(|| {
             let until = Instant::now() + STAMPING_PART;
-            stamp_chunk(replica, size as usize, Some(until))
+            stamp_chunk(replica, size as usize, Some(until), through)
         });
         let (stamped, more) = chunk?;
         if !more {
@@ -75,16 +85,29 @@ pub fn stamp_all_yielding(replica: &Replica) -> Result<(), ClientError> {
     }
 }
 
-/// Stamps at most `limit` entries in a transaction of their own, stopping
-/// early once the clock passes `until`. Returns how many it stamped and
-/// whether entries are left.
-fn stamp_chunk(replica: &Replica, limit: usize, until: Option<Instant>) -> Result<(usize, bool), ClientError> {
+/// About how many outbox entries are not stamped yet (ids past the
+/// stamping mark; emptied entries among them count too).
+pub(crate) fn unstamped(conn: &Connection) -> Result<i64, ClientError> {
+    let stamped: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
+    let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |r| r.get(0))?;
+    Ok((newest - stamped).max(0))
+}
+
+/// Stamps at most `limit` entries up to entry `through` in a transaction of
+/// their own, stopping early once the clock passes `until`. Returns how many
+/// it stamped and whether entries are left.
+fn stamp_chunk(
+    replica: &Replica,
+    limit: usize,
+    until: Option<Instant>,
+    through: i64,
+) -> Result<(usize, bool), ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     let step = if until.is_some() { STEP } else { limit };
     let mut stamped = 0;
     let more = loop {
         let asked = step.min(limit - stamped);
-        let done = stamp_pending(replica, &tx, asked)?;
+        let done = stamp_pending(replica, &tx, asked, through)?;
         stamped += done;
         if done < asked {
             break false;
@@ -99,21 +122,29 @@ fn stamp_chunk(replica: &Replica, limit: usize, until: Option<Instant>) -> Resul
 
 /// Stamps every unstamped outbox entry on the caller's transaction.
 pub(crate) fn stamp_rest(replica: &Replica, conn: &Connection) -> Result<(), ClientError> {
-    while stamp_pending(replica, conn, STAMP_CHUNK)? > 0 {}
+    stamp_through(replica, conn, i64::MAX)
+}
+
+/// Stamps every unstamped outbox entry up to entry `through` on the
+/// caller's transaction.
+pub(crate) fn stamp_through(replica: &Replica, conn: &Connection, through: i64) -> Result<(), ClientError> {
+    while stamp_pending(replica, conn, STAMP_CHUNK, through)? > 0 {}
     Ok(())
 }
 
-/// Stamps at most `limit` unstamped outbox entries, oldest first, on the
-/// caller's transaction. Returns how many were stamped.
-pub fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize) -> Result<usize, ClientError> {
+/// Stamps at most `limit` unstamped outbox entries up to entry `through`,
+/// oldest first, on the caller's transaction. Returns how many were
+/// stamped.
+fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize, through: i64) -> Result<usize, ClientError> {
     let stamped_id: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
     let offset: i64 = meta_get(conn, key::CLOCK_OFFSET_MS)?.unwrap_or(0);
     let seq_offset: i64 = meta_get(conn, key::SEQ_OFFSET)?.unwrap_or(0);
     let mut clock = load_clock(conn)?;
-    let mut select =
-        conn.prepare_cached("SELECT id, tbl, pk, op, at, cols FROM _rowsync_outbox WHERE id > ? ORDER BY id LIMIT ?")?;
+    let mut select = conn.prepare_cached(
+        "SELECT id, tbl, pk, op, at, cols FROM _rowsync_outbox WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+    )?;
     let entries: Vec<(i64, i64, SqlValue, i64, f64, i64)> = select
-        .query_map(params![stamped_id, limit as i64], |r| {
+        .query_map(params![stamped_id, through, limit as i64], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
         })?
         .collect::<Result<_, _>>()?;
@@ -200,9 +231,9 @@ mod tests {
         let stamped = || -> i64 { meta_get(&replica.conn, key::STAMPED_ID).unwrap().unwrap_or(0) };
         let newest: i64 = app.query_row("SELECT max(id) FROM _rowsync_outbox", [], |r| r.get(0)).unwrap();
 
-        assert_eq!(stamp_chunk(&replica, 2_000, Some(Instant::now())).unwrap(), (STEP, true));
+        assert_eq!(stamp_chunk(&replica, 2_000, Some(Instant::now()), i64::MAX).unwrap(), (STEP, true));
         assert!(stamped() < newest, "a chunk out of time stamped everything");
-        assert_eq!(stamp_chunk(&replica, 2_000, None).unwrap(), (2_000 - STEP, false));
+        assert_eq!(stamp_chunk(&replica, 2_000, None, i64::MAX).unwrap(), (2_000 - STEP, false));
         assert_eq!(stamped(), newest);
     }
 
@@ -226,8 +257,8 @@ mod tests {
         app.execute("VACUUM INTO ?", [copy.to_str().unwrap()]).unwrap();
         let at_once = Replica::open(&copy).unwrap();
 
-        while stamp_chunk(&replica, 10_000, Some(Instant::now())).unwrap().1 {}
-        assert!(!stamp_chunk(&at_once, 10_000, None).unwrap().1, "stamped in one go");
+        while stamp_chunk(&replica, 10_000, Some(Instant::now()), i64::MAX).unwrap().1 {}
+        assert!(!stamp_chunk(&at_once, 10_000, None, i64::MAX).unwrap().1, "stamped in one go");
 
         let stamped = |conn: &Connection| -> Vec<(i64, String, String)> {
             let mut rows =

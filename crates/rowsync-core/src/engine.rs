@@ -123,7 +123,10 @@ pub enum Round {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Take on the server's schema, stamp local writes and check that
-    /// capture saw every write. Answered with [`Done::Prepared`].
+    /// capture saw every write. Answered with [`Done::Prepared`]. (A large
+    /// backlog is stamped as it is pushed instead, and the part of the
+    /// check that needs every write stamped is made once the push finds
+    /// nothing more: its findings come with that push step's answer.)
     Prepare,
     /// Stamp local writes. Answered with [`Done::Stamped`].
     Stamp,
@@ -169,12 +172,16 @@ pub enum Done {
         took_us: u64,
     },
     /// A batch of `changes` changes stored by the server, `acknowledged`
-    /// outbox entries dropped.
+    /// outbox entries dropped; and what the checks that found nothing more
+    /// to push (see [`Step::Prepare`]) mended, for the user to read.
     Pushed {
         changes: u64,
         acknowledged: u64,
+        notes: Vec<String>,
     },
-    NothingToPush,
+    NothingToPush {
+        notes: Vec<String>,
+    },
     SetAside,
     Renewed {
         note: String,
@@ -557,14 +564,18 @@ impl Engine {
                     return self.next(stage, now, actions);
                 }
             }
-            Done::Pushed { changes, acknowledged } => {
+            Done::Pushed { changes, acknowledged, notes } => {
+                running.report.notes.extend(notes);
                 running.report.pushed += changes;
                 running.report.acknowledged += acknowledged;
                 running.report.push_batches += 1;
                 self.progress(actions);
                 return self.next(Stage::Pushing, now, actions);
             }
-            Done::NothingToPush => return self.after(Stage::Pushing, now, actions),
+            Done::NothingToPush { notes } => {
+                running.report.notes.extend(notes);
+                return self.after(Stage::Pushing, now, actions);
+            }
             Done::SetAside => {}
             Done::Renewed { note } => running.report.notes.push(note),
             Done::StartedOver { note } => {

@@ -58,7 +58,7 @@ const PUSH: Step = Step::Push { limit: 10, bytes: 1_000 };
 fn quiet_full_round(engine: &mut Engine, now: u64) -> Vec<Action> {
     engine.handle(now, Event::Done(Done::Prepared { notes: vec![], pending: 0 }));
     engine.handle(now, pulled(5, false));
-    engine.handle(now, Event::Done(Done::NothingToPush));
+    engine.handle(now, Event::Done(Done::NothingToPush { notes: vec![] }));
     engine.handle(now, pulled(5, false))
 }
 
@@ -72,10 +72,10 @@ fn a_full_round_prepares_pulls_until_caught_up_pushes_until_empty_then_pulls() {
     assert_eq!(steps(&engine.handle(0, Event::Done(Done::Prepared { notes, pending: 4 }))), vec![PULL]);
     assert_eq!(steps(&engine.handle(0, pulled(10, true))), vec![PULL]);
     assert_eq!(steps(&engine.handle(0, pulled(20, false))), vec![PUSH]);
-    let actions = engine.handle(0, Event::Done(Done::Pushed { changes: 3, acknowledged: 3 }));
+    let actions = engine.handle(0, Event::Done(Done::Pushed { changes: 3, acknowledged: 3, notes: vec![] }));
     assert_eq!(steps(&actions), vec![PUSH]);
     assert_eq!(last_state(&actions), Some(State::Syncing { done: 9, remaining: 1 }));
-    assert_eq!(steps(&engine.handle(0, Event::Done(Done::NothingToPush))), vec![PULL]);
+    assert_eq!(steps(&engine.handle(0, Event::Done(Done::NothingToPush { notes: vec![] }))), vec![PULL]);
     let actions = engine.handle(0, pulled(21, false));
     let report = Report {
         pulled: 9,
@@ -101,8 +101,8 @@ fn a_refused_change_is_set_aside_with_its_reason_and_the_rest_is_pushed() {
     let actions = engine.handle(0, refused(ErrorCode::InvalidValue, Some(1), 2));
     assert_eq!(steps(&actions), vec![Step::SetAside { change: 1, reason: "InvalidValue".into() }]);
     assert_eq!(steps(&engine.handle(0, Event::Done(Done::SetAside))), vec![PUSH]);
-    engine.handle(0, Event::Done(Done::Pushed { changes: 1, acknowledged: 1 }));
-    engine.handle(0, Event::Done(Done::NothingToPush));
+    engine.handle(0, Event::Done(Done::Pushed { changes: 1, acknowledged: 1, notes: vec![] }));
+    engine.handle(0, Event::Done(Done::NothingToPush { notes: vec![] }));
     let actions = engine.handle(0, pulled(1, false));
     let Some(Action::RoundDone(report)) = actions.first() else { panic!("{actions:?}") };
     assert_eq!((report.rejected, report.rejections.clone()), (1, vec!["InvalidValue".to_string()]));
@@ -147,7 +147,7 @@ fn a_cursor_the_server_no_longer_serves_starts_the_download_over_once() {
     let actions = engine.handle(0, Event::Done(Done::StartedOver { note: "again".into() }));
     assert_eq!(steps(&actions), vec![PULL], "the download starts over, then the writes are pushed");
     assert_eq!(steps(&engine.handle(0, pulled(9, false))), vec![PUSH]);
-    engine.handle(0, Event::Done(Done::NothingToPush));
+    engine.handle(0, Event::Done(Done::NothingToPush { notes: vec![] }));
     let actions = engine.handle(0, refused(ErrorCode::CursorExpired, None, 0));
     assert!(matches!(actions[..], [Action::RoundFailed(_), Action::Stopped]), "only once: {actions:?}");
 }
@@ -280,12 +280,12 @@ fn local_commits_gather_briefly_then_go_out_in_one_round() {
     for _ in 0..5 {
         assert!(engine.handle(16, Event::LocalCommit).is_empty());
     }
-    engine.handle(17, Event::Done(Done::Pushed { changes: 2, acknowledged: 2 }));
-    engine.handle(17, Event::Done(Done::NothingToPush));
+    engine.handle(17, Event::Done(Done::Pushed { changes: 2, acknowledged: 2, notes: vec![] }));
+    engine.handle(17, Event::Done(Done::NothingToPush { notes: vec![] }));
     let actions = engine.handle(18, pulled(6, false));
     assert_eq!(steps(&actions), vec![Step::Stamp], "one more round: {actions:?}");
     engine.handle(18, Event::Done(Done::Stamped { pending: 5 }));
-    engine.handle(18, Event::Done(Done::NothingToPush));
+    engine.handle(18, Event::Done(Done::NothingToPush { notes: vec![] }));
     let actions = engine.handle(18, pulled(6, false));
     assert!(steps(&actions).is_empty(), "and then idle: {actions:?}");
 }
@@ -328,7 +328,7 @@ fn stop_while_a_step_runs_lets_it_finish_and_starts_nothing_more() {
     engine.handle(0, Event::Done(Done::Prepared { notes: vec![], pending: 5 }));
     engine.handle(0, pulled(1, false));
     assert!(engine.handle(1, Event::StopAsked).is_empty(), "the push in flight finishes first");
-    let actions = engine.handle(2, Event::Done(Done::Pushed { changes: 2, acknowledged: 2 }));
+    let actions = engine.handle(2, Event::Done(Done::Pushed { changes: 2, acknowledged: 2, notes: vec![] }));
     assert!(steps(&actions).is_empty(), "{actions:?}");
     assert!(actions.iter().any(|a| matches!(a, Action::RoundDone(r) if r.acknowledged == 2)), "{actions:?}");
     assert_eq!(actions.last(), Some(&Action::Stopped));

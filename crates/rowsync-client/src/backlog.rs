@@ -1,0 +1,131 @@
+//! The backlog: outbox entries not stamped yet, and for each row written
+//! there, its newest entry.
+//!
+//! A push batch carries each row's current values with the versions of the
+//! writes that made them, so before a row is read for a batch every write
+//! to it must be stamped, its later ones included: a value whose write is
+//! not stamped yet would go out under an older write's version. Stamping
+//! the whole backlog before the first batch does that, but then the server
+//! waits for all of it (about a quarter of a large push). With the newest
+//! entry of each row at hand, a batch stamps only as far as its own rows
+//! need, and the rest is stamped while earlier batches are on their way.
+//!
+//! The index is built by one scan of the unstamped entries when a batch
+//! first needs it, and entries written since (the app goes on writing
+//! during a push) are scanned as they come. It is dropped once everything
+//! it scanned is stamped. Rows are told apart by a 64-bit hash of their
+//! table and stored key: two rows sharing one only make a batch stamp
+//! further than it must.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use rowsync_core::capture::OP_SET_ASIDE;
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection};
+
+use crate::bookkeeping::{key, meta_get};
+use crate::error::ClientError;
+
+/// What a push knows of the unstamped outbox; empty until a batch needs it.
+#[derive(Default)]
+pub(crate) struct Backlog(Option<Scanned>);
+
+/// The newest entry of each row written after entry `from`, up to entry
+/// `scanned`.
+struct Scanned {
+    from: i64,
+    scanned: i64,
+    /// By row hash, sorted, from the first scan.
+    first: Vec<(u64, i64)>,
+    /// By row hash, from the entries scanned since.
+    since: HashMap<u64, i64>,
+}
+
+impl Backlog {
+    /// How far the outbox must be stamped before the rows of `entries`
+    /// (table id and stored key; the newest entry is `through`) can be
+    /// read: to the newest entry of any of their rows, and at least to
+    /// `through`.
+    pub(crate) fn must_stamp_through<'a>(
+        &mut self,
+        conn: &Connection,
+        through: i64,
+        rows: impl Iterator<Item = (i64, ValueRef<'a>)>,
+    ) -> Result<i64, ClientError> {
+        let stamped: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
+        let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |r| r.get(0))?;
+        if newest <= through || stamped >= newest {
+            // Stamping through `through` leaves nothing unstamped, or
+            // there is nothing to stamp.
+            self.0 = None;
+            return Ok(through);
+        }
+        // Entries stamped again from further back (never done while a push
+        // runs) or an index whose entries are all stamped: scanned anew.
+        let scanned = match self.0.take() {
+            Some(mut scanned) if scanned.from <= stamped && scanned.scanned > stamped => {
+                scanned.scan_since(conn, newest)?;
+                scanned
+            }
+            _ => Scanned::scan(conn, stamped, newest)?,
+        };
+        let needed = rows.filter_map(|(table, key)| scanned.newest(row_hash(table, key))).fold(through, i64::max);
+        self.0 = Some(scanned);
+        Ok(needed)
+    }
+}
+
+impl Scanned {
+    fn scan(conn: &Connection, from: i64, newest: i64) -> Result<Scanned, ClientError> {
+        let mut first = Vec::new();
+        each_entry(conn, from, newest, |hash, id| first.push((hash, id)))?;
+        // Newest first within a hash, then one per hash.
+        first.sort_unstable_by_key(|&(hash, id)| (hash, std::cmp::Reverse(id)));
+        first.dedup_by_key(|entry| entry.0);
+        first.shrink_to_fit();
+        Ok(Scanned { from, scanned: newest, first, since: HashMap::new() })
+    }
+
+    fn scan_since(&mut self, conn: &Connection, newest: i64) -> Result<(), ClientError> {
+        if newest > self.scanned {
+            let since = &mut self.since;
+            each_entry(conn, self.scanned, newest, |hash, id| {
+                since.insert(hash, id);
+            })?;
+            self.scanned = newest;
+        }
+        Ok(())
+    }
+
+    fn newest(&self, hash: u64) -> Option<i64> {
+        let first = self.first.binary_search_by_key(&hash, |entry| entry.0).ok().map(|at| self.first[at].1);
+        first.max(self.since.get(&hash).copied())
+    }
+}
+
+/// Calls `each` with the row hash and id of every entry after `from` up to
+/// `through`, in id order (set-aside entries are skipped).
+fn each_entry(conn: &Connection, from: i64, through: i64, mut each: impl FnMut(u64, i64)) -> Result<(), ClientError> {
+    let mut select =
+        conn.prepare_cached("SELECT id, tbl, pk FROM _rowsync_outbox WHERE id > ? AND id <= ? AND op != ?")?;
+    let mut entries = select.query(params![from, through, OP_SET_ASIDE])?;
+    while let Some(entry) = entries.next()? {
+        each(row_hash(entry.get(1)?, entry.get_ref(2)?), entry.get(0)?);
+    }
+    Ok(())
+}
+
+/// A row's hash: its table id and stored key, by storage class.
+pub(crate) fn row_hash(table: i64, key: ValueRef) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    table.hash(&mut hasher);
+    match key {
+        ValueRef::Null => 0u8.hash(&mut hasher),
+        ValueRef::Integer(i) => (1u8, i).hash(&mut hasher),
+        ValueRef::Real(r) => (2u8, r.to_bits()).hash(&mut hasher),
+        ValueRef::Text(t) => (3u8, t).hash(&mut hasher),
+        ValueRef::Blob(b) => (4u8, b).hash(&mut hasher),
+    }
+    hasher.finish()
+}
