@@ -18,7 +18,7 @@
 //! further than it must.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rusqlite::types::ValueRef;
@@ -36,10 +36,8 @@ pub(crate) struct Backlog(Option<Scanned>);
 struct Scanned {
     from: i64,
     scanned: i64,
-    /// By row hash, sorted, from the first scan.
-    first: Vec<(u64, i64)>,
-    /// By row hash, from the entries scanned since.
-    since: HashMap<u64, i64>,
+    /// By row hash.
+    newest: HashMap<u64, i64, BuildHasherDefault<RowHashes>>,
 }
 
 impl Backlog {
@@ -62,62 +60,39 @@ impl Backlog {
             return Ok(through);
         }
         // Entries stamped again from further back (never done while a push
-        // runs) or an index whose entries are all stamped: scanned anew.
-        let scanned = match self.0.take() {
-            Some(mut scanned) if scanned.from <= stamped && scanned.scanned > stamped => {
-                scanned.scan_since(conn, newest)?;
-                scanned
-            }
-            _ => Scanned::scan(conn, stamped, newest)?,
+        // runs), or an index whose entries are all stamped: scanned anew.
+        let mut scanned = match self.0.take() {
+            Some(scanned) if scanned.from <= stamped && scanned.scanned > stamped => scanned,
+            _ => Scanned { from: stamped, scanned: stamped, newest: HashMap::default() },
         };
-        let needed = rows.filter_map(|(table, key)| scanned.newest(row_hash(table, key))).fold(through, i64::max);
+        scanned.scan(conn, newest)?;
+        let needed = rows.filter_map(|(table, key)| scanned.newest.get(&row_hash(table, key)).copied());
+        let needed = needed.fold(through, i64::max);
         self.0 = Some(scanned);
         Ok(needed)
     }
 }
 
 impl Scanned {
-    fn scan(conn: &Connection, from: i64, newest: i64) -> Result<Scanned, ClientError> {
-        let mut first = Vec::new();
-        each_entry(conn, from, newest, |hash, id| first.push((hash, id)))?;
-        // Newest first within a hash, then one per hash.
-        first.sort_unstable_by_key(|&(hash, id)| (hash, std::cmp::Reverse(id)));
-        first.dedup_by_key(|entry| entry.0);
-        first.shrink_to_fit();
-        Ok(Scanned { from, scanned: newest, first, since: HashMap::new() })
-    }
-
-    fn scan_since(&mut self, conn: &Connection, newest: i64) -> Result<(), ClientError> {
-        if newest > self.scanned {
-            let since = &mut self.since;
-            each_entry(conn, self.scanned, newest, |hash, id| {
-                since.insert(hash, id);
-            })?;
-            self.scanned = newest;
+    /// Takes in the entries after those scanned, up to entry `newest`.
+    fn scan(&mut self, conn: &Connection, newest: i64) -> Result<(), ClientError> {
+        if newest <= self.scanned {
+            return Ok(());
         }
+        let mut select =
+            conn.prepare_cached("SELECT id, tbl, pk FROM _rowsync_outbox WHERE id > ? AND id <= ? AND op != ?")?;
+        let mut entries = select.query(params![self.scanned, newest, OP_SET_ASIDE])?;
+        // In id order: a row's newest entry comes last.
+        while let Some(entry) = entries.next()? {
+            self.newest.insert(row_hash(entry.get(1)?, entry.get_ref(2)?), entry.get(0)?);
+        }
+        self.scanned = newest;
         Ok(())
     }
-
-    fn newest(&self, hash: u64) -> Option<i64> {
-        let first = self.first.binary_search_by_key(&hash, |entry| entry.0).ok().map(|at| self.first[at].1);
-        first.max(self.since.get(&hash).copied())
-    }
-}
-
-/// Calls `each` with the row hash and id of every entry after `from` up to
-/// `through`, in id order (set-aside entries are skipped).
-fn each_entry(conn: &Connection, from: i64, through: i64, mut each: impl FnMut(u64, i64)) -> Result<(), ClientError> {
-    let mut select =
-        conn.prepare_cached("SELECT id, tbl, pk FROM _rowsync_outbox WHERE id > ? AND id <= ? AND op != ?")?;
-    let mut entries = select.query(params![from, through, OP_SET_ASIDE])?;
-    while let Some(entry) = entries.next()? {
-        each(row_hash(entry.get(1)?, entry.get_ref(2)?), entry.get(0)?);
-    }
-    Ok(())
 }
 
 /// A row's hash: its table id and stored key, by storage class.
-pub(crate) fn row_hash(table: i64, key: ValueRef) -> u64 {
+fn row_hash(table: i64, key: ValueRef) -> u64 {
     let mut hasher = DefaultHasher::new();
     table.hash(&mut hasher);
     match key {
@@ -128,4 +103,24 @@ pub(crate) fn row_hash(table: i64, key: ValueRef) -> u64 {
         ValueRef::Blob(b) => (4u8, b).hash(&mut hasher),
     }
     hasher.finish()
+}
+
+/// The map's hasher: its keys are row hashes already.
+#[derive(Default)]
+struct RowHashes(u64);
+
+impl Hasher for RowHashes {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
 }
