@@ -51,13 +51,41 @@ impl Backlog {
         through: i64,
         rows: impl Iterator<Item = (i64, ValueRef<'a>)>,
     ) -> Result<i64, ClientError> {
+        self.refresh(conn, through)?;
+        let Some(scanned) = &self.0 else { return Ok(through) };
+        Ok(rows.filter_map(|(table, key)| scanned.newest.get(&row_hash(table, key)).copied()).fold(through, i64::max))
+    }
+
+    /// Whether every write to the rows of stamped entries (the newest
+    /// `through`) is still stamped, after [`Backlog::must_stamp_through`]
+    /// was asked about them and they were stamped: the app may have written
+    /// one since.
+    pub(crate) fn still_stamped<'a>(
+        &mut self,
+        conn: &Connection,
+        through: i64,
+        rows: impl Iterator<Item = (i64, ValueRef<'a>)>,
+    ) -> Result<bool, ClientError> {
+        let stamped: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
+        match (self.refresh(conn, through)?, &self.0) {
+            (Some(true), Some(scanned)) => Ok(rows
+                .filter_map(|(table, key)| scanned.newest.get(&row_hash(table, key)))
+                .all(|&newest| newest <= stamped)),
+            // Nothing written since: the rows were stamped as far as they
+            // needed.
+            _ => Ok(true),
+        }
+    }
+
+    /// Brings the index up to date: `None` when stamping through entry
+    /// `through` would leave nothing unstamped (the index is dropped),
+    /// otherwise whether it took in entries it did not hold.
+    fn refresh(&mut self, conn: &Connection, through: i64) -> Result<Option<bool>, ClientError> {
         let stamped: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
         let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |r| r.get(0))?;
-        if newest <= through || stamped >= newest {
-            // Stamping through `through` leaves nothing unstamped, or
-            // there is nothing to stamp.
+        if newest <= through.max(stamped) {
             self.0 = None;
-            return Ok(through);
+            return Ok(None);
         }
         // Entries stamped again from further back (never done while a push
         // runs), or an index whose entries are all stamped: scanned anew.
@@ -65,19 +93,18 @@ impl Backlog {
             Some(scanned) if scanned.from <= stamped && scanned.scanned > stamped => scanned,
             _ => Scanned { from: stamped, scanned: stamped, newest: HashMap::default() },
         };
-        scanned.scan(conn, newest)?;
-        let needed = rows.filter_map(|(table, key)| scanned.newest.get(&row_hash(table, key)).copied());
-        let needed = needed.fold(through, i64::max);
+        let took = scanned.scan(conn, newest)?;
         self.0 = Some(scanned);
-        Ok(needed)
+        Ok(Some(took))
     }
 }
 
 impl Scanned {
-    /// Takes in the entries after those scanned, up to entry `newest`.
-    fn scan(&mut self, conn: &Connection, newest: i64) -> Result<(), ClientError> {
+    /// Takes in the entries after those scanned, up to entry `newest`;
+    /// returns whether there were any.
+    fn scan(&mut self, conn: &Connection, newest: i64) -> Result<bool, ClientError> {
         if newest <= self.scanned {
-            return Ok(());
+            return Ok(false);
         }
         let mut select =
             conn.prepare_cached("SELECT id, tbl, pk FROM _rowsync_outbox WHERE id > ? AND id <= ? AND op != ?")?;
@@ -87,7 +114,7 @@ impl Scanned {
             self.newest.insert(row_hash(entry.get(1)?, entry.get_ref(2)?), entry.get(0)?);
         }
         self.scanned = newest;
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -189,7 +189,7 @@ fn build_batch(
     let entries = entries_after(conn, after, stamped, max_entries)?;
     let Some(&(through, ..)) = entries.last() else { return Ok(None) };
     let rows = entries.iter().map(|(_, table_id, stored_key)| (*table_id, ValueRef::from(stored_key)));
-    if backlog.must_stamp_through(conn, through, rows)? > stamped {
+    if !backlog.still_stamped(conn, through, rows)? {
         return Ok(None);
     }
 
