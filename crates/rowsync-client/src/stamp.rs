@@ -29,7 +29,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use crate::bookkeeping::{
-    close_conflicts, key, load_clock, load_clocks, meta_get, meta_set, save_clock, save_clocks, save_live_rows,
+    close_conflicts, key, load_clock, meta_get, meta_set, read_clocks, save_clock, save_clocks, save_live_rows,
 };
 use crate::error::ClientError;
 use crate::replica::Replica;
@@ -140,38 +140,47 @@ fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize, through: i6
     let offset: i64 = meta_get(conn, key::CLOCK_OFFSET_MS)?.unwrap_or(0);
     let seq_offset: i64 = meta_get(conn, key::SEQ_OFFSET)?.unwrap_or(0);
     let mut clock = load_clock(conn)?;
+    // Each entry comes with its row's clocks as stored (read for the row's
+    // first entry here; its later ones see the clocks as updated here).
     let mut select = conn.prepare_cached(
-        "SELECT id, tbl, pk, op, at, cols FROM _rowsync_outbox WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+        "SELECT o.id, o.tbl, o.pk, o.op, o.at, o.cols, r.clocks FROM _rowsync_outbox o \
+         LEFT JOIN _rowsync_rows r ON r.tbl = o.tbl AND r.pk = o.pk \
+         WHERE o.id > ? AND o.id <= ? ORDER BY o.id LIMIT ?",
     )?;
-    let entries: Vec<(i64, i64, SqlValue, i64, f64, i64)> = select
-        .query_map(params![stamped_id, through, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    let Some(last_id) = entries.last().map(|e| e.0) else { return Ok(0) };
-
+    let mut entries = select.query(params![stamped_id, through, limit as i64])?;
+    let (mut count, mut last_id) = (0, None);
     let mut touched: HashMap<(i64, String), Touched> = HashMap::new();
-    for (id, table_id, stored_key, op, at, bits) in entries.iter().filter(|e| e.3 != OP_SET_ASIDE) {
+    while let Some(entry) = entries.next()? {
+        let (id, table_id, op): (i64, i64, i64) = (entry.get(0)?, entry.get(1)?, entry.get(3)?);
+        count += 1;
+        last_id = Some(id);
+        if op == OP_SET_ASIDE {
+            continue;
+        }
+        let stored_key: SqlValue = entry.get(2)?;
         let table_index = *replica
             .table_index
-            .get(table_id)
+            .get(&table_id)
             .ok_or_else(|| ClientError::Corrupt(format!("outbox entry {id} names unknown table id {table_id}")))?;
         let table = &replica.schema.tables[table_index];
-        let hlc = clock.tick(julian_to_millis(*at).saturating_add_signed(offset));
-        let Touched { clocks, written, .. } = match touched.entry(key_token(*table_id, stored_key)) {
+        let hlc = clock.tick(julian_to_millis(entry.get(4)?).saturating_add_signed(offset));
+        let Touched { clocks, written, .. } = match touched.entry(key_token(table_id, &stored_key)) {
             Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let clocks = load_clocks(conn, *table_id, stored_key)?.unwrap_or_default();
+            Entry::Vacant(vacant) => {
+                let stored: Option<String> = entry.get(6)?;
+                let clocks = stored.as_deref().map(read_clocks).transpose()?.unwrap_or_default();
                 let was_visible = clocks.is_visible();
-                entry.insert(Touched { key: stored_key.clone(), clocks, written: BTreeSet::new(), was_visible })
+                vacant.insert(Touched { key: stored_key, clocks, written: BTreeSet::new(), was_visible })
             }
         };
         let version = Version { hlc, site: replica.site.clone() };
-        let columns = clocks.record_write(table, *op, *bits, version, seq_offset + id);
+        let columns = clocks.record_write(table, op, entry.get(5)?, version, seq_offset + id);
         if table.conflict == ConflictStrategy::Manual {
             written.extend(columns);
         }
     }
+    drop(entries);
+    let Some(last_id) = last_id else { return Ok(0) };
     let mut live = LiveRows::default();
     for ((table_id, _), Touched { key: stored_key, clocks, written, was_visible }) in &touched {
         live.moved(*table_id, *was_visible, clocks.is_visible());
@@ -186,7 +195,7 @@ fn stamp_pending(replica: &Replica, conn: &Connection, limit: usize, through: i6
     save_live_rows(conn, &live)?;
     save_clock(conn, &clock)?;
     meta_set(conn, key::STAMPED_ID, last_id)?;
-    Ok(entries.len())
+    Ok(count)
 }
 
 /// A row touched by the entries being stamped.
