@@ -80,7 +80,7 @@ impl Backlog {
     /// Brings the index up to date: `None` when stamping through entry
     /// `through` would leave nothing unstamped (the index is dropped),
     /// otherwise whether it took in entries it did not hold.
-    fn refresh(&mut self, conn: &Connection, through: i64) -> Result<Option<bool>, ClientError> {
+    pub(crate) fn refresh(&mut self, conn: &Connection, through: i64) -> Result<Option<bool>, ClientError> {
         let stamped: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
         let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |r| r.get(0))?;
         if newest <= through.max(stamped) {
@@ -109,6 +109,8 @@ impl Scanned {
         let mut select =
             conn.prepare_cached("SELECT id, tbl, pk FROM _rowsync_outbox WHERE id > ? AND id <= ? AND op != ?")?;
         let mut entries = select.query(params![self.scanned, newest, OP_SET_ASIDE])?;
+        // At most one row per entry: sized once rather than grown by doubling.
+        self.newest.reserve(usize::try_from(newest - self.scanned).unwrap_or(0));
         // In id order: a row's newest entry comes last.
         while let Some(entry) = entries.next()? {
             self.newest.insert(row_hash(entry.get(1)?, entry.get_ref(2)?), entry.get(0)?);

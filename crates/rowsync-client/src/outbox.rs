@@ -79,6 +79,12 @@ pub(crate) fn read_batch(
 ) -> Result<Option<Batch>, ClientError> {
     let mut read_now = None;
     loop {
+        // The backlog is scanned without the write lock (the first scan of a
+        // large one takes long); the slice then takes in only what the app
+        // wrote meanwhile.
+        let reading = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Deferred)?;
+        backlog.refresh(&reading, after)?;
+        drop(reading);
         let stamping = replica.pacer.slice(|| stamp_for_batch(replica, backlog, after, max_entries, read_now)).0?;
         match stamping {
             Stamping::Nothing => return Ok(None),
