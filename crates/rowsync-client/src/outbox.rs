@@ -3,9 +3,11 @@
 //!
 //! A batch holds the oldest outbox entries. Entries for the same row fold
 //! into one change carrying the row's current values, each with the version
-//! of the local write that produced it (read in the same transaction as the
-//! stamping of every write to the row, later ones included, so a value and
-//! its version always belong together; see the client's `backlog`).
+//! of the local write that produced it: every write to the batch's rows,
+//! later ones included, is stamped first (see the client's `backlog`), and
+//! values and versions are then read in one snapshot, which is read again
+//! if the app wrote one of the rows in between. So a value and its version
+//! always belong together.
 //! Entries leave the outbox only after the server has answered with an
 //! acknowledgement that covers them.
 
