@@ -26,6 +26,7 @@ use rusqlite::{params, Connection};
 
 use crate::bookkeeping::{key, meta_get};
 use crate::error::ClientError;
+use crate::stamp::stamping_marks;
 
 /// What a push knows of the unstamped outbox; empty until a batch needs it.
 #[derive(Default)]
@@ -81,8 +82,7 @@ impl Backlog {
     /// `through` would leave nothing unstamped (the index is dropped),
     /// otherwise whether it took in entries it did not hold.
     pub(crate) fn refresh(&mut self, conn: &Connection, through: i64) -> Result<Option<bool>, ClientError> {
-        let stamped: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
-        let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |r| r.get(0))?;
+        let (stamped, newest) = stamping_marks(conn)?;
         if newest <= through.max(stamped) {
             self.0 = None;
             return Ok(None);

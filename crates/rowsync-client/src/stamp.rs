@@ -85,11 +85,17 @@ pub(crate) fn stamp_yielding_through(replica: &Replica, through: i64) -> Result<
     }
 }
 
+/// The newest outbox entry stamped, and the newest entry.
+pub(crate) fn stamping_marks(conn: &Connection) -> Result<(i64, i64), ClientError> {
+    let stamped: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
+    let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |r| r.get(0))?;
+    Ok((stamped, newest))
+}
+
 /// About how many outbox entries are not stamped yet (ids past the
 /// stamping mark; emptied entries among them count too).
 pub(crate) fn unstamped(conn: &Connection) -> Result<i64, ClientError> {
-    let stamped: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
-    let newest: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |r| r.get(0))?;
+    let (stamped, newest) = stamping_marks(conn)?;
     Ok((newest - stamped).max(0))
 }
 
