@@ -15,13 +15,14 @@ use std::collections::{HashMap, HashSet};
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::change::encode_change;
+use rowsync_core::clocks::Clocks;
 use rowsync_proto::{ConflictStrategy, PushRequest, PushedChange, RowChange};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use crate::backlog::Backlog;
 use crate::bookkeeping::{
-    key, known_batches, load_clocks, meta_get, meta_set, now_text, save_clocks, set_known_batches,
+    key, known_batches, load_clocks, meta_get, meta_set, now_text, read_clocks, save_clocks, set_known_batches,
 };
 use crate::error::ClientError;
 use crate::replica::Replica;
@@ -194,9 +195,19 @@ fn build_batch(
 ) -> Result<Option<Batch>, ClientError> {
     let stamped: i64 = meta_get(conn, key::STAMPED_ID)?.unwrap_or(0);
     let offset: i64 = meta_get(conn, key::SEQ_OFFSET)?.unwrap_or(0);
-    let entries = entries_after(conn, after, stamped, max_entries)?;
+    // Each entry comes with its row's clocks.
+    let entries: Vec<(i64, i64, SqlValue, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT o.id, o.tbl, o.pk, r.clocks FROM _rowsync_outbox o \
+             LEFT JOIN _rowsync_rows r ON r.tbl = o.tbl AND r.pk = o.pk \
+             WHERE o.id > ? AND o.id <= ? AND o.op != ? ORDER BY o.id LIMIT ?",
+        )?
+        .query_map(params![after, stamped, OP_SET_ASIDE, max_entries as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<Result<_, _>>()?;
     let Some(&(through, ..)) = entries.last() else { return Ok(None) };
-    let rows = entries.iter().map(|(_, table_id, stored_key)| (*table_id, ValueRef::from(stored_key)));
+    let rows = entries.iter().map(|(_, table_id, stored_key, _)| (*table_id, ValueRef::from(stored_key)));
     if !backlog.still_stamped(conn, through, rows)? {
         return Ok(None);
     }
@@ -209,13 +220,14 @@ fn build_batch(
     let mut row_of: HashMap<(i64, String), usize> = HashMap::new();
     let mut bytes = 0usize;
     let mut last_id = None;
-    for (id, table_id, stored_key) in &entries {
+    for (id, table_id, stored_key, clocks) in &entries {
         let seq = (offset + id) as u64;
         let token = key_token(*table_id, stored_key);
         if let Some(&row) = row_of.get(&token) {
             changes[row].seq = seq;
         } else {
-            let (change, holds) = read_change(replica, conn, *table_id, stored_key)?;
+            let clocks = clocks.as_deref().map(read_clocks).transpose()?.unwrap_or_default();
+            let (change, holds) = read_change(replica, conn, *table_id, stored_key, clocks)?;
             let size = change.wire_size();
             if !changes.is_empty() && bytes.saturating_add(size) > max_bytes {
                 break;
@@ -256,6 +268,7 @@ fn read_change(
     tx: &Connection,
     table_id: i64,
     stored_key: &SqlValue,
+    clocks: Clocks,
 ) -> Result<(RowChange, bool), ClientError> {
     let index = *replica
         .table_index
@@ -263,7 +276,6 @@ fn read_change(
         .ok_or_else(|| ClientError::Corrupt(format!("outbox names unknown table id {table_id}")))?;
     let table = &replica.schema.tables[index];
     let key = key_values(table, stored_key)?;
-    let clocks = load_clocks(tx, table_id, stored_key)?.unwrap_or_default();
     let mut state = clocks.to_state(table.columns.len());
     match replica.read_row(tx, index, &key)? {
         Some(values) => {
