@@ -11,12 +11,13 @@
 //! Entries leave the outbox only after the server has answered with an
 //! acknowledgement that covers them.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet};
 
 use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::change::encode_change;
 use rowsync_core::clocks::Clocks;
-use rowsync_proto::{ConflictStrategy, PushRequest, PushedChange, RowChange};
+use rowsync_proto::{ConflictStrategy, PushRequest, PushedChange, RowChange, Table, Value};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
@@ -214,20 +215,39 @@ fn build_batch(
 
     // Entries come in id order: a row's change is built at its oldest entry
     // (with the row's current values), and carries the seq of its newest.
+    // The rows are read first, many to a statement.
+    let mut row_of: HashMap<(i64, String), usize> = HashMap::new();
+    let mut listed: Vec<(usize, Vec<Value>)> = Vec::new();
+    let mut entry_rows = Vec::with_capacity(entries.len());
+    for (id, table_id, stored_key, _) in &entries {
+        let row = match row_of.entry(key_token(*table_id, stored_key)) {
+            MapEntry::Occupied(row) => *row.get(),
+            MapEntry::Vacant(row) => {
+                let index = *replica.table_index.get(table_id).ok_or_else(|| {
+                    ClientError::Corrupt(format!("outbox entry {id} names unknown table id {table_id}"))
+                })?;
+                listed.push((index, key_values(&replica.schema.tables[index], stored_key)?));
+                *row.insert(listed.len() - 1)
+            }
+        };
+        entry_rows.push(row);
+    }
+    let mut values = read_listed(replica, conn, &listed)?;
+
     let mut changes: Vec<PushedChange> = Vec::new();
     let mut rows: Vec<(i64, SqlValue)> = Vec::new();
     let mut held = Vec::new();
-    let mut row_of: HashMap<(i64, String), usize> = HashMap::new();
+    let mut change_of: Vec<Option<usize>> = vec![None; listed.len()];
     let mut bytes = 0usize;
     let mut last_id = None;
-    for (id, table_id, stored_key, clocks) in &entries {
+    for ((id, table_id, stored_key, clocks), row) in entries.iter().zip(entry_rows) {
         let seq = (offset + id) as u64;
-        let token = key_token(*table_id, stored_key);
-        if let Some(&row) = row_of.get(&token) {
-            changes[row].seq = seq;
+        if let Some(change) = change_of[row] {
+            changes[change].seq = seq;
         } else {
             let clocks = clocks.as_deref().map(read_clocks).transpose()?.unwrap_or_default();
-            let (change, holds) = read_change(replica, conn, *table_id, stored_key, clocks)?;
+            let (index, key) = (listed[row].0, std::mem::take(&mut listed[row].1));
+            let (change, holds) = row_change(&replica.schema.tables[index], key, clocks, values[row].take());
             let size = change.wire_size();
             if !changes.is_empty() && bytes.saturating_add(size) > max_bytes {
                 break;
@@ -236,7 +256,7 @@ fn build_batch(
             if holds {
                 held.push(changes.len());
             }
-            row_of.insert(token, changes.len());
+            change_of[row] = Some(changes.len());
             changes.push(PushedChange { seq, row: change });
             rows.push((*table_id, stored_key.clone()));
         }
@@ -260,24 +280,34 @@ impl Batch {
     }
 }
 
-/// The change to push for one row: its current values, each with the
-/// version of the local write that produced it; and whether the row holds
-/// writes displaced before they could be pushed.
-fn read_change(
+/// The current values of the `listed` rows (schema table index and key),
+/// in their order (`None`: gone from the table), read table by table.
+fn read_listed(
     replica: &Replica,
-    tx: &Connection,
-    table_id: i64,
-    stored_key: &SqlValue,
-    clocks: Clocks,
-) -> Result<(RowChange, bool), ClientError> {
-    let index = *replica
-        .table_index
-        .get(&table_id)
-        .ok_or_else(|| ClientError::Corrupt(format!("outbox names unknown table id {table_id}")))?;
-    let table = &replica.schema.tables[index];
-    let key = key_values(table, stored_key)?;
+    conn: &Connection,
+    listed: &[(usize, Vec<Value>)],
+) -> Result<Vec<Option<Vec<Value>>>, ClientError> {
+    let mut values = vec![None; listed.len()];
+    for table in 0..replica.schema.tables.len() {
+        let places: Vec<usize> = (0..listed.len()).filter(|&n| listed[n].0 == table).collect();
+        if places.is_empty() {
+            continue;
+        }
+        let keys: Vec<&[Value]> = places.iter().map(|&n| listed[n].1.as_slice()).collect();
+        for (place, row) in places.into_iter().zip(replica.read_rows(conn, table, &keys)?) {
+            values[place] = row;
+        }
+    }
+    Ok(values)
+}
+
+/// The change to push for one row of `table` under `key`, from its clocks
+/// and its current values (`None`: gone from the table): each value with
+/// the version of the local write that produced it; and whether the row
+/// holds writes displaced before they could be pushed.
+fn row_change(table: &Table, key: Vec<Value>, clocks: Clocks, row: Option<Vec<Value>>) -> (RowChange, bool) {
     let mut state = clocks.to_state(table.columns.len());
-    match replica.read_row(tx, index, &key)? {
+    match row {
         Some(values) => {
             // A row with no cell versions at all (rowsync believed it
             // deleted) is written whole. Otherwise a cell without a version
@@ -308,7 +338,7 @@ fn read_change(
         }
         state.bases = clocks.pending.iter().map(|(&index, pending)| (index, pending.base.clone())).collect();
     }
-    Ok((encode_change(table, key, &state), !clocks.held.is_empty()))
+    (encode_change(table, key, &state), !clocks.held.is_empty())
 }
 
 /// Drops the entries of `batch` that the server acknowledged.

@@ -9,9 +9,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use rowsync_core::capture::{key_expression, TriggerForm, METADATA_SQL, MIGRATE_TABLES, OP_INSERT};
-use rowsync_core::ddl::{add_column, create_table, delete_row, select_row, sqlite_declared_type, upsert_row, Dialect};
+use rowsync_core::ddl::{
+    add_column, create_table, delete_row, select_row, select_rows_by_key, sqlite_declared_type, upsert_row, Dialect,
+};
 use rowsync_core::Addition;
 use rowsync_proto::{ConflictStrategy, Schema, SiteId};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::bookkeeping::{key, meta_get, meta_set, now_text};
@@ -50,11 +53,16 @@ pub struct Replica {
 /// The statements on one row of a synced table (parameters as in `ddl`).
 pub(crate) struct RowSql {
     pub select: String,
+    /// Up to [`ROWS_PER_READ`] rows by key (see [`Replica::read_rows`]).
+    pub select_many: String,
     pub upsert: String,
     pub delete: String,
     /// Staging pulled rows (see the `stage` module).
     pub stage: StageSql,
 }
+
+/// Rows read by key in one statement (see [`Replica::read_rows`]).
+const ROWS_PER_READ: usize = 100;
 
 /// The replica file format this version writes. Files of earlier formats
 /// (0: made before formats were numbered) are brought up to it in place
@@ -214,6 +222,7 @@ impl Replica {
             .zip(&table_ids)
             .map(|(t, &id)| RowSql {
                 select: select_row(t, Dialect::Sqlite),
+                select_many: select_rows_by_key(t, ROWS_PER_READ),
                 upsert: upsert_row(t, Dialect::Sqlite),
                 delete: delete_row(t, Dialect::Sqlite),
                 stage: StageSql::new(t, id),
@@ -245,6 +254,39 @@ impl Replica {
 
     /// The current values of one row of schema table `table` (`None` when
     /// it does not exist here), read on `conn`.
+    /// The rows of table `table` under `keys`, in their order (`None`: no
+    /// such row), read [`ROWS_PER_READ`] at a time: one statement instead
+    /// of one per row.
+    pub(crate) fn read_rows(
+        &self,
+        conn: &Connection,
+        table: usize,
+        keys: &[&[rowsync_proto::Value]],
+    ) -> Result<Vec<Option<Vec<rowsync_proto::Value>>>, ClientError> {
+        let width = self.schema.tables[table].columns.len();
+        let key_width = self.schema.tables[table].primary_key.len();
+        let mut rows = vec![None; keys.len()];
+        let mut statement = conn.prepare_cached(&self.row_sql[table].select_many)?;
+        for (chunk, listed) in keys.chunks(ROWS_PER_READ).enumerate() {
+            let mut params = Vec::with_capacity(ROWS_PER_READ * (1 + key_width));
+            for (n, key) in listed.iter().enumerate() {
+                params.push(ToSqlOutput::Owned(SqlValue::Integer((chunk * ROWS_PER_READ + n) as i64)));
+                params.extend(key.iter().map(crate::values::bind));
+            }
+            params.resize_with(ROWS_PER_READ * (1 + key_width), || ToSqlOutput::Owned(SqlValue::Null));
+            let mut found = statement.query(rusqlite::params_from_iter(params))?;
+            while let Some(row) = found.next()? {
+                let place: usize = row.get::<_, i64>(0)?.try_into().unwrap_or(usize::MAX);
+                let values =
+                    (1..=width).map(|i| row.get_ref(i).map(crate::values::from_sql)).collect::<Result<_, _>>()?;
+                if let Some(slot) = rows.get_mut(place) {
+                    *slot = Some(values);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
     pub(crate) fn read_row(
         &self,
         conn: &Connection,
@@ -527,4 +569,47 @@ pub(crate) fn table_problems(
         ));
     }
     Ok(Some(problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use rowsync_core::schema::parse_schema;
+    use rowsync_proto::Value;
+
+    use super::*;
+
+    /// Rows read many to a statement are the rows read one by one: over
+    /// several statements' worth, composite keys of text and integers,
+    /// blob keys, keys of rows that are not there and keys with NULL.
+    #[test]
+    fn rows_read_many_at_once_are_the_rows_read_one_by_one() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("replica.db");
+        let schema = parse_schema(
+            "CREATE TABLE m (a TEXT, b INTEGER, note TEXT, PRIMARY KEY (a, b)); \
+             CREATE TABLE f (k BLOB PRIMARY KEY, note TEXT);",
+        )
+        .unwrap();
+        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
+        replica
+            .conn
+            .execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 250) \
+                 INSERT INTO m SELECT 'k' || (i % 7), i, 'note ' || i FROM n; \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 250) \
+                 INSERT INTO f SELECT unhex(printf('%04x', i)), 'note ' || i FROM n;",
+            )
+            .unwrap();
+        let composite = |i: i64| vec![Value::Text(format!("k{}", i % 7)), Value::Integer(i)];
+        let blob = |i: i64| vec![Value::Blob(vec![(i >> 8) as u8, i as u8])];
+        for (table, key) in [(0, &composite as &dyn Fn(i64) -> Vec<Value>), (1, &blob)] {
+            let mut keys: Vec<Vec<Value>> = (1..=260).rev().map(key).collect();
+            keys.push(vec![Value::Null; keys[0].len()]);
+            let listed: Vec<&[Value]> = keys.iter().map(Vec::as_slice).collect();
+            let at_once = replica.read_rows(&replica.conn, table, &listed).unwrap();
+            let one_by_one: Vec<_> = keys.iter().map(|k| replica.read_row(&replica.conn, table, k).unwrap()).collect();
+            assert_eq!(at_once.iter().filter(|row| row.is_some()).count(), 250);
+            assert_eq!(at_once, one_by_one);
+        }
+    }
 }

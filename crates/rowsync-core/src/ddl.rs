@@ -223,6 +223,34 @@ pub fn select_row(table: &Table, dialect: Dialect) -> String {
     )
 }
 
+/// Reads up to `rows` rows by key in one statement (SQLite). Parameters, row
+/// after row: the row's place in the caller's list, then its key values in
+/// key order (a place bound to NULL, with NULL keys, finds nothing). Each
+/// row found comes back as its place, then its columns in table order.
+pub fn select_rows_by_key(table: &Table, rows: usize) -> String {
+    let quote = |name: &str| Dialect::Sqlite.quote(name);
+    let width = 1 + table.primary_key.len();
+    let tuple = format!("({})", vec!["?"; width].join(", "));
+    let keys: Vec<String> = (0..table.primary_key.len()).map(|n| format!("k{n}")).collect();
+    let on: Vec<String> = table
+        .primary_key
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| format!("t.{} = k.k{n}", quote(&table.columns[i].name)))
+        .collect();
+    let columns: Vec<String> = table.columns.iter().map(|c| format!("t.{}", quote(&c.name))).collect();
+    // The listed keys lead (CROSS JOIN keeps SQLite's join order): one
+    // index lookup in the table per key.
+    format!(
+        "WITH k(place, {}) AS (VALUES {}) SELECT k.place, {} FROM k CROSS JOIN {} AS t ON {}",
+        keys.join(", "),
+        vec![tuple; rows].join(", "),
+        columns.join(", "),
+        quote(&table.name),
+        on.join(" AND ")
+    )
+}
+
 /// The portable type a SQLite declared type stands for, by the same names the
 /// schema file accepts. Used to compare a replica's existing table with the
 /// server's schema.
