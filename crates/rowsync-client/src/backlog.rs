@@ -11,8 +11,10 @@
 //! need, and the rest is stamped while earlier batches are on their way.
 //!
 //! The index is built by one scan of the unstamped entries when a batch
-//! first needs it, and entries written since (the app goes on writing
-//! during a push) are scanned as they come. It is dropped once everything
+//! first needs it (in a read transaction: a million entries take a few
+//! hundred milliseconds, too long to hold the write lock), and entries
+//! written since (the app goes on writing during a push) are scanned as
+//! they come. It is dropped once everything
 //! it scanned is stamped. Rows are told apart by a 64-bit hash of their
 //! table and stored key: two rows sharing one only make a batch stamp
 //! further than it must.
@@ -42,9 +44,9 @@ struct Scanned {
 }
 
 impl Backlog {
-    /// How far the outbox must be stamped before the rows of `entries`
-    /// (table id and stored key; the newest entry is `through`) can be
-    /// read: to the newest entry of any of their rows, and at least to
+    /// How far the outbox must be stamped before `rows` (table id and
+    /// stored key of a batch's entries, the newest of them `through`) can
+    /// be read: to the newest entry of any of them, and at least to
     /// `through`.
     pub(crate) fn must_stamp_through<'a>(
         &mut self,
