@@ -51,7 +51,7 @@ use crate::values::{key_token, stored_key};
 /// rowsync believes it holds: the belief is complete only once every write
 /// is stamped, which a large backlog is only as it is pushed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Counts {
+pub(crate) enum RowCounts {
     /// Stamp what is left and compare.
     Compare,
     /// Leave the counts for a later check (the columns and triggers are
@@ -61,7 +61,7 @@ pub(crate) enum Counts {
 
 /// Checks capture on every synced table, repairs what can be repaired here,
 /// and returns what it found, for the user to read.
-pub(crate) fn check_capture(replica: &Replica, counts: Counts) -> Result<Vec<String>, ClientError> {
+pub(crate) fn check_capture(replica: &Replica, counts: RowCounts) -> Result<Vec<String>, ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     // Every recorded write gets its version first, so that rowsync's view
     // of which rows exist is complete (where the counts are compared, or a
@@ -74,7 +74,7 @@ pub(crate) fn check_capture(replica: &Replica, counts: Counts) -> Result<Vec<Str
         }
         Ok(())
     };
-    if counts == Counts::Compare {
+    if counts == RowCounts::Compare {
         stamp_all_once(&tx)?;
     }
     let mut notes = Vec::new();
@@ -114,7 +114,7 @@ pub(crate) fn check_capture(replica: &Replica, counts: Counts) -> Result<Vec<Str
             ));
             continue;
         }
-        if counts == Counts::Later {
+        if counts == RowCounts::Later {
             continue;
         }
         let believed: Option<i64> =

@@ -14,10 +14,10 @@
 //! first needs it (in a read transaction: a million entries take a few
 //! hundred milliseconds, too long to hold the write lock), and entries
 //! written since (the app goes on writing during a push) are scanned as
-//! they come. It is dropped once everything
-//! it scanned is stamped. Rows are told apart by a 64-bit hash of their
-//! table and stored key: two rows sharing one only make a batch stamp
-//! further than it must.
+//! they come. It is dropped when nothing is left to stamp, and built anew
+//! once everything it holds is stamped. Rows are told apart by a 64-bit
+//! hash of their table and stored key: two rows sharing one only make a
+//! batch stamp further than it must.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
@@ -89,8 +89,9 @@ impl Backlog {
             self.0 = None;
             return Ok(None);
         }
-        // Entries stamped again from further back (never done while a push
-        // runs), or an index whose entries are all stamped: scanned anew.
+        // An index whose entries are all stamped is built anew (so is one
+        // from before a stamping mark that went back, which sync never does
+        // but a file restored from a backup may show).
         let mut scanned = match self.0.take() {
             Some(scanned) if scanned.from <= stamped && scanned.scanned > stamped => scanned,
             _ => Scanned { from: stamped, scanned: stamped, newest: HashMap::default() },

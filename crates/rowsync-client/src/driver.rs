@@ -18,7 +18,7 @@ use rowsync_core::engine::{Done, Event, Failure, Step};
 use rowsync_proto::{PullRequest, SiteId};
 
 use crate::apply::apply_staged;
-use crate::audit::{audit_against_server, check_capture, Counts};
+use crate::audit::{audit_against_server, check_capture, RowCounts};
 use crate::backlog::Backlog;
 use crate::bookkeeping::{key, known_batches, meta_get};
 use crate::error::ClientError;
@@ -44,6 +44,9 @@ pub struct Driver<'a> {
     /// Whether the capture check left the row counts for when the push has
     /// caught up.
     counts_due: bool,
+    /// What a capture check made during the push found, for the next push
+    /// step that succeeds to report.
+    notes: Vec<String>,
     /// Changes per page when comparing tables with the server.
     pull_limit: u32,
     /// The error behind the last failed step, for callers that return it.
@@ -61,6 +64,7 @@ impl<'a> Driver<'a> {
             ahead: None,
             backlog: Backlog::default(),
             counts_due: false,
+            notes: Vec::new(),
             pull_limit,
             last_error: None,
         }
@@ -100,12 +104,12 @@ impl<'a> Driver<'a> {
                 // need not wait for all of it); the row counts are then
                 // compared once the push has caught up.
                 let counts = if unstamped(&replica.conn)? > STAMP_CHUNK as i64 {
-                    Counts::Later
+                    RowCounts::Later
                 } else {
                     stamp_all_yielding(replica)?;
-                    Counts::Compare
+                    RowCounts::Compare
                 };
-                self.counts_due = counts == Counts::Later;
+                self.counts_due = counts == RowCounts::Later;
                 // Capture is checked, not trusted: writes it missed are queued first.
                 let mut notes = check_capture(replica, counts)?;
                 notes.extend(audit_against_server(replica, self.transport, self.pull_limit)?);
@@ -161,14 +165,21 @@ impl<'a> Driver<'a> {
                     Some((batch, l, b)) if (l, b) == (limit, bytes) => Some(batch),
                     _ => read_batch(replica, &mut self.backlog, 0, limit, bytes)?,
                 };
-                let mut notes = Vec::new();
-                if self.batch.is_none() && std::mem::take(&mut self.counts_due) {
-                    // Everything is stamped now: the counts can be
-                    // compared, and what that finds goes out in this sync.
-                    notes = check_capture(replica, Counts::Compare)?;
+                // A row deleted without the triggers seeing it is not sent
+                // as a row without values: the counts are compared first
+                // (every write stamped), which queues its delete. So are
+                // they, as usual, once the push has caught up; what they
+                // find goes out in this sync.
+                let unseen_delete = self.batch.as_ref().is_some_and(Batch::holds_an_unseen_delete);
+                if unseen_delete || (self.batch.is_none() && self.counts_due) {
+                    stamp_all_yielding(replica)?;
+                    self.notes.extend(check_capture(replica, RowCounts::Compare)?);
+                    self.counts_due = false;
                     self.batch = read_batch(replica, &mut self.backlog, 0, limit, bytes)?;
                 }
-                let Some(batch) = &self.batch else { return Ok(Done::NothingToPush { notes }) };
+                let Some(batch) = &self.batch else {
+                    return Ok(Done::NothingToPush { notes: std::mem::take(&mut self.notes) });
+                };
                 *sent = batch.request.changes.len();
                 let sending = self.transport.send_push(&batch.request);
                 // While the server works, the next batch is read. It is
@@ -184,7 +195,10 @@ impl<'a> Driver<'a> {
                 let response = sending.answer()?;
                 // A write transaction like the rest: it keeps the app's gap.
                 let acknowledged = replica.pacer.slice(|| acknowledge(replica, batch, response.acked_seq)).0? as u64;
-                self.ahead = next.filter(|next| !next.shares_rows_with(batch)).map(|next| (next, limit, bytes));
+                self.ahead = next
+                    .filter(|next| !next.shares_rows_with(batch) && !next.holds_an_unseen_delete())
+                    .map(|next| (next, limit, bytes));
+                let notes = std::mem::take(&mut self.notes);
                 Done::Pushed { changes: batch.request.changes.len() as u64, acknowledged, notes }
             }
             Step::SetAside { change, reason } => {

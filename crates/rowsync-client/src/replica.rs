@@ -252,8 +252,6 @@ impl Replica {
         self.load_schema()
     }
 
-    /// The current values of one row of schema table `table` (`None` when
-    /// it does not exist here), read on `conn`.
     /// The rows of table `table` under `keys`, in their order (`None`: no
     /// such row), read [`ROWS_PER_READ`] at a time: one statement instead
     /// of one per row.
@@ -267,6 +265,9 @@ impl Replica {
         let key_width = self.schema.tables[table].primary_key.len();
         let mut rows = vec![None; keys.len()];
         let mut statement = conn.prepare_cached(&self.row_sql[table].select_many)?;
+        if let Some(key) = keys.iter().find(|key| key.len() != key_width) {
+            return Err(ClientError::Corrupt(format!("a key of {} values for a key of {key_width}", key.len())));
+        }
         for (chunk, listed) in keys.chunks(ROWS_PER_READ).enumerate() {
             let mut params = Vec::with_capacity(ROWS_PER_READ * (1 + key_width));
             for (n, key) in listed.iter().enumerate() {
@@ -287,6 +288,8 @@ impl Replica {
         Ok(rows)
     }
 
+    /// The current values of one row of schema table `table` (`None` when
+    /// it does not exist here), read on `conn`.
     pub(crate) fn read_row(
         &self,
         conn: &Connection,
@@ -580,14 +583,16 @@ mod tests {
 
     /// Rows read many to a statement are the rows read one by one: over
     /// several statements' worth, composite keys of text and integers,
-    /// blob keys, keys of rows that are not there and keys with NULL.
+    /// blob keys, keys of rows that are not there and keys with NULL, and
+    /// a table named and shaped like the statement's own list of keys.
     #[test]
     fn rows_read_many_at_once_are_the_rows_read_one_by_one() {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join("replica.db");
         let schema = parse_schema(
             "CREATE TABLE m (a TEXT, b INTEGER, note TEXT, PRIMARY KEY (a, b)); \
-             CREATE TABLE f (k BLOB PRIMARY KEY, note TEXT);",
+             CREATE TABLE f (k BLOB PRIMARY KEY, note TEXT); \
+             CREATE TABLE k (place INTEGER PRIMARY KEY, k0 INTEGER);",
         )
         .unwrap();
         let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
@@ -597,12 +602,15 @@ mod tests {
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 250) \
                  INSERT INTO m SELECT 'k' || (i % 7), i, 'note ' || i FROM n; \
                  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 250) \
-                 INSERT INTO f SELECT unhex(printf('%04x', i)), 'note ' || i FROM n;",
+                 INSERT INTO f SELECT unhex(printf('%04x', i)), 'note ' || i FROM n; \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 250) \
+                 INSERT INTO k SELECT i, i * 2 FROM n;",
             )
             .unwrap();
         let composite = |i: i64| vec![Value::Text(format!("k{}", i % 7)), Value::Integer(i)];
         let blob = |i: i64| vec![Value::Blob(vec![(i >> 8) as u8, i as u8])];
-        for (table, key) in [(0, &composite as &dyn Fn(i64) -> Vec<Value>), (1, &blob)] {
+        let integer = |i: i64| vec![Value::Integer(i)];
+        for (table, key) in [(0, &composite as &dyn Fn(i64) -> Vec<Value>), (1, &blob), (2, &integer)] {
             let mut keys: Vec<Vec<Value>> = (1..=260).rev().map(key).collect();
             keys.push(vec![Value::Null; keys[0].len()]);
             let listed: Vec<&[Value]> = keys.iter().map(Vec::as_slice).collect();

@@ -236,13 +236,15 @@ pub fn select_rows_by_key(table: &Table, rows: usize) -> String {
         .primary_key
         .iter()
         .enumerate()
-        .map(|(n, &i)| format!("t.{} = k.k{n}", quote(&table.columns[i].name)))
+        .map(|(n, &i)| format!("t.{} = _rowsync_keys.k{n}", quote(&table.columns[i].name)))
         .collect();
     let columns: Vec<String> = table.columns.iter().map(|c| format!("t.{}", quote(&c.name))).collect();
     // The listed keys lead (CROSS JOIN keeps SQLite's join order): one
-    // index lookup in the table per key.
+    // index lookup in the table per key. Their table's name is one no
+    // synced table may have (a CTE hides a table of the same name).
     format!(
-        "WITH k(place, {}) AS (VALUES {}) SELECT k.place, {} FROM k CROSS JOIN {} AS t ON {}",
+        "WITH _rowsync_keys(place, {}) AS (VALUES {}) \
+         SELECT _rowsync_keys.place, {} FROM _rowsync_keys CROSS JOIN {} AS t ON {}",
         keys.join(", "),
         vec![tuple; rows].join(", "),
         columns.join(", "),
