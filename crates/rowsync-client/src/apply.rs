@@ -60,9 +60,8 @@ pub(crate) fn apply_staged(replica: &Replica, page: &PullResponse, mut staged: S
     let cursor: i64 = meta_get(&tx, key::CURSOR)?.unwrap_or(0);
     let download = Download::of(&tx, cursor as u64)?;
     // A page that brings nothing (the usual answer while the push of a
-    // backlog runs) merges and observes nothing: the writes still to be
-    // stamped can wait for their batches.
-    if !staged.changes.is_empty() || download == Download::Reconciling {
+    // backlog runs): the writes still to be stamped wait for their batches.
+    if download.needs_stamping(staged.changes.len()) {
         stamp_rest(replica, &tx)?;
     }
     let newest_before: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM _rowsync_outbox", [], |row| row.get(0))?;

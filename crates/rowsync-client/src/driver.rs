@@ -146,7 +146,7 @@ impl<'a> Driver<'a> {
                 // Staging takes no lock. The page is then one write
                 // transaction: the app gets the file to itself for a while
                 // before it begins.
-                let merges = !page.changes.is_empty() || download == Download::Reconciling;
+                let merges = download.needs_stamping(page.changes.len());
                 let staged = stage(replica, std::mem::take(&mut page.changes))?;
                 // Local writes get their versions before anything pulled is
                 // merged (a page that brings nothing needs none): a large

@@ -59,6 +59,14 @@ impl Download {
         })
     }
 
+    /// Whether a page of `changes` row states needs every local write
+    /// stamped before it is applied: one that brings nothing merges and
+    /// observes nothing, except at the end of a reconciling download, which
+    /// deletes what the server no longer has.
+    pub(crate) fn needs_stamping(self, changes: usize) -> bool {
+        changes > 0 || self == Download::Reconciling
+    }
+
     /// What pulls say of the download (see [`rowsync_proto::PullRequest::full`]):
     /// for a download from the start, the horizon it began at.
     pub(crate) fn full(self, conn: &Connection) -> Result<Option<u64>, ClientError> {

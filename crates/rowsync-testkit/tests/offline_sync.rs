@@ -408,3 +408,33 @@ fn a_backlog_of_several_stamping_transactions_is_stamped_and_synced_whole() {
     assert_eq!(server.rows("SELECT count(*) FROM contacts"), vec![vec![rowsync_proto::Value::Integer(2_600)]]);
     assert_eq!(device.rows(ALL), server.rows(ALL));
 }
+
+/// Behind a backlog large enough to be stamped as it is pushed, a pulled
+/// page is still applied only once every local write has its version: an
+/// edit made here after the phone's edit of the same cell keeps winning,
+/// though the phone's arrives first (invariant 5; the clock must not
+/// observe the phone's version before the laptop's write is versioned).
+#[test]
+fn a_later_edit_behind_a_large_backlog_outranks_an_earlier_one_pulled_first() {
+    let (_dir, server, laptop, phone) = setup(&TestStore::Sqlite);
+    laptop.exec("INSERT INTO contacts VALUES ('a', 'Ada', NULL, NULL);");
+    laptop.sync().unwrap();
+    phone.sync().unwrap();
+
+    phone.exec("UPDATE contacts SET name = 'from the phone' WHERE id = 'a';");
+    phone.sync().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    laptop.exec("UPDATE contacts SET name = 'from the laptop' WHERE id = 'a';");
+    laptop.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+         INSERT INTO contacts SELECT 'n' || i, 'Name', NULL, NULL FROM n;",
+    );
+    laptop.sync().unwrap();
+    phone.sync().unwrap();
+
+    let name = "SELECT name FROM contacts WHERE id = 'a'";
+    for rows in [server.rows(name), laptop.rows(name), phone.rows(name)] {
+        assert_eq!(rows, vec![vec![text("from the laptop")]]);
+    }
+    assert_converged(&server, &[&laptop, &phone]);
+}
