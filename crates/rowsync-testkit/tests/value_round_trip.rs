@@ -25,6 +25,15 @@ fn samples() -> Vec<(&'static str, Value, Value, Value, Value, Value)> {
         ("neg", Integer(-1), Real(-1.7976931348623157e308), Text("'quote\" \\ back".into()), Blob(vec![0]), Integer(0)),
         ("Case", Integer(42), Real(0.1 + 0.2), Text("case".into()), Blob(b"x".to_vec()), Integer(1)),
         ("case", Integer(43), Real(5e-324), Text("CASE".into()), Blob(b"y".to_vec()), Integer(0)),
+        // What a line-based bulk format must escape (PostgreSQL copies new rows in).
+        (
+            "ctl",
+            Integer(7),
+            Real(f64::MAX),
+            Text("tab\there\nline\r\n\\.\n\\N\\\\x00 end\\".into()),
+            Blob(b"\\x5c\t\n\r".to_vec()),
+            Integer(1),
+        ),
     ]
 }
 

@@ -77,6 +77,11 @@ pub struct RowWrite {
     pub echo: bool,
     /// The row's owner, in a private table.
     pub owner: Option<String>,
+    /// Whether the server held nothing of the row before (no state, not
+    /// even a delete): a store may then insert it without looking for a
+    /// row under its key (PostgreSQL copies such rows in, see
+    /// `store::postgres`).
+    pub fresh: bool,
 }
 
 /// An insert that met another row under its key: a visible row with other
@@ -130,6 +135,7 @@ pub fn plan_writes(
         if stored_row.is_none() && forgotten(horizon, &row.state) {
             return Err(StoreError::Forgotten { change: row.first });
         }
+        let fresh = stored_row.is_none();
         let held = stored_row.as_ref().map(|s| &s.state);
         let collision = held.filter(|held| meets_another_row(table, &row.state, held)).map(|held| Collision {
             table: table.name.clone(),
@@ -167,7 +173,7 @@ pub fn plan_writes(
         let state_json = serde_json::to_string(&encode_change(table, row.key.clone(), &state))
             .map_err(|e| StoreError::Database(e.to_string()))?;
         let owner = owner_column.and(user).map(str::to_string);
-        planned.writes.push(RowWrite { id: row.id, key: row.key, state, state_json, position, echo, owner });
+        planned.writes.push(RowWrite { id: row.id, key: row.key, state, state_json, position, echo, owner, fresh });
     }
     Ok(planned)
 }
@@ -326,7 +332,9 @@ mod tests {
     fn an_insert_over_another_writers_row_is_a_collision_and_a_repeat_is_not() {
         let (first, held) = plan_over(None, whole(1, 10, true, "Anne", "1"));
         assert!(first.collisions.is_empty());
+        assert!(first.writes[0].fresh, "the server held nothing of the row");
         let (planned, kept) = plan_over(Some(&held), whole(2, 20, true, "Ben", "1"));
+        assert!(!planned.writes[0].fresh, "the server held the row");
         assert_eq!(planned.collisions.len(), 1);
         let collision = &planned.collisions[0];
         assert_eq!(collision.held.as_ref().unwrap()[1], Value::Text("Anne".into()));

@@ -11,8 +11,21 @@
 //! into one database are serialized; each push is a whole batch applied
 //! with a handful of multi-row statements, so that serial section is short.
 //! Pulls take no lock at all.
+//!
+//! # Rows new to the server
+//! Most of a large push is rows the server has never held (a device's
+//! offline inserts). Those go in with `COPY`, PostgreSQL's bulk path, which
+//! costs about half of an `INSERT ... ON CONFLICT` of the same rows (for the
+//! bench's rows, 2,000 states: 7 ms against 10; 2,000 rows of the table: 3
+//! against 9). No conflict can meet a new state: every writer of
+//! `rowsync_rows` holds the position lock. A new row of the synced table
+//! can still meet one: written directly while the push ran (the race that
+//! `store::direct` handles), or put there with the capture triggers off (a
+//! restore). The copy then fails on the key; it runs in a savepoint, and
+//! those rows are upserted instead, as every other row is.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,6 +176,8 @@ const SET_OWNERS: &str = "UPDATE rowsync_rows r SET owner = o.owner \
 /// tuples costs PostgreSQL tens of milliseconds just to plan.
 const SELECT_STATES: &str = "SELECT r.tbl, r.pk, r.state, r.owner FROM rowsync_rows r \
      JOIN unnest($1::text[], $2::text[]) AS k(tbl, pk) ON r.tbl = k.tbl AND r.pk = k.pk";
+/// States of rows the server held nothing of (see "Rows new to the server").
+const COPY_STATES: &str = "COPY rowsync_rows (tbl, pk, pos, state, origin, size, owner) FROM STDIN";
 const UPSERT_STATES: &str = "INSERT INTO rowsync_rows (tbl, pk, pos, state, origin, size, owner) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[], $7::text[]) \
      ON CONFLICT (tbl, pk) DO UPDATE SET pos = excluded.pos, state = excluded.state, origin = excluded.origin, \
@@ -200,6 +215,12 @@ fn upsert_rows_unnest(table: &Table) -> String {
         arrays.join(", "),
         key.join(", ")
     )
+}
+
+/// Copies rows in, one field per column of the table.
+fn copy_rows_in(table: &Table) -> String {
+    let columns: Vec<String> = table.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
+    format!("COPY \"{}\" ({}) FROM STDIN", table.name, columns.join(", "))
 }
 
 /// Deletes rows given one array parameter per key column.
@@ -240,19 +261,28 @@ impl ColumnArray {
     }
 
     fn push(&mut self, value: &Value) {
-        match (self, value) {
-            (ColumnArray::Integer(v), Value::Integer(i)) => v.push(Some(*i)),
-            (ColumnArray::Real(v), Value::Real(r)) => v.push(Some(*r)),
-            (ColumnArray::Real(v), Value::Integer(i)) => v.push(Some(*i as f64)),
-            (ColumnArray::Text(v), Value::Text(t)) => v.push(Some(t.clone())),
-            (ColumnArray::Blob(v), Value::Blob(b)) => v.push(Some(b.clone())),
-            (ColumnArray::Boolean(v), Value::Integer(i)) => v.push(Some(*i != 0)),
-            // Values were checked against the column types; anything else is NULL.
+        let ty = self.ty();
+        match (self, Typed::of(ty, value)) {
+            (ColumnArray::Integer(v), Some(Typed::Integer(i))) => v.push(Some(i)),
+            (ColumnArray::Real(v), Some(Typed::Real(r))) => v.push(Some(r)),
+            (ColumnArray::Text(v), Some(Typed::Text(t))) => v.push(Some(t.to_string())),
+            (ColumnArray::Blob(v), Some(Typed::Blob(b))) => v.push(Some(b.to_vec())),
+            (ColumnArray::Boolean(v), Some(Typed::Boolean(b))) => v.push(Some(b)),
             (ColumnArray::Integer(v), _) => v.push(None),
             (ColumnArray::Real(v), _) => v.push(None),
             (ColumnArray::Text(v), _) => v.push(None),
             (ColumnArray::Blob(v), _) => v.push(None),
             (ColumnArray::Boolean(v), _) => v.push(None),
+        }
+    }
+
+    fn ty(&self) -> ColumnType {
+        match self {
+            ColumnArray::Integer(_) => ColumnType::Integer,
+            ColumnArray::Real(_) => ColumnType::Real,
+            ColumnArray::Text(_) => ColumnType::Text,
+            ColumnArray::Blob(_) => ColumnType::Blob,
+            ColumnArray::Boolean(_) => ColumnType::Boolean,
         }
     }
 
@@ -275,6 +305,116 @@ impl ColumnArray {
             ColumnArray::Blob(v) => query.bind(v),
             ColumnArray::Boolean(v) => query.bind(v),
         }
+    }
+}
+
+/// A value as its column's PostgreSQL type takes it (`None`: NULL).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Typed<'a> {
+    Integer(i64),
+    Real(f64),
+    Text(&'a str),
+    Blob(&'a [u8]),
+    Boolean(bool),
+}
+
+impl<'a> Typed<'a> {
+    fn of(ty: ColumnType, value: &'a Value) -> Option<Typed<'a>> {
+        Some(match (ty, value) {
+            (ColumnType::Integer, Value::Integer(i)) => Typed::Integer(*i),
+            (ColumnType::Real, Value::Real(r)) => Typed::Real(*r),
+            (ColumnType::Real, Value::Integer(i)) => Typed::Real(*i as f64),
+            (ColumnType::Text, Value::Text(t)) => Typed::Text(t),
+            (ColumnType::Blob, Value::Blob(b)) => Typed::Blob(b),
+            (ColumnType::Boolean, Value::Integer(i)) => Typed::Boolean(*i != 0),
+            // Values were checked against the column types; anything else is NULL.
+            _ => return None,
+        })
+    }
+}
+
+/// Rows in `COPY`'s text format: a line per row, fields apart by tabs,
+/// `\N` for NULL, and backslash escapes for what would break a line apart.
+#[derive(Default)]
+struct CopyText {
+    data: String,
+    /// Whether the line being written has a field yet.
+    started: bool,
+}
+
+impl CopyText {
+    fn separate(&mut self) {
+        if self.started {
+            self.data.push('\t');
+        }
+        self.started = true;
+    }
+
+    fn null(&mut self) {
+        self.separate();
+        self.data.push_str("\\N");
+    }
+
+    fn text(&mut self, text: &str) {
+        self.separate();
+        self.escaped(text);
+    }
+
+    fn escaped(&mut self, text: &str) {
+        let mut rest = text;
+        while let Some(at) = rest.find(['\\', '\t', '\n', '\r']) {
+            self.data.push_str(&rest[..at]);
+            self.data.push_str(match rest.as_bytes()[at] {
+                b'\\' => "\\\\",
+                b'\t' => "\\t",
+                b'\n' => "\\n",
+                _ => "\\r",
+            });
+            rest = &rest[at + 1..];
+        }
+        self.data.push_str(rest);
+    }
+
+    fn optional_text(&mut self, text: Option<&str>) {
+        match text {
+            Some(text) => self.text(text),
+            None => self.null(),
+        }
+    }
+
+    fn integer(&mut self, value: i64) {
+        self.separate();
+        let _ = write!(self.data, "{value}");
+    }
+
+    fn value(&mut self, ty: ColumnType, value: &Value) {
+        let Some(typed) = Typed::of(ty, value) else { return self.null() };
+        self.separate();
+        match typed {
+            Typed::Integer(i) => {
+                let _ = write!(self.data, "{i}");
+            }
+            // The shortest digits that read back as the same double.
+            Typed::Real(r) if r.is_finite() => {
+                let _ = write!(self.data, "{r:e}");
+            }
+            Typed::Real(r) if r.is_nan() => self.data.push_str("NaN"),
+            Typed::Real(r) => self.data.push_str(if r > 0.0 { "Infinity" } else { "-Infinity" }),
+            Typed::Text(t) => self.escaped(t),
+            // bytea's hex form, its backslash escaped.
+            Typed::Blob(b) => {
+                self.data.push_str("\\\\x");
+                for byte in b {
+                    let _ = write!(self.data, "{byte:02x}");
+                }
+            }
+            Typed::Boolean(b) => self.data.push(if b { 't' } else { 'f' }),
+        }
+    }
+
+    fn end_row(&mut self) {
+        self.data.push('\n');
+        self.started = false;
     }
 }
 
@@ -567,6 +707,46 @@ impl PostgresPush {
     }
 }
 
+impl PostgresPush {
+    /// Runs `COPY ... FROM STDIN` (`sql`) with `rows`.
+    async fn copy_in(&mut self, sql: &str, rows: CopyText) -> Result<(), sqlx::Error> {
+        let mut copy = self.0.copy_in_raw(sql).await?;
+        copy.send(rows.data.into_bytes()).await?;
+        copy.finish().await?;
+        Ok(())
+    }
+
+    /// Copies in rows of `table` the server held nothing of; false (and
+    /// nothing written) when one of them met a row already under its key.
+    async fn copy_new_rows(&mut self, schema: &Schema, table: &Table, rows: &[&RowWrite]) -> Result<bool, StoreError> {
+        let mut copy = CopyText::default();
+        for w in rows {
+            for (column, value) in table.columns.iter().zip(row_values(schema, w)) {
+                copy.value(column.ty, &value);
+            }
+            copy.end_row();
+        }
+        sqlx::query(SAVEPOINT).execute(&mut *self.0).await?;
+        match self.copy_in(&copy_rows_in(table), copy).await {
+            Ok(()) => {
+                sqlx::query(RELEASE_SAVEPOINT).execute(&mut *self.0).await?;
+                Ok(true)
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                sqlx::query(ROLLBACK_TO_SAVEPOINT).execute(&mut *self.0).await?;
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Around the copy of new rows of a synced table, which a row already
+/// under one of their keys makes fail (see "Rows new to the server").
+const SAVEPOINT: &str = "SAVEPOINT rowsync_new_rows";
+const RELEASE_SAVEPOINT: &str = "RELEASE SAVEPOINT rowsync_new_rows";
+const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT rowsync_new_rows";
+
 impl PushTransaction for PostgresPush {
     const SHARED_WRITERS: bool = true;
 
@@ -619,6 +799,25 @@ impl PushTransaction for PostgresPush {
     }
 
     async fn save_states(&mut self, schema: &Schema, site: &SiteId, writes: &[RowWrite]) -> Result<(), StoreError> {
+        let (fresh, held): (Vec<&RowWrite>, Vec<&RowWrite>) = writes.iter().partition(|w| w.fresh);
+        if !fresh.is_empty() {
+            let mut copy = CopyText::default();
+            for w in fresh {
+                copy.text(&schema.tables[w.id.0].name);
+                copy.text(&w.id.1);
+                copy.integer(w.position);
+                copy.text(&w.state_json);
+                copy.optional_text(w.echo.then_some(site.as_str()));
+                copy.integer(w.state_json.len() as i64);
+                copy.optional_text(w.owner.as_deref());
+                copy.end_row();
+            }
+            self.copy_in(COPY_STATES, copy).await?;
+        }
+        if held.is_empty() {
+            return Ok(());
+        }
+        let writes = held;
         sqlx::query(UPSERT_STATES)
             .bind(writes.iter().map(|w| schema.tables[w.id.0].name.as_str()).collect::<Vec<_>>())
             .bind(writes.iter().map(|w| w.id.1.as_str()).collect::<Vec<_>>())
@@ -633,8 +832,15 @@ impl PushTransaction for PostgresPush {
     }
 
     async fn upsert_rows(&mut self, schema: &Schema, table: &Table, rows: &[&RowWrite]) -> Result<(), StoreError> {
+        let (fresh, mut held): (Vec<&RowWrite>, Vec<&RowWrite>) = rows.iter().partition(|w| w.fresh);
+        if !fresh.is_empty() && !self.copy_new_rows(schema, table, &fresh).await? {
+            held.extend(fresh);
+        }
+        if held.is_empty() {
+            return Ok(());
+        }
         let columns = table.columns.iter().map(|c| c.ty);
-        self.execute_arrays(&upsert_rows_unnest(table), columns, rows.iter().map(|w| row_values(schema, w))).await
+        self.execute_arrays(&upsert_rows_unnest(table), columns, held.iter().map(|w| row_values(schema, w))).await
     }
 
     async fn delete_rows(&mut self, table: &Table, rows: &[&RowWrite]) -> Result<(), StoreError> {
