@@ -191,6 +191,31 @@ impl<S: Store> AppState<S> {
             limiter: None,
         }
     }
+
+    /// Applies a push batch (see [`Store::push`]), to its end even when
+    /// the request that brought it is dropped (its client went away): a
+    /// statement cut short can leave its pooled connection out of step
+    /// (sqlx does not recover one cut off in a `COPY`), while a push run to
+    /// its end commits or rolls back whole, and a retry is applied once.
+    pub(crate) async fn push(&self, batch: CheckedBatch) -> Result<Pushed, StoreError> {
+        let (store, schema) = (self.store.clone(), self.schema.clone());
+        to_the_end(async move { store.push(&schema, &batch).await }).await
+    }
+
+    /// Drains the writes made directly in the database (see
+    /// [`Store::drain_direct`]), to its end as [`AppState::push`] is.
+    pub(crate) async fn drain_direct(&self) -> Result<Option<u64>, StoreError> {
+        let (store, schema, now_ms) = (self.store.clone(), self.schema.clone(), self.clock.now_ms());
+        to_the_end(async move { store.drain_direct(&schema, now_ms).await }).await
+    }
+}
+
+/// Runs `work` on a task of its own, so that dropping the caller does not
+/// cut it short.
+async fn to_the_end<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(work).await.map_err(|e| StoreError::Unavailable(format!("a store write stopped: {e}")))?
 }
 
 /// Logs and counts inserts that met another row under their key: the
@@ -586,14 +611,13 @@ async fn push<S: Store>(
         changes: checked,
         now_ms,
     };
-    let Pushed { response, position, collisions } =
-        state.store.push(&state.schema, &batch).await.map_err(|e| match e {
-            StoreError::SiteReused
-            | StoreError::NotOwner { .. }
-            | StoreError::Forgotten { .. }
-            | StoreError::ForeignSite => refused(e.into()),
-            other => other.into(),
-        })?;
+    let Pushed { response, position, collisions } = state.push(batch).await.map_err(|e| match e {
+        StoreError::SiteReused
+        | StoreError::NotOwner { .. }
+        | StoreError::Forgotten { .. }
+        | StoreError::ForeignSite => refused(e.into()),
+        other => other.into(),
+    })?;
     report_collisions(&state, &collisions);
     state.commits.committed(position);
     state.metrics.pushes.fetch_add(1, Ordering::Relaxed);
@@ -671,7 +695,7 @@ async fn pull<S: Store>(
     };
     // Every position up to this one is visible to the page read below.
     let committed = if began.is_some() { state.store.last_position().await? } else { 0 };
-    if let Some(position) = state.store.drain_direct(&state.schema, state.clock.now_ms()).await? {
+    if let Some(position) = state.drain_direct().await? {
         state.commits.committed(position);
     }
     // Every position up to `seen` is committed and was read by the last pull.

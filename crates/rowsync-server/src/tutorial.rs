@@ -159,7 +159,7 @@ async fn store_change<S: Store>(
         changes: vec![CheckedChange { seq: 1, change, whole_row: true }],
         now_ms: state.clock.now_ms(),
     };
-    let Pushed { position, collisions, .. } = state.store.push(&state.schema, &batch).await?;
+    let Pushed { position, collisions, .. } = state.push(batch).await?;
     state.commits.committed(position);
     report_collisions(state, &collisions);
     state.metrics.sync_stored.fetch_add(1, Ordering::Relaxed);
@@ -328,7 +328,7 @@ async fn changes<S: Store>(
         Some(text) => since_position(text)
             .map_err(|e| ApiError::bad_parameter(format!("since {text:?} is not an ISO-8601 instant: {e}")))?,
     };
-    if let Some(position) = state.store.drain_direct(&state.schema, state.clock.now_ms()).await? {
+    if let Some(position) = state.drain_direct().await? {
         state.commits.committed(position);
     }
     if since > state.commits.newest() && since > state.store.last_position().await? {

@@ -95,8 +95,6 @@ fn merges_field_by_field_on(store: &TestStore) {
     assert!(server_contacts(&server).is_empty());
 }
 
-/// Direct writes in many transactions at once, beside pushes through two
-/// server processes: afterwards every replica equals the server's table.
 /// Rows put in the server's table with its capture triggers off (a
 /// restore, say) are rows the server holds no state of; a device inserting
 /// under one of their keys writes over it, with the rows new to the server
@@ -132,6 +130,8 @@ fn an_insert_over_a_row_put_there_unseen_writes_over_it() {
     });
 }
 
+/// Direct writes in many transactions at once, beside pushes through two
+/// server processes: afterwards every replica equals the server's table.
 #[test]
 fn concurrent_direct_writes_and_pushes_through_two_servers_converge() {
     on_every_store(|store| {
@@ -217,6 +217,10 @@ fn a_direct_write_to_a_private_table_goes_to_the_user_it_names() {
         bob.sync().unwrap();
         assert_eq!(alice.rows("SELECT id FROM notes"), vec![vec![text("n1")]], "{}", store.name());
         assert!(bob.rows("SELECT id FROM notes").is_empty(), "{}", store.name());
+        // Deleted directly, it stays hers: the delete reaches her devices.
+        server.exec("DELETE FROM notes WHERE id = 'n1'");
+        alice.sync().unwrap();
+        assert!(alice.rows("SELECT id FROM notes").is_empty(), "{}: the delete reached alice", store.name());
     });
 }
 

@@ -75,12 +75,14 @@ pub(crate) async fn drain_direct<T: PushTransaction>(
         let held = stored.get(&row.id).map(|s| &s.state);
         direct_version(&schema.tables[row.id.0], &mut row.state, held, written_at[&row.id])
     });
+    // Planning takes the stored rows out of `stored`: their owners first.
+    let owners: HashMap<RowId, Option<String>> = stored.iter().map(|(id, s)| (id.clone(), s.owner.clone())).collect();
     let planned = plan_writes(schema, incoming, &mut stored, position, None, &Horizon::default())?;
     let mut writes = planned.writes;
     for write in &mut writes {
         write.echo = false;
         if let Some(owner) = schema.tables[write.id.0].owner {
-            write.owner = Some(owner_of(&write.state, owner, &stored_owner(&stored, &write.id)));
+            write.owner = Some(owner_of(&write.state, owner, owners.get(&write.id).cloned().flatten()));
         }
     }
     if !writes.is_empty() {
@@ -226,16 +228,12 @@ fn direct_version(table: &Table, state: &mut RowState, held: Option<&RowState>, 
     true
 }
 
-fn stored_owner(stored: &HashMap<RowId, super::plan::Stored>, id: &RowId) -> Option<String> {
-    stored.get(id).and_then(|s| s.owner.clone())
-}
-
 /// The owner of a private row written directly: the user its owner column
 /// names, or nobody (`""`) when it names no valid user. A deleted row keeps
 /// the owner it had.
-fn owner_of(state: &RowState, column: usize, had: &Option<String>) -> String {
+fn owner_of(state: &RowState, column: usize, had: Option<String>) -> String {
     if !state.is_visible() {
-        return had.clone().unwrap_or_default();
+        return had.unwrap_or_default();
     }
     match state.cells[column].as_ref() {
         Some((Value::Text(user), _)) if crate::auth::check_user(user).is_ok() => user.clone(),

@@ -17,12 +17,14 @@
 //! offline inserts). Those go in with `COPY`, PostgreSQL's bulk path, which
 //! costs about half of an `INSERT ... ON CONFLICT` of the same rows (for the
 //! bench's rows, 2,000 states: 7 ms against 10; 2,000 rows of the table: 3
-//! against 9). No conflict can meet a new state: every writer of
+//! against 9). No conflict can meet a new state: whatever adds rows to
 //! `rowsync_rows` holds the position lock. A new row of the synced table
 //! can still meet one: written directly while the push ran (the race that
 //! `store::direct` handles), or put there with the capture triggers off (a
 //! restore). The copy then fails on the key; it runs in a savepoint, and
-//! those rows are upserted instead, as every other row is.
+//! those rows are upserted instead, as every other row is (so are they
+//! when the copy fails for another reason: `COPY` refuses tables under
+//! row-level security, where `INSERT` works).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -717,7 +719,8 @@ impl PostgresPush {
     }
 
     /// Copies in rows of `table` the server held nothing of; false (and
-    /// nothing written) when one of them met a row already under its key.
+    /// nothing written) when the copy failed, as it does when one of them
+    /// meets a row already under its key.
     async fn copy_new_rows(&mut self, schema: &Schema, table: &Table, rows: &[&RowWrite]) -> Result<bool, StoreError> {
         let mut copy = CopyText::default();
         for w in rows {
@@ -732,8 +735,13 @@ impl PostgresPush {
                 sqlx::query(RELEASE_SAVEPOINT).execute(&mut *self.0).await?;
                 Ok(true)
             }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            // A row already under a key, or a table COPY cannot write
+            // (row-level security): the upsert's own error, if any, is the
+            // one to report.
+            Err(sqlx::Error::Database(e)) => {
+                tracing::debug!(table = %table.name, "new rows are upserted, the copy failed: {e}");
                 sqlx::query(ROLLBACK_TO_SAVEPOINT).execute(&mut *self.0).await?;
+                sqlx::query(RELEASE_SAVEPOINT).execute(&mut *self.0).await?;
                 Ok(false)
             }
             Err(e) => Err(e.into()),
@@ -743,6 +751,9 @@ impl PostgresPush {
 
 /// Around the copy of new rows of a synced table, which a row already
 /// under one of their keys makes fail (see "Rows new to the server").
+/// A copy cut short leaves its connection out of step (sqlx does not
+/// recover it): the server runs pushes and drains to their end even when
+/// the request that began one is dropped (`http::AppState::push`).
 const SAVEPOINT: &str = "SAVEPOINT rowsync_new_rows";
 const RELEASE_SAVEPOINT: &str = "RELEASE SAVEPOINT rowsync_new_rows";
 const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT rowsync_new_rows";
