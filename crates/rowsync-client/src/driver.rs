@@ -7,8 +7,11 @@
 //!
 //! While a push is on its way (where the transport sends on a thread of
 //! its own, see [`Transport::send_push`]), the driver reads the batch after
-//! it, so that the replica's reading and the server's writing overlap; the
-//! next push step sends that batch, and any other step drops it. A large
+//! it, so that the replica's reading and the server's writing overlap; once
+//! the answer comes, that batch is sent at once, and the one answered is
+//! acknowledged while it is on its way. The next push step takes its
+//! answer; any other step leaves it (the server applies a batch once,
+//! however often it comes, and the batch is read and sent again). A large
 //! backlog of local writes is stamped in the same way, batch by batch as
 //! it is read (see `backlog`), rather than all of it before the first
 //! batch: the capture check's row counts, which need every write stamped,
@@ -27,7 +30,7 @@ use crate::rebuild::Download;
 use crate::replica::Replica;
 use crate::stage::stage;
 use crate::stamp::{stamp_all_yielding, unstamped, STAMP_CHUNK};
-use crate::transport::Transport;
+use crate::transport::{PushInFlight, Transport};
 
 /// Runs an engine's steps on one replica over one transport.
 pub struct Driver<'a> {
@@ -35,9 +38,10 @@ pub struct Driver<'a> {
     transport: &'a dyn Transport,
     /// The last batch pushed (refused changes are set aside from it).
     batch: Option<Batch>,
-    /// The batch after it, read while it was on its way, for the push step
-    /// with these limits that comes next (any other step drops it).
-    ahead: Option<(Batch, usize, usize)>,
+    /// The batch after it, read while it was on its way and sent as soon
+    /// as it was answered, for the next push step to take the answer of
+    /// (any other step leaves it).
+    in_flight: Option<(Batch, PushInFlight)>,
     /// What the push steps in a row learnt of the unstamped outbox (any
     /// other step drops it).
     backlog: Backlog,
@@ -61,7 +65,7 @@ impl<'a> Driver<'a> {
             replica,
             transport,
             batch: None,
-            ahead: None,
+            in_flight: None,
             backlog: Backlog::default(),
             counts_due: false,
             notes: Vec::new(),
@@ -90,7 +94,7 @@ impl<'a> Driver<'a> {
 
     fn try_run(&mut self, step: &Step, sent: &mut usize) -> Result<Done, ClientError> {
         let replica = &mut *self.replica;
-        let ahead = self.ahead.take();
+        let in_flight = self.in_flight.take();
         if !matches!(step, Step::Push { .. }) {
             self.backlog = Backlog::default();
         }
@@ -161,17 +165,18 @@ impl<'a> Driver<'a> {
             }
             Step::Push { limit, bytes } => {
                 let (limit, bytes) = (*limit, *bytes);
-                self.batch = match ahead {
-                    Some((batch, l, b)) if (l, b) == (limit, bytes) => Some(batch),
-                    _ => read_batch(replica, &mut self.backlog, 0, limit, bytes)?,
+                let (batch, sending) = match in_flight {
+                    Some((batch, sending)) => (Some(batch), Some(sending)),
+                    None => (read_batch(replica, &mut self.backlog, 0, limit, bytes)?, None),
                 };
+                self.batch = batch;
                 // A row deleted without the triggers seeing it is not sent
                 // as a row without values: the counts are compared first
                 // (every write stamped), which queues its delete. So are
                 // they, as usual, once the push has caught up; what they
                 // find goes out in this sync.
                 let unseen_delete = self.batch.as_ref().is_some_and(Batch::holds_an_unseen_delete);
-                if unseen_delete || (self.batch.is_none() && self.counts_due) {
+                if sending.is_none() && (unseen_delete || (self.batch.is_none() && self.counts_due)) {
                     stamp_all_yielding(replica)?;
                     self.notes.extend(check_capture(replica, RowCounts::Compare)?);
                     self.counts_due = false;
@@ -181,7 +186,7 @@ impl<'a> Driver<'a> {
                     return Ok(Done::NothingToPush { notes: std::mem::take(&mut self.notes) });
                 };
                 *sent = batch.request.changes.len();
-                let sending = self.transport.send_push(&batch.request);
+                let sending = sending.unwrap_or_else(|| self.transport.send_push(&batch.request));
                 // While the server works, the next batch is read. It is
                 // what reading it after the acknowledgement would give when
                 // the two batches share no row: acknowledging touches only
@@ -192,12 +197,22 @@ impl<'a> Driver<'a> {
                 } else {
                     None
                 };
+                let next = next.filter(|next| !next.shares_rows_with(batch) && !next.holds_an_unseen_delete());
                 let response = sending.answer()?;
+                // The next batch goes out before this one is acknowledged,
+                // so that the server need not wait for the replica's write.
+                self.in_flight = next.map(|next| {
+                    let sending = self.transport.send_push(&next.request);
+                    (next, sending)
+                });
                 // A write transaction like the rest: it keeps the app's gap.
-                let acknowledged = replica.pacer.slice(|| acknowledge(replica, batch, response.acked_seq)).0? as u64;
-                self.ahead = next
-                    .filter(|next| !next.shares_rows_with(batch) && !next.holds_an_unseen_delete())
-                    .map(|next| (next, limit, bytes));
+                let acknowledged = match replica.pacer.slice(|| acknowledge(replica, batch, response.acked_seq)).0 {
+                    Ok(acknowledged) => acknowledged as u64,
+                    Err(error) => {
+                        self.in_flight = None;
+                        return Err(error);
+                    }
+                };
                 let notes = std::mem::take(&mut self.notes);
                 Done::Pushed { changes: batch.request.changes.len() as u64, acknowledged, notes }
             }

@@ -41,6 +41,33 @@ fn refused_change_on(store: &rowsync_testkit::TestStore) {
     assert!(device.replica().status().unwrap().last_error.is_none());
 }
 
+/// A backlog of several batches: each is sent as soon as the one before is
+/// answered, before that one is acknowledged. The change refused is set
+/// aside from the batch it came in, not the one acknowledged meanwhile,
+/// and every other row arrives.
+#[test]
+fn a_change_refused_in_a_batch_sent_ahead_is_the_one_set_aside() {
+    let dir = TempDir::new().unwrap();
+    let server = TestServer::start(dir.path(), "CREATE TABLE people (id TEXT PRIMARY KEY, name TEXT, age INTEGER);");
+    let device = Device::init(dir.path(), "device", &server.url());
+    device.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 350)
+         INSERT INTO people SELECT printf('p%03d', i), 'person ' || i, CASE i WHEN 250 THEN 'old' ELSE i END FROM n;",
+    );
+    let options = rowsync_client::SyncOptions { push_limit: 100, ..Default::default() };
+    let report = device.sync_with(options).unwrap();
+    assert_eq!(report.rejected, 1, "{:?}", report.rejections);
+    assert!(report.rejections[0].contains("got text old"), "{:?}", report.rejections);
+    assert!(report.push_batches >= 4, "{report:?}");
+    let ids = |rows: Vec<Vec<Value>>| rows.into_iter().map(|row| row[0].clone()).collect::<Vec<_>>();
+    let all: Vec<Value> = (1..=350).filter(|&i| i != 250).map(|i| text(&format!("p{i:03}"))).collect();
+    assert_eq!(ids(server.rows("SELECT id FROM people ORDER BY id")), all);
+    assert_eq!(device.replica().status().unwrap().pending_changes, 0);
+    device.exec("UPDATE people SET age = 250 WHERE id = 'p250';");
+    assert_eq!(device.sync_with(options).unwrap().rejected, 0);
+    assert_eq!(server.rows("SELECT count(*) FROM people"), vec![vec![Value::Integer(350)]]);
+}
+
 /// Answers the first push, then loses every other one.
 struct SecondPushLost {
     inner: rowsync_client::HttpTransport,
