@@ -180,7 +180,9 @@ impl Agent {
 
     /// Stops the agent: the step in flight (one page, one batch, each its
     /// own transaction) finishes, nothing more starts. A long-poll still out
-    /// is left to end by itself (its answer is not used).
+    /// is left to end by itself (its answer is not used), and so is a push
+    /// batch sent ahead by the last push step (its entries stay in the
+    /// outbox; the server applies each change at most once).
     pub fn stop(mut self) -> Result<(), ClientError> {
         self.shut()
     }

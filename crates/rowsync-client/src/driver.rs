@@ -10,8 +10,11 @@
 //! it, so that the replica's reading and the server's writing overlap; once
 //! the answer comes, that batch is sent at once, and the one answered is
 //! acknowledged while it is on its way. The next push step takes its
-//! answer; any other step leaves it (the server applies a batch once,
-//! however often it comes, and the batch is read and sent again). A large
+//! answer. Any other step lets it go unanswered: the request may still
+//! reach the server, which applies each change at most once (by its
+//! sequence number) and refuses an old request once a newer one of the
+//! replica's has been applied; its entries stay in the outbox, to be read
+//! and sent again. A large
 //! backlog of local writes is stamped in the same way, batch by batch as
 //! it is read (see `backlog`), rather than all of it before the first
 //! batch: the capture check's row counts, which need every write stamped,
@@ -39,9 +42,11 @@ pub struct Driver<'a> {
     /// The last batch pushed (refused changes are set aside from it).
     batch: Option<Batch>,
     /// The batch after it, read while it was on its way and sent as soon
-    /// as it was answered, for the next push step to take the answer of
-    /// (any other step leaves it).
-    in_flight: Option<(Batch, PushInFlight)>,
+    /// as it was answered, for the next push step to take the answer of,
+    /// whatever limits that step asks for (the engine changes them only
+    /// after a failure, which leaves nothing in flight); any other step
+    /// lets it go unanswered.
+    in_flight: Option<(Batch, PushInFlight<'a>)>,
     /// What the push steps in a row learnt of the unstamped outbox (any
     /// other step drops it).
     backlog: Backlog,
@@ -201,11 +206,14 @@ impl<'a> Driver<'a> {
                 let response = sending.answer()?;
                 // The next batch goes out before this one is acknowledged,
                 // so that the server need not wait for the replica's write.
+                let transport = self.transport;
                 self.in_flight = next.map(|next| {
-                    let sending = self.transport.send_push(&next.request);
+                    let sending = transport.send_push(&next.request);
                     (next, sending)
                 });
                 // A write transaction like the rest: it keeps the app's gap.
+                // Should it fail, the batch sent meanwhile goes unanswered
+                // (as after any other step) and is read again.
                 let acknowledged = match replica.pacer.slice(|| acknowledge(replica, batch, response.acked_seq)).0 {
                     Ok(acknowledged) => acknowledged as u64,
                     Err(error) => {

@@ -23,7 +23,7 @@ pub trait Transport {
     /// Sends a push whose answer is taken later, from what this returns:
     /// a transport that can send while its caller goes on lets the replica
     /// read its next batch meanwhile. The default sends at once.
-    fn send_push(&self, request: &PushRequest) -> PushInFlight {
+    fn send_push(&self, request: &PushRequest) -> PushInFlight<'_> {
         PushInFlight(Sending::Answered(self.push(request)))
     }
     /// Changes after the request's cursor, leaving out states exactly as its
@@ -32,17 +32,26 @@ pub trait Transport {
 }
 
 /// A push sent, and its answer once it has come.
-pub struct PushInFlight(Sending);
+pub struct PushInFlight<'t>(Sending<'t>);
 
-enum Sending {
+enum Sending<'t> {
     Answered(Result<PushResponse, ClientError>),
     OnItsWay(std::thread::JoinHandle<Result<PushResponse, ClientError>>),
+    Later(Box<dyn FnOnce() -> Result<PushResponse, ClientError> + 't>),
 }
 
-impl PushInFlight {
+impl<'t> PushInFlight<'t> {
+    /// A push that `send` makes when its answer is asked for (or never,
+    /// if it is dropped): to the caller, a push on its way. Simulations
+    /// use it to run the driver's overlapping of pushes deterministically,
+    /// on one thread.
+    pub fn later(send: impl FnOnce() -> Result<PushResponse, ClientError> + 't) -> PushInFlight<'t> {
+        PushInFlight(Sending::Later(Box::new(send)))
+    }
+
     /// Whether the answer is still to come (the caller can work meanwhile).
     pub fn on_its_way(&self) -> bool {
-        matches!(self.0, Sending::OnItsWay(_))
+        !matches!(self.0, Sending::Answered(_))
     }
 
     /// The server's answer, waited for.
@@ -52,6 +61,7 @@ impl PushInFlight {
             Sending::OnItsWay(sending) => {
                 sending.join().unwrap_or_else(|_| Err(ClientError::Protocol("the push being sent panicked".into())))
             }
+            Sending::Later(send) => send(),
         }
     }
 }
@@ -342,7 +352,7 @@ impl Transport for HttpTransport {
         self.http.answer("POST", "/v1/push", Some(&push_body(request)?))
     }
 
-    fn send_push(&self, request: &PushRequest) -> PushInFlight {
+    fn send_push(&self, request: &PushRequest) -> PushInFlight<'_> {
         let body = match push_body(request) {
             Ok(body) => body,
             Err(error) => return PushInFlight(Sending::Answered(Err(error))),

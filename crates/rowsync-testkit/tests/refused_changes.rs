@@ -55,10 +55,16 @@ fn a_change_refused_in_a_batch_sent_ahead_is_the_one_set_aside() {
          INSERT INTO people SELECT printf('p%03d', i), 'person ' || i, CASE i WHEN 250 THEN 'old' ELSE i END FROM n;",
     );
     let options = rowsync_client::SyncOptions { push_limit: 100, ..Default::default() };
-    let report = device.sync_with(options).unwrap();
+    let watching = SentAhead {
+        inner: rowsync_client::HttpTransport::new(&server.url(), None),
+        replica: device.path.clone(),
+        count: 0.into(),
+    };
+    let report = rowsync_client::sync(&mut device.replica(), &watching, options).unwrap();
     assert_eq!(report.rejected, 1, "{:?}", report.rejections);
     assert!(report.rejections[0].contains("got text old"), "{:?}", report.rejections);
     assert!(report.push_batches >= 4, "{report:?}");
+    assert!(watching.count.get() >= 2, "batches sent ahead: {}", watching.count.get());
     let ids = |rows: Vec<Vec<Value>>| rows.into_iter().map(|row| row[0].clone()).collect::<Vec<_>>();
     let all: Vec<Value> = (1..=350).filter(|&i| i != 250).map(|i| text(&format!("p{i:03}"))).collect();
     assert_eq!(ids(server.rows("SELECT id FROM people ORDER BY id")), all);
@@ -66,6 +72,51 @@ fn a_change_refused_in_a_batch_sent_ahead_is_the_one_set_aside() {
     device.exec("UPDATE people SET age = 250 WHERE id = 'p250';");
     assert_eq!(device.sync_with(options).unwrap().rejected, 0);
     assert_eq!(server.rows("SELECT count(*) FROM people"), vec![vec![Value::Integer(350)]]);
+}
+
+/// Counts the pushes sent while entries older than theirs are still in
+/// the outbox: batches sent before the one before them was acknowledged.
+struct SentAhead {
+    inner: rowsync_client::HttpTransport,
+    replica: std::path::PathBuf,
+    count: std::cell::Cell<u32>,
+}
+
+impl rowsync_client::Transport for SentAhead {
+    fn schema(&self) -> Result<rowsync_proto::Schema, rowsync_client::ClientError> {
+        self.inner.schema()
+    }
+
+    fn push(
+        &self,
+        request: &rowsync_proto::PushRequest,
+    ) -> Result<rowsync_proto::PushResponse, rowsync_client::ClientError> {
+        self.inner.push(request)
+    }
+
+    fn send_push(&self, request: &rowsync_proto::PushRequest) -> rowsync_client::PushInFlight<'_> {
+        let first = request.changes.iter().map(|c| c.seq).min().unwrap_or(0) as i64;
+        let older: i64 = rusqlite::Connection::open(&self.replica)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM _rowsync_outbox WHERE op != 0 AND id + coalesce((SELECT CAST(value AS INTEGER) \
+                 FROM _rowsync_meta WHERE key = 'seq_offset'), 0) < ?",
+                [first],
+                |row| row.get(0),
+            )
+            .unwrap();
+        if older > 0 {
+            self.count.set(self.count.get() + 1);
+        }
+        self.inner.send_push(request)
+    }
+
+    fn pull(
+        &self,
+        request: &rowsync_proto::PullRequest,
+    ) -> Result<rowsync_proto::PullResponse, rowsync_client::ClientError> {
+        self.inner.pull(request)
+    }
 }
 
 /// Answers the first push, then loses every other one.

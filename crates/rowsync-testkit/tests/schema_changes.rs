@@ -125,7 +125,8 @@ fn added_on(store: &TestStore) {
 fn step(device: &Device, step: Step) -> Done {
     let mut replica = device.replica();
     let transport = HttpTransport::connect(&replica.server_access().unwrap()).unwrap();
-    match Driver::new(&mut replica, &transport as &dyn Transport, 1000).run(&step) {
+    let event = Driver::new(&mut replica, &transport as &dyn Transport, 1000).run(&step);
+    match event {
         Event::Done(done) => done,
         other => panic!("{}: {step:?} failed: {other:?}", device.name),
     }

@@ -35,7 +35,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
 
-use rowsync_client::{sync, ClientError, Driver, Replica, SyncOptions, Transport};
+use rowsync_client::{sync, ClientError, Driver, PushInFlight, Replica, SyncOptions, Transport};
 use rowsync_core::engine::{Action, Config as EngineConfig, Engine, Event, Failure, Mode};
 use rowsync_proto::{
     ConflictStrategy, ErrorCode, PullRequest, PullResponse, PushRequest, PushResponse, Schema, Value, Version,
@@ -132,6 +132,13 @@ impl Transport for FaultyTransport<'_> {
             }
             _ => self.deliver(request),
         }
+    }
+
+    /// Sent when the answer is asked for, after the driver has read its
+    /// next batch: the overlapping of pushes, with the same faults.
+    fn send_push(&self, request: &PushRequest) -> PushInFlight<'_> {
+        let request = request.clone();
+        PushInFlight::later(move || self.push(&request))
     }
 
     fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError> {
