@@ -181,7 +181,10 @@ impl<'a> Driver<'a> {
                 // they, as usual, once the push has caught up; what they
                 // find goes out in this sync.
                 let unseen_delete = self.batch.as_ref().is_some_and(Batch::holds_an_unseen_delete);
-                if sending.is_none() && (unseen_delete || (self.batch.is_none() && self.counts_due)) {
+                if unseen_delete || (self.batch.is_none() && self.counts_due) {
+                    // A batch sent ahead was sent only without one, and is
+                    // never empty.
+                    debug_assert!(sending.is_none(), "a batch sent ahead is read again");
                     stamp_all_yielding(replica)?;
                     self.notes.extend(check_capture(replica, RowCounts::Compare)?);
                     self.counts_due = false;

@@ -296,12 +296,12 @@ fn read_listed(
     conn: &Connection,
     listed: &[(usize, Vec<Value>)],
 ) -> Result<Vec<Option<Vec<Value>>>, ClientError> {
+    let mut places: Vec<Vec<usize>> = vec![Vec::new(); replica.schema.tables.len()];
+    for (place, (table, _)) in listed.iter().enumerate() {
+        places[*table].push(place);
+    }
     let mut values = vec![None; listed.len()];
-    for table in 0..replica.schema.tables.len() {
-        let places: Vec<usize> = (0..listed.len()).filter(|&n| listed[n].0 == table).collect();
-        if places.is_empty() {
-            continue;
-        }
+    for (table, places) in places.into_iter().enumerate().filter(|(_, places)| !places.is_empty()) {
         let keys: Vec<&[Value]> = places.iter().map(|&n| listed[n].1.as_slice()).collect();
         for (place, row) in places.into_iter().zip(replica.read_rows(conn, table, &keys)?) {
             values[place] = row;

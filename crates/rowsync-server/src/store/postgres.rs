@@ -221,8 +221,9 @@ fn upsert_rows_unnest(table: &Table) -> String {
 
 /// Copies rows in, one field per column of the table.
 fn copy_rows_in(table: &Table) -> String {
-    let columns: Vec<String> = table.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
-    format!("COPY \"{}\" ({}) FROM STDIN", table.name, columns.join(", "))
+    let quote = |name: &str| Dialect::Postgres.quote(name);
+    let columns: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
+    format!("COPY {} ({}) FROM STDIN", quote(&table.name), columns.join(", "))
 }
 
 /// Deletes rows given one array parameter per key column.
@@ -687,7 +688,8 @@ impl Store for PostgresStore {
     }
 }
 
-/// A push transaction on PostgreSQL: every step one statement over arrays.
+/// A push transaction on PostgreSQL: every step one statement over arrays
+/// (or one `COPY`, for rows new to the server).
 struct PostgresPush(sqlx::Transaction<'static, Postgres>);
 
 impl PostgresPush {
@@ -713,9 +715,7 @@ impl PostgresPush {
         query.execute(&mut *self.0).await?;
         Ok(())
     }
-}
 
-impl PostgresPush {
     /// Runs `COPY ... FROM STDIN` (`sql`) with `rows`.
     async fn copy_in(&mut self, sql: &str, rows: CopyText) -> Result<(), sqlx::Error> {
         let mut copy = self.0.copy_in_raw(sql).await?;
