@@ -74,7 +74,7 @@ pub(crate) fn apply_staged(replica: &Replica, page: &PullResponse, mut staged: S
     let mut live = LiveRows::default();
     let reconciling = download == Download::Reconciling;
     // Rows written since the page was staged are merged one by one too.
-    staged.take_known(replica, &tx)?;
+    staged.take_written_since(replica, &tx)?;
     let mut rows = Merging { replica, conn: &tx, download, newest_before, unpushed: None };
     let (mut changed_rows, mut from) = (0, 0);
     for &n in &staged.general {

@@ -22,9 +22,14 @@
 //! in a page) are merged one by one, as `apply` does, in page order with
 //! the staged rows around them: an app's UNIQUE index may depend on that
 //! order. Whether the replica holds versions for a row is looked up when
-//! staging (a read, which does not keep the app waiting), and again inside
-//! the transaction, once the writes made meanwhile are stamped: a staged
-//! row the app wrote in between is merged like the others.
+//! staging (a read, which does not keep the app waiting). Inside the
+//! transaction, once the writes made meanwhile are stamped, only the rows
+//! of those writes are looked for among the staged ones: a staged row the
+//! app wrote in between is merged like the others. Between staging and the
+//! transaction nothing but stamping gives a row versions (a replica's pages
+//! are applied one at a time, by the sync that holds its lock), and
+//! stamping goes in outbox order: the rows that may have gained versions
+//! are those of the outbox entries past the stamping mark staging saw.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -35,10 +40,12 @@ use rowsync_core::ddl::upsert_select;
 use rowsync_core::RowState;
 use rowsync_proto::{ConflictStrategy, Hlc, RowChange, Table, Value};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use rusqlite::{params, CachedStatement, Connection, Transaction, TransactionBehavior};
 
+use crate::bookkeeping::{key, meta_get};
 use crate::error::ClientError;
 use crate::replica::Replica;
+use crate::stamp::stamping_marks;
 use crate::values::{bind, key_token, stored_key, to_sql};
 
 /// A pulled page, decoded, with the rows that need no merging staged.
@@ -58,6 +65,9 @@ pub(crate) struct Staged {
     tables: Vec<usize>,
     /// The newest clock reading the page carries.
     pub newest: Option<Hlc>,
+    /// The stamping mark (the newest outbox entry stamped) as staging saw
+    /// it: the versions of every entry up to it were looked up then.
+    stamped: i64,
 }
 
 /// The statements that stage a synced table's rows and move them in.
@@ -68,6 +78,8 @@ pub(crate) struct StageSql {
     insert: String,
     /// The staged rows whose row the replica holds versions for.
     known: String,
+    /// The staged rows written here after outbox entry `?1`.
+    written_since: String,
     forget: String,
     /// Moving the staged rows of positions `?1` to `?2` (excluded) in.
     rows: String,
@@ -89,9 +101,15 @@ impl StageSql {
                 values.join(", ")
             ),
             insert: format!("INSERT INTO {name} VALUES ({marks})"),
+            // The staged rows drive the lookup (CROSS JOIN keeps that
+            // order), with one cursor on `_rowsync_rows` for them all.
             known: format!(
-                "SELECT n FROM {name} s WHERE EXISTS \
-                 (SELECT 1 FROM main._rowsync_rows r WHERE r.tbl = {table_id} AND r.pk = s.pk)"
+                "SELECT s.n FROM {name} s CROSS JOIN main._rowsync_rows r \
+                 WHERE r.tbl = {table_id} AND r.pk = s.pk"
+            ),
+            written_since: format!(
+                "SELECT n FROM {name} WHERE pk IN \
+                 (SELECT pk FROM main._rowsync_outbox WHERE id > ?1 AND tbl = {table_id})"
             ),
             forget: format!("DELETE FROM {name} WHERE n = ?"),
             rows: upsert_select(
@@ -135,8 +153,12 @@ pub(crate) fn stage(replica: &Replica, changes: Vec<RowChange>) -> Result<Staged
         tables: Vec::new(),
         newest,
         changes: Vec::new(),
+        stamped: 0,
     };
     let mut seen = HashSet::new();
+    // The insert of the table the last row went to (a page's rows are
+    // mostly of one table): looked up in the statement cache once per run.
+    let mut inserting: Option<(usize, CachedStatement)> = None;
     for (n, decoded) in changes.iter().enumerate() {
         let key = stored_key(&tx, &decoded.key)?;
         let table = &replica.schema.tables[decoded.table];
@@ -161,13 +183,20 @@ pub(crate) fn stage(replica: &Replica, changes: Vec<RowChange>) -> Result<Staged
             ToSqlOutput::from(clocks.as_str()),
         ];
         let values = head.into_iter().chain(row_values(table, state, &decoded.key));
-        tx.prepare_cached(&sql.insert)?.execute(rusqlite::params_from_iter(values))?;
+        let insert = match &mut inserting {
+            Some((of, insert)) if *of == decoded.table => insert,
+            _ => &mut inserting.insert((decoded.table, tx.prepare_cached(&sql.insert)?)).1,
+        };
+        insert.execute(rusqlite::params_from_iter(values))?;
         staged.staged_in[n] = Some(decoded.table);
     }
+    drop(inserting);
     staged.changes = changes;
-    // Most rows the replica holds versions for are found here, without the
-    // lock (a read of the file); the transaction looks again.
-    staged.take_known(replica, &tx)?;
+    // The rows the replica holds versions for are found here, without the
+    // lock (a read of the file, one snapshot with the mark); the
+    // transaction looks for those written since.
+    staged.stamped = meta_get(&tx, key::STAMPED_ID)?.unwrap_or(0);
+    staged.take(replica, &tx, |sql| &sql.known, &[])?;
     tx.commit()?;
     Ok(staged)
 }
@@ -195,15 +224,39 @@ fn row_values<'a>(table: &'a Table, state: &'a RowState, key: &'a [Value]) -> im
 }
 
 impl Staged {
-    /// Hands the staged rows the replica holds versions for to
-    /// [`Staged::general`]. Run again in the page's write transaction, once
-    /// every local write is stamped, it finds those written meanwhile.
-    pub(crate) fn take_known(&mut self, replica: &Replica, conn: &Connection) -> Result<(), ClientError> {
+    /// In the page's write transaction, once every local write is stamped:
+    /// hands the staged rows written here since staging to
+    /// [`Staged::general`], to be merged with their versions. Where more
+    /// entries were written since than the page has rows, each staged row
+    /// is looked up in `_rowsync_rows` instead, as when staging.
+    pub(crate) fn take_written_since(&mut self, replica: &Replica, conn: &Connection) -> Result<(), ClientError> {
+        let (_, newest) = stamping_marks(conn)?;
+        if newest <= self.stamped {
+            return Ok(());
+        }
+        if newest - self.stamped > self.changes.len() as i64 {
+            return self.take(replica, conn, |sql| &sql.known, &[]);
+        }
+        let stamped = self.stamped;
+        self.take(replica, conn, |sql| &sql.written_since, &[stamped])
+    }
+
+    /// Hands the staged rows that `query` (one of [`StageSql`]'s, with
+    /// `params`) finds to [`Staged::general`].
+    fn take(
+        &mut self,
+        replica: &Replica,
+        conn: &Connection,
+        query: impl Fn(&StageSql) -> &String,
+        params: &[i64],
+    ) -> Result<(), ClientError> {
         for &table in &self.tables {
             let sql = &replica.row_sql[table].stage;
-            let known: Vec<i64> =
-                conn.prepare_cached(&sql.known)?.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
-            for n in known {
+            let found: Vec<i64> = conn
+                .prepare_cached(query(sql))?
+                .query_map(rusqlite::params_from_iter(params), |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            for n in found {
                 conn.prepare_cached(&sql.forget)?.execute(params![n])?;
                 self.staged_in[n as usize] = None;
                 self.general.push(n as usize);
@@ -335,6 +388,42 @@ mod tests {
         apply_page(&replica, page(vec![contact("bob", "Bob", "bob@pulled", 1_000)], 8)).unwrap();
         assert_eq!(contacts(&app)[1], row("bob", "Bob", Some("bob@pulled")));
         assert_eq!(replica.status().unwrap().pending_changes, 1, "a pulled row is not queued");
+    }
+
+    /// So is one the app writes among more rows than the page holds (the
+    /// transaction then looks each staged row up rather than each write).
+    #[test]
+    fn a_row_written_among_many_while_its_page_was_staged_keeps_the_apps_write() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (replica, app) = replica(&dir);
+        let mut pulled = page(vec![contact("ann", "Ann (pulled)", "ann@pulled", 1_000)], 7);
+        let staged = stage(&replica, std::mem::take(&mut pulled.changes)).unwrap();
+        assert_eq!(staged.general, Vec::<usize>::new());
+
+        for id in ["bea", "ann", "cal"] {
+            app.execute("INSERT INTO contacts (id, name) VALUES (?, 'mine')", [id]).unwrap();
+        }
+        apply_staged(&replica, &pulled, staged).unwrap();
+
+        let ann = row("ann", "mine", None);
+        assert_eq!(contacts(&app), vec![ann, row("bea", "mine", None), row("cal", "mine", None)]);
+        assert_eq!(replica.status().unwrap().pending_changes, 3, "the app's inserts are still queued");
+    }
+
+    /// And one the app wrote before the page was staged, not stamped yet
+    /// then (staging finds no versions for it).
+    #[test]
+    fn a_row_written_before_its_page_was_staged_and_not_yet_stamped_keeps_the_apps_write() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (replica, app) = replica(&dir);
+        app.execute("INSERT INTO contacts (id, name) VALUES ('ann', 'Ann (mine)')", []).unwrap();
+        let mut pulled = page(vec![contact("ann", "Ann (pulled)", "ann@pulled", 1_000)], 7);
+        let staged = stage(&replica, std::mem::take(&mut pulled.changes)).unwrap();
+        app.execute("INSERT INTO contacts (id, name) VALUES ('bea', 'Bea (mine)')", []).unwrap();
+        apply_staged(&replica, &pulled, staged).unwrap();
+
+        assert_eq!(contacts(&app), vec![row("ann", "Ann (mine)", None), row("bea", "Bea (mine)", None)]);
+        assert_eq!(replica.status().unwrap().pending_changes, 2, "the app's inserts are still queued");
     }
 
     /// Rows merged one by one and staged rows are written in page order: an
