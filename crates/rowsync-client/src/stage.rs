@@ -30,6 +30,10 @@
 //! are applied one at a time, by the sync that holds its lock), and
 //! stamping goes in outbox order: the rows that may have gained versions
 //! are those of the outbox entries past the stamping mark staging saw.
+//! (Were a page applied in between without the lock, through `apply_page`
+//! or a driver of one's own, a staged row it gave versions would fail the
+//! `_rowsync_rows` insert of the transaction, which then changes nothing,
+//! and the page would be staged again.)
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -411,18 +415,27 @@ mod tests {
     }
 
     /// And one the app wrote before the page was staged, not stamped yet
-    /// then (staging finds no versions for it).
+    /// then (staging finds no versions for it): the transaction looks at
+    /// the writes past the stamping mark, not only at those made since.
     #[test]
     fn a_row_written_before_its_page_was_staged_and_not_yet_stamped_keeps_the_apps_write() {
         let dir = tempfile::TempDir::new().unwrap();
         let (replica, app) = replica(&dir);
         app.execute("INSERT INTO contacts (id, name) VALUES ('ann', 'Ann (mine)')", []).unwrap();
-        let mut pulled = page(vec![contact("ann", "Ann (pulled)", "ann@pulled", 1_000)], 7);
+        let mut pulled = page(
+            vec![
+                contact("ann", "Ann (pulled)", "ann@pulled", 1_000),
+                contact("dan", "Dan", "dan@pulled", 1_000),
+                contact("eve", "Eve", "eve@pulled", 1_000),
+            ],
+            7,
+        );
         let staged = stage(&replica, std::mem::take(&mut pulled.changes)).unwrap();
         app.execute("INSERT INTO contacts (id, name) VALUES ('bea', 'Bea (mine)')", []).unwrap();
         apply_staged(&replica, &pulled, staged).unwrap();
 
-        assert_eq!(contacts(&app), vec![row("ann", "Ann (mine)", None), row("bea", "Bea (mine)", None)]);
+        let [dan, eve] = [row("dan", "Dan", Some("dan@pulled")), row("eve", "Eve", Some("eve@pulled"))];
+        assert_eq!(contacts(&app), vec![row("ann", "Ann (mine)", None), row("bea", "Bea (mine)", None), dan, eve]);
         assert_eq!(replica.status().unwrap().pending_changes, 2, "the app's inserts are still queued");
     }
 
