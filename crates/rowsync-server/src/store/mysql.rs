@@ -161,12 +161,15 @@ const HAS_COLUMN: &str = "SELECT count(*) FROM information_schema.columns \
 /// A pull page and, in the same snapshot, what lies beyond it (see
 /// `store::PulledRow`); parameters: inline state size, cursor, span end,
 /// user, site, rows; cursor, span end, user; span end, user.
-const PULL: &str = "SELECT * FROM (SELECT CAST(0 AS SIGNED) AS kind, pos, coalesce(size, length(state)) AS size, \
+// The page's rows are a parenthesized query of the union, not a derived
+// table: MariaDB copied a derived table's rows into a temporary table on
+// disk (its states are LONGTEXT), a sixth of the query's time.
+const PULL: &str = "(SELECT CAST(0 AS SIGNED) AS kind, pos, coalesce(size, length(state)) AS size, \
      CASE WHEN coalesce(size, length(state)) > ? THEN NULL ELSE state END AS state FROM rowsync_rows \
-     WHERE pos > ? AND pos <= ? AND (owner IS NULL OR owner = ?) AND (origin = ?) IS NOT TRUE ORDER BY pos LIMIT ?) AS sent \
-     UNION ALL SELECT 1, (SELECT pos FROM rowsync_rows \
+     WHERE pos > ? AND pos <= ? AND (owner IS NULL OR owner = ?) AND (origin = ?) IS NOT TRUE ORDER BY pos LIMIT ?) \
+     UNION ALL (SELECT 1, (SELECT pos FROM rowsync_rows \
      WHERE pos > ? AND pos <= ? AND (owner IS NULL OR owner = ?) ORDER BY pos DESC LIMIT 1), \
-     CASE WHEN (SELECT pos FROM rowsync_rows WHERE pos > ? AND (owner IS NULL OR owner = ?) ORDER BY pos LIMIT 1) IS NULL THEN 0 ELSE 1 END, NULL";
+     CASE WHEN (SELECT pos FROM rowsync_rows WHERE pos > ? AND (owner IS NULL OR owner = ?) ORDER BY pos LIMIT 1) IS NULL THEN 0 ELSE 1 END, NULL)";
 const PULL_ONE: &str = "SELECT state FROM rowsync_rows WHERE pos = ?";
 const INSERT_TOKEN: &str = "INSERT INTO rowsync_tokens (id, usr, hash, created, expires) VALUES (?, ?, ?, ?, ?)";
 const SELECT_TOKEN: &str = "SELECT id, usr, hash, created, expires, revoked FROM rowsync_tokens WHERE id = ?";
