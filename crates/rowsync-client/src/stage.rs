@@ -229,10 +229,11 @@ fn row_values<'a>(table: &'a Table, state: &'a RowState, key: &'a [Value]) -> im
 
 impl Staged {
     /// In the page's write transaction, once every local write is stamped:
-    /// hands the staged rows written here since staging to
+    /// hands the staged rows of the writes past the stamping mark staging
+    /// saw (made since, or made before but not stamped then) to
     /// [`Staged::general`], to be merged with their versions. Where more
-    /// entries were written since than the page has rows, each staged row
-    /// is looked up in `_rowsync_rows` instead, as when staging.
+    /// entries than the page has rows are past the mark, each staged row is
+    /// looked up in `_rowsync_rows` instead, as when staging.
     pub(crate) fn take_written_since(&mut self, replica: &Replica, conn: &Connection) -> Result<(), ClientError> {
         let (_, newest) = stamping_marks(conn)?;
         if newest <= self.stamped {
