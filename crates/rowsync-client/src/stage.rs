@@ -46,7 +46,6 @@ use rowsync_proto::{ConflictStrategy, Hlc, RowChange, Table, Value};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, CachedStatement, Connection, Transaction, TransactionBehavior};
 
-use crate::bookkeeping::{key, meta_get};
 use crate::error::ClientError;
 use crate::replica::Replica;
 use crate::stamp::stamping_marks;
@@ -199,7 +198,7 @@ pub(crate) fn stage(replica: &Replica, changes: Vec<RowChange>) -> Result<Staged
     // The rows the replica holds versions for are found here, without the
     // lock (a read of the file, one snapshot with the mark); the
     // transaction looks for those written since.
-    staged.stamped = meta_get(&tx, key::STAMPED_ID)?.unwrap_or(0);
+    staged.stamped = stamping_marks(&tx)?.0;
     staged.take(replica, &tx, |sql| &sql.known, &[])?;
     tx.commit()?;
     Ok(staged)
@@ -371,6 +370,29 @@ mod tests {
         (id.into(), name.into(), email.map(Into::into))
     }
 
+    /// Applies `pulled` as page 7, staged once the app inserted the contacts
+    /// `before` (not stamped yet) and applied once it inserted `between`,
+    /// each an `(id, name)`.
+    fn apply_around_app_writes(
+        replica: &Replica,
+        app: &Connection,
+        before: &[(&str, &str)],
+        pulled: Vec<RowChange>,
+        between: &[(&str, &str)],
+    ) {
+        let insert = |rows: &[(&str, &str)]| {
+            for &(id, name) in rows {
+                app.execute("INSERT INTO contacts (id, name) VALUES (?, ?)", [id, name]).unwrap();
+            }
+        };
+        insert(before);
+        let mut pulled = page(pulled, 7);
+        let staged = stage(replica, std::mem::take(&mut pulled.changes)).unwrap();
+        assert_eq!(staged.general, Vec::<usize>::new(), "a row the replica holds no versions for is staged");
+        insert(between);
+        apply_staged(replica, &pulled, staged).unwrap();
+    }
+
     /// A row the app writes after its page was staged, before the page's
     /// transaction, is merged with the pulled state, not written over:
     /// the app's newer write stays, and stays queued for the server.
@@ -378,12 +400,8 @@ mod tests {
     fn a_row_written_while_its_page_was_staged_keeps_the_apps_write() {
         let dir = tempfile::TempDir::new().unwrap();
         let (replica, app) = replica(&dir);
-        let mut pulled = page(vec![contact("ann", "Ann (pulled)", "ann@pulled", 1_000)], 7);
-        let staged = stage(&replica, std::mem::take(&mut pulled.changes)).unwrap();
-        assert_eq!(staged.general, Vec::<usize>::new(), "a row the replica holds no versions for is staged");
-
-        app.execute("INSERT INTO contacts (id, name) VALUES ('ann', 'Ann (mine)')", []).unwrap();
-        apply_staged(&replica, &pulled, staged).unwrap();
+        let pulled = vec![contact("ann", "Ann (pulled)", "ann@pulled", 1_000)];
+        apply_around_app_writes(&replica, &app, &[], pulled, &[("ann", "Ann (mine)")]);
 
         assert_eq!(contacts(&app), vec![row("ann", "Ann (mine)", None)], "the app's insert is newer in every column");
         let status = replica.status().unwrap();
@@ -401,14 +419,8 @@ mod tests {
     fn a_row_written_among_many_while_its_page_was_staged_keeps_the_apps_write() {
         let dir = tempfile::TempDir::new().unwrap();
         let (replica, app) = replica(&dir);
-        let mut pulled = page(vec![contact("ann", "Ann (pulled)", "ann@pulled", 1_000)], 7);
-        let staged = stage(&replica, std::mem::take(&mut pulled.changes)).unwrap();
-        assert_eq!(staged.general, Vec::<usize>::new());
-
-        for id in ["bea", "ann", "cal"] {
-            app.execute("INSERT INTO contacts (id, name) VALUES (?, 'mine')", [id]).unwrap();
-        }
-        apply_staged(&replica, &pulled, staged).unwrap();
+        let pulled = vec![contact("ann", "Ann (pulled)", "ann@pulled", 1_000)];
+        apply_around_app_writes(&replica, &app, &[], pulled, &[("bea", "mine"), ("ann", "mine"), ("cal", "mine")]);
 
         let ann = row("ann", "mine", None);
         assert_eq!(contacts(&app), vec![ann, row("bea", "mine", None), row("cal", "mine", None)]);
@@ -422,18 +434,12 @@ mod tests {
     fn a_row_written_before_its_page_was_staged_and_not_yet_stamped_keeps_the_apps_write() {
         let dir = tempfile::TempDir::new().unwrap();
         let (replica, app) = replica(&dir);
-        app.execute("INSERT INTO contacts (id, name) VALUES ('ann', 'Ann (mine)')", []).unwrap();
-        let mut pulled = page(
-            vec![
-                contact("ann", "Ann (pulled)", "ann@pulled", 1_000),
-                contact("dan", "Dan", "dan@pulled", 1_000),
-                contact("eve", "Eve", "eve@pulled", 1_000),
-            ],
-            7,
-        );
-        let staged = stage(&replica, std::mem::take(&mut pulled.changes)).unwrap();
-        app.execute("INSERT INTO contacts (id, name) VALUES ('bea', 'Bea (mine)')", []).unwrap();
-        apply_staged(&replica, &pulled, staged).unwrap();
+        let pulled = vec![
+            contact("ann", "Ann (pulled)", "ann@pulled", 1_000),
+            contact("dan", "Dan", "dan@pulled", 1_000),
+            contact("eve", "Eve", "eve@pulled", 1_000),
+        ];
+        apply_around_app_writes(&replica, &app, &[("ann", "Ann (mine)")], pulled, &[("bea", "Bea (mine)")]);
 
         let [dan, eve] = [row("dan", "Dan", Some("dan@pulled")), row("eve", "Eve", Some("eve@pulled"))];
         assert_eq!(contacts(&app), vec![row("ann", "Ann (mine)", None), row("bea", "Bea (mine)", None), dan, eve]);
