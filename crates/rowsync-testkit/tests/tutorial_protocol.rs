@@ -292,26 +292,36 @@ fn changes_come_in_pages_a_client_follows_and_need_a_token() {
 
 #[test]
 fn a_long_run_of_positions_without_rows_does_not_stall_a_client() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = with_tokens(&TestStore::Sqlite, dir.path());
-    let token = server.token("rita", None);
-    let rita = Device::init_with_token(dir.path(), "rita", &server.url(), Some(&token));
-    for i in 1..=3 {
-        rita.exec(&format!("INSERT INTO contacts (id, name) VALUES ({i}, 'n{i}')"));
-    }
-    rita.sync().unwrap();
-    // Rows changed again move to new positions and leave the old ones
-    // empty: here 300,000 of them, three pull spans, after the first row.
-    server.exec(
-        "UPDATE rowsync_rows SET pos = pos + 300000 WHERE pos > 1; \
-         UPDATE rowsync_positions SET last = last + 300000",
-    );
-    let first = changes(&server, &token, "1970-01-01T00:00:00+00:00");
-    assert_eq!(first.len(), 1, "{first:?}");
-    let since = first[0]["timestamp"].as_str().unwrap();
-    let rest = changes(&server, &token, since);
-    let ids: Vec<i64> = rest.iter().map(|c| c["record_id"].as_i64().unwrap()).collect();
-    assert_eq!(ids, vec![2, 3], "an empty answer would tell the client it has everything");
+    on_every_store(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let server = with_tokens(store, dir.path());
+        let token = server.token("rita", None);
+        let rita = Device::init_with_token(dir.path(), "rita", &server.url(), Some(&token));
+        for i in 1..=3 {
+            rita.exec(&format!("INSERT INTO contacts (id, name) VALUES ({i}, 'n{i}')"));
+        }
+        rita.sync().unwrap();
+        // Rows changed again move to new positions and leave the old ones
+        // empty: here 300,000 of them, three pull spans, after the first
+        // row. A page then holds every row of its span and more lie past it:
+        // only the span's last position tells a client where to go on.
+        server.exec(
+            "UPDATE rowsync_rows SET pos = pos + 300000 WHERE pos > 1; \
+             UPDATE rowsync_positions SET last = last + 300000",
+        );
+        let first = changes(&server, &token, "1970-01-01T00:00:00+00:00");
+        assert_eq!(first.len(), 1, "{first:?}");
+        let since = first[0]["timestamp"].as_str().unwrap();
+        let rest = changes(&server, &token, since);
+        let ids: Vec<i64> = rest.iter().map(|c| c["record_id"].as_i64().unwrap()).collect();
+        assert_eq!(ids, vec![2, 3], "an empty answer would tell the client it has everything");
+
+        // A new replica pulls through the same run on `/v1`.
+        let sam = Device::init_with_token(dir.path(), "sam", &server.url(), Some(&server.token("sam", None)));
+        sam.sync_with(SyncOptions { pull_limit: 1, ..SyncOptions::default() }).unwrap();
+        let names = sam.rows("SELECT name FROM contacts ORDER BY id");
+        assert_eq!(as_json(names), json!([["n1"], ["n2"], ["n3"]]), "{}", store.name());
+    });
 }
 
 #[test]
