@@ -3,6 +3,11 @@ synchronous=NORMAL, the same writes against a plain table and against a
 rowsync replica (capture triggers installed). Run by `rowsync bench capture`,
 which prepares the two template files; prints one JSON object.
 
+Two more copies of the plain table show what any trigger-based capture
+costs before it records anything of its own: one whose triggers do nothing,
+and one whose triggers write the least a log of changes can (one row
+holding only its rowid) per write.
+
 usage: capture.py PLAIN_TEMPLATE CAPTURED_TEMPLATE WORKDIR ROWS ROUNDS
 """
 import json
@@ -16,6 +21,25 @@ import time
 plain_template, captured_template, workdir, rows, rounds = sys.argv[1:6]
 rows, rounds = int(rows), int(rounds)
 single_rows = min(rows, 2000)
+
+
+# Triggers on the plain table's copies, by kind: a body that does nothing,
+# and a body that logs one rowid per write.
+FLOORS = {
+    "empty_trigger": "SELECT 1 WHERE 0;",
+    "rowid_log": "INSERT INTO rowid_log (id) VALUES (NULL);",
+}
+
+
+def floor_template(kind):
+    path = os.path.join(workdir, f"{kind}-template.db")
+    shutil.copyfile(plain_template, path)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE rowid_log (id INTEGER PRIMARY KEY)")
+    for event in ("INSERT", "UPDATE", "DELETE"):
+        db.execute(f"CREATE TRIGGER items_{event.lower()} AFTER {event} ON items BEGIN {FLOORS[kind]} END")
+    db.close()
+    return path
 
 
 def fresh(template, name):
@@ -38,9 +62,11 @@ def seeded(template, name):
         ((f"k{i:07d}", f"item {i}", i, i * 0.5) for i in range(rows)),
     )
     db.execute("COMMIT")
-    if "captured" in name:
-        # Start the measured phase with an empty outbox, as after a sync.
+    # Start the measured phase with an empty log, as after a sync.
+    if name.startswith("captured"):
         db.execute("DELETE FROM _rowsync_outbox")
+    elif name.startswith("rowid_log"):
+        db.execute("DELETE FROM rowid_log")
     return db
 
 
@@ -83,24 +109,29 @@ scenarios = [
     ("per-row updates (one transaction)", row_updates, seeded),
     ("one INSERT...SELECT", insert_select, fresh),
 ]
+templates = {
+    "plain": plain_template,
+    "captured": captured_template,
+    **{kind: floor_template(kind) for kind in FLOORS},
+}
+kinds = list(templates)
 results = []
 for label, work, prepare in scenarios:
-    times = {"plain": [], "captured": []}
+    times = {kind: [] for kind in kinds}
     for round_no in range(rounds):
-        order = ["plain", "captured"] if round_no % 2 == 0 else ["captured", "plain"]
+        # Each round starts with another kind, so none is always first.
+        order = kinds[round_no % len(kinds):] + kinds[:round_no % len(kinds)]
         for kind in order:
-            template = plain_template if kind == "plain" else captured_template
-            db = prepare(template, f"{kind}.db")
+            db = prepare(templates[kind], f"{kind}.db")
             start = time.perf_counter()
             count = work(db)
             times[kind].append(time.perf_counter() - start)
             db.close()
-    plain, captured = statistics.median(times["plain"]), statistics.median(times["captured"])
+    median = {kind: statistics.median(times[kind]) for kind in kinds}
     results.append({
         "scenario": label,
         "rows": count,
-        "plain_rows_per_s": count / plain,
-        "captured_rows_per_s": count / captured,
-        "ratio": plain / captured,
+        **{f"{kind}_rows_per_s": count / median[kind] for kind in kinds},
+        "ratio": median["plain"] / median["captured"],
     })
 print(json.dumps({"sqlite_version": sqlite3.sqlite_version, "results": results}))

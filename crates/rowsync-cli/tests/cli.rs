@@ -334,6 +334,35 @@ fn the_benchmark_report_as_json_holds_every_figure_per_size_with_its_ratio_and_v
     }
 }
 
+/// Beside each capture figure, the same writes through triggers that do
+/// nothing and through triggers logging one rowid per write: what any
+/// trigger-based capture costs before it records anything of its own.
+#[test]
+fn the_capture_benchmark_shows_the_floors_of_trigger_capture_without_targets() {
+    let output = rowsync(&["bench", "capture", "--rows", "300", "--rounds", "1", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the report is JSON");
+    let figures = report["figures"].as_array().unwrap();
+    for scenario in ["bulk insert (one transaction)", "single-row commits", "per-row updates", "one INSERT...SELECT"] {
+        let of = |kind: &str| {
+            figures
+                .iter()
+                .find(|f| {
+                    let name = f["name"].as_str().unwrap();
+                    name.starts_with(scenario) && name.ends_with(kind)
+                })
+                .unwrap_or_else(|| panic!("no {scenario:?} figure for {kind:?} in {report}"))
+        };
+        assert!(of(", captured")["target"]["ratio_at_least"].as_f64().is_some(), "{report}");
+        for floor in [", a trigger that does nothing", ", a trigger logging one rowid per write"] {
+            let figure = of(floor);
+            assert!(figure["value"].as_f64().unwrap() > 0.0, "{figure}");
+            assert_eq!(figure["reference"]["value"], of(", captured")["reference"]["value"], "{figure}");
+            assert!(figure["target"].is_null(), "{figure}");
+        }
+    }
+}
+
 #[test]
 fn the_benchmark_refuses_bad_sizes_and_databases_before_measuring_anything() {
     assert_one_line_error(&rowsync(&["bench", "sync", "--rows", "0"]), "--rows must be at least 1");
