@@ -8,7 +8,8 @@
 //! While a push is on its way (where the transport sends on a thread of
 //! its own, see [`Transport::send_push`]), the driver reads the batch after
 //! it, so that the replica's reading and the server's writing overlap; once
-//! the answer comes, that batch is sent at once, and the one answered is
+//! the answer comes, that batch (made ready to send meanwhile, see
+//! [`Transport::ready_push`]) is sent at once, and the one answered is
 //! acknowledged while it is on its way. The next push step takes its
 //! answer. Any other step lets it go unanswered: the request may still
 //! reach the server, which applies each change at most once (by its
@@ -206,12 +207,16 @@ impl<'a> Driver<'a> {
                     None
                 };
                 let next = next.filter(|next| !next.shares_rows_with(batch) && !next.holds_an_unseen_delete());
+                let transport = self.transport;
+                let next = next.map(|next| {
+                    let ready = transport.ready_push(&next.request);
+                    (next, ready)
+                });
                 let response = sending.answer()?;
                 // The next batch goes out before this one is acknowledged,
                 // so that the server need not wait for the replica's write.
-                let transport = self.transport;
-                self.in_flight = next.map(|next| {
-                    let sending = transport.send_push(&next.request);
+                self.in_flight = next.map(|(next, ready)| {
+                    let sending = transport.send_ready(&next.request, ready);
                     (next, sending)
                 });
                 // A write transaction like the rest: it keeps the app's gap.

@@ -61,7 +61,7 @@ pub use replica::Replica;
 pub use rowsync_core::engine::{Backoff, State};
 pub use status::Status;
 pub use sync::{sync, sync_showing, SyncOptions, SyncReport};
-pub use transport::{HttpTransport, PushInFlight, ServerAccess, Transport};
+pub use transport::{HttpTransport, PushInFlight, ReadyPush, ServerAccess, Transport};
 pub use values::{from_sql, to_sql};
 
 /// A new random key for a synced row: a UUID (version 4) as text. Keys made

@@ -26,10 +26,27 @@ pub trait Transport {
     fn send_push(&self, request: &PushRequest) -> PushInFlight<'_> {
         PushInFlight(Sending::Answered(self.push(request)))
     }
+    /// Makes `request` ready to send while the push before it is still on
+    /// its way, so that sending it once that push is answered costs only
+    /// the sending (over HTTP, its body is encoded here: the server would
+    /// otherwise wait for that between two pushes). The default makes
+    /// nothing ready ahead.
+    fn ready_push(&self, _request: &PushRequest) -> ReadyPush {
+        ReadyPush(None)
+    }
+    /// Sends `request` as [`Transport::send_push`] does, made ready as
+    /// `ready` ([`Transport::ready_push`] of the same request).
+    fn send_ready(&self, request: &PushRequest, _ready: ReadyPush) -> PushInFlight<'_> {
+        self.send_push(request)
+    }
     /// Changes after the request's cursor, leaving out states exactly as its
     /// site pushed them.
     fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError>;
 }
+
+/// A push made ready to send (see [`Transport::ready_push`]): its encoded
+/// body, where the transport makes one ahead.
+pub struct ReadyPush(Option<Result<Vec<u8>, ClientError>>);
 
 /// A push sent, and its answer once it has come.
 pub struct PushInFlight<'t>(Sending<'t>);
@@ -353,7 +370,15 @@ impl Transport for HttpTransport {
     }
 
     fn send_push(&self, request: &PushRequest) -> PushInFlight<'_> {
-        let body = match push_body(request) {
+        self.send_ready(request, self.ready_push(request))
+    }
+
+    fn ready_push(&self, request: &PushRequest) -> ReadyPush {
+        ReadyPush(Some(push_body(request)))
+    }
+
+    fn send_ready(&self, request: &PushRequest, ready: ReadyPush) -> PushInFlight<'_> {
+        let body = match ready.0.unwrap_or_else(|| push_body(request)) {
             Ok(body) => body,
             Err(error) => return PushInFlight(Sending::Answered(Err(error))),
         };
