@@ -3,9 +3,9 @@ synchronous=NORMAL, the same writes against a plain table and against a
 rowsync replica (capture triggers installed). Run by `rowsync bench capture`,
 which prepares the two template files; prints one JSON object.
 
-Two more copies of the plain table show what any trigger-based capture
-costs before it records anything of its own: one whose triggers do nothing,
-and one whose triggers write the least a log of changes can (one row
+Two more copies of the plain table show what capture by triggers costs
+before it records anything of its own: one whose triggers do nothing, and
+one whose triggers write about the least a log of changes can (one row
 holding only its rowid) per write.
 
 usage: capture.py PLAIN_TEMPLATE CAPTURED_TEMPLATE WORKDIR ROWS ROUNDS
@@ -35,7 +35,8 @@ def floor_template(kind):
     path = os.path.join(workdir, f"{kind}-template.db")
     shutil.copyfile(plain_template, path)
     db = sqlite3.connect(path, isolation_level=None)
-    db.execute("CREATE TABLE rowid_log (id INTEGER PRIMARY KEY)")
+    if kind == "rowid_log":
+        db.execute("CREATE TABLE rowid_log (id INTEGER PRIMARY KEY)")
     for event in ("INSERT", "UPDATE", "DELETE"):
         db.execute(f"CREATE TRIGGER items_{event.lower()} AFTER {event} ON items BEGIN {FLOORS[kind]} END")
     db.close()
@@ -119,8 +120,12 @@ results = []
 for label, work, prepare in scenarios:
     times = {kind: [] for kind in kinds}
     for round_no in range(rounds):
-        # Each round starts with another kind, so none is always first.
-        order = kinds[round_no % len(kinds):] + kinds[:round_no % len(kinds)]
+        # Each round starts with another kind, and every other one runs
+        # backwards, so that no kind always runs first or after the same one.
+        start = round_no % len(kinds)
+        order = kinds[start:] + kinds[:start]
+        if round_no % 2:
+            order.reverse()
         for kind in order:
             db = prepare(templates[kind], f"{kind}.db")
             start = time.perf_counter()

@@ -17,7 +17,9 @@
 //! and applying). That belief is whole only once every write is stamped;
 //! a large backlog is stamped as it is pushed, so the counts are then
 //! compared when the push has caught up, and what that finds is pushed in
-//! the same sync. Then:
+//! the same sync. All of that is looked at in a read snapshot first: only
+//! what needs repairing takes the write lock, so the app does not wait
+//! while a large table is counted. Then:
 //! - columns that no longer match stop the sync with what differs;
 //! - missing or altered triggers are installed again, and since writes made
 //!   meanwhile went unrecorded, every row is compared with what rowsync
@@ -42,7 +44,7 @@ use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use crate::bookkeeping::{load_clocks, read_clocks};
 use crate::error::ClientError;
 use crate::replica::{table_problems, trigger_form, Replica};
-use crate::stamp::{stamp_all_yielding, stamp_rest};
+use crate::stamp::{stamp_all_yielding, stamp_rest, stamping_marks};
 use crate::transport::Transport;
 use crate::triggers::{drop_triggers, install_triggers, triggers_of, Triggers};
 use crate::values::{key_token, stored_key};
@@ -62,6 +64,20 @@ pub(crate) enum RowCounts {
 /// Checks capture on every synced table, repairs what can be repaired here,
 /// and returns what it found, for the user to read.
 pub(crate) fn check_capture(replica: &Replica, counts: RowCounts) -> Result<Vec<String>, ClientError> {
+    // Most of the time nothing needs repairing, and a read snapshot shows
+    // it without the write lock: counting a table of a million rows takes
+    // tens of milliseconds, which the app would spend waiting. The app may
+    // write between the stamping before this and that snapshot; what it
+    // wrote is stamped, and looked at once more.
+    if counts == RowCounts::Compare {
+        for first in [true, false] {
+            match seen_in_a_snapshot(replica)? {
+                Seen::Sound => return Ok(Vec::new()),
+                Seen::Unstamped if first => stamp_all_yielding(replica)?,
+                Seen::Unstamped | Seen::ToRepair => break,
+            }
+        }
+    }
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     // Every recorded write gets its version first, so that rowsync's view
     // of which rows exist is complete (where the counts are compared, or a
@@ -117,10 +133,7 @@ pub(crate) fn check_capture(replica: &Replica, counts: RowCounts) -> Result<Vec<
         if counts == RowCounts::Later {
             continue;
         }
-        let believed: Option<i64> =
-            tx.query_row("SELECT live FROM _rowsync_tables WHERE id = ?", [table_id], |row| row.get(0))?;
-        let actual: i64 = tx.query_row(&format!("SELECT count(*) FROM \"{}\"", table.name), [], |row| row.get(0))?;
-        if believed != Some(actual) {
+        if believed_rows(&tx, table_id)? != Some(count_rows(&tx, table)?) {
             let (inserts, deletes) = compare_rows(replica, &tx, index)?;
             if inserts + deletes > 0 {
                 notes.push(format!(
@@ -133,6 +146,46 @@ pub(crate) fn check_capture(replica: &Replica, counts: RowCounts) -> Result<Vec<
     }
     tx.commit()?;
     Ok(notes)
+}
+
+/// What a read snapshot of the file shows of capture.
+enum Seen {
+    /// Every write stamped; every table with the schema's columns, rowsync's
+    /// triggers, and the rows rowsync believes it holds.
+    Sound,
+    /// Writes not stamped yet: the counts cannot be compared.
+    Unstamped,
+    /// Something for [`check_capture`] to repair, or to report.
+    ToRepair,
+}
+
+/// Looks at capture in one read snapshot, without the write lock.
+fn seen_in_a_snapshot(replica: &Replica) -> Result<Seen, ClientError> {
+    let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Deferred)?;
+    let (stamped, newest) = stamping_marks(&tx)?;
+    if stamped < newest {
+        return Ok(Seen::Unstamped);
+    }
+    for (index, table) in replica.schema.tables.iter().enumerate() {
+        let table_id = replica.table_ids[index];
+        if table_problems(&tx, table)?.is_none_or(|problems| !problems.is_empty())
+            || triggers_of(&tx, table, table_id, trigger_form(&tx, table)?)? != Triggers::Intact
+            || believed_rows(&tx, table_id)? != Some(count_rows(&tx, table)?)
+        {
+            return Ok(Seen::ToRepair);
+        }
+    }
+    Ok(Seen::Sound)
+}
+
+/// The rows rowsync believes table `table_id` holds.
+fn believed_rows(conn: &Connection, table_id: i64) -> Result<Option<i64>, ClientError> {
+    Ok(conn.query_row("SELECT live FROM _rowsync_tables WHERE id = ?", [table_id], |row| row.get(0))?)
+}
+
+/// The rows `table` holds.
+fn count_rows(conn: &Connection, table: &rowsync_proto::Table) -> Result<i64, ClientError> {
+    Ok(conn.query_row(&format!("SELECT count(*) FROM \"{}\"", table.name), [], |row| row.get(0))?)
 }
 
 /// Compares the rows of schema table `index` with the rows rowsync believes
@@ -176,8 +229,7 @@ fn compare_rows(replica: &Replica, conn: &Connection, index: usize) -> Result<(u
     // Stamping the queued entries moves the count by as many as they change;
     // start it from the count that will then be right.
     stamp_rest(replica, conn)?;
-    let count: i64 = conn.query_row(&format!("SELECT count(*) FROM \"{}\"", table.name), [], |row| row.get(0))?;
-    conn.execute("UPDATE _rowsync_tables SET live = ? WHERE id = ?", params![count, table_id])?;
+    conn.execute("UPDATE _rowsync_tables SET live = ? WHERE id = ?", params![count_rows(conn, table)?, table_id])?;
     Ok((inserts, deletes))
 }
 
@@ -262,4 +314,49 @@ pub(crate) fn audit_against_server(
             )
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rowsync_core::schema::parse_schema;
+
+    use super::*;
+    use crate::stamp::stamp_all;
+
+    /// Capture that saw every write is checked in a read snapshot: the
+    /// check goes through while the app holds the write lock. A delete no
+    /// trigger saw is still found, and queued under the lock.
+    #[test]
+    fn counts_that_agree_are_compared_without_the_write_lock() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("replica.db");
+        let schema = parse_schema("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT);").unwrap();
+        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
+        let app = Connection::open(&path).unwrap();
+        app.execute_batch(
+            "CREATE UNIQUE INDEX app_bodies ON notes (body); INSERT INTO notes VALUES ('a', 'x'), ('b', 'y')",
+        )
+        .unwrap();
+        stamp_all(&replica).unwrap();
+        // Waiting for the lock would fail at once.
+        replica.conn.busy_timeout(Duration::ZERO).unwrap();
+
+        app.execute_batch("BEGIN IMMEDIATE; INSERT INTO notes VALUES ('c', 'z')").unwrap();
+        assert_eq!(check_capture(&replica, RowCounts::Compare).unwrap(), Vec::<String>::new());
+        app.execute_batch("ROLLBACK").unwrap();
+
+        // Note 'a' goes without its delete trigger firing; 'd' is written
+        // after the stamping, so the check stamps it first.
+        app.execute("INSERT OR REPLACE INTO notes VALUES ('d', 'x')", []).unwrap();
+        let notes = check_capture(&replica, RowCounts::Compare).unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with("1 row(s) of table notes were deleted"), "{notes:?}");
+        let queued: i64 = app
+            .query_row("SELECT count(*) FROM _rowsync_outbox WHERE pk = 'a' AND op = ?", [OP_DELETE], |r| r.get(0))
+            .unwrap();
+        assert_eq!(queued, 1);
+        assert_eq!(check_capture(&replica, RowCounts::Compare).unwrap(), Vec::<String>::new(), "repaired");
+    }
 }

@@ -35,7 +35,9 @@ pub trait Transport {
         ReadyPush(None)
     }
     /// Sends `request` as [`Transport::send_push`] does, made ready as
-    /// `ready` ([`Transport::ready_push`] of the same request).
+    /// `ready` ([`Transport::ready_push`] of the same request). A transport
+    /// that overrides `send_push` overrides both of these or neither: the
+    /// driver sends every batch read ahead through them.
     fn send_ready(&self, request: &PushRequest, _ready: ReadyPush) -> PushInFlight<'_> {
         self.send_push(request)
     }

@@ -316,7 +316,9 @@ fn a_long_run_of_positions_without_rows_does_not_stall_a_client() {
         let ids: Vec<i64> = rest.iter().map(|c| c["record_id"].as_i64().unwrap()).collect();
         assert_eq!(ids, vec![2, 3], "an empty answer would tell the client it has everything");
 
-        // A new replica pulls through the same run on `/v1`.
+        // A new replica pulls through the same run on `/v1`, a change a
+        // page: its first page holds the span's one row, and only the span's
+        // `more` sends it on to the rows past it.
         let sam = Device::init_with_token(dir.path(), "sam", &server.url(), Some(&server.token("sam", None)));
         sam.sync_with(SyncOptions { pull_limit: 1, ..SyncOptions::default() }).unwrap();
         let names = sam.rows("SELECT name FROM contacts ORDER BY id");

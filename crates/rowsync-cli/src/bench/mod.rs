@@ -3,7 +3,9 @@
 //! noise; ratios are not), gathered in one [`Report`].
 //!
 //! - `capture`: the same writes through Python's sqlite3 module (how an app
-//!   sees it) against a plain table and a captured one; see bench/capture.py.
+//!   sees it) against a plain table and a captured one, and, without
+//!   targets, against triggers that do nothing and triggers logging one
+//!   rowid per write; see bench/capture.py.
 //! - `sync`: a backlog pushed by one replica and pulled by a new one through
 //!   a real server on a loopback port, beside the database's own fastest
 //!   way in for the same rows (PostgreSQL's COPY; elsewhere a plain batched
@@ -223,9 +225,9 @@ const CAPTURE_TARGETS: [(&str, f64); 4] = [
 const CAPTURED: &str = "captured_rows_per_s";
 
 /// The tables bench/capture.py writes to besides the plain one, by its
-/// field: the captured table, and two floors no trigger-based capture gets
-/// under (triggers that do nothing; triggers that log one rowid per write),
-/// shown without targets.
+/// field: the captured table, and two floors for any capture by triggers
+/// (triggers that do nothing; triggers that log about the least a change
+/// log can, one rowid per write), shown without targets.
 const CAPTURE_KINDS: [(&str, &str); 3] = [
     (CAPTURED, "captured"),
     ("empty_trigger_rows_per_s", "a trigger that does nothing"),
