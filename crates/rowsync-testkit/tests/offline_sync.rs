@@ -438,3 +438,61 @@ fn a_later_edit_behind_a_large_backlog_outranks_an_earlier_one_pulled_first() {
     }
     assert_converged(&server, &[&laptop, &phone]);
 }
+
+/// A replica that joins late downloads every row in pages and then pulls
+/// as the others do; it ends where replicas that pulled every change as it
+/// came end, and its versions decide later conflicts as theirs do.
+#[test]
+fn a_replica_that_joins_late_converges_with_those_that_pulled_all_along() {
+    on_every_store(|store| {
+        let (dir, server, laptop, phone) = setup(store);
+        let small_pages = rowsync_client::SyncOptions { pull_limit: 3, push_limit: 4, ..Default::default() };
+        for round in 0u32..6 {
+            laptop.exec(&format!(
+                "INSERT INTO contacts VALUES ('l{round}', 'laptop {round}', NULL, NULL);
+                 UPDATE contacts SET email = 'e{round}@example.com' WHERE id IN ('l0', 'l2');"
+            ));
+            phone.exec(&format!(
+                "INSERT INTO contacts VALUES ('p{round}', 'phone {round}', NULL, '{round}');
+                 UPDATE contacts SET phone = 'ph{round}' WHERE id IN ('l0', 'l2');
+                 DELETE FROM contacts WHERE id = 'p{}';",
+                round.saturating_sub(2)
+            ));
+            if round == 3 {
+                // Deleted and written again under the same key.
+                laptop.exec(
+                    "DELETE FROM contacts WHERE id = 'l1'; INSERT INTO contacts VALUES ('l1', 'back', NULL, NULL);",
+                );
+            }
+            laptop.sync_with(small_pages).unwrap();
+            phone.sync_with(small_pages).unwrap();
+        }
+        let tablet = Device::init(dir.path(), "tablet", &server.url());
+        let first = tablet.sync_with(small_pages).unwrap();
+        assert!(first.pull_pages >= 3, "{store:?}: downloaded in {} pages", first.pull_pages);
+        laptop.sync().unwrap();
+        assert_converged(&server, &[&laptop, &phone, &tablet]);
+
+        // From here all three pull incrementally: edits of the same cells
+        // on every device, the tablet's last, decide alike everywhere.
+        laptop.exec("UPDATE contacts SET name = 'from laptop' WHERE id IN ('l0', 'p5');");
+        phone.exec(
+            "UPDATE contacts SET name = 'from phone' WHERE id IN ('l0', 'l4'); DELETE FROM contacts WHERE id = 'l3';",
+        );
+        tablet.exec("UPDATE contacts SET name = 'from tablet' WHERE id = 'l0'; UPDATE contacts SET email = NULL WHERE id = 'l4';");
+        for device in [&laptop, &phone, &tablet, &laptop, &phone] {
+            device.sync_with(small_pages).unwrap();
+        }
+        assert_converged(&server, &[&laptop, &phone, &tablet]);
+        assert_eq!(
+            tablet.rows("SELECT name, email, phone FROM contacts WHERE id IN ('l0', 'l4', 'p5') ORDER BY id"),
+            vec![
+                vec![text("from tablet"), text("e5@example.com"), text("ph5")],
+                vec![text("from phone"), rowsync_proto::Value::Null, rowsync_proto::Value::Null],
+                vec![text("from laptop"), rowsync_proto::Value::Null, text("5")],
+            ]
+        );
+        assert!(tablet.rows("SELECT * FROM contacts WHERE id IN ('l3', 'p0', 'p3')").is_empty());
+        assert_eq!(tablet.rows("SELECT name FROM contacts WHERE id = 'l1'"), vec![vec![text("back")]]);
+    });
+}
