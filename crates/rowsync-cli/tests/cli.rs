@@ -306,6 +306,7 @@ fn the_sync_benchmark_prints_each_figure_beside_its_reference_and_its_target() {
         ">= 0.30x",
         "longest app commit during that pull",
         "longest app wait for the write lock during that pull",
+        "pull of updates to rows the device holds",
         "targets met",
     ] {
         assert!(out.contains(needle), "{out} lacks {needle:?}");

@@ -11,7 +11,9 @@
 //!   way in for the same rows (PostgreSQL's COPY; elsewhere a plain batched
 //!   insert), the naive way to sync them (one `POST /sync` request per
 //!   change, each answer awaited), and plain bulk inserts into a local
-//!   SQLite file (Python's sqlite3, as an app writes, and Rust's); an app
+//!   SQLite file (Python's sqlite3, as an app writes, and Rust's); then
+//!   every row updated on the first replica and pulled by the second, which
+//!   holds them all (an incremental pull); an app
 //!   keeps committing to each replica file while it pushes or pulls, and the
 //!   longest of its commits is the figure for how long sync keeps an app
 //!   waiting. See bench/plain_insert.py.
@@ -551,6 +553,17 @@ fn sync_backlog(dir: &std::path::Path, database: &DatabaseUrl, rows: usize) -> a
     if pushed.acknowledged != rows as u64 || pulled.pulled != rows as u64 {
         bail!("expected {rows} changes each way, pushed {} and pulled {}", pushed.acknowledged, pulled.pulled);
     }
+    // Then every row changes on the sending device, and the receiving one,
+    // which holds them all, pulls the changes.
+    sender.connection().execute("UPDATE items SET qty = qty + 1, name = name || ' again'", [])?;
+    let pushed = sync(&mut sender, &transport, options)?;
+    let started = Instant::now();
+    let (pulled, incremental_waits) = longest_app_commit(&receiver_file, || sync(&mut receiver, &transport, options))?;
+    let pulled = pulled?;
+    let incremental = rows as f64 / started.elapsed().as_secs_f64();
+    if pushed.acknowledged != rows as u64 || pulled.pulled != rows as u64 {
+        bail!("expected {rows} updates each way, pushed {} and pulled {}", pushed.acknowledged, pulled.pulled);
+    }
     let naive = one_request_per_change(&url, &token, rows.min(NAIVE_CHANGES))?;
     server.stop();
     let figure = |name: &str, value: f64, unit: &'static str| Figure::new("sync", store, rows, name, value, unit);
@@ -574,6 +587,11 @@ fn sync_backlog(dir: &std::path::Path, database: &DatabaseUrl, rows: usize) -> a
         ),
         figure("longest app commit during that pull", ms(pull_waits.commit), "ms").target(Target::AtMost(50.0)),
         figure("longest app wait for the write lock during that pull", ms(pull_waits.lock), "ms")
+            .target(Target::AtMost(50.0)),
+        figure("pull of updates to rows the device holds", incremental, "changes/s")
+            .against("plain insert, Python sqlite3", python_local, "rows/s")
+            .target(Target::RatioAtLeast(0.5)),
+        figure("longest app wait for the write lock during the pull of updates", ms(incremental_waits.lock), "ms")
             .target(Target::AtMost(50.0)),
         figure("peak memory so far, server and replicas", peak_rss_mb(), "MB").target(Target::AtMost(200.0)),
     ])
