@@ -542,14 +542,15 @@ fn sync_backlog(dir: &std::path::Path, database: &DatabaseUrl, rows: usize) -> a
     let transport = HttpTransport::new(&url, Some(token.clone()));
     let options = SyncOptions::default();
 
-    let started = Instant::now();
-    let (pushed, push_waits) = longest_app_commit(&sender_file, || sync(&mut sender, &transport, options))?;
-    let pushed = pushed?;
-    let push = rows as f64 / started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let (pulled, pull_waits) = longest_app_commit(&receiver_file, || sync(&mut receiver, &transport, options))?;
-    let pulled = pulled?;
-    let pull = rows as f64 / started.elapsed().as_secs_f64();
+    // A sync with the app committing to the replica's file meanwhile: what
+    // it did, how long the app waited, and its changes per second.
+    let timed_sync = |replica: &mut Replica, file: &std::path::Path| -> anyhow::Result<_> {
+        let started = Instant::now();
+        let (report, waits) = longest_app_commit(file, || sync(replica, &transport, options))?;
+        Ok((report?, waits, rows as f64 / started.elapsed().as_secs_f64()))
+    };
+    let (pushed, push_waits, push) = timed_sync(&mut sender, &sender_file)?;
+    let (pulled, pull_waits, pull) = timed_sync(&mut receiver, &receiver_file)?;
     if pushed.acknowledged != rows as u64 || pulled.pulled != rows as u64 {
         bail!("expected {rows} changes each way, pushed {} and pulled {}", pushed.acknowledged, pulled.pulled);
     }
@@ -557,10 +558,7 @@ fn sync_backlog(dir: &std::path::Path, database: &DatabaseUrl, rows: usize) -> a
     // which holds them all, pulls the changes.
     sender.connection().execute("UPDATE items SET qty = qty + 1, name = name || ' again'", [])?;
     let pushed = sync(&mut sender, &transport, options)?;
-    let started = Instant::now();
-    let (pulled, incremental_waits) = longest_app_commit(&receiver_file, || sync(&mut receiver, &transport, options))?;
-    let pulled = pulled?;
-    let incremental = rows as f64 / started.elapsed().as_secs_f64();
+    let (pulled, incremental_waits, incremental) = timed_sync(&mut receiver, &receiver_file)?;
     if pushed.acknowledged != rows as u64 || pulled.pulled != rows as u64 {
         bail!("expected {rows} updates each way, pushed {} and pulled {}", pushed.acknowledged, pulled.pulled);
     }
