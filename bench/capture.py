@@ -137,6 +137,5 @@ for label, work, prepare in scenarios:
         "scenario": label,
         "rows": count,
         **{f"{kind}_rows_per_s": count / median[kind] for kind in kinds},
-        "ratio": median["plain"] / median["captured"],
     })
 print(json.dumps({"sqlite_version": sqlite3.sqlite_version, "results": results}))

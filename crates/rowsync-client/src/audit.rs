@@ -35,9 +35,9 @@
 
 use std::collections::HashSet;
 
-use rowsync_core::capture::{key_expression, OP_DELETE, OP_INSERT, OP_UPDATE, OVERFLOW_BIT};
+use rowsync_core::capture::{key_expression, TriggerForm, OP_DELETE, OP_INSERT, OP_UPDATE, OVERFLOW_BIT};
 use rowsync_core::change::decode_change;
-use rowsync_proto::{PullRequest, SiteId};
+use rowsync_proto::{PullRequest, SiteId, Table};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
@@ -96,9 +96,7 @@ pub(crate) fn check_capture(replica: &Replica, counts: RowCounts) -> Result<Vec<
     let mut notes = Vec::new();
     for (index, table) in replica.schema.tables.iter().enumerate() {
         let table_id = replica.table_ids[index];
-        let problems = table_problems(&tx, table)?.unwrap_or_else(|| vec!["the table is missing".into()]);
-        let form = trigger_form(&tx, table)?;
-        let triggers = triggers_of(&tx, table, table_id, form)?;
+        let TableCapture { problems, form, triggers } = look_at(&tx, table, table_id)?;
         if !problems.is_empty() {
             let triggers = if triggers == Triggers::Missing {
                 " Its capture triggers are gone too (was it rebuilt?)."
@@ -133,7 +131,7 @@ pub(crate) fn check_capture(replica: &Replica, counts: RowCounts) -> Result<Vec<
         if counts == RowCounts::Later {
             continue;
         }
-        if believed_rows(&tx, table_id)? != Some(count_rows(&tx, table)?) {
+        if !counts_agree(&tx, table, table_id)? {
             let (inserts, deletes) = compare_rows(replica, &tx, index)?;
             if inserts + deletes > 0 {
                 notes.push(format!(
@@ -168,23 +166,45 @@ fn seen_in_a_snapshot(replica: &Replica) -> Result<Seen, ClientError> {
     }
     for (index, table) in replica.schema.tables.iter().enumerate() {
         let table_id = replica.table_ids[index];
-        if table_problems(&tx, table)?.is_none_or(|problems| !problems.is_empty())
-            || triggers_of(&tx, table, table_id, trigger_form(&tx, table)?)? != Triggers::Intact
-            || believed_rows(&tx, table_id)? != Some(count_rows(&tx, table)?)
-        {
+        if !look_at(&tx, table, table_id)?.intact() || !counts_agree(&tx, table, table_id)? {
             return Ok(Seen::ToRepair);
         }
     }
     Ok(Seen::Sound)
 }
 
-/// The rows rowsync believes table `table_id` holds.
-fn believed_rows(conn: &Connection, table_id: i64) -> Result<Option<i64>, ClientError> {
-    Ok(conn.query_row("SELECT live FROM _rowsync_tables WHERE id = ?", [table_id], |row| row.get(0))?)
+/// What a synced table shows of its capture, as both the read snapshot and
+/// the repair look at it (so that what the one calls sound, the other
+/// leaves alone).
+struct TableCapture {
+    /// How the table differs from the schema (its being gone is one way).
+    problems: Vec<String>,
+    form: TriggerForm,
+    triggers: Triggers,
+}
+
+impl TableCapture {
+    fn intact(&self) -> bool {
+        self.problems.is_empty() && self.triggers == Triggers::Intact
+    }
+}
+
+fn look_at(conn: &Connection, table: &Table, table_id: i64) -> Result<TableCapture, ClientError> {
+    let problems = table_problems(conn, table)?.unwrap_or_else(|| vec!["the table is missing".into()]);
+    let form = trigger_form(conn, table)?;
+    let triggers = triggers_of(conn, table, table_id, form)?;
+    Ok(TableCapture { problems, form, triggers })
+}
+
+/// Whether `table` holds as many rows as rowsync believes it does.
+fn counts_agree(conn: &Connection, table: &Table, table_id: i64) -> Result<bool, ClientError> {
+    let believed: Option<i64> =
+        conn.query_row("SELECT live FROM _rowsync_tables WHERE id = ?", [table_id], |row| row.get(0))?;
+    Ok(believed == Some(count_rows(conn, table)?))
 }
 
 /// The rows `table` holds.
-fn count_rows(conn: &Connection, table: &rowsync_proto::Table) -> Result<i64, ClientError> {
+fn count_rows(conn: &Connection, table: &Table) -> Result<i64, ClientError> {
     Ok(conn.query_row(&format!("SELECT count(*) FROM \"{}\"", table.name), [], |row| row.get(0))?)
 }
 
@@ -320,9 +340,8 @@ pub(crate) fn audit_against_server(
 mod tests {
     use std::time::Duration;
 
-    use rowsync_core::schema::parse_schema;
-
     use super::*;
+    use crate::replica::test_replica;
     use crate::stamp::stamp_all;
 
     /// Capture that saw every write is checked in a read snapshot: the
@@ -331,10 +350,7 @@ mod tests {
     #[test]
     fn counts_that_agree_are_compared_without_the_write_lock() {
         let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("replica.db");
-        let schema = parse_schema("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT);").unwrap();
-        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
-        let app = Connection::open(&path).unwrap();
+        let (replica, app) = test_replica(dir.path(), "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT);");
         app.execute_batch(
             "CREATE UNIQUE INDEX app_bodies ON notes (body); INSERT INTO notes VALUES ('a', 'x'), ('b', 'y')",
         )

@@ -479,7 +479,7 @@ pub fn set_aside(replica: &Replica, batch: &Batch, change: usize, reason: &str) 
 
 #[cfg(test)]
 mod tests {
-    use rowsync_core::schema::parse_schema;
+    use crate::replica::test_replica;
     use tempfile::TempDir;
 
     use super::*;
@@ -487,10 +487,7 @@ mod tests {
 
     /// A replica of a `notes` table, and the app's connection to it.
     fn replica_of_notes(dir: &TempDir) -> (Replica, Connection) {
-        let path = dir.path().join("replica.db");
-        let schema = parse_schema("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, n INTEGER);").unwrap();
-        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
-        (replica, Connection::open(&path).unwrap())
+        test_replica(dir.path(), "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, n INTEGER);")
     }
 
     /// A copy of the file as the app sees it now, opened as a replica.

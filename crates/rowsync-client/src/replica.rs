@@ -574,9 +574,18 @@ pub(crate) fn table_problems(
     Ok(Some(problems))
 }
 
+/// A replica of the tables `schema` declares, in `dir`, for tests; and an
+/// app's connection to its file.
+#[cfg(test)]
+pub(crate) fn test_replica(dir: &std::path::Path, schema: &str) -> (Replica, Connection) {
+    let path = dir.join("replica.db");
+    let schema = rowsync_core::schema::parse_schema(schema).expect("a test schema");
+    let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).expect("a test replica");
+    (replica, Connection::open(&path).expect("the app's connection"))
+}
+
 #[cfg(test)]
 mod tests {
-    use rowsync_core::schema::parse_schema;
     use rowsync_proto::Value;
 
     use super::*;
@@ -588,14 +597,12 @@ mod tests {
     #[test]
     fn rows_read_many_at_once_are_the_rows_read_one_by_one() {
         let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("replica.db");
-        let schema = parse_schema(
+        let (replica, _) = test_replica(
+            dir.path(),
             "CREATE TABLE m (a TEXT, b INTEGER, note TEXT, PRIMARY KEY (a, b)); \
              CREATE TABLE f (k BLOB PRIMARY KEY, note TEXT); \
              CREATE TABLE k (place INTEGER PRIMARY KEY, k0 INTEGER);",
-        )
-        .unwrap();
-        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
+        );
         replica
             .conn
             .execute_batch(

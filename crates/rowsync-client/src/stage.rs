@@ -318,7 +318,7 @@ impl Staged {
 
 #[cfg(test)]
 mod tests {
-    use rowsync_core::schema::parse_schema;
+    use crate::replica::test_replica;
     use rowsync_proto::{Cell, Hlc, PullResponse, SiteId, Value, Version};
 
     use super::*;
@@ -350,11 +350,7 @@ mod tests {
     }
 
     fn replica(dir: &tempfile::TempDir) -> (Replica, Connection) {
-        let path = dir.path().join("replica.db");
-        let schema =
-            parse_schema("CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT);").unwrap();
-        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
-        (replica, Connection::open(&path).unwrap())
+        test_replica(dir.path(), "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT);")
     }
 
     fn contacts(app: &Connection) -> Vec<(String, String, Option<String>)> {

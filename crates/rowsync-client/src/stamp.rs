@@ -217,17 +217,15 @@ struct Touched {
 
 #[cfg(test)]
 mod tests {
-    use rowsync_core::schema::parse_schema;
+    use crate::replica::test_replica;
 
     use super::*;
 
     /// A replica of a `notes` table whose app inserted `rows` notes, and the
     /// app's connection.
     fn replica_with_notes(dir: &tempfile::TempDir, rows: usize) -> (Replica, Connection) {
-        let path = dir.path().join("replica.db");
-        let schema = parse_schema("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, n INTEGER);").unwrap();
-        let replica = Replica::init(&path, "http://127.0.0.1:9", &schema, None).unwrap();
-        let app = Connection::open(&path).unwrap();
+        let (replica, app) =
+            test_replica(dir.path(), "CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT, n INTEGER);");
         app.execute(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) \
              INSERT INTO notes SELECT 'note-' || i, 'body', i FROM n",
