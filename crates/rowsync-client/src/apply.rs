@@ -22,7 +22,6 @@
 
 use std::collections::HashSet;
 
-use rowsync_core::capture::OP_SET_ASIDE;
 use rowsync_core::change::DecodedChange;
 use rowsync_core::clocks::{Clocks, LiveRows};
 use rowsync_core::ddl::{update_columns, Dialect};
@@ -30,13 +29,14 @@ use rowsync_core::RowState;
 use rowsync_proto::{ConflictStrategy, PullResponse, Value};
 use rusqlite::config::DbConfig;
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::bookkeeping::{
     key, load_clock, load_clocks, load_conflicts, meta_get, meta_set, save_clock, save_clocks, save_conflicts,
     save_live_rows,
 };
 use crate::error::ClientError;
+use crate::outbox::unpushed_rows;
 use crate::rebuild::{after_page, note_seen, Download};
 use crate::replica::Replica;
 use crate::stage::{stage, Staged};
@@ -56,7 +56,7 @@ pub fn apply_page(replica: &Replica, mut page: PullResponse) -> Result<usize, Cl
 pub(crate) fn apply_staged(replica: &Replica, page: &PullResponse, mut staged: Staged) -> Result<usize, ClientError> {
     let tx = Transaction::new_unchecked(&replica.conn, TransactionBehavior::Immediate)?;
     // Triggers are back on when the page is done, however it ends.
-    let _capture = CaptureOff::when_alone(replica)?;
+    let capture_off = CaptureOff::when_alone(replica)?;
     let cursor: i64 = meta_get(&tx, key::CURSOR)?.unwrap_or(0);
     let download = Download::of(&tx, cursor as u64)?;
     // A page that brings nothing (the usual answer while the push of a
@@ -75,6 +75,9 @@ pub(crate) fn apply_staged(replica: &Replica, page: &PullResponse, mut staged: S
     let reconciling = download == Download::Reconciling;
     // Rows written since the page was staged are merged one by one too.
     staged.take_written_since(replica, &tx)?;
+    if capture_off.is_none() {
+        staged.take_held(replica, &tx)?;
+    }
     let mut rows = Merging { replica, conn: &tx, download, newest_before, unpushed: None };
     let (mut changed_rows, mut from) = (0, 0);
     for &n in &staged.general {
@@ -90,6 +93,7 @@ pub(crate) fn apply_staged(replica: &Replica, page: &PullResponse, mut staged: S
     meta_set(&tx, key::CURSOR, page.cursor as i64)?;
     tx.execute("DELETE FROM _rowsync_outbox WHERE id > ?", [newest_before])?;
     tx.commit()?;
+    drop(capture_off);
     staged.clear(replica);
     Ok(changed_rows)
 }
@@ -250,14 +254,6 @@ fn local_values(
         state.cells[index] = version.map(|version| (value, version));
     }
     Ok(())
-}
-
-/// The rows with outbox entries not yet acknowledged (at or below `newest`).
-fn unpushed_rows(conn: &rusqlite::Connection, newest: i64) -> Result<HashSet<(i64, String)>, ClientError> {
-    let mut statement = conn.prepare("SELECT DISTINCT tbl, pk FROM _rowsync_outbox WHERE op != ? AND id <= ?")?;
-    let rows = statement.query_map(params![OP_SET_ASIDE, newest], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    rows.map(|row| row.map(|(table_id, key): (i64, SqlValue)| key_token(table_id, &key)).map_err(ClientError::from))
-        .collect()
 }
 
 /// Manual tables: a local write not yet pushed must reach the server even

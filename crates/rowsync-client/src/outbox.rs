@@ -477,6 +477,14 @@ pub fn set_aside(replica: &Replica, batch: &Batch, change: usize, reason: &str) 
     Ok(moved)
 }
 
+/// The rows with outbox entries not yet acknowledged (at or below `newest`).
+pub(crate) fn unpushed_rows(conn: &rusqlite::Connection, newest: i64) -> Result<HashSet<(i64, String)>, ClientError> {
+    let mut statement = conn.prepare("SELECT DISTINCT tbl, pk FROM _rowsync_outbox WHERE op != ? AND id <= ?")?;
+    let rows = statement.query_map(params![OP_SET_ASIDE, newest], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.map(|row| row.map(|(table_id, key): (i64, SqlValue)| key_token(table_id, &key)).map_err(ClientError::from))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use crate::replica::test_replica;

@@ -3,50 +3,67 @@
 //!
 //! The app waits while sync holds the file's write lock, and a page's
 //! transaction is sized to about a slice (see the `pace` module): the less
-//! each row costs inside it, the more rows a slice moves. Most rows of a
-//! page are rows the replica holds no versions for (a new replica's first
-//! download is nothing else): the pulled state is then the row's whole
-//! state, and what to write (the row's values, its versions as
-//! `_rowsync_rows` stores them) is known before the transaction begins.
-//! Those rows are decoded and their versions encoded here, without the
-//! lock (merging them into nothing would give them back unchanged:
-//! `RowState::merges_into_nothing_unchanged`), and written into temporary
-//! tables (`temp._rowsync_stage_*`: a connection's
-//! temporary database is its own, and writing it locks nothing the app
-//! uses). The transaction then moves them into the synced table and
-//! `_rowsync_rows` with an `INSERT ... SELECT` each, inside SQLite, and
-//! the tables are emptied after it.
+//! each row costs inside it, the more rows a slice moves. For most rows of
+//! a page, what to write is known before the transaction begins:
 //!
-//! The rows that must be merged with the replica's own versions (rows it
-//! holds versions for, every row of a manual table, a row that comes twice
-//! in a page) are merged one by one, as `apply` does, in page order with
-//! the staged rows around them: an app's UNIQUE index may depend on that
-//! order. Whether the replica holds versions for a row is looked up when
-//! staging (a read, which does not keep the app waiting). Inside the
+//! - Rows the replica holds no versions for (a new replica's first download
+//!   is nothing else): the pulled state is the row's whole state (merging
+//!   it into nothing would give it back unchanged:
+//!   `RowState::merges_into_nothing_unchanged`).
+//! - Rows it holds with no write of its own newer than the server's (an
+//!   incremental pull is mostly these): the server's state already holds
+//!   every version the replica's does, so the merge keeps the pulled values
+//!   and can be worked out from the stored versions alone
+//!   (`Clocks::landing`). The row is updated in place, deleted, or left
+//!   alone.
+//!
+//! Those rows are decoded, merged and their versions encoded here, without
+//! the lock, and written into temporary tables (`temp._rowsync_stage_*`: a
+//! connection's temporary database is its own, and writing it locks nothing
+//! the app uses). The transaction then moves them into the synced table and
+//! `_rowsync_rows` with a few `INSERT ... SELECT`s (and a `DELETE`), inside
+//! SQLite, and the tables are emptied after it.
+//!
+//! The rows that must be merged one by one, as `apply` does (a row with a
+//! local write newer than the pulled one, whose local value stays; a row a
+//! pulled delete removes while it has writes not pushed yet, which are
+//! held; every row of a manual table; a row that comes twice in a page; and,
+//! where the app has triggers of its own on the table, every row the
+//! replica holds, so that those triggers see plain updates), are merged in
+//! page order with the staged rows around them: an app's UNIQUE index may
+//! depend on that order. Within a run of staged rows, deletes go first: a
+//! row that leaves only frees values for the rows after it.
+//!
+//! Which rows the replica holds versions for, and those versions, are read
+//! when staging (a read, which does not keep the app waiting). Inside the
 //! transaction, once the writes made meanwhile are stamped, only the rows
 //! of those writes are looked for among the staged ones: a staged row the
-//! app wrote in between is merged like the others. Between staging and the
-//! transaction nothing but stamping gives a row versions (a replica's pages
-//! are applied one at a time, by the sync that holds its lock), and
-//! stamping goes in outbox order: the rows that may have gained versions
-//! are those of the outbox entries past the stamping mark staging saw.
-//! (Were a page applied in between without the lock, through `apply_page`
-//! or a driver of one's own, a staged row it gave versions would fail the
-//! `_rowsync_rows` insert of the transaction, which then changes nothing,
-//! and the page would be staged again.)
+//! app wrote in between is merged one by one like the others. Between
+//! staging and the transaction nothing but stamping gives a row versions or
+//! changes them (a replica's pages are applied one at a time, by the sync
+//! that holds its lock), and stamping goes in outbox order: the rows that
+//! may have gained versions are those of the outbox entries past the
+//! stamping mark staging saw. (Were a page applied in between without the
+//! lock, through `apply_page` or a driver of one's own, a row new to the
+//! replica that it gave versions would fail the `_rowsync_rows` insert of
+//! the transaction, which then changes nothing, and the page would be
+//! staged again; a row the replica held would not be caught, so a driver
+//! of one's own must apply pages one at a time, as the sync's lock does.)
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 
 use rowsync_core::change::{decode_change, DecodedChange};
-use rowsync_core::clocks::{Clocks, LiveRows};
-use rowsync_core::ddl::upsert_select;
+use rowsync_core::clocks::{Clocks, Landing, LiveRows};
+use rowsync_core::ddl::{upsert_select, Dialect};
 use rowsync_core::RowState;
 use rowsync_proto::{ConflictStrategy, Hlc, RowChange, Table, Value};
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, CachedStatement, Connection, Transaction, TransactionBehavior};
 
+use crate::bookkeeping::read_clocks;
 use crate::error::ClientError;
+use crate::outbox::unpushed_rows;
 use crate::replica::Replica;
 use crate::stamp::stamping_marks;
 use crate::values::{bind, key_token, stored_key, to_sql};
@@ -62,8 +79,12 @@ pub(crate) struct Staged {
     pub general: Vec<usize>,
     /// Per change, the schema table whose staging table holds it, if any.
     staged_in: Vec<Option<usize>>,
-    /// Per change, whether its row is visible once staged.
-    visible: Vec<bool>,
+    /// Per change, how many rows it makes appear in its table once
+    /// written (-1 for a row it deletes).
+    moves: Vec<i64>,
+    /// Per change, whether the replica held versions for its row (see
+    /// [`Staged::land_held`]).
+    held: Vec<bool>,
     /// The schema tables whose staging tables this page filled.
     tables: Vec<usize>,
     /// The newest clock reading the page carries.
@@ -79,14 +100,24 @@ pub(crate) struct Staged {
 pub(crate) struct StageSql {
     create: String,
     insert: String,
-    /// The staged rows whose row the replica holds versions for.
+    /// The staged rows whose row the replica holds versions for, with
+    /// those versions.
     known: String,
+    /// Recording where a row the replica holds lands (see
+    /// [`Staged::land_held`]).
+    land: String,
+    /// The staged rows the replica holds versions for.
+    held: String,
     /// The staged rows written here after outbox entry `?1`.
     written_since: String,
     forget: String,
-    /// Moving the staged rows of positions `?1` to `?2` (excluded) in.
+    /// Moving the staged rows of positions `?1` to `?2` (excluded) in:
+    /// the rows they delete, the rows they write, the versions of rows
+    /// new to the replica and of rows it held.
+    delete: String,
     rows: String,
     clocks: String,
+    reclock: String,
     seen: String,
     clear: String,
 }
@@ -96,32 +127,57 @@ impl StageSql {
         let width = table.columns.len();
         let name = format!("temp.\"_rowsync_stage_{table_id}_{width}\"");
         let values: Vec<String> = (0..width).map(|i| format!("c{i}")).collect();
-        let marks = vec!["?"; width + 4].join(", ");
+        let marks = vec!["?"; width + 6].join(", ");
+        let range = "n >= ?1 AND n < ?2";
+        let quote = |name: &str| Dialect::Sqlite.quote(name);
+        let key_columns: Vec<String> = table.primary_key.iter().map(|&i| quote(&table.columns[i].name)).collect();
+        let staged_key: Vec<String> = table.primary_key.iter().map(|&i| format!("c{i}")).collect();
         StageSql {
             create: format!(
                 "CREATE TEMP TABLE IF NOT EXISTS \"_rowsync_stage_{table_id}_{width}\" \
-                 (n INTEGER PRIMARY KEY, pk, visible INTEGER NOT NULL, clocks TEXT NOT NULL, {})",
+                 (n INTEGER PRIMARY KEY, pk, held INTEGER NOT NULL, was_visible INTEGER NOT NULL, \
+                 visible INTEGER NOT NULL, clocks TEXT, {})",
                 values.join(", ")
             ),
             insert: format!("INSERT INTO {name} VALUES ({marks})"),
             // The staged rows drive the lookup (CROSS JOIN keeps that
             // order), with one cursor on `_rowsync_rows` for them all.
             known: format!(
-                "SELECT s.n FROM {name} s CROSS JOIN main._rowsync_rows r \
+                "SELECT s.n, r.clocks FROM {name} s CROSS JOIN main._rowsync_rows r \
                  WHERE r.tbl = {table_id} AND r.pk = s.pk"
             ),
+            land: format!("UPDATE {name} SET held = 1, was_visible = ?2, visible = ?3, clocks = ?4 WHERE n = ?1"),
+            held: format!("SELECT n FROM {name} WHERE held"),
             written_since: format!(
                 "SELECT n FROM {name} WHERE pk IN \
                  (SELECT pk FROM main._rowsync_outbox WHERE id > ?1 AND tbl = {table_id})"
             ),
             forget: format!("DELETE FROM {name} WHERE n = ?"),
+            delete: format!(
+                "DELETE FROM main.{} WHERE ({}) IN (SELECT {} FROM {name} \
+                 WHERE held AND was_visible AND NOT visible AND clocks IS NOT NULL AND {range})",
+                quote(&table.name),
+                key_columns.join(", "),
+                staged_key.join(", ")
+            ),
             rows: upsert_select(
                 table,
-                &format!("SELECT {} FROM {name} WHERE visible AND n >= ?1 AND n < ?2 ORDER BY n", values.join(", ")),
+                &format!(
+                    "SELECT {} FROM {name} WHERE visible AND clocks IS NOT NULL AND {range} ORDER BY n",
+                    values.join(", ")
+                ),
             ),
+            // Rows new to the replica are inserted: were one given versions
+            // since staging (see the module's documentation), the insert
+            // fails and the page changes nothing.
             clocks: format!(
                 "INSERT INTO main._rowsync_rows (tbl, pk, clocks) \
-                 SELECT {table_id}, pk, clocks FROM {name} WHERE n >= ?1 AND n < ?2 ORDER BY n"
+                 SELECT {table_id}, pk, clocks FROM {name} WHERE NOT held AND {range} ORDER BY n"
+            ),
+            reclock: format!(
+                "INSERT INTO main._rowsync_rows (tbl, pk, clocks) \
+                 SELECT {table_id}, pk, clocks FROM {name} WHERE held AND clocks IS NOT NULL AND {range} \
+                 ON CONFLICT (tbl, pk) DO UPDATE SET clocks = excluded.clocks"
             ),
             seen: format!(
                 "INSERT OR IGNORE INTO main._rowsync_seen (tbl, pk) \
@@ -152,7 +208,8 @@ pub(crate) fn stage(replica: &Replica, changes: Vec<RowChange>) -> Result<Staged
         keys: Vec::with_capacity(changes.len()),
         general: Vec::new(),
         staged_in: vec![None; changes.len()],
-        visible: vec![false; changes.len()],
+        moves: vec![0; changes.len()],
+        held: vec![false; changes.len()],
         tables: Vec::new(),
         newest,
         changes: Vec::new(),
@@ -178,11 +235,14 @@ pub(crate) fn stage(replica: &Replica, changes: Vec<RowChange>) -> Result<Staged
             staged.tables.push(decoded.table);
         }
         let state = &decoded.state;
-        staged.visible[n] = state.is_visible();
+        let visible = state.is_visible();
+        staged.moves[n] = visible as i64;
         let head = [
             ToSqlOutput::from(n as i64),
             ToSqlOutput::Borrowed(ValueRef::from(&staged.keys[n])),
-            ToSqlOutput::from(staged.visible[n]),
+            ToSqlOutput::from(false),
+            ToSqlOutput::from(false),
+            ToSqlOutput::from(visible),
             ToSqlOutput::from(clocks.as_str()),
         ];
         let values = head.into_iter().chain(row_values(table, state, &decoded.key));
@@ -199,7 +259,7 @@ pub(crate) fn stage(replica: &Replica, changes: Vec<RowChange>) -> Result<Staged
     // lock (a read of the file, one snapshot with the mark); the
     // transaction looks for those written since.
     staged.stamped = stamping_marks(&tx)?.0;
-    staged.take(replica, &tx, |sql| &sql.known, &[])?;
+    staged.land_held(replica, &tx)?;
     tx.commit()?;
     Ok(staged)
 }
@@ -227,6 +287,82 @@ fn row_values<'a>(table: &'a Table, state: &'a RowState, key: &'a [Value]) -> im
 }
 
 impl Staged {
+    /// While staging, in the snapshot the stamping mark was read in: finds
+    /// the staged rows the replica holds versions for, and works out where
+    /// each lands ([`Clocks::landing`]). A row the pulled state alone
+    /// decides (the usual row of an incremental pull: held, with no write
+    /// of the replica's own newer than the server's) stays staged, with its
+    /// merged versions, and is written in bulk like a new row: updated in
+    /// place, deleted, or left alone when the merge changes nothing. The
+    /// others (a newer local write in some cell, a row a pulled delete
+    /// removes while it has writes not pushed yet, which must be held) are
+    /// handed to [`Staged::general`].
+    fn land_held(&mut self, replica: &Replica, conn: &Connection) -> Result<(), ClientError> {
+        let mut unpushed: Option<HashSet<(i64, String)>> = None;
+        for table_index in self.tables.clone() {
+            let table = &replica.schema.tables[table_index];
+            let sql = &replica.row_sql[table_index].stage;
+            let known: Vec<(i64, String)> = conn
+                .prepare_cached(&sql.known)?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (n, stored) in known {
+                let landing = read_clocks(&stored)?.landing(table, &self.changes[n as usize].state);
+                let (was_visible, visible, clocks) = match landing {
+                    Some(Landing::Unchanged) => (false, false, None),
+                    Some(Landing::Whole { clocks, was_visible, visible }) => (was_visible, visible, Some(clocks)),
+                    None => {
+                        self.merge_one_by_one(replica, conn, table_index, n)?;
+                        continue;
+                    }
+                };
+                if was_visible && !visible {
+                    let unpushed = match &mut unpushed {
+                        Some(rows) => rows,
+                        None => unpushed.insert(unpushed_rows(conn, i64::MAX)?),
+                    };
+                    if unpushed.contains(&key_token(replica.table_ids[table_index], &self.keys[n as usize])) {
+                        self.merge_one_by_one(replica, conn, table_index, n)?;
+                        continue;
+                    }
+                }
+                let clocks = clocks.map(|clocks| clocks.to_json());
+                conn.prepare_cached(&sql.land)?.execute(params![n, was_visible, visible, clocks])?;
+                self.held[n as usize] = true;
+                self.moves[n as usize] = visible as i64 - was_visible as i64;
+            }
+        }
+        self.general.sort_unstable();
+        Ok(())
+    }
+
+    /// Takes staged change `n` (of schema table `table`) out of its staging
+    /// table and hands it to [`Staged::general`].
+    fn merge_one_by_one(
+        &mut self,
+        replica: &Replica,
+        conn: &Connection,
+        table: usize,
+        n: i64,
+    ) -> Result<(), ClientError> {
+        conn.prepare_cached(&replica.row_sql[table].stage.forget)?.execute(params![n])?;
+        self.staged_in[n as usize] = None;
+        self.general.push(n as usize);
+        Ok(())
+    }
+
+    /// In the page's write transaction, where the app has triggers of its
+    /// own on synced tables: hands the staged rows the replica held to
+    /// [`Staged::general`], so that the app's triggers see each as the
+    /// update (of the columns that changed) or the delete it is, not as an
+    /// upsert of every column.
+    pub(crate) fn take_held(&mut self, replica: &Replica, conn: &Connection) -> Result<(), ClientError> {
+        if self.held.contains(&true) {
+            self.take(replica, conn, |sql| &sql.held, &[])?;
+        }
+        Ok(())
+    }
+
     /// In the page's write transaction, once every local write is stamped:
     /// hands the staged rows of the writes past the stamping mark staging
     /// saw (made since, or made before but not stamped then) to
@@ -254,16 +390,14 @@ impl Staged {
         query: impl Fn(&StageSql) -> &String,
         params: &[i64],
     ) -> Result<(), ClientError> {
-        for &table in &self.tables {
+        for table in self.tables.clone() {
             let sql = &replica.row_sql[table].stage;
             let found: Vec<i64> = conn
                 .prepare_cached(query(sql))?
                 .query_map(rusqlite::params_from_iter(params), |row| row.get(0))?
                 .collect::<Result<_, _>>()?;
             for n in found {
-                conn.prepare_cached(&sql.forget)?.execute(params![n])?;
-                self.staged_in[n as usize] = None;
-                self.general.push(n as usize);
+                self.merge_one_by_one(replica, conn, table, n)?;
             }
         }
         self.general.sort_unstable();
@@ -290,12 +424,24 @@ impl Staged {
             if rows.peek().is_none() {
                 continue;
             }
-            let visible = rows.filter(|&n| self.visible[n]).count();
+            let (mut moved, mut held) = (0, false);
+            for n in rows {
+                moved += self.moves[n];
+                held |= self.held[n];
+            }
             let sql = &replica.row_sql[table].stage;
             let range = params![from as i64, to as i64];
+            // Deletes first: a row that leaves frees its values in the app's
+            // UNIQUE indexes for the rows written after it in the page.
+            if held {
+                conn.prepare_cached(&sql.delete)?.execute(range)?;
+            }
             conn.prepare_cached(&sql.rows)?.execute(range)?;
-            live.add(replica.table_ids[table], visible as i64);
+            live.add(replica.table_ids[table], moved);
             written += conn.prepare_cached(&sql.clocks)?.execute(range)?;
+            if held {
+                written += conn.prepare_cached(&sql.reclock)?.execute(range)?;
+            }
             if reconciling {
                 conn.prepare_cached(&sql.seen)?.execute(range)?;
             }
@@ -444,24 +590,57 @@ mod tests {
 
     /// Rows merged one by one and staged rows are written in page order: an
     /// email that moves from one contact to a new one, under the app's own
-    /// UNIQUE index, leaves the first before it reaches the second.
+    /// UNIQUE index, leaves the first before it reaches the second. The
+    /// first is merged one by one (the app renamed it since, so its name is
+    /// newer here than the pulled one).
     #[test]
     fn a_page_is_written_in_its_order() {
         let dir = tempfile::TempDir::new().unwrap();
         let (replica, app) = replica(&dir);
         app.execute("CREATE UNIQUE INDEX contacts_email ON contacts (email)", []).unwrap();
         apply_page(&replica, page(vec![contact("ann", "Ann", "shared@example.com", 1_000)], 1)).unwrap();
+        app.execute("UPDATE contacts SET name = 'Ann (mine)' WHERE id = 'ann'", []).unwrap();
+
+        let moved =
+            vec![contact("ann", "Ann", "ann@example.com", 2_000), contact("bob", "Bob", "shared@example.com", 2_000)];
+        apply_page(&replica, page(moved, 2)).unwrap();
+        assert_eq!(
+            contacts(&app),
+            vec![row("ann", "Ann (mine)", Some("ann@example.com")), row("bob", "Bob", Some("shared@example.com"))]
+        );
+    }
+
+    /// So are rows the replica holds that the pulled state alone decides,
+    /// which are staged: the same move, and a contact deleted whose email a
+    /// new one takes.
+    #[test]
+    fn staged_rows_the_replica_holds_are_written_in_page_order() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (replica, app) = replica(&dir);
+        app.execute("CREATE UNIQUE INDEX contacts_email ON contacts (email)", []).unwrap();
+        let first =
+            vec![contact("ann", "Ann", "shared@example.com", 1_000), contact("cy", "Cy", "cy@example.com", 1_000)];
+        apply_page(&replica, page(first, 1)).unwrap();
 
         let mut moved = page(
-            vec![contact("ann", "Ann", "ann@example.com", 2_000), contact("bob", "Bob", "shared@example.com", 2_000)],
+            vec![
+                contact("ann", "Ann", "ann@example.com", 2_000),
+                contact("bob", "Bob", "shared@example.com", 2_000),
+                deleted("cy", 2_000),
+                contact("dee", "Dee", "cy@example.com", 2_000),
+            ],
             2,
         );
         let staged = stage(&replica, std::mem::take(&mut moved.changes)).unwrap();
-        assert_eq!(staged.general, vec![0], "the row the replica knows is merged one by one");
+        assert_eq!(staged.general, Vec::<usize>::new(), "rows the pulled states decide are staged");
         apply_staged(&replica, &moved, staged).unwrap();
         assert_eq!(
             contacts(&app),
-            vec![row("ann", "Ann", Some("ann@example.com")), row("bob", "Bob", Some("shared@example.com"))]
+            vec![
+                row("ann", "Ann", Some("ann@example.com")),
+                row("bob", "Bob", Some("shared@example.com")),
+                row("dee", "Dee", Some("cy@example.com"))
+            ]
         );
     }
 

@@ -259,6 +259,58 @@ impl Clocks {
     }
 }
 
+/// Where a pulled state leaves a row the replica holds versions for, when
+/// the pulled state alone says what the row becomes (see
+/// [`Clocks::landing`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Landing {
+    /// Merging the pulled state changes nothing.
+    Unchanged,
+    /// The row takes the pulled state's values (where it is visible) and
+    /// these versions.
+    Whole { clocks: Clocks, was_visible: bool, visible: bool },
+}
+
+impl Clocks {
+    /// What merging `pulled` into the row these versions describe gives,
+    /// when that can be told from versions alone: every value the merged
+    /// row holds is the pulled one (a cell the merge keeps has the pulled
+    /// cell's version, and so its value), or nothing changes. `None` when
+    /// the row must be merged with its values in view: a local write newer
+    /// than the pulled cell, a manual table, writes held or pending, or a
+    /// pulled state carrying conflicts or memory.
+    ///
+    /// This is the common case of an incremental pull: a row the replica
+    /// holds with no write of its own waiting has versions the server's
+    /// state already includes, so a replica can write such rows from the
+    /// pulled states in bulk (the client's `stage` module).
+    pub fn landing(&self, table: &Table, pulled: &RowState) -> Option<Landing> {
+        let width = table.columns.len();
+        let plain = table.conflict != ConflictStrategy::Manual && self.pending.is_empty() && self.held.is_empty();
+        if !plain || !pulled.memory.is_empty() || !pulled.conflicts.is_empty() || pulled.cells.len() < width {
+            return None;
+        }
+        let mut state = self.to_state(width);
+        let was_visible = state.is_visible();
+        let outcome = state.merge_from(pulled);
+        if !outcome.changed {
+            return Some(Landing::Unchanged);
+        }
+        let visible = state.is_visible();
+        if visible {
+            let version = |state: &RowState, index: usize| state.cells[index].as_ref().map(|(_, v)| v.clone());
+            let pulled_values = (0..width).filter(|&i| !table.is_key_column(i)).all(|i| {
+                let kept = version(&state, i);
+                kept == version(pulled, i) && (kept.is_some() || !was_visible)
+            });
+            if !pulled_values {
+                return None;
+            }
+        }
+        Some(Landing::Whole { clocks: Clocks::from_state(&state), was_visible, visible })
+    }
+}
+
 /// Milliseconds since the Unix epoch of a `julianday()` reading.
 pub fn julian_to_millis(julian: f64) -> u64 {
     ((julian - 2_440_587.5) * 86_400_000.0).round().max(0.0) as u64
@@ -339,5 +391,63 @@ mod tests {
         assert_eq!(clocks.alive, Some(version(7 << 16, 1)));
         assert_eq!(clocks.cells, vec![None, Some(version(7 << 16, 1))]);
         assert_eq!(clocks.pending[&1], Pending { base: None, seq: 4 });
+    }
+
+    /// Every pair of small row states (two cells, an insert and a delete,
+    /// each without a version or with one of three): where
+    /// [`Clocks::landing`] answers, it answers what the merge with the
+    /// row's values in view gives (the pulled values, the merged versions),
+    /// and it answers whenever the pulled state is at least as new as the
+    /// row in every part.
+    #[test]
+    fn a_landing_is_what_the_merge_with_values_in_view_gives() {
+        let schema = crate::schema::parse_schema("CREATE TABLE t (id TEXT PRIMARY KEY, a TEXT, b TEXT);").unwrap();
+        let table = &schema.tables[0];
+        let key = [Value::Text("k".into())];
+        let at = |n: usize| (n > 0).then(|| version(n as u64, 1));
+        // A cell's value follows from its version, as writes guarantee.
+        let cell = |n: usize| at(n).map(|v| (Value::Text(format!("written at {n}")), v));
+        let state = |c: usize| RowState {
+            alive: at(c % 4),
+            deleted: at(c / 4 % 4),
+            cells: vec![None, cell(c / 16 % 4), cell(c / 64 % 4)],
+            ..RowState::default()
+        };
+        let newer_or_same = |pulled: Option<Version>, local: Option<Version>| local.is_none() || pulled >= local;
+        let (mut answered, mut total) = (0, 0);
+        for local in (0..256).map(state) {
+            // What the replica holds: versions, and values where the row is.
+            let clocks = Clocks::from_state(&local);
+            let mut held = local.clone();
+            if !local.is_visible() {
+                held.cells = vec![None; 3];
+            }
+            for pulled in (0..256).map(state) {
+                total += 1;
+                let mut merged = held.clone();
+                let outcome = merged.merge_from(&pulled);
+                let dominates = newer_or_same(pulled.alive.clone(), clocks.alive.clone())
+                    && newer_or_same(pulled.deleted.clone(), clocks.deleted.clone())
+                    && (1..3).all(|i| {
+                        let v = |s: &RowState| s.cells[i].as_ref().map(|(_, v)| v.clone());
+                        newer_or_same(v(&pulled), v(&held)) && (v(&pulled).is_some() || !held.is_visible())
+                    });
+                let context = format!("local {local:?}, pulled {pulled:?}");
+                match clocks.landing(table, &pulled) {
+                    None => assert!(!dominates, "a pulled state as new as the row in every part: {context}"),
+                    Some(Landing::Unchanged) => assert!(!outcome.changed, "{context}"),
+                    Some(Landing::Whole { clocks: landed, was_visible, visible }) => {
+                        answered += 1;
+                        assert!(outcome.changed, "{context}");
+                        assert_eq!((was_visible, visible), (held.is_visible(), merged.is_visible()), "{context}");
+                        assert_eq!(landed, Clocks::from_state(&merged), "{context}");
+                        if visible {
+                            assert_eq!(pulled.row_values(table, &key), merged.row_values(table, &key), "{context}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(answered > total / 4, "only {answered} of {total} pairs landed whole");
     }
 }
