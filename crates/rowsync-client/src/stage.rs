@@ -10,12 +10,11 @@
 //!   is nothing else): the pulled state is the row's whole state (merging
 //!   it into nothing would give it back unchanged:
 //!   `RowState::merges_into_nothing_unchanged`).
-//! - Rows it holds with no write of its own newer than the server's (an
-//!   incremental pull is mostly these): the server's state already holds
-//!   every version the replica's does, so the merge keeps the pulled values
-//!   and can be worked out from the stored versions alone
-//!   (`Clocks::landing`). The row is updated in place, deleted, or left
-//!   alone.
+//! - Rows it holds (an incremental pull is mostly these): the merge can be
+//!   worked out from the stored versions alone (`Clocks::landing`), which
+//!   tells which columns take the pulled values; the row keeps its own
+//!   values in the others (read in the same statement that writes it). The
+//!   row is updated in place, deleted, or left alone.
 //!
 //! Those rows are decoded, merged and their versions encoded here, without
 //! the lock, and written into temporary tables (`temp._rowsync_stage_*`: a
@@ -24,15 +23,15 @@
 //! `_rowsync_rows` with a few `INSERT ... SELECT`s (and a `DELETE`), inside
 //! SQLite, and the tables are emptied after it.
 //!
-//! The rows that must be merged one by one, as `apply` does (a row with a
-//! local write newer than the pulled one, whose local value stays; a row a
+//! The rows that must be merged one by one, as `apply` does (a row a
 //! pulled delete removes while it has writes not pushed yet, which are
 //! held; every row of a manual table; a row that comes twice in a page; and,
 //! where the app has triggers of its own on the table, every row the
 //! replica holds, so that those triggers see plain updates), are merged in
 //! page order with the staged rows around them: an app's UNIQUE index may
-//! depend on that order. Within a run of staged rows, deletes go first: a
-//! row that leaves only frees values for the rows after it.
+//! depend on that order. Within a run of staged rows, deletes go first (a
+//! row that leaves only frees values), then the rows the replica held, in
+//! page order, then the new rows (which only take values).
 //!
 //! Which rows the replica holds versions for, and those versions, are read
 //! when staging (a read, which does not keep the app waiting). Inside the
@@ -112,9 +111,10 @@ pub(crate) struct StageSql {
     written_since: String,
     forget: String,
     /// Moving the staged rows of positions `?1` to `?2` (excluded) in:
-    /// the rows they delete, the rows they write, the versions of rows
-    /// new to the replica and of rows it held.
+    /// the rows they delete, the rows the replica held and those new to
+    /// it, the versions of rows new to the replica and of rows it held.
     delete: String,
+    rows_held: String,
     rows: String,
     clocks: String,
     reclock: String,
@@ -127,16 +127,30 @@ impl StageSql {
         let width = table.columns.len();
         let name = format!("temp.\"_rowsync_stage_{table_id}_{width}\"");
         let values: Vec<String> = (0..width).map(|i| format!("c{i}")).collect();
-        let marks = vec!["?"; width + 6].join(", ");
+        let marks = vec!["?"; width + 7].join(", ");
         let range = "n >= ?1 AND n < ?2";
         let quote = |name: &str| Dialect::Sqlite.quote(name);
         let key_columns: Vec<String> = table.primary_key.iter().map(|&i| quote(&table.columns[i].name)).collect();
         let staged_key: Vec<String> = table.primary_key.iter().map(|&i| format!("c{i}")).collect();
+        // A held row's values: the pulled one in a column the merge took,
+        // the row's own in the others (a row that comes back takes them all).
+        let held_values: Vec<String> = (0..width)
+            .map(|i| match table.is_key_column(i) {
+                true => format!("s.c{i}"),
+                false => format!(
+                    "iif(NOT s.was_visible OR substr(s.taken, {}, 1) = '1', s.c{i}, d.{})",
+                    i + 1,
+                    quote(&table.columns[i].name)
+                ),
+            })
+            .collect();
+        let on_key: Vec<String> =
+            table.primary_key.iter().map(|&i| format!("d.{} = s.c{i}", quote(&table.columns[i].name))).collect();
         StageSql {
             create: format!(
                 "CREATE TEMP TABLE IF NOT EXISTS \"_rowsync_stage_{table_id}_{width}\" \
                  (n INTEGER PRIMARY KEY, pk, held INTEGER NOT NULL, was_visible INTEGER NOT NULL, \
-                 visible INTEGER NOT NULL, clocks TEXT, {})",
+                 visible INTEGER NOT NULL, clocks TEXT, taken TEXT, {})",
                 values.join(", ")
             ),
             insert: format!("INSERT INTO {name} VALUES ({marks})"),
@@ -146,7 +160,9 @@ impl StageSql {
                 "SELECT s.n, r.clocks FROM {name} s CROSS JOIN main._rowsync_rows r \
                  WHERE r.tbl = {table_id} AND r.pk = s.pk"
             ),
-            land: format!("UPDATE {name} SET held = 1, was_visible = ?2, visible = ?3, clocks = ?4 WHERE n = ?1"),
+            land: format!(
+                "UPDATE {name} SET held = 1, was_visible = ?2, visible = ?3, clocks = ?4, taken = ?5 WHERE n = ?1"
+            ),
             held: format!("SELECT n FROM {name} WHERE held"),
             written_since: format!(
                 "SELECT n FROM {name} WHERE pk IN \
@@ -160,12 +176,24 @@ impl StageSql {
                 key_columns.join(", "),
                 staged_key.join(", ")
             ),
-            rows: upsert_select(
+            // A held row the table no longer has (deleted where no trigger
+            // saw it, which the capture check finds) stays deleted, as an
+            // `UPDATE` would leave it.
+            rows_held: upsert_select(
                 table,
                 &format!(
-                    "SELECT {} FROM {name} WHERE visible AND clocks IS NOT NULL AND {range} ORDER BY n",
-                    values.join(", ")
+                    "SELECT {} FROM {name} AS s LEFT JOIN main.{} AS d ON {} \
+                     WHERE s.held AND s.visible AND s.clocks IS NOT NULL AND s.n >= ?1 AND s.n < ?2 \
+                     AND (NOT s.was_visible OR d.{} IS NOT NULL) ORDER BY s.n",
+                    held_values.join(", "),
+                    quote(&table.name),
+                    on_key.join(" AND "),
+                    key_columns[0]
                 ),
+            ),
+            rows: upsert_select(
+                table,
+                &format!("SELECT {} FROM {name} WHERE NOT held AND visible AND {range} ORDER BY n", values.join(", ")),
             ),
             // Rows new to the replica are inserted: were one given versions
             // since staging (see the module's documentation), the insert
@@ -244,6 +272,7 @@ pub(crate) fn stage(replica: &Replica, changes: Vec<RowChange>) -> Result<Staged
             ToSqlOutput::from(false),
             ToSqlOutput::from(visible),
             ToSqlOutput::from(clocks.as_str()),
+            ToSqlOutput::from(rusqlite::types::Null),
         ];
         let values = head.into_iter().chain(row_values(table, state, &decoded.key));
         let insert = match &mut inserting {
@@ -289,14 +318,13 @@ fn row_values<'a>(table: &'a Table, state: &'a RowState, key: &'a [Value]) -> im
 impl Staged {
     /// While staging, in the snapshot the stamping mark was read in: finds
     /// the staged rows the replica holds versions for, and works out where
-    /// each lands ([`Clocks::landing`]). A row the pulled state alone
-    /// decides (the usual row of an incremental pull: held, with no write
-    /// of the replica's own newer than the server's) stays staged, with its
-    /// merged versions, and is written in bulk like a new row: updated in
-    /// place, deleted, or left alone when the merge changes nothing. The
-    /// others (a newer local write in some cell, a row a pulled delete
-    /// removes while it has writes not pushed yet, which must be held) are
-    /// handed to [`Staged::general`].
+    /// each lands ([`Clocks::landing`]). Such a row stays staged, with its
+    /// merged versions and the columns that take the pulled values, and is
+    /// written in bulk: updated in place, deleted, or left alone when the
+    /// merge changes nothing. The others (those `landing` leaves to a
+    /// merge with more in view, and a row a pulled delete removes while it
+    /// has writes not pushed yet, which must be held) are handed to
+    /// [`Staged::general`].
     fn land_held(&mut self, replica: &Replica, conn: &Connection) -> Result<(), ClientError> {
         let mut unpushed: Option<HashSet<(i64, String)>> = None;
         for table_index in self.tables.clone() {
@@ -308,9 +336,11 @@ impl Staged {
                 .collect::<Result<_, _>>()?;
             for (n, stored) in known {
                 let landing = read_clocks(&stored)?.landing(table, &self.changes[n as usize].state);
-                let (was_visible, visible, clocks) = match landing {
-                    Some(Landing::Unchanged) => (false, false, None),
-                    Some(Landing::Whole { clocks, was_visible, visible }) => (was_visible, visible, Some(clocks)),
+                let (was_visible, visible, clocks, taken) = match landing {
+                    Some(Landing::Unchanged) => (false, false, None, Vec::new()),
+                    Some(Landing::Whole { clocks, taken, was_visible, visible }) => {
+                        (was_visible, visible, Some(clocks), taken)
+                    }
                     None => {
                         self.merge_one_by_one(replica, conn, table_index, n)?;
                         continue;
@@ -327,7 +357,9 @@ impl Staged {
                     }
                 }
                 let clocks = clocks.map(|clocks| clocks.to_json());
-                conn.prepare_cached(&sql.land)?.execute(params![n, was_visible, visible, clocks])?;
+                let taken: String =
+                    (0..table.columns.len()).map(|i| if taken.contains(&i) { '1' } else { '0' }).collect();
+                conn.prepare_cached(&sql.land)?.execute(params![n, was_visible, visible, clocks, taken])?;
                 self.held[n as usize] = true;
                 self.moves[n as usize] = visible as i64 - was_visible as i64;
             }
@@ -431,10 +463,13 @@ impl Staged {
             }
             let sql = &replica.row_sql[table].stage;
             let range = params![from as i64, to as i64];
-            // Deletes first: a row that leaves frees its values in the app's
-            // UNIQUE indexes for the rows written after it in the page.
+            // An app's UNIQUE index may need an order: deletes first (a row
+            // that leaves only frees values), then the rows the replica held
+            // (in page order: one may give up a value another takes), then
+            // the new rows (which only take values).
             if held {
                 conn.prepare_cached(&sql.delete)?.execute(range)?;
+                conn.prepare_cached(&sql.rows_held)?.execute(range)?;
             }
             conn.prepare_cached(&sql.rows)?.execute(range)?;
             live.add(replica.table_ids[table], moved);
@@ -644,6 +679,36 @@ mod tests {
         );
     }
 
+    /// A row the app deleted where no trigger saw it (`INSERT OR REPLACE`
+    /// over its own UNIQUE index) is not brought back by a pulled update
+    /// of it, so that the capture check still finds the delete; the newer
+    /// name the app wrote on another held row stays too, beside the
+    /// pulled email.
+    #[test]
+    fn a_pulled_update_leaves_a_row_deleted_behind_captures_back_deleted() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (replica, app) = replica(&dir);
+        app.execute("CREATE UNIQUE INDEX contacts_email ON contacts (email)", []).unwrap();
+        let first = vec![contact("ann", "Ann", "ann@example.com", 1_000), contact("cy", "Cy", "cy@example.com", 1_000)];
+        apply_page(&replica, page(first, 1)).unwrap();
+        app.execute("INSERT OR REPLACE INTO contacts (id, name, email) VALUES ('bob', 'Bob', 'ann@example.com')", [])
+            .unwrap();
+        app.execute("UPDATE contacts SET name = 'Cy (mine)' WHERE id = 'cy'", []).unwrap();
+        crate::stamp::stamp_all(&replica).unwrap();
+
+        let mut updated = page(
+            vec![contact("ann", "Ann B", "ann.b@example.com", 2_000), contact("cy", "Cy", "cy.b@example.com", 2_000)],
+            2,
+        );
+        let staged = stage(&replica, std::mem::take(&mut updated.changes)).unwrap();
+        assert_eq!(staged.general, Vec::<usize>::new(), "both rows are written in bulk");
+        apply_staged(&replica, &updated, staged).unwrap();
+        assert_eq!(
+            contacts(&app),
+            vec![row("bob", "Bob", Some("ann@example.com")), row("cy", "Cy (mine)", Some("cy.b@example.com"))]
+        );
+    }
+
     /// A row that comes twice in one page is staged once and merged the
     /// second time: the newer state wins, whichever comes first.
     #[test]
@@ -697,9 +762,9 @@ mod tests {
         let mixed = page(
             vec![
                 contact("cy", "Cy", "c@x", 2_000),     // new: staged, visible
-                deleted("ann", 2_000),                 // known, deleted: merged one by one
+                deleted("ann", 2_000),                 // held, deleted: staged
                 deleted("ghost", 2_000),               // never seen, deleted: staged, not visible
-                contact("bob", "Bob B", "b@x", 2_000), // known, changed
+                contact("bob", "Bob B", "b@x", 2_000), // held, changed: staged
                 contact("dee", "Dee", "d@x", 2_000),   // new
                 contact("dee", "Dee", "d@x", 1_500),   // twice: merged one by one, older
                 deleted("cy", 3_000),                  // staged above, deleted again in the page

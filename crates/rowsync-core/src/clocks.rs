@@ -260,30 +260,27 @@ impl Clocks {
 }
 
 /// Where a pulled state leaves a row the replica holds versions for, when
-/// the pulled state alone says what the row becomes (see
-/// [`Clocks::landing`]).
+/// that can be told from versions alone (see [`Clocks::landing`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Landing {
     /// Merging the pulled state changes nothing.
     Unchanged,
-    /// The row takes the pulled state's values (where it is visible) and
-    /// these versions.
-    Whole { clocks: Clocks, was_visible: bool, visible: bool },
+    /// The row takes the pulled state's values in the `taken` columns,
+    /// keeps its own in the others, and has these versions.
+    Whole { clocks: Clocks, taken: Vec<usize>, was_visible: bool, visible: bool },
 }
 
 impl Clocks {
     /// What merging `pulled` into the row these versions describe gives,
-    /// when that can be told from versions alone: every value the merged
-    /// row holds is the pulled one (a cell the merge keeps has the pulled
-    /// cell's version, and so its value), or nothing changes. `None` when
-    /// the row must be merged with its values in view: a local write newer
-    /// than the pulled cell, a manual table, writes held or pending, or a
-    /// pulled state carrying conflicts or memory.
+    /// when that can be told from versions alone: which columns take the
+    /// pulled values (the row keeps its own in the others), and the merged
+    /// versions. `None` when the row must be merged with more in view: a
+    /// manual table, writes held or pending, a pulled state carrying
+    /// conflicts or memory, or a row that comes back without every value
+    /// coming from the pulled state.
     ///
-    /// This is the common case of an incremental pull: a row the replica
-    /// holds with no write of its own waiting has versions the server's
-    /// state already includes, so a replica can write such rows from the
-    /// pulled states in bulk (the client's `stage` module).
+    /// The rows of an incremental pull are nearly all such rows, so a
+    /// replica can write them in bulk (the client's `stage` module).
     pub fn landing(&self, table: &Table, pulled: &RowState) -> Option<Landing> {
         let width = table.columns.len();
         let plain = table.conflict != ConflictStrategy::Manual && self.pending.is_empty() && self.held.is_empty();
@@ -297,17 +294,16 @@ impl Clocks {
             return Some(Landing::Unchanged);
         }
         let visible = state.is_visible();
-        if visible {
+        if visible && !was_visible {
+            // A row that comes back is written whole, from the pulled state.
             let version = |state: &RowState, index: usize| state.cells[index].as_ref().map(|(_, v)| v.clone());
-            let pulled_values = (0..width).filter(|&i| !table.is_key_column(i)).all(|i| {
-                let kept = version(&state, i);
-                kept == version(pulled, i) && (kept.is_some() || !was_visible)
-            });
+            let pulled_values =
+                (0..width).filter(|&i| !table.is_key_column(i)).all(|i| version(&state, i) == version(pulled, i));
             if !pulled_values {
                 return None;
             }
         }
-        Some(Landing::Whole { clocks: Clocks::from_state(&state), was_visible, visible })
+        Some(Landing::Whole { clocks: Clocks::from_state(&state), taken: outcome.taken, was_visible, visible })
     }
 }
 
@@ -396,9 +392,10 @@ mod tests {
     /// Every pair of small row states (two cells, an insert and a delete,
     /// each without a version or with one of three): where
     /// [`Clocks::landing`] answers, it answers what the merge with the
-    /// row's values in view gives (the pulled values, the merged versions),
-    /// and it answers whenever the pulled state is at least as new as the
-    /// row in every part.
+    /// row's values in view gives (the pulled values in the columns taken,
+    /// the row's own in the others, the merged versions), and it answers
+    /// whenever the pulled state is at least as new as the row in every
+    /// part.
     #[test]
     fn a_landing_is_what_the_merge_with_values_in_view_gives() {
         let schema = crate::schema::parse_schema("CREATE TABLE t (id TEXT PRIMARY KEY, a TEXT, b TEXT);").unwrap();
@@ -436,13 +433,18 @@ mod tests {
                 match clocks.landing(table, &pulled) {
                     None => assert!(!dominates, "a pulled state as new as the row in every part: {context}"),
                     Some(Landing::Unchanged) => assert!(!outcome.changed, "{context}"),
-                    Some(Landing::Whole { clocks: landed, was_visible, visible }) => {
+                    Some(Landing::Whole { clocks: landed, taken, was_visible, visible }) => {
                         answered += 1;
                         assert!(outcome.changed, "{context}");
                         assert_eq!((was_visible, visible), (held.is_visible(), merged.is_visible()), "{context}");
                         assert_eq!(landed, Clocks::from_state(&merged), "{context}");
                         if visible {
-                            assert_eq!(pulled.row_values(table, &key), merged.row_values(table, &key), "{context}");
+                            // What a replica writes: pulled values where taken, its own elsewhere.
+                            let (theirs, ours) = (pulled.row_values(table, &key), held.row_values(table, &key));
+                            let written: Vec<Value> = (0..3)
+                                .map(|i| if taken.contains(&i) || !was_visible { &theirs[i] } else { &ours[i] }.clone())
+                                .collect();
+                            assert_eq!(written, merged.row_values(table, &key), "{context}");
                         }
                     }
                 }
