@@ -534,6 +534,15 @@ mod tests {
         test_replica(dir.path(), "CREATE TABLE contacts (id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT);")
     }
 
+    /// A replica whose app keeps emails unique with an index of its own,
+    /// holding the contacts of a first page.
+    fn with_unique_emails(dir: &tempfile::TempDir, first: Vec<RowChange>) -> (Replica, Connection) {
+        let (replica, app) = replica(dir);
+        app.execute("CREATE UNIQUE INDEX contacts_email ON contacts (email)", []).unwrap();
+        apply_page(&replica, page(first, 1)).unwrap();
+        (replica, app)
+    }
+
     fn contacts(app: &Connection) -> Vec<(String, String, Option<String>)> {
         let mut statement = app.prepare("SELECT id, name, email FROM contacts ORDER BY id").unwrap();
         statement
@@ -631,9 +640,7 @@ mod tests {
     #[test]
     fn a_page_is_written_in_its_order() {
         let dir = tempfile::TempDir::new().unwrap();
-        let (replica, app) = replica(&dir);
-        app.execute("CREATE UNIQUE INDEX contacts_email ON contacts (email)", []).unwrap();
-        apply_page(&replica, page(vec![contact("ann", "Ann", "shared@example.com", 1_000)], 1)).unwrap();
+        let (replica, app) = with_unique_emails(&dir, vec![contact("ann", "Ann", "shared@example.com", 1_000)]);
         app.execute("UPDATE contacts SET name = 'Ann (mine)' WHERE id = 'ann'", []).unwrap();
 
         let moved =
@@ -645,17 +652,14 @@ mod tests {
         );
     }
 
-    /// So are rows the replica holds that the pulled state alone decides,
-    /// which are staged: the same move, and a contact deleted whose email a
-    /// new one takes.
+    /// So are the rows the replica holds when they are staged: the same
+    /// move, and a contact deleted whose email a new one takes.
     #[test]
     fn staged_rows_the_replica_holds_are_written_in_page_order() {
         let dir = tempfile::TempDir::new().unwrap();
-        let (replica, app) = replica(&dir);
-        app.execute("CREATE UNIQUE INDEX contacts_email ON contacts (email)", []).unwrap();
         let first =
             vec![contact("ann", "Ann", "shared@example.com", 1_000), contact("cy", "Cy", "cy@example.com", 1_000)];
-        apply_page(&replica, page(first, 1)).unwrap();
+        let (replica, app) = with_unique_emails(&dir, first);
 
         let mut moved = page(
             vec![
@@ -687,10 +691,8 @@ mod tests {
     #[test]
     fn a_pulled_update_leaves_a_row_deleted_behind_captures_back_deleted() {
         let dir = tempfile::TempDir::new().unwrap();
-        let (replica, app) = replica(&dir);
-        app.execute("CREATE UNIQUE INDEX contacts_email ON contacts (email)", []).unwrap();
         let first = vec![contact("ann", "Ann", "ann@example.com", 1_000), contact("cy", "Cy", "cy@example.com", 1_000)];
-        apply_page(&replica, page(first, 1)).unwrap();
+        let (replica, app) = with_unique_emails(&dir, first);
         app.execute("INSERT OR REPLACE INTO contacts (id, name, email) VALUES ('bob', 'Bob', 'ann@example.com')", [])
             .unwrap();
         app.execute("UPDATE contacts SET name = 'Cy (mine)' WHERE id = 'cy'", []).unwrap();
