@@ -216,10 +216,12 @@ impl StageSql {
     }
 }
 
-/// Decodes `page` and stages what needs no merging; takes no lock on the
-/// replica file. Rows the replica holds versions for, and a row that comes
-/// again in the same page, are left to be merged one by one. Decoding
-/// takes the changes' values over rather than copy them.
+/// Decodes `page` and stages what needs no merging with values in view;
+/// takes no lock on the replica file. Rows the replica holds versions for
+/// are staged where those versions say how they merge
+/// ([`Staged::land_held`]); the others of them, and a row that comes again
+/// in the same page, are left to be merged one by one. Decoding takes the
+/// changes' values over rather than copy them.
 pub(crate) fn stage(replica: &Replica, changes: Vec<RowChange>) -> Result<Staged, ClientError> {
     let changes: Vec<DecodedChange> = changes
         .into_iter()
@@ -635,8 +637,8 @@ mod tests {
     /// Rows merged one by one and staged rows are written in page order: an
     /// email that moves from one contact to a new one, under the app's own
     /// UNIQUE index, leaves the first before it reaches the second. The
-    /// first is merged one by one (the app renamed it since, so its name is
-    /// newer here than the pulled one).
+    /// first is merged one by one (the app renamed it just before, and the
+    /// rename was not stamped yet when the page was staged).
     #[test]
     fn a_page_is_written_in_its_order() {
         let dir = tempfile::TempDir::new().unwrap();
